@@ -1,0 +1,180 @@
+"""Certificates for the server and a report of a live connection's encryption.
+
+``create_certificates`` replaces the tutorial's ``openssl req`` step: a private CA and a server
+certificate whose subject alternative names cover the host names and IP addresses clients use,
+so that clients can connect with ``sslmode=verify-full``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["CertificatePaths", "TlsStatus", "create_certificates", "tls_status"]
+
+DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class CertificatePaths:
+    """Where :func:`create_certificates` wrote its files."""
+
+    ca_cert: Path
+    """The CA certificate: give it to clients as ``sslrootcert``."""
+    ca_key: Path
+    server_cert: Path
+    """``ssl_cert_file`` for the server."""
+    server_key: Path
+    """``ssl_key_file`` for the server (mode 0600)."""
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by the owner only, never briefly world-readable."""
+    if path.exists():
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def create_certificates(
+    out_dir: str | os.PathLike[str],
+    hosts: Sequence[str] = DEFAULT_HOSTS,
+    *,
+    days: int = 365,
+    common_name: str = "tsaccess",
+) -> CertificatePaths:
+    """Create a CA and a server certificate signed by it in ``out_dir``.
+
+    Args:
+        out_dir: created if missing. Files: ``ca.crt``, ``ca.key``, ``server.crt``,
+            ``server.key``; keys are written with mode 0600.
+        hosts: DNS names and IP addresses put in the certificate's subject alternative names;
+            ``verify-full`` accepts exactly these.
+        days: validity.
+        common_name: prefix of the subjects' common names.
+    """
+    if not hosts:
+        raise ValueError("create_certificates needs at least one host name or IP address")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    not_before = now - dt.timedelta(minutes=5)
+    not_after = now + dt.timedelta(days=days)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def key_pem(k: ec.EllipticCurvePrivateKey) -> bytes:
+        return k.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    paths = CertificatePaths(
+        ca_cert=out / "ca.crt",
+        ca_key=out / "ca.key",
+        server_cert=out / "server.crt",
+        server_key=out / "server.key",
+    )
+    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(paths.ca_key, key_pem(ca_key))
+    _write_private(paths.server_key, key_pem(key))
+    return paths
+
+
+@dataclass(frozen=True)
+class TlsStatus:
+    """Encryption of one live session, as the server reports it in ``pg_stat_ssl``."""
+
+    ssl: bool
+    version: str | None
+    cipher: str | None
+    bits: int | None
+
+    def __str__(self) -> str:
+        if not self.ssl:
+            return "NOT ENCRYPTED"
+        return f"{self.version} {self.cipher} ({self.bits} bits)"
+
+
+def tls_status(conn: psycopg.Connection[Any]) -> TlsStatus:
+    """Ask the server whether this connection's session is encrypted.
+
+    The answer comes from ``pg_stat_ssl`` for the session's own backend, so it is the server's
+    view, not the client library's.
+    """
+    was_idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    row = conn.execute(
+        "SELECT ssl, version, cipher, bits FROM pg_catalog.pg_stat_ssl"
+        " WHERE pid = pg_catalog.pg_backend_pid()"
+    ).fetchone()
+    if was_idle and not conn.autocommit:
+        conn.rollback()  # leave the connection as we found it
+    if row is None:  # pragma: no cover - the own backend is always listed
+        return TlsStatus(False, None, None, None)
+    return TlsStatus(bool(row[0]), row[1], row[2], row[3])

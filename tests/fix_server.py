@@ -1,0 +1,118 @@
+"""Fixtures: one throwaway TLS server per test session, a fresh database per test.
+
+The server comes from ``tsaccess.ephemeral.EphemeralServer`` (``TSACCESS_TEST_DSN``, Docker or a
+local ``initdb`` cluster). Each test that asks for ``db`` gets a database cloned from a template
+(with TimescaleDB when the server has it); roles the test creates are dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import tsaccess
+from tsaccess.ephemeral import EphemeralServer, ServerInfo
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[ServerInfo]:
+    server = EphemeralServer()
+    try:
+        info = server.start()
+    except tsaccess.ServerStartError as exc:
+        pytest.fail(f"cannot start the throwaway server: {exc}")
+    try:
+        yield info
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: ServerInfo) -> Iterator[str]:
+    name = f"tsaccess_tpl_{secrets.token_hex(4)}"
+    with tsaccess.connect(**pg_server.params(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    if pg_server.timescaledb:
+        with tsaccess.connect(**pg_server.params(dbname=name), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    yield name
+    with tsaccess.connect(**pg_server.params(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@dataclass
+class TestDb:
+    """A fresh database on the throwaway server, with helpers to connect to it."""
+
+    __test__ = False
+    info: ServerInfo
+
+    @property
+    def name(self) -> str:
+        return self.info.dbname
+
+    def params(self, **overrides: Any) -> dict[str, Any]:
+        return self.info.params(**overrides)
+
+    def admin(self, **kw: Any) -> psycopg.Connection[Any]:
+        return tsaccess.connect(**self.info.params(), **kw)
+
+    def connect_as(self, user: str, password: str, **kw: Any) -> psycopg.Connection[Any]:
+        return tsaccess.connect(**self.info.params(user=user, password=password), **kw)
+
+    def create_login(self, name: str, *, password: str | None = None) -> str:
+        """Create a login role with a SCRAM password; returns the password."""
+        password = password or secrets.token_urlsafe(16)
+        with self.admin(autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(name), sql.Literal(password)
+                )
+            )
+        return password
+
+
+def _roles(info: ServerInfo) -> set[str]:
+    with tsaccess.connect(**info.params(), autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
+
+
+@pytest.fixture
+def db(pg_server: ServerInfo, template_db: str, request: pytest.FixtureRequest) -> Iterator[TestDb]:
+    slug = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:30]
+    name = f"t_{slug}_{secrets.token_hex(3)}"
+    before = _roles(pg_server)
+    with tsaccess.connect(**pg_server.params(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    try:
+        yield TestDb(pg_server.with_database(name))
+    finally:
+        with tsaccess.connect(**pg_server.params(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            for role in sorted(_roles(pg_server) - before):
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def timescaledb(pg_server: ServerInfo) -> None:
+    if not pg_server.timescaledb:
+        pytest.skip(
+            f"TimescaleDB is not available on the {pg_server.backend} test server; give a server "
+            "with it in TSACCESS_TEST_DSN or run where Docker answers"
+        )
