@@ -1,0 +1,264 @@
+"""Set-based reads of the live catalog: roles, memberships, tables, ACLs, audit objects.
+
+:func:`read_catalog` issues a fixed number of queries whatever the number of objects
+(``CatalogSnapshot.queries`` counts them). ACLs are exploded with ``aclexplode``; a NULL ACL is
+read as ``acldefault`` (the owner's implicit privileges plus PUBLIC's defaults), so a fresh
+database's ``CONNECT``/``TEMPORARY`` for PUBLIC is visible and can be revoked.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+__all__ = ["CatalogSnapshot", "ColumnInfo", "FunctionInfo", "RoleInfo", "TableInfo",
+           "read_catalog"]
+
+Grant = tuple[str, str]
+"""(grantee, privilege); grantee ``PUBLIC`` for everyone."""
+
+
+@dataclass(frozen=True)
+class RoleInfo:
+    name: str
+    login: bool
+    inherit: bool
+    superuser: bool
+    connection_limit: int
+    password: str | None = field(default=None, repr=False)
+    """The stored verifier when readable (superuser), else None."""
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str
+    not_null: bool
+    default: str | None
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    kind: str
+    owner: str
+    columns: tuple[ColumnInfo, ...]
+    acl: frozenset[Grant]
+    column_acl: frozenset[tuple[str, str, str]] = frozenset()
+    """(column, grantee, privilege)."""
+    hypertable: bool = False
+    compressed: bool = False
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    name: str
+    owner: str
+    security_definer: bool
+    config: tuple[str, ...]
+    source: str
+    acl: frozenset[Grant]
+
+
+@dataclass(frozen=True)
+class TriggerInfo:
+    table: str
+    name: str
+    enabled: bool
+    definition: str
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    database: str
+    database_owner: str
+    database_acl: frozenset[Grant]
+    schema: str
+    schema_exists: bool
+    schema_owner: str
+    schema_acl: frozenset[Grant]
+    roles: Mapping[str, RoleInfo]
+    members: frozenset[tuple[str, str]]
+    """(role, member)."""
+    tables: Mapping[str, TableInfo]
+    functions: Mapping[str, FunctionInfo]
+    triggers: Mapping[tuple[str, str], TriggerInfo]
+    extensions: frozenset[str]
+    timescaledb_available: bool
+    timescaledb_preloaded: bool
+    current_user: str
+    superuser: bool
+    queries: int
+
+    @property
+    def timescaledb(self) -> bool:
+        return "timescaledb" in self.extensions
+
+    def memberships_of(self, member: str) -> frozenset[str]:
+        return frozenset(r for r, m in self.members if m == member)
+
+
+_GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END"
+
+
+def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
+    """Read everything plan/verify need about ``schema`` and the roles, in a few queries."""
+    queries = 0
+
+    def q(query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        nonlocal queries
+        queries += 1
+        return conn.execute(query, params).fetchall()
+
+    (cur_user, superuser, ts_avail, ts_preload), = q(
+        "SELECT current_user, pg_catalog.current_setting('is_superuser') = 'on',"
+        " EXISTS (SELECT FROM pg_catalog.pg_available_extensions WHERE name = 'timescaledb'),"
+        " pg_catalog.current_setting('shared_preload_libraries') ~ 'timescaledb'"
+    )
+    pw_col = "rolpassword" if superuser else "NULL::text"
+    source = "pg_catalog.pg_authid" if superuser else "pg_catalog.pg_roles"
+    roles = {
+        r[0]: RoleInfo(r[0], r[1], r[2], r[3], r[4], r[5])
+        for r in q(
+            f"SELECT rolname, rolcanlogin, rolinherit, rolsuper, rolconnlimit, {pw_col}"
+            f" FROM {source}"
+        )
+    }
+    members = frozenset(
+        (r[0], r[1])
+        for r in q(
+            "SELECT pg_catalog.pg_get_userbyid(roleid), pg_catalog.pg_get_userbyid(member)"
+            " FROM pg_catalog.pg_auth_members"
+        )
+    )
+    # database and schema ACLs in one query
+    acl_rows = q(
+        f"SELECT 'd', d.datname, pg_catalog.pg_get_userbyid(d.datdba), {_GRANTEE},"
+        " a.privilege_type FROM pg_catalog.pg_database d,"
+        " LATERAL pg_catalog.aclexplode(coalesce(d.datacl, pg_catalog.acldefault('d', d.datdba))) a"
+        " WHERE d.datname = pg_catalog.current_database()"
+        " UNION ALL"
+        f" SELECT 'n', n.nspname, pg_catalog.pg_get_userbyid(n.nspowner), {_GRANTEE},"
+        " a.privilege_type FROM pg_catalog.pg_namespace n"
+        " LEFT JOIN LATERAL pg_catalog.aclexplode("
+        "   coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a ON true"
+        " WHERE n.nspname = %s",
+        (schema,),
+    )
+    database, database_owner, schema_owner = "", "", ""
+    db_acl: set[Grant] = set()
+    ns_acl: set[Grant] = set()
+    schema_exists = False
+    for kind, name, owner, grantee, priv in acl_rows:
+        if kind == "d":
+            database, database_owner = name, owner
+            db_acl.add((grantee, priv))
+        else:
+            schema_exists, schema_owner = True, owner
+            if grantee is not None:
+                ns_acl.add((grantee, priv))
+
+    table_rows = q(
+        f"SELECT c.relname, c.relkind, pg_catalog.pg_get_userbyid(c.relowner), {_GRANTEE},"
+        " a.privilege_type"
+        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN LATERAL pg_catalog.aclexplode("
+        "   coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a ON true"
+        " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+        (schema,),
+    )
+    col_rows = q(
+        "SELECT c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),"
+        " a.attnotnull, pg_catalog.pg_get_expr(d.adbin, d.adrelid),"
+        f" CASE WHEN x.grantee IS NULL THEN NULL ELSE"
+        f"  (CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END)"
+        " END, x.privilege_type"
+        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0"
+        "  AND NOT a.attisdropped"
+        " LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum"
+        " LEFT JOIN LATERAL pg_catalog.aclexplode(a.attacl) x ON true"
+        " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+        " ORDER BY c.relname, a.attnum",
+        (schema,),
+    )
+    extensions = frozenset(r[0] for r in q("SELECT extname FROM pg_catalog.pg_extension"))
+    hyper: dict[str, bool] = {}
+    if "timescaledb" in extensions:
+        hyper = {
+            r[0]: bool(r[1])
+            for r in q(
+                "SELECT hypertable_name, compression_enabled"
+                " FROM timescaledb_information.hypertables WHERE hypertable_schema = %s",
+                (schema,),
+            )
+        }
+    func_rows = q(
+        "SELECT p.proname, pg_catalog.pg_get_userbyid(p.proowner), p.prosecdef,"
+        f" coalesce(p.proconfig, '{{}}'), p.prosrc, {_GRANTEE}, a.privilege_type"
+        " FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
+        " LEFT JOIN LATERAL pg_catalog.aclexplode("
+        "   coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a ON true"
+        " WHERE n.nspname = %s AND p.proname LIKE 'tsaccess\\_%%'",
+        (schema,),
+    )
+    trig_rows = q(
+        "SELECT c.relname, t.tgname, t.tgenabled <> 'D', pg_catalog.pg_get_triggerdef(t.oid)"
+        " FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND NOT t.tgisinternal",
+        (schema,),
+    )
+
+    acl: dict[str, set[Grant]] = defaultdict(set)
+    meta: dict[str, tuple[str, str]] = {}
+    for relname, kind, owner, grantee, priv in table_rows:
+        meta[relname] = (kind, owner)
+        if grantee is not None:
+            acl[relname].add((grantee, priv))
+    cols: dict[str, list[ColumnInfo]] = defaultdict(list)
+    col_acl: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
+    for relname, att, typ, notnull, default, grantee, priv in col_rows:
+        if not cols[relname] or cols[relname][-1].name != att:
+            cols[relname].append(ColumnInfo(att, typ, notnull, default))
+        if grantee is not None:
+            col_acl[relname].add((att, grantee, priv))
+    tables = {
+        name: TableInfo(
+            name, kind, owner, tuple(cols[name]), frozenset(acl[name]),
+            frozenset(col_acl[name]), name in hyper, hyper.get(name, False),
+        )
+        for name, (kind, owner) in meta.items()
+    }
+    fmeta: dict[str, tuple[str, bool, tuple[str, ...], str]] = {}
+    facl: dict[str, set[Grant]] = defaultdict(set)
+    for name, owner, secdef, config, src, grantee, priv in func_rows:
+        fmeta[name] = (owner, secdef, tuple(config), src)
+        if grantee is not None:
+            facl[name].add((grantee, priv))
+    functions = {n: FunctionInfo(n, *m, frozenset(facl[n])) for n, m in fmeta.items()}
+    triggers = {(r[0], r[1]): TriggerInfo(r[0], r[1], r[2], r[3]) for r in trig_rows}
+    return CatalogSnapshot(
+        database=database,
+        database_owner=database_owner,
+        database_acl=frozenset(db_acl),
+        schema=schema,
+        schema_exists=schema_exists,
+        schema_owner=schema_owner,
+        schema_acl=frozenset(ns_acl),
+        roles=roles,
+        members=members,
+        tables=tables,
+        functions=functions,
+        triggers=triggers,
+        extensions=extensions,
+        timescaledb_available=bool(ts_avail),
+        timescaledb_preloaded=bool(ts_preload),
+        current_user=cur_user,
+        superuser=bool(superuser),
+        queries=queries,
+    )
