@@ -1,0 +1,5 @@
+import sys
+
+from tsaccess.cli import main
+
+sys.exit(main())

@@ -1,0 +1,269 @@
+"""The tutorial's whole journey on a throwaway server, computed: ``tsaccess demo``.
+
+Start a TLS server, apply the company policy with generated passwords, prove the access matrix
+as the five users, do bob's and david's writes, try the forbidden ones (each must be refused by
+the server, and is recorded as a DENIED event), then read the audit trail as eve.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.resources
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tsaccess import audit
+from tsaccess.bootstrap import apply, plan
+from tsaccess.connection import connect, create_pool
+from tsaccess.ephemeral import EphemeralServer, ServerInfo
+from tsaccess.errors import PreflightDenied
+from tsaccess.passwords import Secret, resolve_passwords, write_pgpass
+from tsaccess.policy import Policy, parse_policy
+from tsaccess.tls import tls_status
+from tsaccess.verify import AccessMatrix, verify
+
+__all__ = ["DemoResult", "company_policy", "run_demo"]
+
+
+def company_policy() -> Policy:
+    """The reference policy shipped with tsaccess (``examples/company.toml``)."""
+    import tomllib
+
+    text = (importlib.resources.files("tsaccess") / "data" / "company.toml").read_text("utf-8")
+    return parse_policy(tomllib.loads(text), source="company.toml")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class DemoResult:
+    backend: str = ""
+    timescaledb: bool = False
+    server_start_s: float = 0.0
+    plan_steps: int = 0
+    apply_s: float = 0.0
+    second_plan_steps: int = -1
+    matrix: AccessMatrix | None = None
+    checks: list[Check] = field(default_factory=list)
+    audit_rows: list[dict[str, Any]] = field(default_factory=list)
+    summary_rows: list[dict[str, Any]] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    connect_info: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (self.second_plan_steps == 0 and self.matrix is not None and self.matrix.ok
+                and all(c.ok for c in self.checks))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "backend": self.backend,
+            "timescaledb": self.timescaledb,
+            "server_start_seconds": round(self.server_start_s, 3),
+            "plan_steps": self.plan_steps,
+            "apply_seconds": round(self.apply_s, 3),
+            "second_plan_steps": self.second_plan_steps,
+            "matrix": self.matrix.as_dict() if self.matrix else None,
+            "checks": [c.__dict__ for c in self.checks],
+            "audit": self.audit_rows,
+            "summary": self.summary_rows,
+            "sessions": self.sessions,
+            "connect": self.connect_info,
+        }
+
+
+def _user_params(info: ServerInfo, user: str, pw: Secret, dbname: str) -> dict[str, Any]:
+    return info.params(user=user, password=pw.reveal(), dbname=dbname)
+
+
+def run_demo(
+    *, keep: bool = False, out: Callable[[str], None] = print, server: EphemeralServer | None = None
+) -> DemoResult:
+    """Run the demo; ``out`` receives the human-readable report line by line."""
+    result = DemoResult()
+    policy = company_policy()
+    srv = server or EphemeralServer(keep=keep)
+    t0 = time.perf_counter()
+    info = srv.start()
+    result.server_start_s = time.perf_counter() - t0
+    result.backend, result.timescaledb = info.backend, info.timescaledb
+    out(f"== Throwaway server: {info.backend} backend on {info.host}:{info.port}, TLS + SCRAM, "
+        f"TimescaleDB {'yes' if info.timescaledb else 'not available (plain tables)'} "
+        f"(ready in {result.server_start_s:.2f} s)")
+    try:
+        _run(info, policy, result, out)
+        if keep:
+            pwfile = (info.workdir or __import__("pathlib").Path(".")) / "passwords.pgpass"
+            out(f"\n== Server kept running. Passwords: {pwfile} (mode 0600)")
+            for line in result.connect_info:
+                out(f"   {line}")
+    finally:
+        if not keep:
+            srv.stop()
+    return result
+
+
+def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[str], None]) -> None:
+    with connect(**info.params(), autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                               (policy.database,)).fetchone()
+        if not exists:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(policy.database)))
+    passwords = resolve_passwords([u.name for u in policy.users], generate=True)
+    if info.workdir is not None:
+        write_pgpass(info.workdir / "passwords.pgpass", passwords, host=info.host,
+                     port=info.port, dbname=policy.database)
+    db_params = info.params(dbname=policy.database)
+
+    out(f"\n== 1. Policy {policy.source}: plan and apply (one transaction)")
+    with connect(**db_params) as admin:
+        first = plan(admin, policy, passwords=passwords)
+        admin.rollback()
+        result.plan_steps = len(first)
+        for w in first.warnings:
+            out(f"   warning: {w}")
+        applied = apply(admin, policy, passwords=passwords)
+        result.apply_s = applied.seconds
+        second = plan(admin, policy, passwords=passwords)
+        admin.rollback()
+        result.second_plan_steps = len(second)
+        out(f"   {len(first)} statements applied in {applied.seconds * 1000:.0f} ms; "
+            f"plan again: {len(second)} statements (idempotent)")
+
+        out("\n== 2. Access matrix: every privilege tried as every user over TLS (rolled back)")
+        user_conn = {k: v for k, v in info.params().items()
+                     if k not in ("user", "password", "dbname")}
+        result.matrix = verify(admin, policy, passwords, **user_conn)
+        out(result.matrix.to_text())
+
+    out("\n== 3. Allowed writes (audited)")
+    pool = create_pool(**_user_params(info, "bob", passwords["bob"], policy.database),
+                       role="data_engineers", min_size=1, max_size=2)
+    try:
+        with pool.connection() as conn:
+            audit.set_actor(conn, "ingest-job", "batch-0001")
+            cur = conn.execute(
+                "INSERT INTO sensor_readings (time, sensor_id, temperature, humidity, location,"
+                " department) SELECT now() - i * interval '10 minutes', 'TEMP_' || (i % 3),"
+                " 20 + (i % 7), 40 + (i % 20), 'Building A', 'Engineering'"
+                " FROM generate_series(1, 144) AS i"
+            )
+            result.checks.append(Check("bob inserts 144 sensor readings (pool, data_engineers)",
+                                       cur.rowcount == 144, f"{cur.rowcount} rows"))
+            out(f"   bob   INSERT sensor_readings: {cur.rowcount} rows "
+                f"[{tls_status(conn)}]")
+    finally:
+        pool.close()
+    with connect(**_user_params(info, "david", passwords["david"], policy.database)) as conn:
+        cur = conn.execute(
+            "INSERT INTO financial_metrics (time, metric_type, amount, department)"
+            " VALUES (now(), 'revenue', 150000.00, 'Sales'), (now(), 'expenses', 75000.00, 'Ops')"
+        )
+        conn.commit()
+        result.checks.append(Check("david inserts 2 financial metrics", cur.rowcount == 2))
+        out(f"   david INSERT financial_metrics: {cur.rowcount} rows [{tls_status(conn)}]")
+
+    out("\n== 4. Forbidden actions (each must be refused by the server)")
+    forbidden = [
+        ("alice", "INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'X')"),
+        ("alice", "SELECT * FROM financial_metrics"),
+        ("bob", "SELECT * FROM financial_metrics"),
+        ("carol", "UPDATE financial_metrics SET amount = 0"),
+        ("david", "DELETE FROM activity_audit"),
+        ("bob", "UPDATE activity_audit SET username = 'nobody'"),
+        ("bob", "ALTER TABLE sensor_readings DISABLE TRIGGER ALL"),
+        ("eve", "INSERT INTO activity_audit (username, operation) VALUES ('eve', 'FORGED')"),
+        ("eve", "CREATE TABLE public.backdoor (x int)"),
+    ]
+    for user, stmt in forbidden:
+        with connect(**_user_params(info, user, passwords[user], policy.database)) as conn:
+            try:
+                conn.execute(stmt)
+                refused, why = False, "EXECUTED"
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.DependentObjectsStillExist
+                    ) as exc:
+                refused, why = True, f"{exc.sqlstate} {exc.diag.message_primary}"
+            except psycopg.Error as exc:  # e.g. "must be owner of table": also a refusal
+                refused = exc.sqlstate in ("42501",)
+                why = f"{exc.sqlstate} {exc.diag.message_primary}"
+            conn.rollback()
+            if refused:
+                audit.record_denied(conn, stmt, why)
+        result.checks.append(Check(f"{user}: {stmt}", refused, why))
+        out(f"   {'refused' if refused else 'ALLOWED!'}  {user:5}  {stmt[:60]:60}  {why}")
+
+    out("\n== 5. Pre-flight: refused before anything is sent")
+    with connect(**_user_params(info, "alice", passwords["alice"], policy.database),
+                 preflight=True) as conn:
+        try:
+            conn.execute("SELECT amount FROM financial_metrics")
+            result.checks.append(Check("pre-flight refuses alice's SELECT on financial_metrics",
+                                       False, "executed"))
+        except PreflightDenied as exc:
+            result.checks.append(Check("pre-flight refuses alice's SELECT on financial_metrics",
+                                       True, str(exc)))
+            out(f"   alice: {exc}")
+        rows = conn.execute("SELECT count(*) FROM sensor_readings").fetchone()
+        result.checks.append(Check("pre-flight lets alice read sensor_readings",
+                                   bool(rows and rows[0] == 144)))
+        out(f"   alice: SELECT count(*) FROM sensor_readings -> {rows[0] if rows else None}")
+
+    out("\n== 6. The audit trail, read as eve (auditors)")
+    with connect(**_user_params(info, "eve", passwords["eve"], policy.database)) as conn:
+        events = audit.recent(conn, limit=50)
+        result.audit_rows = events.as_dicts()
+        shown = [{k: e[k] for k in ("event_time", "username", "effective_role", "operation",
+                                     "table_name", "row_count", "actor", "application_name")}
+                 for e in result.audit_rows if e["operation"] != "DENIED"][:10]
+        from tsaccess._render import text_table
+
+        out(text_table(list(shown[0]) if shown else [], [list(r.values()) for r in shown]))
+        writers = {(e["username"], e["table_name"]) for e in result.audit_rows
+                   if e["operation"] == "INSERT"}
+        result.checks.append(Check("audit names bob on sensor_readings",
+                                   ("bob", "sensor_readings") in writers))
+        result.checks.append(Check("audit names david on financial_metrics",
+                                   ("david", "financial_metrics") in writers))
+        denied = [e for e in result.audit_rows if e["operation"] == "DENIED"]
+        result.checks.append(Check("DENIED events recorded", len(denied) >= len(forbidden),
+                                   f"{len(denied)} events"))
+        summ = audit.summary(conn, dt.timedelta(hours=1))
+        result.summary_rows = summ.as_dicts()
+        out("\n   Summary (last hour):")
+        out("   " + summ.to_text().replace("\n", "\n   "))
+        sessions = audit.active_sessions(conn)
+        result.sessions = sessions.as_dicts()
+        all_tls = all(s["ssl"] for s in result.sessions if s["client_addr"])
+        result.checks.append(Check("every TCP session is TLS", all_tls))
+        out(f"\n   Sessions on {policy.database}: "
+            + ", ".join(f"{s['username']} ({s['tls_version'] or 'NO TLS'})"
+                        for s in result.sessions if s["client_addr"]))
+        alice_audit = True
+        with connect(**_user_params(info, "alice", passwords["alice"], policy.database)) as a:
+            try:
+                a.execute("SELECT * FROM activity_audit")
+                alice_audit = False
+            except psycopg.errors.InsufficientPrivilege:
+                pass
+        result.checks.append(Check("alice cannot read the audit trail", alice_audit))
+
+    for user in policy.users:
+        result.connect_info.append(
+            f"{user.name:5}  psql \"host={info.host} port={info.port} dbname={policy.database} "
+            f"user={user.name} sslmode=verify-full sslrootcert={info.sslrootcert}\"")
+    failed = [c for c in result.checks if not c.ok]
+    out(f"\n== Result: {'OK' if result.ok else 'FAILED'} — {len(result.checks)} checks, "
+        f"{len(failed)} failed; matrix {'OK' if result.matrix and result.matrix.ok else 'FAILED'}")
+    for c in failed:
+        out(f"   FAILED: {c.name} {c.detail}")

@@ -1,0 +1,272 @@
+"""The access matrix: every privilege tried as every user, compared with the policy.
+
+For each login user x each managed table x {SELECT, INSERT, UPDATE, DELETE, TRUNCATE}, plus
+CONNECT to the database and CREATE in the policy's schema, the matrix holds three answers:
+
+* **expected**: what the policy grants (through the user's group roles);
+* **catalog**: what the server's ``has_*_privilege`` functions say;
+* **actual**: what happens when the user tries it, over TLS, inside a transaction that is always
+  rolled back (SQLSTATE 42501 means denied; success or any other error means the privilege
+  check passed).
+
+Any cell where the three disagree is a failure (``AccessMatrix.ok`` is False).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tsaccess._log import get_logger
+from tsaccess._render import html_table, text_table
+from tsaccess.catalog import read_catalog
+from tsaccess.connection import connect
+from tsaccess.passwords import Secret
+from tsaccess.policy import TABLE_PRIVILEGES, Policy
+from tsaccess.tls import TlsStatus, tls_status
+
+__all__ = ["AccessMatrix", "Cell", "verify"]
+
+log = get_logger("tsaccess.verify")
+
+DATABASE_OBJECT = "<database>"
+SCHEMA_OBJECT = "<schema>"
+
+
+@dataclass(frozen=True)
+class Cell:
+    user: str
+    object: str
+    """A managed table, ``<database>`` (CONNECT) or ``<schema>`` (CREATE)."""
+    privilege: str
+    expected: bool
+    catalog: bool
+    actual: bool | None
+    """None when it could not be tried (no password for the user)."""
+    detail: str = ""
+    """The server's answer when the try failed (SQLSTATE and message)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.catalog == self.actual
+
+
+@dataclass(frozen=True)
+class AccessMatrix:
+    database: str
+    schema: str
+    cells: tuple[Cell, ...]
+    tls: Mapping[str, TlsStatus | None]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.cells)
+
+    @property
+    def disagreements(self) -> tuple[Cell, ...]:
+        return tuple(c for c in self.cells if not c.ok)
+
+    def cell(self, user: str, obj: str, privilege: str) -> Cell:
+        return next(c for c in self.cells
+                    if (c.user, c.object, c.privilege) == (user, obj, privilege))
+
+    def _grid(self) -> tuple[list[str], list[list[str]], list[list[str]]]:
+        headers = ["user", "object", *TABLE_PRIVILEGES, "TLS"]
+        rows: list[list[str]] = []
+        classes: list[list[str]] = []
+        users = list(dict.fromkeys(c.user for c in self.cells))
+        objects = list(dict.fromkeys(c.object for c in self.cells))
+        index = {(c.user, c.object, c.privilege): c for c in self.cells}
+        for u in users:
+            for o in objects:
+                row, cls = [u, o], ["", ""]
+                special = {DATABASE_OBJECT: "CONNECT", SCHEMA_OBJECT: "CREATE"}.get(o)
+                for p in TABLE_PRIVILEGES:
+                    # CONNECT / CREATE are shown in the first column of their object's row
+                    key = (u, o, special) if special and p == "SELECT" else (u, o, p)
+                    c = index.get(key)
+                    if c is None:
+                        row.append("")
+                        cls.append("")
+                        continue
+                    mark = "allowed" if c.actual else "denied" if c.actual is False else "?"
+                    row.append(mark if c.ok else f"{mark} !!")
+                    cls.append("ok" if c.ok else "mismatch")
+                tls = self.tls.get(u)
+                row.append(str(tls) if o == objects[0] and tls else "")
+                cls.append("")
+                rows.append(row)
+                classes.append(cls)
+        return headers, rows, classes
+
+    def to_text(self) -> str:
+        """An aligned table; ``!!`` marks a cell where policy, catalog and reality disagree."""
+        headers, rows, _ = self._grid()
+        pretty = [[r[0], r[1].replace(DATABASE_OBJECT, "database (CONNECT)")
+                   .replace(SCHEMA_OBJECT, f"schema {self.schema} (CREATE)"), *r[2:]]
+                  for r in rows]
+        out = [text_table(headers, pretty)]
+        bad = self.disagreements
+        out.append(
+            f"\n{len(self.cells)} checks, {len(bad)} disagreement(s)"
+            + ("" if bad else ": the database enforces exactly the policy")
+        )
+        for c in bad:
+            out.append(
+                f"  !! {c.user} {c.privilege} on {c.object}: policy "
+                f"{'allows' if c.expected else 'denies'}, catalog "
+                f"{'allows' if c.catalog else 'denies'}, actual "
+                f"{'allowed' if c.actual else 'denied' if c.actual is False else 'not tried'}"
+                + (f" ({c.detail})" if c.detail else "")
+            )
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "schema": self.schema,
+            "ok": self.ok,
+            "disagreements": len(self.disagreements),
+            "tls": {u: (asdict(t) if t else None) for u, t in self.tls.items()},
+            "cells": [{**asdict(c), "ok": c.ok} for c in self.cells],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+    def to_pandas(self) -> Any:
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas() needs pandas: pip install 'tsaccess[pandas]'") from None
+        return pd.DataFrame([{**asdict(c), "ok": c.ok} for c in self.cells])
+
+    def _repr_html_(self) -> str:
+        headers, rows, classes = self._grid()
+        style = ("<style>table.tsaccess td.ok{background:#e8f5e9}"
+                 "table.tsaccess td.mismatch{background:#ffcdd2;font-weight:bold}</style>")
+        verdict = "OK" if self.ok else f"{len(self.disagreements)} disagreement(s)"
+        return (f"{style}<p><b>Access matrix for {self.database}</b>: {verdict}</p>"
+                + html_table(headers, rows, classes=classes))
+
+
+def _probe(policy: Policy, table: str, privilege: str, last_column: str) -> sql.Composed:
+    t = sql.Identifier(policy.schema, table)
+    if privilege == "SELECT":
+        return sql.SQL("SELECT 1 FROM {} WHERE false").format(t)
+    if privilege == "INSERT":
+        return sql.SQL("INSERT INTO {} DEFAULT VALUES").format(t)
+    if privilege == "UPDATE":
+        return sql.SQL("UPDATE {} SET {} = DEFAULT WHERE false").format(
+            t, sql.Identifier(last_column))
+    if privilege == "DELETE":
+        return sql.SQL("DELETE FROM {} WHERE false").format(t)
+    return sql.SQL("TRUNCATE {}").format(t)
+
+
+def _try(conn: psycopg.Connection[Any], stmt: sql.Composable) -> tuple[bool, str]:
+    """Run ``stmt`` in a transaction that is always rolled back: (privilege check passed, why)."""
+    try:
+        conn.execute("SET LOCAL lock_timeout = '5s'")
+        conn.execute(stmt)
+        return True, ""
+    except psycopg.errors.InsufficientPrivilege as exc:
+        return False, f"42501 {exc.diag.message_primary}"
+    except psycopg.Error as exc:
+        return True, f"{exc.sqlstate} {exc.diag.message_primary}"  # passed the privilege check
+    finally:
+        conn.rollback()
+
+
+def verify(
+    admin: psycopg.Connection[Any],
+    policy: Policy,
+    passwords: Mapping[str, Secret],
+    **conn_params: Any,
+) -> AccessMatrix:
+    """Build the access matrix.
+
+    Args:
+        admin: an admin connection to the policy's database (reads the catalog answers).
+        passwords: the login users' passwords, to try each privilege as that user.
+        conn_params: how users reach the server (host, port, sslrootcert, ...); ``user``,
+            ``password`` and ``dbname`` are set per user.
+    """
+    users = [u.name for u in policy.users]
+    tables = list(policy.managed_tables)
+    cat = read_catalog(admin, policy.schema)
+    admin.rollback()
+    rows = admin.execute(
+        "SELECT u, t, p, pg_catalog.has_table_privilege(u, pg_catalog.format('%%I.%%I', %s::text, t), p)"
+        " FROM unnest(%s::text[]) u, unnest(%s::text[]) t, unnest(%s::text[]) p"
+        " WHERE EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = u)",
+        (policy.schema, users, tables, list(TABLE_PRIVILEGES)),
+    ).fetchall()
+    catalog_tables = {(r[0], r[1], r[2]): bool(r[3]) for r in rows}
+    rows = admin.execute(
+        "SELECT u, pg_catalog.has_database_privilege(u, pg_catalog.current_database(), 'CONNECT'),"
+        " pg_catalog.has_schema_privilege(u, %s, 'CREATE')"
+        " FROM unnest(%s::text[]) u WHERE EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = u)",
+        (policy.schema, users),
+    ).fetchall()
+    admin.rollback()
+    catalog_db = {r[0]: (bool(r[1]), bool(r[2])) for r in rows}
+    last_col = {name: info.columns[-1].name for name, info in cat.tables.items() if info.columns}
+
+    cells: list[Cell] = []
+    tls: dict[str, TlsStatus | None] = {}
+    for user in users:
+        expected = policy.expected_privileges(user)
+        can_connect, can_create = catalog_db.get(user, (False, False))
+        pw = passwords.get(user)
+        conn: psycopg.Connection[Any] | None = None
+        connect_detail = ""
+        if pw is None:
+            connect_detail = "no password available for this user"
+        else:
+            params = {**conn_params, "user": user, "password": pw.reveal(),
+                      "dbname": policy.database}
+            try:
+                conn = connect(**params)
+            except psycopg.OperationalError as exc:
+                msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                connect_detail = msg.replace("connection failed: ", "")[:200]
+        tls[user] = tls_status(conn) if conn else None
+        has_role = bool(next(u for u in policy.users if u.name == user).roles)
+        cells.append(Cell(user, DATABASE_OBJECT, "CONNECT", has_role, can_connect,
+                          None if pw is None else conn is not None, connect_detail))
+        try:
+            for table in tables:
+                for priv in TABLE_PRIVILEGES:
+                    actual: bool | None = None if pw is None else False
+                    detail = connect_detail
+                    if conn is not None:
+                        actual, detail = _try(conn, _probe(policy, table, priv,
+                                                           last_col.get(table, "id")))
+                    cells.append(Cell(user, table, priv, priv in expected.get(table, ()),
+                                      catalog_tables.get((user, table, priv), False), actual,
+                                      detail))
+            actual_create: bool | None = None if pw is None else False
+            detail = connect_detail
+            if conn is not None:
+                probe = sql.SQL("CREATE TABLE {} ()").format(
+                    sql.Identifier(policy.schema, f"tsaccess_probe_{secrets.token_hex(4)}"))
+                actual_create, detail = _try(conn, probe)
+            cells.append(Cell(user, SCHEMA_OBJECT, "CREATE", False, can_create, actual_create,
+                              detail))
+        finally:
+            if conn is not None:
+                conn.close()
+    matrix = AccessMatrix(policy.database, policy.schema, tuple(cells), tls)
+    log.info("access matrix", database=policy.database, checks=len(cells),
+             disagreements=len(matrix.disagreements))
+    return matrix
