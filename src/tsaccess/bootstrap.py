@@ -360,11 +360,16 @@ def apply(
             conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             the_plan = plan(conn, policy, passwords=passwords)
             for i, step in enumerate(the_plan.steps):
-                if on_step is not None:
-                    on_step(i, step)
                 try:
+                    if on_step is not None:
+                        on_step(i, step)
                     conn.execute(step.statement)
                 except psycopg.Error as exc:
+                    if conn.broken:
+                        raise ApplyError(
+                            f"connection lost at step {i + 1}/{len(the_plan)} ({step.summary}); "
+                            "the server rolls the transaction back: nothing changed. Run it "
+                            "again.") from exc
                     raise ApplyError(
                         f"step {i + 1}/{len(the_plan)} ({step.summary}) failed: "
                         f"{exc.diag.message_primary or exc.__class__.__name__}; the transaction "

@@ -192,6 +192,7 @@ def _app_name(base: str | None, user: str, role: str | None) -> str:
 def _verify_tls(conn: psycopg.Connection[Any]) -> None:
     """Close ``conn`` and raise unless both libpq and the server report an encrypted session."""
     status = tls_status(conn)
+    conn._tsaccess_tls = status  # type: ignore[attr-defined]  # tls_status() falls back to it
     if not (conn.pgconn.ssl_in_use and status.ssl):
         conn.close()
         raise InsecureConnectionError(

@@ -175,6 +175,12 @@ def tls_status(conn: psycopg.Connection[Any]) -> TlsStatus:
     ).fetchone()
     if was_idle and not conn.autocommit:
         conn.rollback()  # leave the connection as we found it
-    if row is None:  # pragma: no cover - the own backend is always listed
-        return TlsStatus(False, None, None, None)
+    if row is None or row[0] is None:
+        # After SET ROLE to a role without the login user's privileges, pg_stat_ssl hides the
+        # session's own fields: use what the server reported when tsaccess.connect() verified
+        # this session, else libpq's view.
+        seen = getattr(conn, "_tsaccess_tls", None)
+        if isinstance(seen, TlsStatus):
+            return seen
+        return TlsStatus(bool(conn.pgconn.ssl_in_use), None, None, None)
     return TlsStatus(bool(row[0]), row[1], row[2], row[3])

@@ -1,0 +1,32 @@
+"""Shared helpers for integration tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tsaccess.bootstrap import apply
+from tsaccess.demo import company_policy
+from tsaccess.passwords import Secret, resolve_passwords
+from tsaccess.policy import Policy
+
+
+@dataclass
+class Company:
+    policy: Policy
+    passwords: dict[str, Secret]
+    db: Any
+
+    def connect(self, user: str, **kw: Any):
+        return self.db.connect_as(user, self.passwords[user].reveal(), **kw)
+
+    def user_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.db.params().items() if k not in ("user", "password", "dbname")}
+
+
+def apply_company(db, policy: Policy | None = None) -> Company:
+    policy = (policy or company_policy()).with_database(db.name)
+    passwords = resolve_passwords([u.name for u in policy.users], generate=True, environ={})
+    with db.admin() as conn:
+        apply(conn, policy, passwords=passwords)
+    return Company(policy, passwords, db)
