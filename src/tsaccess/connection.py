@@ -304,7 +304,10 @@ def _default_class(preflight: bool) -> type[psycopg.Connection[Any]]:
 def _after_connect(
     conn: psycopg.Connection[Any], secure: SecureParams, role: str | None, preflight: bool
 ) -> None:
-    """Hand the secure parameters to connection classes that need them (pre-flight, audit)."""
+    """Remember how this connection was made (a DENIED event may need a side connection) and
+    hand the parameters to connection classes that need them (pre-flight)."""
+    conn._tsaccess_params = dict(secure.kwargs)  # type: ignore[attr-defined]
+    conn._tsaccess_role = role  # type: ignore[attr-defined]
     setup = getattr(conn, "_tsaccess_setup", None)
     if setup is not None:
         setup(secure, role, preflight)

@@ -902,8 +902,6 @@ class PreflightConnection(psycopg.Connection[Any]):
     on_denied: Any = None
 
     def _tsaccess_setup(self, secure: Any, role: str | None, preflight: bool) -> None:
-        self._tsaccess_params = dict(secure.kwargs)
-        self._tsaccess_role = role
         self._tsaccess_preflight = preflight
         self.preflight = Checker(self)
         self.cursor_factory = PreflightCursor
