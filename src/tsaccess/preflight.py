@@ -94,16 +94,20 @@ class Analysis:
     needs: tuple[Need | ColNeed, ...] = ()
     deferred: str = ""
     statements: int = 1
+    caveats: tuple[str, ...] = ()
+    """What the server checks that this analysis does not (function bodies...)."""
 
 
 class _Defer(Exception):
     pass
 
 
-def _ident(node: exp.Expression | None) -> str | None:
+def _ident(node: exp.Expression | str | None) -> str | None:
     """An identifier as PostgreSQL folds it: unquoted -> lower case."""
     if node is None:
         return None
+    if isinstance(node, str):
+        return node.lower()
     if isinstance(node, exp.Identifier):
         return node.this if node.quoted else node.this.lower()
     if isinstance(node, exp.Star):
@@ -144,6 +148,7 @@ class _Scope:
 class _Analyzer:
     def __init__(self) -> None:
         self.needs: list[Need | ColNeed] = []
+        self.caveats: set[str] = set()
 
     # tables ---------------------------------------------------------------------------------
     def table_ref(self, t: exp.Table, ctes: frozenset[str]) -> TableRef | None:
@@ -210,7 +215,10 @@ class _Analyzer:
     # expressions ----------------------------------------------------------------------------
     def column(self, col: exp.Column, scope: _Scope, priv: Priv = "SELECT") -> None:
         name = _ident(col.this)
-        if name is None or name in _SYSTEM_COLUMNS:
+        if name is None:
+            return
+        if name in _SYSTEM_COLUMNS:
+            self.caveats.add("system columns")
             return
         if col.args.get("db") is not None or col.args.get("catalog") is not None:
             raise _Defer("schema-qualified column reference")
@@ -250,11 +258,10 @@ class _Analyzer:
                 continue
             if isinstance(n, exp.Placeholder | exp.Parameter):
                 continue
-            if isinstance(n, exp.Anonymous | exp.Func) and not isinstance(
-                    n, exp.AggFunc | exp.Cast | exp.TryCast):
-                # functions may read anything through their body: deferred (not checked);
-                # their arguments are still columns read here
-                pass
+            if isinstance(n, exp.Anonymous):
+                # a function sqlglot does not know (user-defined, extension): EXECUTE and
+                # what its body reads are left to the server; its arguments are still read here
+                self.caveats.add("function bodies")
             stack.extend(v for v in n.iter_expressions())
 
     # statements -----------------------------------------------------------------------------
@@ -292,7 +299,7 @@ class _Analyzer:
         ctes = self.with_ctes(node, ctes, outer)
         scope = _Scope(parent=outer)
         conds = self.from_joins(node, scope, ctes, outer)
-        aliases = {_ident(e.args["alias"].this) for e in node.expressions
+        aliases = {_ident(e.args["alias"]) for e in node.expressions
                    if isinstance(e, exp.Alias) and e.args.get("alias") is not None}
         for e in node.expressions:
             if isinstance(e, exp.Star):
@@ -482,7 +489,7 @@ def analyze(text: str, *, has_params: bool = False) -> Analysis:
         except Exception as exc:  # noqa: BLE001 - analyser bug: defer, never refuse
             return Analysis(deferred=f"analysis failed ({exc.__class__.__name__})",
                             statements=len(trees))
-    return Analysis(tuple(a.needs), "", len(trees))
+    return Analysis(tuple(a.needs), "", len(trees), tuple(sorted(a.caveats)))
 
 
 # -- snapshot ---------------------------------------------------------------------------------
@@ -499,7 +506,21 @@ class _Rel:
     usage: bool
     table: dict[str, bool]
     any: dict[str, bool]
+    kind: str = "r"
+    rls: bool = False
+    sequence_default: bool = False
     columns: list[tuple[str, dict[str, bool]]] | None = None
+
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        out = []
+        if self.kind in ("v", "m"):
+            out.append("view base tables")
+        if self.kind == "f":
+            out.append("foreign table")
+        if self.rls:
+            out.append("row-level security")
+        return tuple(out)
 
 
 @dataclass
@@ -541,7 +562,10 @@ SELECT n.nspname, c.relname, c.oid::bigint, pg_catalog.has_schema_privilege(n.oi
        pg_catalog.has_any_column_privilege(c.oid, 'SELECT'),
        pg_catalog.has_any_column_privilege(c.oid, 'INSERT'),
        pg_catalog.has_any_column_privilege(c.oid, 'UPDATE'),
-       NULL::text[], NULL::text, NULL::text
+       NULL::text[], NULL::text, NULL::text,
+       c.relkind::text, c.relrowsecurity,
+       EXISTS (SELECT FROM pg_catalog.pg_attrdef d WHERE d.adrelid = c.oid
+                AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) ~ 'nextval')
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
    AND ((n.nspname !~ '^pg_' AND n.nspname !~ '^_timescaledb' AND n.nspname <> 'information_schema')
@@ -550,7 +574,7 @@ UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        pg_catalog.current_schemas(true)::text[], current_user::text,
        (SELECT pg_catalog.string_agg(relname, ',') FROM pg_catalog.pg_class
-         WHERE relnamespace = 'pg_catalog'::regnamespace)
+         WHERE relnamespace = 'pg_catalog'::regnamespace), NULL, NULL, NULL
 """
 
 
@@ -579,6 +603,7 @@ def take_snapshot(conn: psycopg.Connection[Any], generation: int = 0) -> Snapsho
         rels[(r[0], r[1])] = _Rel(
             r[2], r[0], r[1], bool(r[3]), dict(zip(_PRIVS, map(bool, r[4:9]), strict=True)),
             dict(zip(_COLUMN_PRIVS, map(bool, r[9:12]), strict=True)),
+            kind=r[15], rls=bool(r[16]), sequence_default=bool(r[17]),
         )
     # the implicit temp schema (pg_temp_N) shows in current_schemas only once it exists
     return Snapshot(conn.info.user, role, path, rels, usage, frozenset(names.split(",")),
@@ -616,6 +641,9 @@ class Verdict:
     missing: tuple[MissingPrivilege, ...] = ()
     reason: str = ""
     generation: int = -1
+    caveats: tuple[str, ...] = ()
+    """For an allowed statement: what the server still checks on its own (view base tables,
+    row-level security, function bodies, sequence defaults)."""
 
     @property
     def allowed(self) -> bool:
@@ -623,7 +651,9 @@ class Verdict:
 
     def __str__(self) -> str:
         if self.status == "allowed":
-            return "allowed: the session has every privilege this statement needs"
+            extra = f" (the server still checks: {', '.join(self.caveats)})" \
+                if self.caveats else ""
+            return "allowed: the session has every privilege this statement needs" + extra
         if self.status == "deferred":
             return f"undecided (deferred to the server): {self.reason}"
         return "denied: missing " + "; ".join(str(m) for m in self.missing)
@@ -632,6 +662,7 @@ class Verdict:
         return {
             "status": self.status,
             "reason": self.reason,
+            "caveats": list(self.caveats),
             "missing": [{"privilege": m.privilege, "object": m.object,
                          "columns": list(m.columns)} for m in self.missing],
         }
@@ -688,17 +719,19 @@ class Checker:
             if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                 return Verdict("deferred", text, reason="transaction is aborted")
             v = self._evaluate(text, a)
-        if len(self._verdicts) < self._cache_size:
+        # denials are never cached: each one is confirmed live before it is reported
+        if v.status != "denied" and len(self._verdicts) < self._cache_size:
             self._verdicts[key] = v
         return v
 
     def _evaluate(self, text: str, a: Analysis) -> Verdict:
         snap = self.snapshot()
-        missing: dict[tuple[str, str], set[str]] = {}
+        missing: dict[tuple[str, str, int], set[str]] = {}
         unresolved: list[str] = []
+        caveats = set(a.caveats)
 
-        def miss(priv: str, rel_name: str, cols: Iterable[str] = ()) -> None:
-            missing.setdefault((priv, rel_name), set()).update(cols)
+        def miss(priv: str, rel_name: str, cols: Iterable[str] = (), oid: int = 0) -> None:
+            missing.setdefault((priv, rel_name, oid), set()).update(cols)
 
         for need in a.needs:
             if isinstance(need, ColNeed):
@@ -713,6 +746,9 @@ class Checker:
             if need.table.schema is not None and not rel.usage:
                 miss("USAGE", rel.schema)
                 continue
+            caveats.update(rel.caveats)
+            if need.privilege == "INSERT" and rel.sequence_default:
+                caveats.add("sequence defaults")
             self._table_need(need, rel, miss)
         if missing:
             confirmed = self._confirm(missing)
@@ -722,7 +758,8 @@ class Checker:
             return Verdict("deferred", text, reason="unresolved name(s) "
                            f"{', '.join(sorted(set(unresolved)))} (temporary table or missing)",
                            generation=snap.generation)
-        return Verdict("allowed", text, generation=snap.generation)
+        return Verdict("allowed", text, generation=snap.generation,
+                       caveats=tuple(sorted(caveats)))
 
     def _table_need(self, need: Need, rel: _Rel, miss: Any) -> None:
         p = need.privilege
@@ -730,10 +767,11 @@ class Checker:
         if rel.table.get(p):
             return
         if p in ("DELETE", "TRUNCATE"):
-            miss(p, fq)
+            miss(p, fq, oid=rel.oid)
             return
-        if not rel.any.get(p):
-            miss(p, fq)
+        if not rel.any.get(p):  # nothing of that kind: name the columns the statement uses
+            named = sorted(need.columns - {ALL}) if need.columns else []
+            miss(p, fq, named, oid=rel.oid)
             return
         if need.columns is None and not need.first_n:
             return  # some column is granted: enough for "table or any column"
@@ -748,7 +786,7 @@ class Checker:
         privs = dict(cols)
         lacking = [c for c in wanted if not privs[c].get(p)]
         if lacking:
-            miss(p, fq, lacking)
+            miss(p, fq, lacking, oid=rel.oid)
 
     def _col_need(self, snap: Snapshot, need: ColNeed, miss: Any, unresolved: list[str]) -> None:
         for level in need.levels:
@@ -775,26 +813,26 @@ class Checker:
                 return  # ambiguous: the server reports it
         # not a column of any source: an output alias, a parameter... nothing to require
 
-    def _confirm(self, missing: dict[tuple[str, str], set[str]]) -> list[MissingPrivilege]:
+    def _confirm(self, missing: dict[tuple[str, str, int], set[str]]) -> list[MissingPrivilege]:
         """Re-check every missing privilege live; return those that are really missing."""
         parts: list[sql.Composable] = []
         keys: list[MissingPrivilege] = []
-        for (priv, obj), cols in sorted(missing.items()):
+        for (priv, obj, oid), cols in sorted(missing.items()):
+            # by OID: a name cast (::regclass) would itself need USAGE on the schema
             if priv == "USAGE":
                 parts.append(sql.SQL("pg_catalog.has_schema_privilege({}, 'USAGE')").format(
                     sql.Literal(obj)))
                 keys.append(MissingPrivilege(priv, obj))
             elif cols:
                 for c in sorted(cols):
-                    parts.append(sql.SQL("pg_catalog.has_column_privilege({}::regclass, {}, {})")
-                                 .format(sql.Literal(_regclass(obj)), sql.Literal(c),
-                                         sql.Literal(priv)))
+                    parts.append(sql.SQL("pg_catalog.has_column_privilege({}::oid, {}, {})")
+                                 .format(sql.Literal(oid), sql.Literal(c), sql.Literal(priv)))
                     keys.append(MissingPrivilege(priv, obj, (c,)))
             else:
                 fn = "has_any_column_privilege" if priv in _COLUMN_PRIVS else \
                     "has_table_privilege"
-                parts.append(sql.SQL("pg_catalog.{}({}::regclass, {})").format(
-                    sql.Identifier(fn), sql.Literal(_regclass(obj)), sql.Literal(priv)))
+                parts.append(sql.SQL("pg_catalog.{}({}::oid, {})").format(
+                    sql.Identifier(fn), sql.Literal(oid), sql.Literal(priv)))
                 keys.append(MissingPrivilege(priv, obj))
         try:
             rows = _raw(self._conn, sql.SQL("SELECT {}").format(sql.SQL(", ").join(parts)))
@@ -808,11 +846,6 @@ class Checker:
         for m in really:
             merged.setdefault((m.privilege, m.object), []).extend(m.columns)
         return [MissingPrivilege(p, o, tuple(c)) for (p, o), c in merged.items()]
-
-
-def _regclass(fq: str) -> str:
-    schema, _, name = fq.partition(".")
-    return sql.Identifier(schema, name).as_string(None)
 
 
 def check(conn: psycopg.Connection[Any], statement: str) -> Verdict:

@@ -1,0 +1,316 @@
+"""Pre-flight against the server as the oracle: zero false denials; every false allow is
+deferred or carries a caveat naming what the server checks on its own. Counts are printed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tsaccess.preflight import Checker
+
+SCHEMA = """
+CREATE SCHEMA app; CREATE SCHEMA hidden;
+CREATE TABLE app.items (id serial PRIMARY KEY, name text, price numeric, secret text, owner text);
+CREATE TABLE app.orders (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, item_id int, qty int,
+                         note text);
+CREATE TABLE app."Mixed" ("Id" int PRIMARY KEY, "Val" text, lower_col int);
+CREATE TABLE app.pub (a int PRIMARY KEY, b text);
+CREATE TABLE app.rls (id int, owner text);
+ALTER TABLE app.rls ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own ON app.rls USING (owner = current_user) WITH CHECK (owner = current_user);
+CREATE TABLE hidden.h (x int);
+CREATE VIEW app.v_items AS SELECT id, name FROM app.items;
+CREATE TABLE public.items (id int, name text);
+INSERT INTO app.items (name, price, secret, owner) SELECT 'i' || g, g, 's', 'o' FROM generate_series(1, 5) g;
+INSERT INTO app.orders (item_id, qty, note) SELECT g, g, 'n' FROM generate_series(1, 5) g;
+INSERT INTO app."Mixed" VALUES (1, 'a', 1); INSERT INTO app.pub VALUES (1, 'x');
+INSERT INTO app.rls VALUES (1, 'u_rls'); INSERT INTO hidden.h VALUES (1);
+INSERT INTO public.items VALUES (1, 'p');
+CREATE ROLE grp NOLOGIN;
+GRANT USAGE ON SCHEMA app TO PUBLIC;
+GRANT SELECT ON app.pub TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA app TO u_full;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA app TO u_full;
+GRANT USAGE ON SCHEMA hidden TO u_full; GRANT SELECT ON hidden.h TO u_full;
+GRANT SELECT (id, name, price) ON app.items TO u_cols;
+GRANT INSERT (name, price) ON app.items TO u_cols;
+GRANT UPDATE (price) ON app.items TO u_cols;
+GRANT SELECT (id, item_id, qty), UPDATE (qty) ON app.orders TO u_cols;
+GRANT INSERT (item_id, qty) ON app.orders TO u_cols;
+GRANT SELECT ("Id") , UPDATE ("Val") ON app."Mixed" TO u_cols;
+GRANT SELECT ON app.v_items TO u_cols;
+GRANT SELECT, INSERT ON app.rls TO u_rls;
+GRANT SELECT, DELETE ON app.orders TO grp;
+GRANT grp TO u_noinh;
+GRANT SELECT ON public.items TO u_cols;
+"""
+
+USERS = ["u_full", "u_cols", "u_none", "u_noinh", "u_rls"]
+
+CORPUS = [
+    # reads: columns, *, count(*), whole-row, qualifiers, case, quoting
+    "SELECT id, name FROM app.items",
+    "SELECT * FROM app.items",
+    "SELECT count(*) FROM app.items",
+    "SELECT 1 FROM app.items WHERE false",
+    "SELECT secret FROM app.items",
+    "SELECT i.id FROM app.items i WHERE i.price > 1 ORDER BY i.name",
+    "SELECT id FROM app.items WHERE false AND secret = 'x'",
+    "SELECT ID, NAME FROM APP.ITEMS",
+    'SELECT "Id" FROM app."Mixed"',
+    'SELECT "Val" FROM app."Mixed"',
+    'SELECT * FROM app."Mixed"',
+    "SELECT lower_col FROM app.\"Mixed\"",
+    "SELECT i.* FROM app.items i",
+    "SELECT name AS n FROM app.items ORDER BY n",
+    "SELECT price FROM app.items GROUP BY price HAVING count(*) > 0",
+    # joins
+    "SELECT i.id, o.qty FROM app.items i JOIN app.orders o ON o.item_id = i.id",
+    "SELECT i.id FROM app.items i JOIN app.orders o ON o.note = i.name",
+    "SELECT id FROM app.items JOIN app.orders USING (id)",
+    "SELECT * FROM app.items NATURAL JOIN app.orders",
+    "SELECT qty FROM app.items i, app.orders o WHERE o.item_id = i.id",
+    # subqueries, EXISTS, IN, UNION, CTE shadowing
+    "SELECT id FROM app.items WHERE EXISTS (SELECT 1 FROM app.orders o WHERE o.item_id = items.id)",
+    "SELECT id FROM app.items WHERE id IN (SELECT item_id FROM app.orders)",
+    "SELECT id FROM app.items WHERE id IN (SELECT item_id FROM app.orders WHERE note = 'n')",
+    "SELECT (SELECT max(qty) FROM app.orders) AS m, name FROM app.items",
+    "SELECT id FROM app.items UNION SELECT item_id FROM app.orders",
+    "SELECT id FROM app.items UNION ALL SELECT a FROM app.pub ORDER BY 1",
+    "WITH items AS (SELECT 1 AS id) SELECT id FROM items",
+    "WITH x AS (SELECT secret FROM app.items) SELECT * FROM x",
+    "WITH x AS (SELECT id FROM app.items) SELECT * FROM x",
+    "SELECT s.n FROM (SELECT name AS n FROM app.items) s",
+    "SELECT s.n FROM (SELECT secret AS n FROM app.items) s",
+    "SELECT a, b FROM app.pub",
+    "SELECT * FROM app.v_items",
+    "SELECT * FROM app.rls",
+    "SELECT x FROM hidden.h",
+    "SELECT id, name FROM items",
+    "SELECT ctid, id FROM app.items",
+    "SELECT relname FROM pg_class LIMIT 1",
+    "SELECT * FROM app.items FOR UPDATE",
+    "SELECT id FROM app.items FOR SHARE",
+    "SELECT o.qty FROM app.items i JOIN app.orders o ON o.item_id = i.id FOR UPDATE OF o",
+    "SELECT id FROM app.items WHERE price = %s",
+    "SELECT id FROM app.items WHERE price = $1",
+    "SELECT id FROM app.items; SELECT secret FROM app.items",
+    "SELECT now(), upper(name) FROM app.items",
+    # inserts
+    "INSERT INTO app.items (name, price) VALUES ('n', 1)",
+    "INSERT INTO app.items (name, price, secret) VALUES ('n', 1, 's')",
+    "INSERT INTO app.items VALUES (100, 'n', 1)",
+    "INSERT INTO app.items DEFAULT VALUES",
+    "INSERT INTO app.orders (item_id, qty) VALUES (1, 1)",
+    "INSERT INTO app.orders (item_id, qty) VALUES (1, 1) RETURNING id",
+    "INSERT INTO app.orders (item_id, qty) VALUES (1, 1) RETURNING note",
+    "INSERT INTO app.orders (item_id, qty) VALUES (1, 1) RETURNING *",
+    "INSERT INTO app.items (name, price) SELECT name, price FROM app.items",
+    "INSERT INTO app.items (name, price) SELECT secret, price FROM app.items",
+    "INSERT INTO app.pub (a, b) VALUES (2, 'y') ON CONFLICT DO NOTHING",
+    "INSERT INTO app.pub (a, b) VALUES (1, 'y') ON CONFLICT (a) DO UPDATE SET b = excluded.b",
+    'INSERT INTO app."Mixed" ("Id", "Val") VALUES (1, \'v\') ON CONFLICT ("Id") DO UPDATE SET "Val" = excluded."Val"',
+    "INSERT INTO app.rls (id, owner) VALUES (2, 'someone_else')",
+    "INSERT INTO app.rls (id, owner) VALUES (2, 'u_rls')",
+    # updates
+    "UPDATE app.items SET price = 1",
+    "UPDATE app.items SET price = price + 1",
+    "UPDATE app.items SET price = 1 WHERE id = 1",
+    "UPDATE app.items SET price = 1 WHERE secret = 'x'",
+    "UPDATE app.items SET name = 'x'",
+    "UPDATE app.items SET price = 2 RETURNING id",
+    "UPDATE app.items SET price = 2 RETURNING secret",
+    "UPDATE app.items i SET price = o.qty FROM app.orders o WHERE o.item_id = i.id",
+    "UPDATE app.orders SET qty = 1 WHERE item_id = 1",
+    'UPDATE app."Mixed" SET "Val" = \'z\' WHERE "Id" = 1',
+    # deletes, truncate
+    "DELETE FROM app.orders WHERE qty > 100",
+    "DELETE FROM app.orders",
+    "DELETE FROM app.orders WHERE note = 'n'",
+    "DELETE FROM app.items WHERE id = 1",
+    "DELETE FROM app.orders o USING app.items i WHERE o.item_id = i.id",
+    "DELETE FROM app.orders RETURNING id",
+    "TRUNCATE app.orders",
+    "TRUNCATE app.pub",
+    # copy
+    "COPY app.items (id, name) TO STDOUT",
+    "COPY app.items TO STDOUT",
+    "COPY (SELECT id FROM app.items) TO STDOUT",
+    # deferred kinds
+    "EXPLAIN SELECT secret FROM app.items",
+    "LISTEN chan",
+    "DO $$ BEGIN PERFORM 1; END $$",
+    "SELECT FROM",
+    "SET search_path = app, public",
+    "LOCK app.items",
+    "SELECT * FROM generate_series(1, 3)",
+    "MERGE INTO app.pub p USING app.items i ON p.a = i.id WHEN MATCHED THEN UPDATE SET b = i.name",
+    "SELECT count(*) FROM does_not_exist",
+]
+
+
+@pytest.fixture
+def setup(db):
+    passwords = {u: db.create_login(u) for u in USERS}
+    with db.admin(autocommit=True) as conn:
+        conn.execute(f'GRANT CONNECT, TEMPORARY ON DATABASE "{db.name}" TO PUBLIC')
+        conn.execute("ALTER ROLE u_noinh NOINHERIT")
+        conn.execute(SCHEMA)
+    conns = {u: db.connect_as(u, pw) for u, pw in passwords.items()}
+    checkers = {u: Checker(c) for u, c in conns.items()}
+    yield conns, checkers
+    for c in conns.values():
+        c.close()
+
+
+def _oracle(conn: psycopg.Connection[Any], stmt: str) -> bool | str:
+    """True: ran; False: 42501; else the SQLSTATE of another failure. Always rolled back.
+
+    Failures of SQLSTATE class 42 other than 42501 (undefined column, type mismatch...) happen
+    while the statement is analysed, before privileges are checked: the server refused it. Any
+    other failure (constraint violation...) comes after the privilege check passed."""
+    try:
+        if "COPY" in stmt.split(" ")[0].upper():
+            with conn.cursor().copy(stmt) as cp:
+                for _ in cp:
+                    pass
+        elif "$1" in stmt:  # a server-side parameter: prepare, then execute
+            try:
+                conn.execute(f"PREPARE tsaccess_probe AS {stmt}")
+                conn.execute("EXECUTE tsaccess_probe(1)")
+            finally:
+                conn.rollback()
+                conn.execute("DEALLOCATE ALL")  # harmless here: no psycopg-prepared statements
+        else:
+            conn.execute(stmt, (1,) if "%s" in stmt else None)
+        return True
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    except psycopg.Error as exc:
+        return exc.sqlstate or "?"
+    finally:
+        conn.rollback()
+
+
+def _run(conns, checkers, statements, counts: Counter, problems: list[str]) -> None:
+    for user, conn in conns.items():
+        for stmt in statements:
+            has_params = "%s" in stmt
+            verdict = checkers[user].check(stmt, has_params=has_params)
+            conn.rollback()
+            server = _oracle(conn, stmt)
+            outcome = {True: "ran", False: "42501"}.get(server, "analysis error"  # type: ignore[arg-type]
+                                                         if str(server).startswith("42") else
+                                                         "error after privilege check")
+            counts[(verdict.status, outcome)] += 1
+            server_allowed = server is True or outcome == "error after privilege check"
+            if verdict.status == "denied" and server_allowed:
+                problems.append(f"FALSE DENIAL {user}: {stmt} -> {verdict} (server: {server})")
+            if verdict.status != "denied" and server is False:
+                if verdict.status == "deferred" or verdict.caveats:
+                    counts["false allow, deferred category"] += 1
+                else:
+                    problems.append(f"UNEXPLAINED FALSE ALLOW {user}: {stmt} -> {verdict}")
+
+
+def test_corpus_against_the_server(setup, capsys):
+    conns, checkers = setup
+    counts: Counter = Counter()
+    problems: list[str] = []
+    _run(conns, checkers, CORPUS, counts, problems)
+    with capsys.disabled():
+        print(f"\npre-flight corpus: {len(CORPUS)} statements x {len(conns)} users: "
+              + ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=str)))
+        print("\n".join(problems))
+    assert problems == []
+    assert counts[("denied", "42501")] >= 40  # it does catch real refusals
+
+
+# -- generated statements ---------------------------------------------------------------------
+
+TABLES = {
+    "app.items": ["id", "name", "price", "secret", "owner"],
+    "app.orders": ["id", "item_id", "qty", "note"],
+    'app."Mixed"': ['"Id"', '"Val"', "lower_col"],
+    "app.pub": ["a", "b"],
+}
+
+
+def _case(name: str, flip: bool) -> str:
+    return name if name.startswith('"') or not flip else name.upper()
+
+
+@st.composite
+def statements(draw: Any) -> str:
+    table = draw(st.sampled_from(sorted(TABLES)))
+    cols = TABLES[table]
+    alias = draw(st.sampled_from(["", "t", "T"]))
+    flip = draw(st.booleans())
+    ref = f"{_case(table, flip)} {alias}".strip()
+    q = (alias.lower() + ".") if alias and draw(st.booleans()) else ""
+    pick = draw(st.lists(st.sampled_from(cols), min_size=1, max_size=3, unique=True))
+    sel = ", ".join(q + _case(c, flip) for c in pick)
+    where_col = draw(st.sampled_from(cols))
+    where = draw(st.sampled_from(["", f" WHERE {q}{where_col} IS NOT NULL",
+                                  f" WHERE false AND {q}{where_col} IS NULL",
+                                  f" WHERE EXISTS (SELECT 1 FROM app.orders o WHERE o.qty > 0)",
+                                  " WHERE 1 IN (SELECT a FROM app.pub)"]))
+    kind = draw(st.sampled_from(["select", "star", "count", "cte", "union", "sub", "insert",
+                                 "update", "delete", "lock", "returning", "conflict"]))
+    other = draw(st.sampled_from(sorted(TABLES)))
+    other_col = draw(st.sampled_from(TABLES[other]))
+    if kind == "select":
+        return f"SELECT {sel} FROM {ref}{where}"
+    if kind == "star":
+        return f"SELECT {q}* FROM {ref}{where}" if q else f"SELECT * FROM {ref}{where}"
+    if kind == "count":
+        return f"SELECT count(*) FROM {ref}{where}"
+    if kind == "cte":
+        shadow = table.split(".")[-1].strip('"').lower()
+        return f"WITH {shadow} AS (SELECT {other_col} FROM {other}) SELECT * FROM {shadow}"
+    if kind == "union":
+        return f"SELECT {pick[0]}::text FROM {table} UNION SELECT {other_col}::text FROM {other}"
+    if kind == "sub":
+        return (f"SELECT {sel} FROM {ref} WHERE {q}{where_col}::text IN "
+                f"(SELECT {other_col}::text FROM {other})")
+    if kind == "insert":
+        values = ", ".join("NULL" for _ in pick)
+        return f"INSERT INTO {table} ({', '.join(pick)}) VALUES ({values})"
+    if kind == "update":
+        rhs = draw(st.sampled_from(["NULL", where_col]))
+        return f"UPDATE {ref} SET {pick[0]} = {q if rhs != 'NULL' else ''}{rhs}{where}"
+    if kind == "delete":
+        return f"DELETE FROM {ref}{where}"
+    if kind == "lock":
+        return f"SELECT {sel} FROM {ref}{where} FOR {draw(st.sampled_from(['UPDATE', 'SHARE']))}"
+    if kind == "returning":
+        return f"UPDATE {table} SET {pick[0]} = NULL WHERE false RETURNING {where_col}"
+    key = cols[0]
+    return (f"INSERT INTO {table} ({key}) VALUES (NULL) ON CONFLICT ({key}) "
+            f"DO UPDATE SET {pick[-1]} = excluded.{pick[-1]}")
+
+
+def test_generated_statements_against_the_server(setup, capsys):
+    conns, checkers = setup
+    counts: Counter = Counter()
+    problems: list[str] = []
+    seen: list[str] = []
+
+    @settings(max_examples=150, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(statements())
+    def run(stmt: str) -> None:
+        seen.append(stmt)
+        _run(conns, checkers, [stmt], counts, problems)
+
+    run()
+    with capsys.disabled():
+        print(f"\npre-flight generated: {len(seen)} statements x {len(conns)} users: "
+              + ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=str)))
+        print("\n".join(problems))
+    assert problems == []
