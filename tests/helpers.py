@@ -21,7 +21,9 @@ class Company:
         return self.db.connect_as(user, self.passwords[user].reveal(), **kw)
 
     def user_params(self) -> dict[str, Any]:
-        return {k: v for k, v in self.db.params().items() if k not in ("user", "password", "dbname")}
+        return {
+            k: v for k, v in self.db.params().items() if k not in ("user", "password", "dbname")
+        }
 
 
 def apply_company(db, policy: Policy | None = None) -> Company:

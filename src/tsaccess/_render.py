@@ -47,6 +47,9 @@ def html_table(
             tds.append(f"<td{attr}>{html.escape(cell(v))}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     return (
-        '<table class="tsaccess"><thead><tr>' + head + "</tr></thead><tbody>"
-        + "".join(body) + "</tbody></table>"
+        '<table class="tsaccess"><thead><tr>'
+        + head
+        + "</tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table>"
     )

@@ -14,7 +14,7 @@ Phase = Literal["schema", "security", "audit"]
 class Step:
     """A statement to run. ``secret`` steps carry a password verifier: shown redacted."""
 
-    statement: sql.Composable
+    statement: sql.SQL | sql.Composed
     summary: str
     phase: Phase
     secret: bool = False

@@ -46,8 +46,8 @@ __all__ = [
     "RoleRow",
     "SessionRow",
     "SummaryRow",
-    "activity",
     "active_sessions",
+    "activity",
     "history",
     "recent",
     "record_denied",
@@ -177,15 +177,23 @@ def _trigger_specs(policy: Policy, table: Table, compressed: bool) -> list[Trigg
         return []
     mode = table.audit
     excluded = [c.name for c in table.columns if c.name not in table.audited_data_columns]
-    ex_literal = "{" + ",".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                                for c in excluded) + "}"
+    ex_literal = (
+        "{"
+        + ",".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in excluded)
+        + "}"
+    )
     target = _qualified(policy, table.name)
     shown = display_name(policy, table.name)
     specs: list[TriggerSpec] = []
     events: list[tuple[str, str, str]] = [
         ("INSERT", "ins", "REFERENCING NEW TABLE AS tsaccess_new"),
-        ("UPDATE", "upd", "REFERENCING OLD TABLE AS tsaccess_old NEW TABLE AS tsaccess_new"
-         if mode == "row" else "REFERENCING NEW TABLE AS tsaccess_new"),
+        (
+            "UPDATE",
+            "upd",
+            "REFERENCING OLD TABLE AS tsaccess_old NEW TABLE AS tsaccess_new"
+            if mode == "row"
+            else "REFERENCING NEW TABLE AS tsaccess_new",
+        ),
         ("DELETE", "del", "REFERENCING OLD TABLE AS tsaccess_old"),
         ("TRUNCATE", "trn", ""),
     ]
@@ -250,40 +258,70 @@ def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
     steps: list[Step] = []
     role = cat.roles.get(policy.audit.owner) if cat else None
     if role is None:
-        steps.append(Step(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(owner),
-                          f"create audit owner role {policy.audit.owner} (NOLOGIN)", "audit"))
+        steps.append(
+            Step(
+                sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(owner),
+                f"create audit owner role {policy.audit.owner} (NOLOGIN)",
+                "audit",
+            )
+        )
     elif role.login or role.superuser:
-        steps.append(Step(sql.SQL("ALTER ROLE {} NOLOGIN NOSUPERUSER").format(owner),
-                          f"make audit owner {policy.audit.owner} NOLOGIN", "audit"))
+        steps.append(
+            Step(
+                sql.SQL("ALTER ROLE {} NOLOGIN NOSUPERUSER").format(owner),
+                f"make audit owner {policy.audit.owner} NOLOGIN",
+                "audit",
+            )
+        )
     info = cat.tables.get(policy.audit.table) if cat else None
     if info is None:
-        steps.append(Step(audit_table_ddl(policy), f"create audit table {policy.audit.table}",
-                          "audit"))
+        steps.append(
+            Step(audit_table_ddl(policy), f"create audit table {policy.audit.table}", "audit")
+        )
         if timescaledb:
-            steps.append(Step(
-                sql.SQL("SELECT create_hypertable({}::regclass,"
-                        " by_range('event_time', INTERVAL '7 days'))").format(
-                    sql.Literal(audit_t.as_string(None))),
-                f"make {policy.audit.table} a hypertable on event_time", "audit"))
-        steps.append(Step(sql.SQL("CREATE INDEX ON {} (table_name, event_time)").format(audit_t),
-                          f"index {policy.audit.table} (table_name, event_time)", "audit"))
+            steps.append(
+                Step(
+                    sql.SQL(
+                        "SELECT create_hypertable({}::regclass,"
+                        " by_range('event_time', INTERVAL '7 days'))"
+                    ).format(sql.Literal(audit_t.as_string(None))),
+                    f"make {policy.audit.table} a hypertable on event_time",
+                    "audit",
+                )
+            )
+        steps.append(
+            Step(
+                sql.SQL("CREATE INDEX ON {} (table_name, event_time)").format(audit_t),
+                f"index {policy.audit.table} (table_name, event_time)",
+                "audit",
+            )
+        )
     if info is None or info.owner != policy.audit.owner:
-        steps.append(Step(sql.SQL("ALTER TABLE {} OWNER TO {}").format(audit_t, owner),
-                          f"audit table owned by {policy.audit.owner}", "audit"))
+        steps.append(
+            Step(
+                sql.SQL("ALTER TABLE {} OWNER TO {}").format(audit_t, owner),
+                f"audit table owned by {policy.audit.owner}",
+                "audit",
+            )
+        )
     sources = function_sources(policy)
 
     def body_sql(body: str) -> sql.Composable:
         # dollar-quoted for readable scripts, unless a (policy-controlled) name could close it
-        return sql.SQL("$tsaccess$" + body + "$tsaccess$") if "$tsaccess$" not in body \
+        return (
+            sql.SQL("$tsaccess$" + body + "$tsaccess$")
+            if "$tsaccess$" not in body
             else sql.Literal(body)
+        )
 
     grantees = sorted({r.name for r in policy.roles})
     for fname, body in sources.items():
         fq = _qualified(policy, fname)
         existing = cat.functions.get(fname) if cat else None
         if fname == DENIED_FUNCTION:
-            signature = sql.SQL("{}(statement text, reason text, table_name text DEFAULT NULL)"
-                                ).format(fq)
+            signature = sql.SQL(
+                "{}(statement text, reason text, table_name text DEFAULT NULL)"
+            ).format(fq)
             ident = sql.SQL("{}(text, text, text)").format(fq)
             create = sql.SQL(
                 "CREATE OR REPLACE FUNCTION {sig} RETURNS void LANGUAGE sql VOLATILE"
@@ -306,42 +344,76 @@ def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
         if not ok:
             steps.append(Step(create, f"create or replace audit function {fname}", "audit"))
         if existing is None or existing.owner != policy.audit.owner:
-            steps.append(Step(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(ident, owner),
-                              f"{fname} owned by {policy.audit.owner}", "audit"))
-        have = {g for g in (existing.acl if existing else frozenset())
-                if g[0] != policy.audit.owner}
+            steps.append(
+                Step(
+                    sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(ident, owner),
+                    f"{fname} owned by {policy.audit.owner}",
+                    "audit",
+                )
+            )
+        have = {
+            g for g in (existing.acl if existing else frozenset()) if g[0] != policy.audit.owner
+        }
         if existing is None:
             have = {("PUBLIC", "EXECUTE")}  # functions are born executable by PUBLIC
         for grantee, _ in sorted(have - want_acl):
             who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-            steps.append(Step(sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM {}").format(ident, who),
-                              f"revoke EXECUTE on {fname} from {grantee}", "audit"))
+            steps.append(
+                Step(
+                    sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM {}").format(ident, who),
+                    f"revoke EXECUTE on {fname} from {grantee}",
+                    "audit",
+                )
+            )
         for grantee, _ in sorted(want_acl - have):
-            steps.append(Step(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
-                ident, sql.Identifier(grantee)),
-                f"grant EXECUTE on {fname} to {grantee}", "audit"))
+            steps.append(
+                Step(
+                    sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                        ident, sql.Identifier(grantee)
+                    ),
+                    f"grant EXECUTE on {fname} to {grantee}",
+                    "audit",
+                )
+            )
     for table in policy.tables:
         tinfo = cat.tables.get(table.name) if cat else None
         specs = _trigger_specs(policy, table, bool(tinfo and tinfo.compressed))
         wanted = {s.name for s in specs}
         existing_trg = {
-            name: trg for (tname, name), trg in (cat.triggers.items() if cat else ())
+            name: trg
+            for (tname, name), trg in (cat.triggers.items() if cat else ())
             if tname == table.name and name.startswith(TRIGGER_PREFIX)
         }
         for name in sorted(set(existing_trg) - wanted):
-            steps.append(Step(sql.SQL("DROP TRIGGER {} ON {}").format(
-                sql.Identifier(name), _qualified(policy, table.name)),
-                f"drop outdated audit trigger {name} on {table.name}", "audit"))
+            steps.append(
+                Step(
+                    sql.SQL("DROP TRIGGER {} ON {}").format(
+                        sql.Identifier(name), _qualified(policy, table.name)
+                    ),
+                    f"drop outdated audit trigger {name} on {table.name}",
+                    "audit",
+                )
+            )
         for spec in specs:
             trg = existing_trg.get(spec.name)
             if trg is None:
-                steps.append(Step(spec.statement,
-                                  f"audit {table.audit}-level on {table.name} ({spec.name})",
-                                  "audit"))
+                steps.append(
+                    Step(
+                        spec.statement,
+                        f"audit {table.audit}-level on {table.name} ({spec.name})",
+                        "audit",
+                    )
+                )
             elif not trg.enabled:
-                steps.append(Step(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(
-                    _qualified(policy, table.name), sql.Identifier(spec.name)),
-                    f"re-enable audit trigger {spec.name} on {table.name}", "audit"))
+                steps.append(
+                    Step(
+                        sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(
+                            _qualified(policy, table.name), sql.Identifier(spec.name)
+                        ),
+                        f"re-enable audit trigger {spec.name} on {table.name}",
+                        "audit",
+                    )
+                )
     return steps
 
 
@@ -390,14 +462,18 @@ def record_denied(
 
             params = getattr(conn, "_tsaccess_params", None)
             if params is None:
-                log.warning("denied event not recorded: connection is busy and was not "
-                            "opened by tsaccess.connect", db_user=conn.info.user)
+                log.warning(
+                    "denied event not recorded: connection is busy and was not "
+                    "opened by tsaccess.connect",
+                    db_user=conn.info.user,
+                )
                 return False
             with connect(**params, autocommit=True) as side:
                 side.execute(stmt, args)
     except psycopg.Error as exc:
-        log.warning("denied event not recorded", db_user=conn.info.user,
-                    error=exc.__class__.__name__)
+        log.warning(
+            "denied event not recorded", db_user=conn.info.user, error=exc.__class__.__name__
+        )
         return False
     return True
 
@@ -427,8 +503,10 @@ class Results(Sequence[R], Generic[R]):
         return f"<Results {len(self)} rows: {', '.join(self.columns)}>"
 
     def as_dicts(self) -> list[dict[str, Any]]:
-        return [asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r)  # type: ignore[call-overload]
-                for r in self._rows]
+        return [
+            asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r)  # type: ignore[call-overload]
+            for r in self._rows
+        ]
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame`` (needs the optional ``pandas`` extra)."""
@@ -524,7 +602,10 @@ def _audit_table(schema: str, table: str) -> sql.Identifier:
 
 
 def recent(
-    conn: psycopg.Connection[Any], limit: int = 20, *, schema: str = "public",
+    conn: psycopg.Connection[Any],
+    limit: int = 20,
+    *,
+    schema: str = "public",
     table: str = "activity_audit",
 ) -> Results[AuditEvent]:
     """The latest audit events, newest first."""
@@ -538,27 +619,37 @@ def recent(
 
 
 def history(
-    conn: psycopg.Connection[Any], table_name: str, *, since: dt.datetime | None = None,
-    user: str | None = None, limit: int = 1000, schema: str = "public",
+    conn: psycopg.Connection[Any],
+    table_name: str,
+    *,
+    since: dt.datetime | None = None,
+    user: str | None = None,
+    limit: int = 1000,
+    schema: str = "public",
     table: str = "activity_audit",
 ) -> Results[AuditEvent]:
     """Events on one audited table (optionally since a time and by one login user)."""
     q = sql.SQL(
         "SELECT {} FROM {} WHERE table_name = %s AND (%s::timestamptz IS NULL OR event_time >= %s)"
         " AND (%s::text IS NULL OR username = %s) ORDER BY event_time, id LIMIT %s"
-    ).format(sql.SQL(", ").join(sql.Identifier(n) for n in _names(AuditEvent)),
-             _audit_table(schema, table))
+    ).format(
+        sql.SQL(", ").join(sql.Identifier(n) for n in _names(AuditEvent)),
+        _audit_table(schema, table),
+    )
     with conn.cursor(row_factory=class_row(AuditEvent)) as cur:
         rows = cur.execute(q, (table_name, since, since, user, user, limit)).fetchall()
     return Results(rows, _names(AuditEvent))
 
 
 def summary(
-    conn: psycopg.Connection[Any], since: dt.datetime | dt.timedelta | None = None, *,
-    schema: str = "public", table: str = "activity_audit",
+    conn: psycopg.Connection[Any],
+    since: dt.datetime | dt.timedelta | None = None,
+    *,
+    schema: str = "public",
+    table: str = "activity_audit",
 ) -> Results[SummaryRow]:
     """Events per user, operation and table with first and last time (the tutorial's summary)."""
-    since_ts = dt.datetime.now(dt.timezone.utc) - since if isinstance(since, dt.timedelta) else since
+    since_ts = dt.datetime.now(dt.UTC) - since if isinstance(since, dt.timedelta) else since
     q = sql.SQL(
         "SELECT username, operation, table_name, count(*) AS events, sum(row_count)::bigint AS rows,"
         " min(event_time) AS first_seen, max(event_time) AS last_seen FROM {}"
@@ -571,18 +662,24 @@ def summary(
 
 
 def activity(
-    conn: psycopg.Connection[Any], bucket: dt.timedelta = dt.timedelta(hours=1),
-    since: dt.datetime | dt.timedelta | None = dt.timedelta(days=1), *, schema: str = "public",
+    conn: psycopg.Connection[Any],
+    bucket: dt.timedelta = dt.timedelta(hours=1),
+    since: dt.datetime | dt.timedelta | None = dt.timedelta(days=1),
+    *,
+    schema: str = "public",
     table: str = "activity_audit",
 ) -> Results[ActivityBucket]:
     """Events per time bucket, user and operation (``time_bucket`` with TimescaleDB, else
     ``date_bin``)."""
-    since_ts = dt.datetime.now(dt.timezone.utc) - since if isinstance(since, dt.timedelta) else since
+    since_ts = dt.datetime.now(dt.UTC) - since if isinstance(since, dt.timedelta) else since
     has_ts = conn.execute(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'timescaledb')"
     ).fetchone()
-    func = (sql.SQL("time_bucket(%s::interval, event_time)") if has_ts and has_ts[0]
-            else sql.SQL("date_bin(%s::interval, event_time, TIMESTAMPTZ '2000-01-01')"))
+    func = (
+        sql.SQL("time_bucket(%s::interval, event_time)")
+        if has_ts and has_ts[0]
+        else sql.SQL("date_bin(%s::interval, event_time, TIMESTAMPTZ '2000-01-01')")
+    )
     q = sql.SQL(
         "SELECT {f} AS bucket, username, operation, count(*) AS events,"
         " sum(row_count)::bigint AS rows FROM {t}"

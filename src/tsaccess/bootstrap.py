@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from tsaccess._log import get_logger
-from tsaccess._steps import Step
+from tsaccess._steps import Phase, Step
 from tsaccess.audit import audit_steps
 from tsaccess.catalog import CatalogSnapshot, read_catalog
 from tsaccess.errors import ApplyError, PasswordSourceError, PolicyError
@@ -36,9 +36,17 @@ _LOCK_KEY = 0x7473616363657373  # "tsaccess"
 _TYPE_ALIASES = {
     "timestamptz": "timestamp with time zone",
     "timestamp": "timestamp without time zone",
-    "int": "integer", "int4": "integer", "int8": "bigint", "int2": "smallint",
-    "bool": "boolean", "float8": "double precision", "float4": "real", "decimal": "numeric",
-    "varchar": "character varying", "char": "character", "timetz": "time with time zone",
+    "int": "integer",
+    "int4": "integer",
+    "int8": "bigint",
+    "int2": "smallint",
+    "bool": "boolean",
+    "float8": "double precision",
+    "float4": "real",
+    "decimal": "numeric",
+    "varchar": "character varying",
+    "char": "character",
+    "timetz": "time with time zone",
     "time": "time without time zone",
 }
 
@@ -98,8 +106,12 @@ def _canonical_type(t: str) -> str:
 
 
 def _grant_steps(
-    target: sql.Composable, label: str, kind: str, have: set[tuple[str, str]],
-    want: set[tuple[str, str]], phase: Any,
+    target: sql.Composable,
+    label: str,
+    kind: str,
+    have: set[tuple[str, str]],
+    want: set[tuple[str, str]],
+    phase: Any,
 ) -> list[Step]:
     """GRANT what is missing and REVOKE what is extra, grouped per grantee."""
     steps: list[Step] = []
@@ -109,68 +121,116 @@ def _grant_steps(
             by_grantee.setdefault(grantee, []).append(priv)
         for grantee in sorted(by_grantee):
             privs = sorted(by_grantee[grantee])
-            steps.append(Step(
-                sql.SQL("{verb} {privs} ON {kind} {target} {prep} {who}").format(
-                    verb=sql.SQL(verb), privs=sql.SQL(", ").join(sql.SQL(p) for p in privs),
-                    kind=sql.SQL(kind), target=target, prep=sql.SQL(prep), who=_ident(grantee),
-                ),
-                f"{verb.lower()} {', '.join(privs)} on {label} {prep.lower()} {grantee}", phase,
-            ))
+            steps.append(
+                Step(
+                    sql.SQL("{verb} {privs} ON {kind} {target} {prep} {who}").format(
+                        verb=sql.SQL(verb),
+                        privs=sql.SQL(", ").join(sql.SQL(p) for p in privs),
+                        kind=sql.SQL(kind),
+                        target=target,
+                        prep=sql.SQL(prep),
+                        who=_ident(grantee),
+                    ),
+                    f"{verb.lower()} {', '.join(privs)} on {label} {prep.lower()} {grantee}",
+                    phase,
+                )
+            )
     return steps
 
 
-def _table_steps(policy: Policy, t: Table, cat: CatalogSnapshot | None, ts: bool,
-                 warnings: list[str]) -> list[Step]:
+def _table_steps(
+    policy: Policy, t: Table, cat: CatalogSnapshot | None, ts: bool, warnings: list[str]
+) -> list[Step]:
     target = sql.Identifier(policy.schema, t.name)
     info = cat.tables.get(t.name) if cat else None
     steps: list[Step] = []
     if info is None:
-        steps.append(Step(
-            sql.SQL("CREATE TABLE {} ({})").format(
-                target, sql.SQL(", ").join(_column_sql(c) for c in t.columns)),
-            f"create table {t.name}", "schema"))
+        steps.append(
+            Step(
+                sql.SQL("CREATE TABLE {} ({})").format(
+                    target, sql.SQL(", ").join(_column_sql(c) for c in t.columns)
+                ),
+                f"create table {t.name}",
+                "schema",
+            )
+        )
     else:
         if info.kind not in ("r", "p"):
-            raise PolicyError(f"{policy.schema}.{t.name} exists but is not a table "
-                              f"(relkind {info.kind!r}); rename one of them",
-                              path=f"tables.{t.name}", source=policy.source)
+            raise PolicyError(
+                f"{policy.schema}.{t.name} exists but is not a table "
+                f"(relkind {info.kind!r}); rename one of them",
+                path=f"tables.{t.name}",
+                source=policy.source,
+            )
         live = {c.name: c for c in info.columns}
         for c in t.columns:
             lc = live.get(c.name)
             if lc is None:
-                steps.append(Step(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(
-                    target, _column_sql(c)), f"add column {t.name}.{c.name}", "schema"))
+                steps.append(
+                    Step(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(target, _column_sql(c)),
+                        f"add column {t.name}.{c.name}",
+                        "schema",
+                    )
+                )
             elif _canonical_type(c.type) != _canonical_type(lc.type):
                 raise PolicyError(
                     f"column {t.name}.{c.name} is {lc.type} in the database but {c.type} in "
                     "the policy; tsaccess does not rewrite data: migrate the column or change "
-                    "the policy", path=f"tables.{t.name}.columns.{c.name}", source=policy.source)
+                    "the policy",
+                    path=f"tables.{t.name}.columns.{c.name}",
+                    source=policy.source,
+                )
         extra = sorted(set(live) - {c.name for c in t.columns})
         if extra:
-            warnings.append(f"table {t.name} has columns the policy does not list: "
-                            f"{', '.join(extra)} (left alone)")
+            warnings.append(
+                f"table {t.name} has columns the policy does not list: "
+                f"{', '.join(extra)} (left alone)"
+            )
     if t.hypertable and ts and not (info and info.hypertable):
-        interval = sql.SQL(", INTERVAL {}").format(sql.Literal(t.chunk_interval)) \
-            if t.chunk_interval else sql.SQL("")
-        steps.append(Step(
-            sql.SQL("SELECT create_hypertable({}::regclass, by_range({}{}), migrate_data => true)"
-                    ).format(sql.Literal(target.as_string(None)), sql.Literal(t.time_column),
-                             interval),
-            f"make {t.name} a hypertable on {t.time_column}", "schema"))
+        interval = (
+            sql.SQL(", INTERVAL {}").format(sql.Literal(t.chunk_interval))
+            if t.chunk_interval
+            else sql.SQL("")
+        )
+        steps.append(
+            Step(
+                sql.SQL(
+                    "SELECT create_hypertable({}::regclass, by_range({}{}), migrate_data => true)"
+                ).format(sql.Literal(target.as_string(None)), sql.Literal(t.time_column), interval),
+                f"make {t.name} a hypertable on {t.time_column}",
+                "schema",
+            )
+        )
     return steps
 
 
-def _role_steps(policy: Policy, cat: CatalogSnapshot | None,
-                passwords: Mapping[str, Secret]) -> list[Step]:
+def _role_steps(
+    policy: Policy,
+    cat: CatalogSnapshot | None,
+    passwords: Mapping[str, Secret],
+    warnings: list[str],
+    require_passwords: bool,
+) -> list[Step]:
     steps: list[Step] = []
     for r in policy.roles:
         info = cat.roles.get(r.name) if cat else None
         if info is None:
-            steps.append(Step(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(r.name)),
-                              f"create group role {r.name}", "security"))
+            steps.append(
+                Step(
+                    sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(r.name)),
+                    f"create group role {r.name}",
+                    "security",
+                )
+            )
         elif info.login or info.superuser:
-            steps.append(Step(sql.SQL("ALTER ROLE {} NOLOGIN NOSUPERUSER").format(
-                sql.Identifier(r.name)), f"make {r.name} a NOLOGIN group role", "security"))
+            steps.append(
+                Step(
+                    sql.SQL("ALTER ROLE {} NOLOGIN NOSUPERUSER").format(sql.Identifier(r.name)),
+                    f"make {r.name} a NOLOGIN group role",
+                    "security",
+                )
+            )
     for u in policy.users:
         info = cat.roles.get(u.name) if cat else None
         pw = passwords.get(u.name)
@@ -178,45 +238,87 @@ def _role_steps(policy: Policy, cat: CatalogSnapshot | None,
         limit = sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(u.connection_limit))
         if info is None:
             if cat is not None and pw is None:
-                raise PasswordSourceError(
+                why = (
                     f"no password for new login user {u.name!r}: set {u.password_env}, give a "
-                    "0600 passwords file, or generate passwords (--generate-passwords)")
+                    "0600 passwords file, or generate passwords (--generate-passwords)"
+                )
+                if require_passwords:
+                    raise PasswordSourceError(why)
+                warnings.append(why)
             stmt = sql.SQL("CREATE ROLE {} LOGIN INHERIT {} PASSWORD {}").format(
-                ident, limit, sql.Literal(scram_verifier(pw) if pw else ""))
+                ident, limit, sql.Literal(scram_verifier(pw) if pw else "")
+            )
             psql_var = f"tsaccess_pw_{len(steps)}"
             psql = (
                 f"\\getenv {psql_var} {u.password_env}\n"
                 f"\\if :{{?{psql_var}}}\n\\else\n"
                 f"DO $$ BEGIN RAISE EXCEPTION 'set {u.password_env} in the environment'; END $$"
                 f";\n\\endif\n"
-                + sql.SQL("CREATE ROLE {} LOGIN INHERIT {} PASSWORD ").format(ident, limit)
-                .as_string(None) + f":'{psql_var}'"
+                + sql.SQL("CREATE ROLE {} LOGIN INHERIT {} PASSWORD ")
+                .format(ident, limit)
+                .as_string(None)
+                + f":'{psql_var}'"
             )
-            steps.append(Step(stmt, f"create login user {u.name} (password: {u.password_env})",
-                              "security", secret=True, psql=psql))
+            steps.append(
+                Step(
+                    stmt,
+                    f"create login user {u.name} (password: {u.password_env})",
+                    "security",
+                    secret=True,
+                    psql=psql,
+                )
+            )
             continue
-        if not info.login or info.superuser or not info.inherit or \
-                info.connection_limit != u.connection_limit:
-            steps.append(Step(sql.SQL("ALTER ROLE {} LOGIN INHERIT NOSUPERUSER {}").format(
-                ident, limit), f"reset attributes of login user {u.name}", "security"))
+        if (
+            not info.login
+            or info.superuser
+            or not info.inherit
+            or info.connection_limit != u.connection_limit
+        ):
+            steps.append(
+                Step(
+                    sql.SQL("ALTER ROLE {} LOGIN INHERIT NOSUPERUSER {}").format(ident, limit),
+                    f"reset attributes of login user {u.name}",
+                    "security",
+                )
+            )
         if pw is not None and info.password is not None and not scram_matches(pw, info.password):
-            steps.append(Step(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                ident, sql.Literal(scram_verifier(pw))), f"set password of {u.name}",
-                "security", secret=True))
+            steps.append(
+                Step(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        ident, sql.Literal(scram_verifier(pw))
+                    ),
+                    f"set password of {u.name}",
+                    "security",
+                    secret=True,
+                )
+            )
     # memberships: exactly the policy's, for managed users and roles
     managed = {u.name for u in policy.users} | {r.name for r in policy.roles}
     want = {(r, u.name) for u in policy.users for r in u.roles}
     exempt = {cat.current_user} if cat else set()
     exempt |= {n for n, ri in (cat.roles.items() if cat else ()) if ri.superuser}
-    have = {(r, m) for r, m in (cat.members if cat else ())
-            if (m in managed or r in managed) and m not in exempt}
-    for r, m in sorted(have - want):
-        steps.append(Step(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(r),
-                                                              sql.Identifier(m)),
-                          f"revoke membership of {m} in {r}", "security"))
-    for r, m in sorted(want - have):
-        steps.append(Step(sql.SQL("GRANT {} TO {}").format(sql.Identifier(r), sql.Identifier(m)),
-                          f"grant role {r} to {m}", "security"))
+    have = {
+        (r, m)
+        for r, m in (cat.members if cat else ())
+        if (m in managed or r in managed) and m not in exempt
+    }
+    for group, m in sorted(have - want):
+        steps.append(
+            Step(
+                sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(m)),
+                f"revoke membership of {m} in {group}",
+                "security",
+            )
+        )
+    for group, m in sorted(want - have):
+        steps.append(
+            Step(
+                sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(m)),
+                f"grant role {group} to {m}",
+                "security",
+            )
+        )
     return steps
 
 
@@ -226,19 +328,36 @@ def _acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
     # database: CONNECT for the group roles only; PUBLIC loses CONNECT and TEMPORARY
     owner = cat.database_owner if cat else None
     have_db = {g for g in (cat.database_acl if cat else _public_defaults("d")) if g[0] != owner}
-    steps += _grant_steps(sql.Identifier(policy.database), f"database {policy.database}",
-                          "DATABASE", have_db, {(r, "CONNECT") for r in roles}, "security")
+    steps += _grant_steps(
+        sql.Identifier(policy.database),
+        f"database {policy.database}",
+        "DATABASE",
+        have_db,
+        {(r, "CONNECT") for r in roles},
+        "security",
+    )
     # schema: USAGE for group roles (and the audit owner, in the audit phase); nobody CREATE
     aud = policy.audit.owner if policy.audited else None
     s_owner = cat.schema_owner if cat else None
     have_ns = {g for g in (cat.schema_acl if cat else _public_defaults("n")) if g[0] != s_owner}
     schema_ident = sql.Identifier(policy.schema)
-    steps += _grant_steps(schema_ident, f"schema {policy.schema}", "SCHEMA",
-                          {g for g in have_ns if g[0] != aud}, {(r, "USAGE") for r in roles},
-                          "security")
+    steps += _grant_steps(
+        schema_ident,
+        f"schema {policy.schema}",
+        "SCHEMA",
+        {g for g in have_ns if g[0] != aud},
+        {(r, "USAGE") for r in roles},
+        "security",
+    )
     if aud:
-        steps += _grant_steps(schema_ident, f"schema {policy.schema}", "SCHEMA",
-                              {g for g in have_ns if g[0] == aud}, {(aud, "USAGE")}, "audit")
+        steps += _grant_steps(
+            schema_ident,
+            f"schema {policy.schema}",
+            "SCHEMA",
+            {g for g in have_ns if g[0] == aud},
+            {(aud, "USAGE")},
+            "audit",
+        )
     for t in (*policy.tables, None):
         name = t.name if t else policy.audit.table
         if t is None and not policy.audited:
@@ -246,38 +365,63 @@ def _acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
         info = cat.tables.get(name) if cat else None
         t_owner = info.owner if info else (policy.audit.owner if t is None else None)
         have = {g for g in (info.acl if info else ()) if g[0] != t_owner}
-        want = {(r.name, p) for r in policy.roles for p in r.privileges_on(name)}
-        phase = "audit" if t is None else "security"
+        want: set[tuple[str, str]] = {
+            (r.name, str(p)) for r in policy.roles for p in r.privileges_on(name)
+        }
+        phase: Phase = "audit" if t is None else "security"
         target = sql.Identifier(policy.schema, name)
         steps += _grant_steps(target, f"table {name}", "TABLE", have, want, phase)
         for col, grantee, priv in sorted(info.column_acl if info else ()):
             if grantee == t_owner:
                 continue
-            steps.append(Step(sql.SQL("REVOKE {}({}) ON TABLE {} FROM {}").format(
-                sql.SQL(priv), sql.Identifier(col), target, _ident(grantee)),
-                f"revoke {priv}({col}) on table {name} from {grantee}", phase))
+            steps.append(
+                Step(
+                    sql.SQL("REVOKE {}({}) ON TABLE {} FROM {}").format(
+                        sql.SQL(priv), sql.Identifier(col), target, _ident(grantee)
+                    ),
+                    f"revoke {priv}({col}) on table {name} from {grantee}",
+                    phase,
+                )
+            )
     return steps
 
 
 def _public_defaults(kind: str) -> set[tuple[str, str]]:
     """PUBLIC's default privileges on a new database / the public schema (PostgreSQL 15+)."""
-    return {("PUBLIC", "CONNECT"), ("PUBLIC", "TEMPORARY")} if kind == "d" else \
-        {("PUBLIC", "USAGE")}
+    return (
+        {("PUBLIC", "CONNECT"), ("PUBLIC", "TEMPORARY")} if kind == "d" else {("PUBLIC", "USAGE")}
+    )
 
 
-def _build(policy: Policy, cat: CatalogSnapshot | None, passwords: Mapping[str, Secret],
-           *, timescaledb: bool) -> tuple[list[Step], list[str]]:
+def _build(
+    policy: Policy,
+    cat: CatalogSnapshot | None,
+    passwords: Mapping[str, Secret],
+    *,
+    timescaledb: bool,
+    require_passwords: bool = False,
+) -> tuple[list[Step], list[str]]:
     warnings: list[str] = []
     schema: list[Step] = []
     if timescaledb and (cat is None or not cat.timescaledb):
-        schema.append(Step(sql.SQL("CREATE EXTENSION IF NOT EXISTS timescaledb"),
-                           "create extension timescaledb", "schema"))
+        schema.append(
+            Step(
+                sql.SQL("CREATE EXTENSION IF NOT EXISTS timescaledb"),
+                "create extension timescaledb",
+                "schema",
+            )
+        )
     if cat is None or not cat.schema_exists:
-        schema.append(Step(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-            sql.Identifier(policy.schema)), f"create schema {policy.schema}", "schema"))
+        schema.append(
+            Step(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(policy.schema)),
+                f"create schema {policy.schema}",
+                "schema",
+            )
+        )
     for t in policy.tables:
         schema += _table_steps(policy, t, cat, timescaledb, warnings)
-    security = _role_steps(policy, cat, passwords)
+    security = _role_steps(policy, cat, passwords, warnings, require_passwords)
     acl = _acl_steps(policy, cat)
     audit = audit_steps(policy, cat, timescaledb)
     acl_security = [s for s in acl if s.phase == "security"]
@@ -290,20 +434,29 @@ def _timescaledb_decision(policy: Policy, cat: CatalogSnapshot) -> tuple[bool, l
         return False, []
     if cat.timescaledb or (cat.timescaledb_available and cat.timescaledb_preloaded):
         return True, []
-    why = ("the timescaledb extension is not installed on this server" if not
-           cat.timescaledb_available else "timescaledb is not in shared_preload_libraries")
+    why = (
+        "the timescaledb extension is not installed on this server"
+        if not cat.timescaledb_available
+        else "timescaledb is not in shared_preload_libraries"
+    )
     if policy.timescaledb == "require":
-        raise PolicyError(f"the policy requires TimescaleDB but {why}; use a TimescaleDB server "
-                          "or set timescaledb = \"prefer\"", path="database.timescaledb",
-                          source=policy.source)
+        raise PolicyError(
+            f"the policy requires TimescaleDB but {why}; use a TimescaleDB server "
+            'or set timescaledb = "prefer"',
+            path="database.timescaledb",
+            source=policy.source,
+        )
     if any(t.hypertable for t in policy.tables):
         return False, [f"TimescaleDB unavailable ({why}): hypertables are created as plain tables"]
     return False, []
 
 
 def plan(
-    conn: psycopg.Connection[Any], policy: Policy, *,
+    conn: psycopg.Connection[Any],
+    policy: Policy,
+    *,
     passwords: Mapping[str, Secret] | None = None,
+    require_passwords: bool = False,
 ) -> Plan:
     """The statements that bring the connected database to ``policy``.
 
@@ -311,7 +464,8 @@ def plan(
         conn: an admin connection (superuser, or owner of the objects with CREATEROLE) to the
             policy's database.
         passwords: login passwords (see :mod:`tsaccess.passwords`); needed for users that do
-            not exist yet; a password that differs from the stored one is planned as a change
+            not exist yet (a warning here, an error with ``require_passwords``, as in
+            :func:`apply`); a password that differs from the stored one is planned as a change
             when the stored verifier is readable (superuser).
 
     Raises:
@@ -323,11 +477,15 @@ def plan(
         raise PolicyError(
             f"connected to database {current[0] if current else '?'!r} but the policy is for "
             f"{policy.database!r}; connect to that database (create it first with "
-            f"CREATE DATABASE) or change database.name", path="database.name",
-            source=policy.source)
+            f"CREATE DATABASE) or change database.name",
+            path="database.name",
+            source=policy.source,
+        )
     cat = read_catalog(conn, policy.schema)
     ts, warnings = _timescaledb_decision(policy, cat)
-    steps, more = _build(policy, cat, passwords or {}, timescaledb=ts)
+    steps, more = _build(
+        policy, cat, passwords or {}, timescaledb=ts, require_passwords=require_passwords
+    )
     return Plan(tuple(steps), tuple(warnings + more), ts, cat.queries + 1)
 
 
@@ -339,7 +497,9 @@ class ApplyResult:
 
 
 def apply(
-    conn: psycopg.Connection[Any], policy: Policy, *,
+    conn: psycopg.Connection[Any],
+    policy: Policy,
+    *,
     passwords: Mapping[str, Secret] | None = None,
     on_step: Callable[[int, Step], None] | None = None,
 ) -> ApplyResult:
@@ -358,7 +518,7 @@ def apply(
     try:
         with conn.transaction():
             conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            the_plan = plan(conn, policy, passwords=passwords)
+            the_plan = plan(conn, policy, passwords=passwords, require_passwords=True)
             for i, step in enumerate(the_plan.steps):
                 try:
                     if on_step is not None:
@@ -369,7 +529,8 @@ def apply(
                         raise ApplyError(
                             f"connection lost at step {i + 1}/{len(the_plan)} ({step.summary}); "
                             "the server rolls the transaction back: nothing changed. Run it "
-                            "again.") from exc
+                            "again."
+                        ) from exc
                     raise ApplyError(
                         f"step {i + 1}/{len(the_plan)} ({step.summary}) failed: "
                         f"{exc.diag.message_primary or exc.__class__.__name__}; the transaction "
@@ -382,12 +543,14 @@ def apply(
                     f"nothing changed): {'; '.join(s.summary for s in after.steps[:5])}"
                 )
     except psycopg.OperationalError as exc:
-        raise ApplyError(f"connection lost during apply ({exc.__class__.__name__}); the "
-                         "server rolls the transaction back: nothing changed. Run it again."
-                         ) from exc
+        raise ApplyError(
+            f"connection lost during apply ({exc.__class__.__name__}); the "
+            "server rolls the transaction back: nothing changed. Run it again."
+        ) from exc
     seconds = time.perf_counter() - t0
-    log.info("policy applied", database=policy.database, steps=len(the_plan),
-             seconds=round(seconds, 3))
+    log.info(
+        "policy applied", database=policy.database, steps=len(the_plan), seconds=round(seconds, 3)
+    )
     return ApplyResult(the_plan, seconds, len(the_plan))
 
 
@@ -438,14 +601,20 @@ def render_init(
     out.mkdir(parents=True, exist_ok=True)
     ts = policy.timescaledb != "off" if timescaledb is None else timescaledb
     steps, _ = _build(policy, None, {}, timescaledb=ts)
-    header = (f"-- Rendered by tsaccess from {policy.source or 'a policy'}; do not edit by hand.\n"
-              "\\set ON_ERROR_STOP on\nBEGIN;\n")
+    header = (
+        f"-- Rendered by tsaccess from {policy.source or 'a policy'}; do not edit by hand.\n"
+        "\\set ON_ERROR_STOP on\nBEGIN;\n"
+    )
     files: list[Path] = []
-    for n, phase, title in ((1, "schema", "schema"), (2, "security", "security"),
-                            (3, "audit", "audit")):
+    for n, phase, title in (
+        (1, "schema", "schema"),
+        (2, "security", "security"),
+        (3, "audit", "audit"),
+    ):
         body = "".join(
             f"-- {s.summary}\n{s.psql if s.psql else s.text(redact=False)};\n"
-            for s in steps if s.phase == phase
+            for s in steps
+            if s.phase == phase
         )
         path = out / f"0{n}-{title}.sql"
         path.write_text(header + body + "COMMIT;\n", encoding="utf-8")
@@ -455,7 +624,8 @@ def render_init(
         for u in policy.users
     )
     compose = out / "docker-compose.yml"
-    compose.write_text(_COMPOSE.format(database=policy.database, password_env=env_lines),
-                       encoding="utf-8")
+    compose.write_text(
+        _COMPOSE.format(database=policy.database, password_env=env_lines), encoding="utf-8"
+    )
     files.append(compose)
     return files

@@ -15,8 +15,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["CatalogSnapshot", "ColumnInfo", "FunctionInfo", "RoleInfo", "TableInfo",
-           "read_catalog"]
+__all__ = ["CatalogSnapshot", "ColumnInfo", "FunctionInfo", "RoleInfo", "TableInfo", "read_catalog"]
 
 Grant = tuple[str, str]
 """(grantee, privilege); grantee ``PUBLIC`` for everyone."""
@@ -114,7 +113,7 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
         queries += 1
         return conn.execute(query, params).fetchall()
 
-    (cur_user, superuser, ts_avail, ts_preload), = q(
+    ((cur_user, superuser, ts_avail, ts_preload),) = q(
         "SELECT current_user, pg_catalog.current_setting('is_superuser') = 'on',"
         " EXISTS (SELECT FROM pg_catalog.pg_available_extensions WHERE name = 'timescaledb'),"
         " pg_catalog.current_setting('shared_preload_libraries') ~ 'timescaledb'"
@@ -174,8 +173,8 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
     col_rows = q(
         "SELECT c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),"
         " a.attnotnull, pg_catalog.pg_get_expr(d.adbin, d.adrelid),"
-        f" CASE WHEN x.grantee IS NULL THEN NULL ELSE"
-        f"  (CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END)"
+        " CASE WHEN x.grantee IS NULL THEN NULL ELSE"
+        "  (CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END)"
         " END, x.privilege_type"
         " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
         " JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0"
@@ -229,8 +228,14 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
             col_acl[relname].add((att, grantee, priv))
     tables = {
         name: TableInfo(
-            name, kind, owner, tuple(cols[name]), frozenset(acl[name]),
-            frozenset(col_acl[name]), name in hyper, hyper.get(name, False),
+            name,
+            kind,
+            owner,
+            tuple(cols[name]),
+            frozenset(acl[name]),
+            frozenset(col_acl[name]),
+            name in hyper,
+            hyper.get(name, False),
         )
         for name, (kind, owner) in meta.items()
     }

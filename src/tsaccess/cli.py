@@ -37,8 +37,9 @@ class _Fail(Exception):
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper()), stream=sys.stderr, format="%(message)s"
+    )
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -72,8 +73,7 @@ def _policy(args: argparse.Namespace) -> Any:
 def _admin(args: argparse.Namespace, dbname: str | None = None) -> psycopg.Connection[Any]:
     from tsaccess.connection import connect
 
-    extra = {"dbname": dbname} if dbname else {}
-    return connect(args.dsn or "", **extra)
+    return connect(args.dsn or "", dbname=dbname)
 
 
 def _user_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,12 +85,14 @@ def _user_params(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in ("user", "password", "dbname", "passfile")}
 
 
-def _passwords(args: argparse.Namespace, users: Sequence[str], *,
-               generate: bool = False) -> dict[str, Any]:
+def _passwords(
+    args: argparse.Namespace, users: Sequence[str], *, generate: bool = False
+) -> dict[str, Any]:
     from tsaccess.passwords import resolve_passwords
 
-    return resolve_passwords(users, passwords_file=getattr(args, "passwords_file", None),
-                             generate=generate)
+    return resolve_passwords(
+        users, passwords_file=getattr(args, "passwords_file", None), generate=generate
+    )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -101,9 +103,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     with _admin(args, policy.database) as conn:
         p = plan(conn, policy, passwords=pw)
     if args.json:
-        _print_json({"steps": [{"summary": s.summary, "phase": s.phase, "sql": s.text()}
-                               for s in p.steps], "warnings": list(p.warnings),
-                     "timescaledb": p.timescaledb, "catalog_queries": p.catalog_queries})
+        _print_json(
+            {
+                "steps": [
+                    {"summary": s.summary, "phase": s.phase, "sql": s.text()} for s in p.steps
+                ],
+                "warnings": list(p.warnings),
+                "timescaledb": p.timescaledb,
+                "catalog_queries": p.catalog_queries,
+            }
+        )
     else:
         print(p.summary())
         if p and args.sql:
@@ -126,17 +135,22 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.create_database:
         with _admin(args) as conn:
             conn.autocommit = True
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                (policy.database,)).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(
-                    sql.Identifier(policy.database)))
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (policy.database,)
+            ).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(policy.database)))
     with _admin(args, policy.database) as conn:
         result = apply(conn, policy, passwords=pw)
     if args.generate_passwords:
         write_pgpass(args.generate_passwords, pw, dbname=policy.database)
     if args.json:
-        _print_json({"applied": result.applied, "seconds": round(result.seconds, 3),
-                     "steps": [s.summary for s in result.plan.steps]})
+        _print_json(
+            {
+                "applied": result.applied,
+                "seconds": round(result.seconds, 3),
+                "steps": [s.summary for s in result.plan.steps],
+            }
+        )
     else:
         print(result.plan.summary())
         print(f"applied {result.applied} statement(s) in {result.seconds * 1000:.0f} ms")
@@ -178,7 +192,8 @@ def _user_password(args: argparse.Namespace, user: str) -> str:
         return getpass.getpass(f"password for {user}: ")
     raise PasswordSourceError(
         f"no password for {user}: set {password_env_var(user)}, use --passwords-file, or run "
-        "interactively to be prompted")
+        "interactively to be prompted"
+    )
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -189,10 +204,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.dbname:
         params["dbname"] = args.dbname
     else:
-        params["dbname"] = conninfo_to_dict(args.dsn or "").get("dbname") or \
-            os.environ.get("PGDATABASE") or args.user
-    with connect(**params, user=args.user, password=_user_password(args, args.user),
-                 role=args.role) as conn:
+        params["dbname"] = (
+            conninfo_to_dict(args.dsn or "").get("dbname")
+            or os.environ.get("PGDATABASE")
+            or args.user
+        )
+    with connect(
+        **params, user=args.user, password=_user_password(args, args.user), role=args.role
+    ) as conn:
         verdict = check(conn, args.sql)
     if args.json:
         _print_json(verdict.as_dict())
@@ -226,8 +245,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_certs(args: argparse.Namespace) -> int:
     from tsaccess.tls import DEFAULT_HOSTS, create_certificates
 
-    paths = create_certificates(args.out, tuple(args.host) if args.host else DEFAULT_HOSTS,
-                                days=args.days)
+    paths = create_certificates(
+        args.out, tuple(args.host) if args.host else DEFAULT_HOSTS, days=args.days
+    )
     data = {k: str(v) for k, v in paths.__dict__.items()}
     if args.json:
         _print_json(data)
@@ -252,20 +272,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tsaccess",
         description="Make a TimescaleDB/PostgreSQL database safe to share.",
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 denied or mismatch, 4 undecided. "
-               "Passwords: TSACCESS_PASSWORD_<USER>, --passwords-file (mode 0600) or a prompt.",
+        "Passwords: TSACCESS_PASSWORD_<USER>, --passwords-file (mode 0600) or a prompt.",
     )
-    p.add_argument("--log-level", default="warning",
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser, *, policy: bool = False, dsn: bool = True) -> None:
         if dsn:
-            sp.add_argument("--dsn", help="libpq connection string or URI (default: PG* "
-                                          "variables); sslmode below require is refused")
+            sp.add_argument(
+                "--dsn",
+                help="libpq connection string or URI (default: PG* "
+                "variables); sslmode below require is refused",
+            )
         if policy:
             sp.add_argument("--policy", required=True, type=Path, help="policy TOML file")
-            sp.add_argument("--passwords-file", type=Path,
-                            help="pgpass-format file with login passwords (must be mode 0600)")
+            sp.add_argument(
+                "--passwords-file",
+                type=Path,
+                help="pgpass-format file with login passwords (must be mode 0600)",
+            )
         sp.add_argument("--json", action="store_true", help="print JSON")
 
     sp = sub.add_parser("demo", help="the whole tutorial on a throwaway TLS server")
@@ -280,10 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("apply", help="apply the policy in one transaction")
     common(sp, policy=True)
-    sp.add_argument("--create-database", action="store_true",
-                    help="create the policy's database first if missing")
-    sp.add_argument("--generate-passwords", metavar="FILE",
-                    help="generate missing passwords and write them to FILE (mode 0600)")
+    sp.add_argument(
+        "--create-database",
+        action="store_true",
+        help="create the policy's database first if missing",
+    )
+    sp.add_argument(
+        "--generate-passwords",
+        metavar="FILE",
+        help="generate missing passwords and write them to FILE (mode 0600)",
+    )
     sp.set_defaults(func=cmd_apply)
 
     sp = sub.add_parser("verify", help="prove the policy: the access matrix (exit 3 on mismatch)")
@@ -296,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_render_init)
 
-    sp = sub.add_parser("check", help="pre-flight a statement as a user (0 allowed, 3 denied, "
-                                      "4 undecided)")
+    sp = sub.add_parser(
+        "check", help="pre-flight a statement as a user (0 allowed, 3 denied, 4 undecided)"
+    )
     common(sp)
     sp.add_argument("--user", required=True)
     sp.add_argument("--role")
@@ -309,16 +341,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("audit", help="read the audit trail and sessions")
     sp.add_argument("what", choices=["recent", "summary", "activity", "sessions", "roles"])
     common(sp)
-    sp.add_argument("--since", type=_duration, default=dt.timedelta(days=1),
-                    help="e.g. 1h, 7d (default 1d)")
+    sp.add_argument(
+        "--since", type=_duration, default=dt.timedelta(days=1), help="e.g. 1h, 7d (default 1d)"
+    )
     sp.add_argument("--limit", type=int, default=20)
     sp.add_argument("--bucket", type=_duration, default=dt.timedelta(hours=1))
     sp.set_defaults(func=cmd_audit)
 
     sp = sub.add_parser("certs", help="create a CA and a server certificate")
     sp.add_argument("--out", required=True, type=Path)
-    sp.add_argument("--host", action="append", help="DNS name or IP for the certificate "
-                                                    "(repeat; default localhost, 127.0.0.1, ::1)")
+    sp.add_argument(
+        "--host",
+        action="append",
+        help="DNS name or IP for the certificate (repeat; default localhost, 127.0.0.1, ::1)",
+    )
     sp.add_argument("--days", type=int, default=365)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_certs)

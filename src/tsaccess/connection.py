@@ -297,7 +297,7 @@ def _default_class(preflight: bool) -> type[psycopg.Connection[Any]]:
     if preflight:
         from tsaccess.preflight import PreflightConnection
 
-        return PreflightConnection  # type: ignore[no-any-return]
+        return PreflightConnection
     return psycopg.Connection
 
 

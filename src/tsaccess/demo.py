@@ -62,8 +62,12 @@ class DemoResult:
 
     @property
     def ok(self) -> bool:
-        return (self.second_plan_steps == 0 and self.matrix is not None and self.matrix.ok
-                and all(c.ok for c in self.checks))
+        return (
+            self.second_plan_steps == 0
+            and self.matrix is not None
+            and self.matrix.ok
+            and all(c.ok for c in self.checks)
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -98,9 +102,11 @@ def run_demo(
     info = srv.start()
     result.server_start_s = time.perf_counter() - t0
     result.backend, result.timescaledb = info.backend, info.timescaledb
-    out(f"== Throwaway server: {info.backend} backend on {info.host}:{info.port}, TLS + SCRAM, "
+    out(
+        f"== Throwaway server: {info.backend} backend on {info.host}:{info.port}, TLS + SCRAM, "
         f"TimescaleDB {'yes' if info.timescaledb else 'not available (plain tables)'} "
-        f"(ready in {result.server_start_s:.2f} s)")
+        f"(ready in {result.server_start_s:.2f} s)"
+    )
     try:
         _run(info, policy, result, out)
         if keep:
@@ -116,14 +122,20 @@ def run_demo(
 
 def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[str], None]) -> None:
     with connect(**info.params(), autocommit=True) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                               (policy.database,)).fetchone()
+        exists = admin.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (policy.database,)
+        ).fetchone()
         if not exists:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(policy.database)))
     passwords = resolve_passwords([u.name for u in policy.users], generate=True)
     if info.workdir is not None:
-        write_pgpass(info.workdir / "passwords.pgpass", passwords, host=info.host,
-                     port=info.port, dbname=policy.database)
+        write_pgpass(
+            info.workdir / "passwords.pgpass",
+            passwords,
+            host=info.host,
+            port=info.port,
+            dbname=policy.database,
+        )
     db_params = info.params(dbname=policy.database)
 
     out(f"\n== 1. Policy {policy.source}: plan and apply (one transaction)")
@@ -138,18 +150,25 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         second = plan(admin, policy, passwords=passwords)
         admin.rollback()
         result.second_plan_steps = len(second)
-        out(f"   {len(first)} statements applied in {applied.seconds * 1000:.0f} ms; "
-            f"plan again: {len(second)} statements (idempotent)")
+        out(
+            f"   {len(first)} statements applied in {applied.seconds * 1000:.0f} ms; "
+            f"plan again: {len(second)} statements (idempotent)"
+        )
 
         out("\n== 2. Access matrix: every privilege tried as every user over TLS (rolled back)")
-        user_conn = {k: v for k, v in info.params().items()
-                     if k not in ("user", "password", "dbname")}
+        user_conn = {
+            k: v for k, v in info.params().items() if k not in ("user", "password", "dbname")
+        }
         result.matrix = verify(admin, policy, passwords, **user_conn)
         out(result.matrix.to_text())
 
     out("\n== 3. Allowed writes (audited)")
-    pool = create_pool(**_user_params(info, "bob", passwords["bob"], policy.database),
-                       role="data_engineers", min_size=1, max_size=2)
+    pool = create_pool(
+        **_user_params(info, "bob", passwords["bob"], policy.database),
+        role="data_engineers",
+        min_size=1,
+        max_size=2,
+    )
     try:
         with pool.connection() as conn:
             audit.set_actor(conn, "ingest-job", "batch-0001")
@@ -159,10 +178,14 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
                 " 20 + (i % 7), 40 + (i % 20), 'Building A', 'Engineering'"
                 " FROM generate_series(1, 144) AS i"
             )
-            result.checks.append(Check("bob inserts 144 sensor readings (pool, data_engineers)",
-                                       cur.rowcount == 144, f"{cur.rowcount} rows"))
-            out(f"   bob   INSERT sensor_readings: {cur.rowcount} rows "
-                f"[{tls_status(conn)}]")
+            result.checks.append(
+                Check(
+                    "bob inserts 144 sensor readings (pool, data_engineers)",
+                    cur.rowcount == 144,
+                    f"{cur.rowcount} rows",
+                )
+            )
+            out(f"   bob   INSERT sensor_readings: {cur.rowcount} rows [{tls_status(conn)}]")
     finally:
         pool.close()
     with connect(**_user_params(info, "david", passwords["david"], policy.database)) as conn:
@@ -191,8 +214,10 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
             try:
                 conn.execute(stmt)
                 refused, why = False, "EXECUTED"
-            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.DependentObjectsStillExist
-                    ) as exc:
+            except (
+                psycopg.errors.InsufficientPrivilege,
+                psycopg.errors.DependentObjectsStillExist,
+            ) as exc:
                 refused, why = True, f"{exc.sqlstate} {exc.diag.message_primary}"
             except psycopg.Error as exc:  # e.g. "must be owner of table": also a refusal
                 refused = exc.sqlstate in ("42501",)
@@ -204,40 +229,66 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         out(f"   {'refused' if refused else 'ALLOWED!'}  {user:5}  {stmt[:60]:60}  {why}")
 
     out("\n== 5. Pre-flight: refused before anything is sent")
-    with connect(**_user_params(info, "alice", passwords["alice"], policy.database),
-                 preflight=True) as conn:
+    with connect(
+        **_user_params(info, "alice", passwords["alice"], policy.database), preflight=True
+    ) as conn:
         try:
             conn.execute("SELECT amount FROM financial_metrics")
-            result.checks.append(Check("pre-flight refuses alice's SELECT on financial_metrics",
-                                       False, "executed"))
+            result.checks.append(
+                Check("pre-flight refuses alice's SELECT on financial_metrics", False, "executed")
+            )
         except PreflightDenied as exc:
-            result.checks.append(Check("pre-flight refuses alice's SELECT on financial_metrics",
-                                       True, str(exc)))
+            result.checks.append(
+                Check("pre-flight refuses alice's SELECT on financial_metrics", True, str(exc))
+            )
             out(f"   alice: {exc}")
         rows = conn.execute("SELECT count(*) FROM sensor_readings").fetchone()
-        result.checks.append(Check("pre-flight lets alice read sensor_readings",
-                                   bool(rows and rows[0] == 144)))
+        result.checks.append(
+            Check("pre-flight lets alice read sensor_readings", bool(rows and rows[0] == 144))
+        )
         out(f"   alice: SELECT count(*) FROM sensor_readings -> {rows[0] if rows else None}")
 
     out("\n== 6. The audit trail, read as eve (auditors)")
     with connect(**_user_params(info, "eve", passwords["eve"], policy.database)) as conn:
         events = audit.recent(conn, limit=50)
         result.audit_rows = events.as_dicts()
-        shown = [{k: e[k] for k in ("event_time", "username", "effective_role", "operation",
-                                     "table_name", "row_count", "actor", "application_name")}
-                 for e in result.audit_rows if e["operation"] != "DENIED"][:10]
+        shown = [
+            {
+                k: e[k]
+                for k in (
+                    "event_time",
+                    "username",
+                    "effective_role",
+                    "operation",
+                    "table_name",
+                    "row_count",
+                    "actor",
+                    "application_name",
+                )
+            }
+            for e in result.audit_rows
+            if e["operation"] != "DENIED"
+        ][:10]
         from tsaccess._render import text_table
 
         out(text_table(list(shown[0]) if shown else [], [list(r.values()) for r in shown]))
-        writers = {(e["username"], e["table_name"]) for e in result.audit_rows
-                   if e["operation"] == "INSERT"}
-        result.checks.append(Check("audit names bob on sensor_readings",
-                                   ("bob", "sensor_readings") in writers))
-        result.checks.append(Check("audit names david on financial_metrics",
-                                   ("david", "financial_metrics") in writers))
+        writers = {
+            (e["username"], e["table_name"])
+            for e in result.audit_rows
+            if e["operation"] == "INSERT"
+        }
+        result.checks.append(
+            Check("audit names bob on sensor_readings", ("bob", "sensor_readings") in writers)
+        )
+        result.checks.append(
+            Check(
+                "audit names david on financial_metrics", ("david", "financial_metrics") in writers
+            )
+        )
         denied = [e for e in result.audit_rows if e["operation"] == "DENIED"]
-        result.checks.append(Check("DENIED events recorded", len(denied) >= len(forbidden),
-                                   f"{len(denied)} events"))
+        result.checks.append(
+            Check("DENIED events recorded", len(denied) >= len(forbidden), f"{len(denied)} events")
+        )
         summ = audit.summary(conn, dt.timedelta(hours=1))
         result.summary_rows = summ.as_dicts()
         out("\n   Summary (last hour):")
@@ -246,9 +297,14 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         result.sessions = sessions.as_dicts()
         all_tls = all(s["ssl"] for s in result.sessions if s["client_addr"])
         result.checks.append(Check("every TCP session is TLS", all_tls))
-        out(f"\n   Sessions on {policy.database}: "
-            + ", ".join(f"{s['username']} ({s['tls_version'] or 'NO TLS'})"
-                        for s in result.sessions if s["client_addr"]))
+        out(
+            f"\n   Sessions on {policy.database}: "
+            + ", ".join(
+                f"{s['username']} ({s['tls_version'] or 'NO TLS'})"
+                for s in result.sessions
+                if s["client_addr"]
+            )
+        )
         alice_audit = True
         with connect(**_user_params(info, "alice", passwords["alice"], policy.database)) as a:
             try:
@@ -258,12 +314,15 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
                 pass
         result.checks.append(Check("alice cannot read the audit trail", alice_audit))
 
-    for user in policy.users:
+    for login in policy.users:
         result.connect_info.append(
-            f"{user.name:5}  psql \"host={info.host} port={info.port} dbname={policy.database} "
-            f"user={user.name} sslmode=verify-full sslrootcert={info.sslrootcert}\"")
+            f'{login.name:5}  psql "host={info.host} port={info.port} dbname={policy.database} '
+            f'user={login.name} sslmode=verify-full sslrootcert={info.sslrootcert}"'
+        )
     failed = [c for c in result.checks if not c.ok]
-    out(f"\n== Result: {'OK' if result.ok else 'FAILED'} — {len(result.checks)} checks, "
-        f"{len(failed)} failed; matrix {'OK' if result.matrix and result.matrix.ok else 'FAILED'}")
+    out(
+        f"\n== Result: {'OK' if result.ok else 'FAILED'} — {len(result.checks)} checks, "
+        f"{len(failed)} failed; matrix {'OK' if result.matrix and result.matrix.ok else 'FAILED'}"
+    )
     for c in failed:
         out(f"   FAILED: {c.name} {c.detail}")

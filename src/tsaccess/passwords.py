@@ -85,7 +85,7 @@ def scram_matches(password: Secret, verifier: str | None) -> bool:
     if not verifier or not verifier.startswith("SCRAM-SHA-256$"):
         return False
     try:
-        head, _keys = verifier[len("SCRAM-SHA-256$"):].split("$", 1)
+        head, _keys = verifier[len("SCRAM-SHA-256$") :].split("$", 1)
         iterations, salt_b64 = head.split(":", 1)
         expected = scram_verifier(
             password, salt=base64.b64decode(salt_b64), iterations=int(iterations)
@@ -115,7 +115,9 @@ def check_private_file(path: Path) -> None:
 
 
 def _split_pgpass(line: str) -> list[str]:
-    fields, cur, esc = [], [], False
+    fields: list[str] = []
+    cur: list[str] = []
+    esc = False
     for ch in line:
         if esc:
             cur.append(ch)

@@ -54,21 +54,57 @@ TimescaleMode = Literal["prefer", "require", "off"]
 
 _MAX_IDENT = 63
 _RESERVED_ROLES = {"public", "none", "current_user", "session_user", "current_role"}
-_TIME_TYPES = {"timestamptz", "timestamp with time zone", "timestamp", "date",
-               "timestamp without time zone", "bigint", "integer", "smallint", "int", "int8",
-               "int4", "int2"}
+_TIME_TYPES = {
+    "timestamptz",
+    "timestamp with time zone",
+    "timestamp",
+    "date",
+    "timestamp without time zone",
+    "bigint",
+    "integer",
+    "smallint",
+    "int",
+    "int8",
+    "int4",
+    "int2",
+}
 _BASE_TYPES = _TIME_TYPES | {
-    "text", "varchar", "character varying", "char", "character", "numeric", "decimal",
-    "real", "double precision", "float8", "float4", "boolean", "bool", "jsonb", "json",
-    "uuid", "bytea", "inet", "cidr", "interval", "time", "timetz", "text[]", "integer[]",
-    "bigint[]", "double precision[]",
+    "text",
+    "varchar",
+    "character varying",
+    "char",
+    "character",
+    "numeric",
+    "decimal",
+    "real",
+    "double precision",
+    "float8",
+    "float4",
+    "boolean",
+    "bool",
+    "jsonb",
+    "json",
+    "uuid",
+    "bytea",
+    "inet",
+    "cidr",
+    "interval",
+    "time",
+    "timetz",
+    "text[]",
+    "integer[]",
+    "bigint[]",
+    "double precision[]",
 }
 _TYPE_RE = re.compile(
     r"^(?P<base>[a-z][a-z0-9 ]*?)\s*(?:\(\s*(?P<p>\d+)\s*(?:,\s*(?P<s>\d+)\s*)?\))?"
     r"(?P<arr>\[\])?$"
 )
-_DEFAULT_FUNCS = {"now()": "now()", "current_timestamp": "CURRENT_TIMESTAMP",
-                  "gen_random_uuid()": "gen_random_uuid()"}
+_DEFAULT_FUNCS = {
+    "now()": "now()",
+    "current_timestamp": "CURRENT_TIMESTAMP",
+    "gen_random_uuid()": "gen_random_uuid()",
+}
 
 
 def password_env_var(user: str) -> str:
@@ -107,9 +143,9 @@ class Table:
     @property
     def audited_data_columns(self) -> tuple[str, ...]:
         """The columns whose values per-row audit records."""
-        allowed = self.audit_columns if self.audit_columns is not None else [
-            c.name for c in self.columns
-        ]
+        allowed = (
+            self.audit_columns if self.audit_columns is not None else [c.name for c in self.columns]
+        )
         return tuple(c for c in allowed if c not in self.audit_exclude)
 
 
@@ -209,12 +245,14 @@ def _check_ident(name: object, path: str, source: str, *, role: bool = False) ->
         raise PolicyError(
             f"{name[:20]!r}... is longer than {_MAX_IDENT} bytes; PostgreSQL would truncate it "
             "silently. Use a shorter name.",
-            path=path, source=source,
+            path=path,
+            source=source,
         )
     if role and name.lower().startswith("pg_"):
         raise PolicyError(
             f"{name!r}: role names starting with 'pg_' are reserved by PostgreSQL; rename it",
-            path=path, source=source,
+            path=path,
+            source=source,
         )
     if role and name.lower() in _RESERVED_ROLES:
         raise PolicyError(
@@ -228,8 +266,11 @@ def _validate(p: Policy) -> None:
     _check_ident(p.database, "database.name", src)
     _check_ident(p.schema, "database.schema", src)
     if p.schema.startswith(("pg_", "_timescaledb")) or p.schema == "information_schema":
-        raise PolicyError(f"schema {p.schema!r} is a system schema; use your own (e.g. public)",
-                          path="database.schema", source=src)
+        raise PolicyError(
+            f"schema {p.schema!r} is a system schema; use your own (e.g. public)",
+            path="database.schema",
+            source=src,
+        )
     _check_ident(p.audit.table, "audit.table", src)
     _check_ident(p.audit.owner, "audit.owner", src, role=True)
     tables = {t.name for t in p.tables}
@@ -237,45 +278,61 @@ def _validate(p: Policy) -> None:
         tp = f"tables.{t.name}"
         _check_ident(t.name, tp, src)
         if t.name == p.audit.table:
-            raise PolicyError(f"{t.name!r} is the audit table's name; rename the table or "
-                              "set audit.table", path=tp, source=src)
+            raise PolicyError(
+                f"{t.name!r} is the audit table's name; rename the table or set audit.table",
+                path=tp,
+                source=src,
+            )
         if not t.columns:
-            raise PolicyError("a table needs at least one column", path=f"{tp}.columns",
-                              source=src)
+            raise PolicyError("a table needs at least one column", path=f"{tp}.columns", source=src)
         seen: set[str] = set()
         for c in t.columns:
             _check_ident(c.name, f"{tp}.columns.{c.name}", src)
             if c.name in seen:
-                raise PolicyError(f"duplicate column {c.name!r}", path=f"{tp}.columns",
-                                  source=src)
+                raise PolicyError(f"duplicate column {c.name!r}", path=f"{tp}.columns", source=src)
             seen.add(c.name)
         if t.hypertable and not t.time_column:
             raise PolicyError(
-                "a hypertable needs a time column; set time_column = \"<column>\" or "
-                "hypertable = false", path=f"{tp}.time_column", source=src)
+                'a hypertable needs a time column; set time_column = "<column>" or '
+                "hypertable = false",
+                path=f"{tp}.time_column",
+                source=src,
+            )
         if t.time_column:
             col = t.column(t.time_column)
             if col is None:
                 raise PolicyError(
                     f"time_column {t.time_column!r} is not one of the table's columns "
-                    f"({', '.join(c.name for c in t.columns)})", path=f"{tp}.time_column",
-                    source=src)
+                    f"({', '.join(c.name for c in t.columns)})",
+                    path=f"{tp}.time_column",
+                    source=src,
+                )
             if col.type.split("(")[0] not in _TIME_TYPES:
                 raise PolicyError(
                     f"time_column {t.time_column!r} has type {col.type!r}; a hypertable's time "
                     "column must be timestamptz, timestamp, date or an integer type",
-                    path=f"{tp}.columns.{col.name}", source=src)
+                    path=f"{tp}.columns.{col.name}",
+                    source=src,
+                )
             if col.nullable and t.hypertable:
                 raise PolicyError(
                     f"the time column {col.name!r} must be declared 'not null'",
-                    path=f"{tp}.columns.{col.name}", source=src)
+                    path=f"{tp}.columns.{col.name}",
+                    source=src,
+                )
         if t.audit not in ("statement", "row", "off"):
-            raise PolicyError(f"audit = {t.audit!r}; use \"statement\", \"row\" or \"off\"",
-                              path=f"{tp}.audit", source=src)
-        for c in (*(t.audit_columns or ()), *t.audit_exclude):
-            if t.column(c) is None:
-                raise PolicyError(f"audit column {c!r} is not a column of {t.name!r}",
-                                  path=f"{tp}.audit_columns", source=src)
+            raise PolicyError(
+                f'audit = {t.audit!r}; use "statement", "row" or "off"',
+                path=f"{tp}.audit",
+                source=src,
+            )
+        for cname in (*(t.audit_columns or ()), *t.audit_exclude):
+            if t.column(cname) is None:
+                raise PolicyError(
+                    f"audit column {cname!r} is not a column of {t.name!r}",
+                    path=f"{tp}.audit_columns",
+                    source=src,
+                )
     role_names: set[str] = set()
     for r in p.roles:
         rp = f"roles.{r.name}"
@@ -289,20 +346,30 @@ def _validate(p: Policy) -> None:
                 if privs - {"SELECT"}:
                     raise PolicyError(
                         "the audit table is written only by tsaccess triggers; grant at most "
-                        "SELECT on it", path=gp, source=src)
+                        "SELECT on it",
+                        path=gp,
+                        source=src,
+                    )
             elif table not in tables:
                 raise PolicyError(
                     f"unknown table {table!r}; declare it under [tables.{table}] or fix the name"
                     f" (known: {', '.join(sorted(tables | {p.audit.table}))})",
-                    path=gp, source=src)
+                    path=gp,
+                    source=src,
+                )
             bad = set(privs) - set(TABLE_PRIVILEGES)
             if bad:
                 raise PolicyError(
                     f"unknown privilege {sorted(bad)[0]!r}; use {', '.join(TABLE_PRIVILEGES)}",
-                    path=gp, source=src)
+                    path=gp,
+                    source=src,
+                )
     if p.audit.owner in role_names:
-        raise PolicyError("the audit owner must be a dedicated role, not a group role",
-                          path="audit.owner", source=src)
+        raise PolicyError(
+            "the audit owner must be a dedicated role, not a group role",
+            path="audit.owner",
+            source=src,
+        )
     user_names: set[str] = set()
     env_vars: dict[str, str] = {}
     for u in p.users:
@@ -311,18 +378,28 @@ def _validate(p: Policy) -> None:
         if u.name in user_names:
             raise PolicyError(f"duplicate user {u.name!r}", path=up, source=src)
         if u.name in role_names or u.name == p.audit.owner:
-            raise PolicyError(f"{u.name!r} is also a group role; users and roles need "
-                              "distinct names", path=up, source=src)
+            raise PolicyError(
+                f"{u.name!r} is also a group role; users and roles need distinct names",
+                path=up,
+                source=src,
+            )
         user_names.add(u.name)
         other = env_vars.setdefault(u.password_env, u.name)
         if other != u.name:
-            raise PolicyError(f"users {other!r} and {u.name!r} map to the same password "
-                              f"variable {u.password_env}; rename one", path=up, source=src)
+            raise PolicyError(
+                f"users {other!r} and {u.name!r} map to the same password "
+                f"variable {u.password_env}; rename one",
+                path=up,
+                source=src,
+            )
         for rname in u.roles:
             if rname not in role_names:
                 raise PolicyError(
                     f"unknown role {rname!r}; declare it under [roles.{rname}] (known: "
-                    f"{', '.join(sorted(role_names)) or 'none'})", path=f"{up}.roles", source=src)
+                    f"{', '.join(sorted(role_names)) or 'none'})",
+                    path=f"{up}.roles",
+                    source=src,
+                )
 
 
 # -- TOML -------------------------------------------------------------------------------------
@@ -330,20 +407,24 @@ def _validate(p: Policy) -> None:
 
 def _parse_column(name: str, spec: object, path: str, source: str) -> Column:
     if not isinstance(spec, str):
-        raise PolicyError("a column is a string like \"numeric(5,2) not null default 0\"",
-                          path=path, source=source)
+        raise PolicyError(
+            'a column is a string like "numeric(5,2) not null default 0"', path=path, source=source
+        )
     text = " ".join(spec.strip().split())
     low = text.lower()
     default: str | int | float | bool | None = None
     default_function: str | None = None
     m = re.search(r"\s+default\s+(.+)$", low)
     if m:
-        raw = text[m.start(1):]
+        raw = text[m.start(1) :]
         low = low[: m.start()]
         if raw.startswith("'"):
             if not (len(raw) >= 2 and raw.endswith("'") and "'" not in raw[1:-1].replace("''", "")):
-                raise PolicyError(f"default {raw!r} is not a single-quoted string literal",
-                                  path=path, source=source)
+                raise PolicyError(
+                    f"default {raw!r} is not a single-quoted string literal",
+                    path=path,
+                    source=source,
+                )
             default = raw[1:-1].replace("''", "'")
         elif raw.lower() in ("true", "false"):
             default = raw.lower() == "true"
@@ -356,7 +437,10 @@ def _parse_column(name: str, spec: object, path: str, source: str) -> Column:
         else:
             raise PolicyError(
                 f"default {raw!r} is not allowed; use a quoted string, a number, true/false or "
-                f"one of {', '.join(_DEFAULT_FUNCS)}", path=path, source=source)
+                f"one of {', '.join(_DEFAULT_FUNCS)}",
+                path=path,
+                source=source,
+            )
     nullable = True
     if low.endswith(" not null"):
         nullable, low = False, low[: -len(" not null")]
@@ -364,11 +448,16 @@ def _parse_column(name: str, spec: object, path: str, source: str) -> Column:
         low = low[: -len(" null")]
     tm = _TYPE_RE.match(low.strip())
     base = tm.group("base").strip() if tm else ""
-    if not tm or (base + ("[]" if tm.group("arr") else "")) not in _BASE_TYPES and base not in _BASE_TYPES:
+    if not tm or (
+        (base + ("[]" if tm.group("arr") else "")) not in _BASE_TYPES and base not in _BASE_TYPES
+    ):
         raise PolicyError(
             f"unsupported column type in {spec!r}; use one of: {', '.join(sorted(_BASE_TYPES))}"
             " (with (precision[, scale]) where it applies), then optional 'not null' and "
-            "'default <literal>'", path=path, source=source)
+            "'default <literal>'",
+            path=path,
+            source=source,
+        )
     typ = base
     if tm.group("p"):
         typ += f"({tm.group('p')}" + (f",{tm.group('s')}" if tm.group("s") else "") + ")"
@@ -395,18 +484,23 @@ def _only_keys(d: Mapping[str, Any], allowed: Iterable[str], path: str, source: 
     if extra:
         raise PolicyError(
             f"unknown key {extra[0]!r}; allowed here: {', '.join(sorted(allowed))}",
-            path=f"{path}.{extra[0]}" if path else extra[0], source=source)
+            path=f"{path}.{extra[0]}" if path else extra[0],
+            source=source,
+        )
 
 
 def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
     """Build a :class:`Policy` from parsed TOML (a mapping); raises :class:`PolicyError`."""
     _only_keys(data, {"database", "tables", "roles", "users", "audit"}, "", source)
-    db = _expect(data.get("database"), dict, "database", source, "a table with name = \"...\"")
+    db = _expect(data.get("database"), dict, "database", source, 'a table with name = "..."')
     _only_keys(db, {"name", "schema", "timescaledb"}, "database", source)
     ts = db.get("timescaledb", "prefer")
     if ts not in ("prefer", "require", "off"):
-        raise PolicyError(f"timescaledb = {ts!r}; use \"prefer\", \"require\" or \"off\"",
-                          path="database.timescaledb", source=source)
+        raise PolicyError(
+            f'timescaledb = {ts!r}; use "prefer", "require" or "off"',
+            path="database.timescaledb",
+            source=source,
+        )
     audit_raw = _expect(data.get("audit", {}), dict, "audit", source, "a table")
     _only_keys(audit_raw, {"table", "owner", "default_mode"}, "audit", source)
     audit = AuditSettings(
@@ -415,42 +509,73 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
         default_mode=audit_raw.get("default_mode", "statement"),
     )
     if audit.default_mode not in ("statement", "row", "off"):
-        raise PolicyError(f"default_mode = {audit.default_mode!r}; use \"statement\", \"row\" "
-                          "or \"off\"", path="audit.default_mode", source=source)
+        raise PolicyError(
+            f'default_mode = {audit.default_mode!r}; use "statement", "row" or "off"',
+            path="audit.default_mode",
+            source=source,
+        )
     tables: list[Table] = []
     for tname, t in _expect(data.get("tables", {}), dict, "tables", source, "a table").items():
         tp = f"tables.{tname}"
         _expect(t, dict, tp, source, "a table")
-        _only_keys(t, {"columns", "time_column", "hypertable", "chunk_interval", "audit",
-                       "audit_columns", "audit_exclude"}, tp, source)
-        cols = _expect(t.get("columns"), dict, f"{tp}.columns", source,
-                       "a table of column = \"type\"")
-        tables.append(Table(
-            name=tname,
-            columns=tuple(_parse_column(c, spec, f"{tp}.columns.{c}", source)
-                          for c, spec in cols.items()),
-            time_column=_expect(t.get("time_column", ""), str, f"{tp}.time_column", source,
-                                "a column name") or None,
-            hypertable=_expect(t.get("hypertable", False), bool, f"{tp}.hypertable", source,
-                               "true or false"),
-            chunk_interval=t.get("chunk_interval"),
-            audit=t.get("audit", audit.default_mode),
-            audit_columns=_names(t["audit_columns"], f"{tp}.audit_columns", source)
-            if "audit_columns" in t else None,
-            audit_exclude=_names(t.get("audit_exclude", []), f"{tp}.audit_exclude", source),
-        ))
+        _only_keys(
+            t,
+            {
+                "columns",
+                "time_column",
+                "hypertable",
+                "chunk_interval",
+                "audit",
+                "audit_columns",
+                "audit_exclude",
+            },
+            tp,
+            source,
+        )
+        cols = _expect(
+            t.get("columns"), dict, f"{tp}.columns", source, 'a table of column = "type"'
+        )
+        tables.append(
+            Table(
+                name=tname,
+                columns=tuple(
+                    _parse_column(c, spec, f"{tp}.columns.{c}", source) for c, spec in cols.items()
+                ),
+                time_column=_expect(
+                    t.get("time_column", ""), str, f"{tp}.time_column", source, "a column name"
+                )
+                or None,
+                hypertable=_expect(
+                    t.get("hypertable", False), bool, f"{tp}.hypertable", source, "true or false"
+                ),
+                chunk_interval=t.get("chunk_interval"),
+                audit=t.get("audit", audit.default_mode),
+                audit_columns=_names(t["audit_columns"], f"{tp}.audit_columns", source)
+                if "audit_columns" in t
+                else None,
+                audit_exclude=_names(t.get("audit_exclude", []), f"{tp}.audit_exclude", source),
+            )
+        )
         if tables[-1].chunk_interval is not None and not re.fullmatch(
             r"\d+\s*(second|minute|hour|day|week|month)s?", str(tables[-1].chunk_interval)
         ):
-            raise PolicyError("chunk_interval must look like \"7 days\" or \"1 hour\"",
-                              path=f"{tp}.chunk_interval", source=source)
+            raise PolicyError(
+                'chunk_interval must look like "7 days" or "1 hour"',
+                path=f"{tp}.chunk_interval",
+                source=source,
+            )
     roles: list[GroupRole] = []
     for rname, r in _expect(data.get("roles", {}), dict, "roles", source, "a table").items():
         rp = f"roles.{rname}"
         _expect(r, dict, rp, source, "a table")
         _only_keys(r, {"grants", "description"}, rp, source)
-        grants = _expect(r.get("grants", {}), dict, f"{rp}.grants", source,
-                         "a table of table = [\"PRIVILEGE\", ...]")
+        grants = _expect(
+            r.get("grants", {}),
+            dict,
+            f"{rp}.grants",
+            source,
+            'a table of table = ["PRIVILEGE", ...]',
+        )
         parsed = []
         for table, privs in grants.items():
             names = _names(privs, f"{rp}.grants.{table}", source)
@@ -458,8 +583,11 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
             if "ALL" in upper:
                 upper = list(TABLE_PRIVILEGES)
             parsed.append((table, frozenset(cast(list[Privilege], upper))))
-        roles.append(GroupRole(rname, tuple(sorted(parsed, key=lambda g: g[0])),
-                               str(r.get("description", ""))))
+        roles.append(
+            GroupRole(
+                rname, tuple(sorted(parsed, key=lambda g: g[0])), str(r.get("description", ""))
+            )
+        )
     users: list[User] = []
     for uname, u in _expect(data.get("users", {}), dict, "users", source, "a table").items():
         up = f"users.{uname}"
@@ -468,10 +596,25 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
         if "password" in u:
             raise PolicyError(
                 f"passwords never live in the policy; remove it and set {password_env_var(uname)}"
-                " or use a 0600 passwords file", path=f"{up}.password", source=source)
-        users.append(User(uname, _names(u.get("roles", []), f"{up}.roles", source),
-                          int(_expect(u.get("connection_limit", -1), int,
-                                      f"{up}.connection_limit", source, "an integer"))))
+                " or use a 0600 passwords file",
+                path=f"{up}.password",
+                source=source,
+            )
+        users.append(
+            User(
+                uname,
+                _names(u.get("roles", []), f"{up}.roles", source),
+                int(
+                    _expect(
+                        u.get("connection_limit", -1),
+                        int,
+                        f"{up}.connection_limit",
+                        source,
+                        "an integer",
+                    )
+                ),
+            )
+        )
     return Policy(
         database=_expect(db.get("name"), str, "database.name", source, "a string"),
         schema=_expect(db.get("schema", "public"), str, "database.schema", source, "a string"),

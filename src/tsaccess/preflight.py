@@ -46,7 +46,9 @@ _SYSTEM_COLUMNS = {"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid", "oid"}
 _PLACEHOLDER = re.compile(r"%%|%\(\w+\)[sbt]|%[sbt]")
 _INVALIDATES = re.compile(
     r"^\s*(set|reset|grant|revoke|create|alter|drop|comment|security|discard|import|"
-    r"reassign|refresh)\b", re.IGNORECASE)
+    r"reassign|refresh)\b",
+    re.IGNORECASE,
+)
 _TEMP_HINT = re.compile(r"^\s*create\s+(global\s+|local\s+)?(temp|temporary)\b", re.IGNORECASE)
 
 Priv = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"]
@@ -109,10 +111,11 @@ def _ident(node: exp.Expression | str | None) -> str | None:
     if isinstance(node, str):
         return node.lower()
     if isinstance(node, exp.Identifier):
-        return node.this if node.quoted else node.this.lower()
+        text = str(node.this)
+        return text if node.quoted else text.lower()
     if isinstance(node, exp.Star):
         return ALL
-    name = node.name
+    name = str(node.name)
     return name.lower() if name else None
 
 
@@ -163,15 +166,18 @@ class _Analyzer:
             return None
         return TableRef(schema, name)
 
-    def add_sources(self, node: exp.Expression, scope: _Scope, ctes: frozenset[str],
-                    parent: _Scope | None) -> None:
+    def add_sources(
+        self, node: exp.Expression, scope: _Scope, ctes: frozenset[str], parent: _Scope | None
+    ) -> None:
         """Add FROM / JOIN items of ``node`` to ``scope`` (subqueries analysed with ``parent``)."""
         if isinstance(node, exp.Table):
             ref = self.table_ref(node, ctes)
-            alias = node.alias_or_name
-            alias = _ident(node.args["alias"].this) if node.args.get("alias") and \
-                node.args["alias"].this else _ident(node.this) or alias
-            scope.sources.append(_Source(alias or "", ref))
+            alias = (
+                _ident(node.args["alias"].this)
+                if node.args.get("alias") and node.args["alias"].this
+                else _ident(node.this)
+            )
+            scope.sources.append(_Source(alias or node.alias_or_name, ref))
             if ref is not None:
                 self.needs.append(Need("SELECT", ref))
             if node.args.get("alias") is not None and node.args["alias"].columns:
@@ -180,8 +186,14 @@ class _Analyzer:
             if node.args.get("lateral") or isinstance(node.parent, exp.Lateral):
                 raise _Defer("LATERAL subquery")
             self.query(node.this, parent, ctes)
-            scope.sources.append(_Source(_ident(node.args["alias"].this) if node.args.get(
-                "alias") and node.args["alias"].this else "", None))
+            scope.sources.append(
+                _Source(
+                    (_ident(node.args["alias"].this) or "")
+                    if node.args.get("alias") and node.args["alias"].this
+                    else "",
+                    None,
+                )
+            )
         elif isinstance(node, exp.Values):
             scope.sources.append(_Source(node.alias_or_name.lower(), None))
             for e in node.expressions:
@@ -189,8 +201,9 @@ class _Analyzer:
         else:
             raise _Defer(f"unsupported FROM item {type(node).__name__}")
 
-    def from_joins(self, node: exp.Expression, scope: _Scope, ctes: frozenset[str],
-                   outer: _Scope | None) -> list[exp.Expression]:
+    def from_joins(
+        self, node: exp.Expression, scope: _Scope, ctes: frozenset[str], outer: _Scope | None
+    ) -> list[exp.Expression]:
         """Sources of FROM and JOINs; returns the join conditions to analyse in ``scope``."""
         conds: list[exp.Expression] = []
         frm = node.args.get("from_") or node.args.get("from")
@@ -198,8 +211,11 @@ class _Analyzer:
             for item in [frm.this, *frm.expressions]:
                 self.add_sources(item, scope, ctes, outer)
         for j in node.args.get("joins") or []:
-            if j.args.get("method") or (j.args.get("kind") or "").upper() == "NATURAL" or \
-                    "NATURAL" in str(j.args.get("method") or "").upper():
+            if (
+                j.args.get("method")
+                or (j.args.get("kind") or "").upper() == "NATURAL"
+                or "NATURAL" in str(j.args.get("method") or "").upper()
+            ):
                 raise _Defer("NATURAL JOIN")
             self.add_sources(j.this, scope, ctes, outer)
             if j.args.get("on") is not None:
@@ -265,8 +281,9 @@ class _Analyzer:
             stack.extend(v for v in n.iter_expressions())
 
     # statements -----------------------------------------------------------------------------
-    def with_ctes(self, node: exp.Expression, ctes: frozenset[str],
-                  outer: _Scope | None) -> frozenset[str]:
+    def with_ctes(
+        self, node: exp.Expression, ctes: frozenset[str], outer: _Scope | None
+    ) -> frozenset[str]:
         w = node.args.get("with_") or node.args.get("with")
         if w is None:
             return ctes
@@ -299,8 +316,11 @@ class _Analyzer:
         ctes = self.with_ctes(node, ctes, outer)
         scope = _Scope(parent=outer)
         conds = self.from_joins(node, scope, ctes, outer)
-        aliases = {_ident(e.args["alias"]) for e in node.expressions
-                   if isinstance(e, exp.Alias) and e.args.get("alias") is not None}
+        aliases = {
+            _ident(e.args["alias"])
+            for e in node.expressions
+            if isinstance(e, exp.Alias) and e.args.get("alias") is not None
+        }
         for e in node.expressions:
             if isinstance(e, exp.Star):
                 for s in scope.sources:
@@ -317,8 +337,11 @@ class _Analyzer:
             if o is not None:  # ORDER BY may name output aliases: skip those
                 for item in o.expressions:
                     target = item.this if isinstance(item, exp.Ordered) else item
-                    if isinstance(target, exp.Column) and not target.args.get("table") and \
-                            _ident(target.this) in aliases:
+                    if (
+                        isinstance(target, exp.Column)
+                        and not target.args.get("table")
+                        and _ident(target.this) in aliases
+                    ):
                         continue
                     self.exprs(item, scope, ctes)
         for key in ("limit", "offset"):
@@ -326,8 +349,7 @@ class _Analyzer:
         for lock in node.args.get("locks") or []:
             if lock.args.get("update") is not None or True:
                 targets = lock.expressions
-                names = {_ident(t.this) if isinstance(t, exp.Table) else _ident(t)
-                         for t in targets}
+                names = {_ident(t.this) if isinstance(t, exp.Table) else _ident(t) for t in targets}
                 for s in scope.sources:
                     if s.table is not None and (not targets or s.alias in names):
                         self.needs.append(Need("UPDATE", s.table))
@@ -343,9 +365,12 @@ class _Analyzer:
             raise _Defer("unusual DML target")
         ref = self.table_ref(node, frozenset())  # DML targets are never CTEs
         assert ref is not None
-        alias = _ident(node.args["alias"].this) if node.args.get("alias") and \
-            node.args["alias"].this else ref.name
-        return ref, alias, cols
+        alias = (
+            _ident(node.args["alias"].this)
+            if node.args.get("alias") and node.args["alias"].this
+            else None
+        )
+        return ref, alias or ref.name, cols
 
     def returning(self, node: exp.Expression, scope: _Scope, ctes: frozenset[str]) -> None:
         ret = node.args.get("returning")
@@ -359,8 +384,9 @@ class _Analyzer:
             else:
                 self.exprs(e, scope, ctes)
 
-    def statement(self, node: exp.Expression, ctes: frozenset[str],
-                  outer: _Scope | None = None) -> None:
+    def statement(
+        self, node: exp.Expression, ctes: frozenset[str], outer: _Scope | None = None
+    ) -> None:
         if isinstance(node, exp.Select | exp.SetOperation | exp.Subquery):
             self.query(node, outer, ctes)
         elif isinstance(node, exp.Insert):
@@ -394,9 +420,9 @@ class _Analyzer:
             if node.args.get("option") or "CASCADE" in node.sql("postgres").upper():
                 raise _Defer("TRUNCATE ... CASCADE")
             for t in node.expressions:
-                ref = self.table_ref(t, frozenset())
-                assert ref is not None
-                self.needs.append(Need("TRUNCATE", ref))
+                tref = self.table_ref(t, frozenset())
+                assert tref is not None
+                self.needs.append(Need("TRUNCATE", tref))
         elif isinstance(node, exp.Copy):
             target = node.this
             if isinstance(target, exp.Subquery | exp.Select):
@@ -455,8 +481,16 @@ class _Analyzer:
         self.returning(node, scope, ctes)
 
 
-_ALLOWED_ROOTS = (exp.Select, exp.SetOperation, exp.Insert, exp.Update, exp.Delete,
-                  exp.TruncateTable, exp.Copy, exp.Subquery)
+_ALLOWED_ROOTS = (
+    exp.Select,
+    exp.SetOperation,
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.TruncateTable,
+    exp.Copy,
+    exp.Subquery,
+)
 
 
 def _sqlglot_text(text: str, has_params: bool) -> str:
@@ -472,7 +506,7 @@ def analyze(text: str, *, has_params: bool = False) -> Analysis:
     """
     try:
         trees = sqlglot.parse(_sqlglot_text(text, has_params), read="postgres")
-    except Exception as exc:  # noqa: BLE001 - sqlglot raises many types; all mean "cannot tell"
+    except Exception as exc:
         return Analysis(deferred=f"not parsed ({exc.__class__.__name__})")
     trees = [t for t in trees if t is not None]
     if not trees:
@@ -480,15 +514,18 @@ def analyze(text: str, *, has_params: bool = False) -> Analysis:
     a = _Analyzer()
     for tree in trees:
         if not isinstance(tree, _ALLOWED_ROOTS):
-            return Analysis(deferred=f"{type(tree).__name__} statement (checked by the server)",
-                            statements=len(trees))
+            return Analysis(
+                deferred=f"{type(tree).__name__} statement (checked by the server)",
+                statements=len(trees),
+            )
         try:
             a.statement(tree, frozenset())
         except _Defer as d:
             return Analysis(deferred=str(d), statements=len(trees))
-        except Exception as exc:  # noqa: BLE001 - analyser bug: defer, never refuse
-            return Analysis(deferred=f"analysis failed ({exc.__class__.__name__})",
-                            statements=len(trees))
+        except Exception as exc:
+            return Analysis(
+                deferred=f"analysis failed ({exc.__class__.__name__})", statements=len(trees)
+            )
     return Analysis(tuple(a.needs), "", len(trees), tuple(sorted(a.caveats)))
 
 
@@ -536,11 +573,13 @@ class Snapshot:
     taken: float
     generation: int
 
-    def resolve(self, ref: TableRef) -> _Rel | None | Literal["system"]:
+    def resolve(self, ref: TableRef) -> _Rel | Literal["system"] | None:
         if ref.schema is not None:
-            if ref.schema == "pg_catalog" or ref.schema.startswith(
-                    ("pg_toast", "_timescaledb", "timescaledb_")) or \
-                    ref.schema == "information_schema":
+            if (
+                ref.schema == "pg_catalog"
+                or ref.schema.startswith(("pg_toast", "_timescaledb", "timescaledb_"))
+                or ref.schema == "information_schema"
+            ):
                 return "system"
             return self.rels.get((ref.schema, ref.name))
         for schema in self.search_path:
@@ -601,13 +640,27 @@ def take_snapshot(conn: psycopg.Connection[Any], generation: int = 0) -> Snapsho
             continue
         usage[r[0]] = bool(r[3])
         rels[(r[0], r[1])] = _Rel(
-            r[2], r[0], r[1], bool(r[3]), dict(zip(_PRIVS, map(bool, r[4:9]), strict=True)),
+            r[2],
+            r[0],
+            r[1],
+            bool(r[3]),
+            dict(zip(_PRIVS, map(bool, r[4:9]), strict=True)),
             dict(zip(_COLUMN_PRIVS, map(bool, r[9:12]), strict=True)),
-            kind=r[15], rls=bool(r[16]), sequence_default=bool(r[17]),
+            kind=r[15],
+            rls=bool(r[16]),
+            sequence_default=bool(r[17]),
         )
     # the implicit temp schema (pg_temp_N) shows in current_schemas only once it exists
-    return Snapshot(conn.info.user, role, path, rels, usage, frozenset(names.split(",")),
-                    time.monotonic(), generation)
+    return Snapshot(
+        conn.info.user,
+        role,
+        path,
+        rels,
+        usage,
+        frozenset(names.split(",")),
+        time.monotonic(),
+        generation,
+    )
 
 
 def _load_columns(conn: psycopg.Connection[Any], rels: Iterable[_Rel]) -> None:
@@ -651,8 +704,7 @@ class Verdict:
 
     def __str__(self) -> str:
         if self.status == "allowed":
-            extra = f" (the server still checks: {', '.join(self.caveats)})" \
-                if self.caveats else ""
+            extra = f" (the server still checks: {', '.join(self.caveats)})" if self.caveats else ""
             return "allowed: the session has every privilege this statement needs" + extra
         if self.status == "deferred":
             return f"undecided (deferred to the server): {self.reason}"
@@ -663,16 +715,19 @@ class Verdict:
             "status": self.status,
             "reason": self.reason,
             "caveats": list(self.caveats),
-            "missing": [{"privilege": m.privilege, "object": m.object,
-                         "columns": list(m.columns)} for m in self.missing],
+            "missing": [
+                {"privilege": m.privilege, "object": m.object, "columns": list(m.columns)}
+                for m in self.missing
+            ],
         }
 
 
 class Checker:
     """Pre-flight state of one connection: analysis cache, snapshot (TTL) and verdict cache."""
 
-    def __init__(self, conn: psycopg.Connection[Any], *, ttl: float = 60.0,
-                 cache_size: int = 2048) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], *, ttl: float = 60.0, cache_size: int = 2048
+    ) -> None:
         self._conn = conn
         self.ttl = ttl
         self._cache_size = cache_size
@@ -709,8 +764,12 @@ class Checker:
         key = (text, has_params)
         v = self._verdicts.get(key)
         s = self._snapshot
-        if v is not None and s is not None and v.generation == s.generation and \
-                time.monotonic() - s.taken <= self.ttl:
+        if (
+            v is not None
+            and s is not None
+            and v.generation == s.generation
+            and time.monotonic() - s.taken <= self.ttl
+        ):
             return v
         a = self.analysis(text, has_params)
         if a.deferred:
@@ -755,11 +814,14 @@ class Checker:
             if confirmed:
                 return Verdict("denied", text, tuple(confirmed), generation=snap.generation)
         if unresolved:
-            return Verdict("deferred", text, reason="unresolved name(s) "
-                           f"{', '.join(sorted(set(unresolved)))} (temporary table or missing)",
-                           generation=snap.generation)
-        return Verdict("allowed", text, generation=snap.generation,
-                       caveats=tuple(sorted(caveats)))
+            return Verdict(
+                "deferred",
+                text,
+                reason="unresolved name(s) "
+                f"{', '.join(sorted(set(unresolved)))} (temporary table or missing)",
+                generation=snap.generation,
+            )
+        return Verdict("allowed", text, generation=snap.generation, caveats=tuple(sorted(caveats)))
 
     def _table_need(self, need: Need, rel: _Rel, miss: Any) -> None:
         p = need.privilege
@@ -806,8 +868,15 @@ class Checker:
             _load_columns(self._conn, rels)
             owners = [r for r in rels if any(c == need.column for c, _ in (r.columns or []))]
             if len(owners) == 1:
-                self._table_need(Need(need.privilege, TableRef(owners[0].schema, owners[0].name),
-                                      frozenset({need.column})), owners[0], miss)
+                self._table_need(
+                    Need(
+                        need.privilege,
+                        TableRef(owners[0].schema, owners[0].name),
+                        frozenset({need.column}),
+                    ),
+                    owners[0],
+                    miss,
+                )
                 return
             if len(owners) > 1:
                 return  # ambiguous: the server reports it
@@ -820,19 +889,25 @@ class Checker:
         for (priv, obj, oid), cols in sorted(missing.items()):
             # by OID: a name cast (::regclass) would itself need USAGE on the schema
             if priv == "USAGE":
-                parts.append(sql.SQL("pg_catalog.has_schema_privilege({}, 'USAGE')").format(
-                    sql.Literal(obj)))
+                parts.append(
+                    sql.SQL("pg_catalog.has_schema_privilege({}, 'USAGE')").format(sql.Literal(obj))
+                )
                 keys.append(MissingPrivilege(priv, obj))
             elif cols:
                 for c in sorted(cols):
-                    parts.append(sql.SQL("pg_catalog.has_column_privilege({}::oid, {}, {})")
-                                 .format(sql.Literal(oid), sql.Literal(c), sql.Literal(priv)))
+                    parts.append(
+                        sql.SQL("pg_catalog.has_column_privilege({}::oid, {}, {})").format(
+                            sql.Literal(oid), sql.Literal(c), sql.Literal(priv)
+                        )
+                    )
                     keys.append(MissingPrivilege(priv, obj, (c,)))
             else:
-                fn = "has_any_column_privilege" if priv in _COLUMN_PRIVS else \
-                    "has_table_privilege"
-                parts.append(sql.SQL("pg_catalog.{}({}::oid, {})").format(
-                    sql.Identifier(fn), sql.Literal(oid), sql.Literal(priv)))
+                fn = "has_any_column_privilege" if priv in _COLUMN_PRIVS else "has_table_privilege"
+                parts.append(
+                    sql.SQL("pg_catalog.{}({}::oid, {})").format(
+                        sql.Identifier(fn), sql.Literal(oid), sql.Literal(priv)
+                    )
+                )
                 keys.append(MissingPrivilege(priv, obj))
         try:
             rows = _raw(self._conn, sql.SQL("SELECT {}").format(sql.SQL(", ").join(parts)))
@@ -884,8 +959,12 @@ class PreflightCursor(psycopg.Cursor[Any]):
         if verdict.status == "denied":
             user = conn.info.user
             role = getattr(conn, "_tsaccess_role", None)
-            log.warning("preflight denied", db_user=user, role=role,
-                        missing=[str(m) for m in verdict.missing])
+            log.warning(
+                "preflight denied",
+                db_user=user,
+                role=role,
+                missing=[str(m) for m in verdict.missing],
+            )
             hook = getattr(conn, "on_denied", None)
             if hook is not None:
                 hook(text, verdict)
@@ -898,7 +977,7 @@ class PreflightCursor(psycopg.Cursor[Any]):
             if checker is not None:
                 checker.invalidate()
 
-    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         text = self._preflight(query, params is not None)
         try:
             result = super().execute(query, params, **kwargs)
@@ -910,15 +989,15 @@ class PreflightCursor(psycopg.Cursor[Any]):
         self._after(text)
         return result
 
-    def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
         self._preflight(query, True)
         super().executemany(query, params_seq, **kwargs)
 
-    def copy(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+    def copy(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:
         self._preflight(statement, params is not None)
         return super().copy(statement, params, **kwargs)
 
-    def stream(self, query: Any, params: Any = None, **kwargs: Any) -> Iterator[Any]:  # type: ignore[override]
+    def stream(self, query: Any, params: Any = None, **kwargs: Any) -> Iterator[Any]:
         self._preflight(query, params is not None)
         return super().stream(query, params, **kwargs)
 
@@ -948,5 +1027,5 @@ def iter_statements(text: str) -> Sequence[str]:  # pragma: no cover - helper fo
     """The statements sqlglot finds in ``text`` (regenerated: for display only, never sent)."""
     try:
         return [t.sql("postgres") for t in sqlglot.parse(text, read="postgres") if t]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return []

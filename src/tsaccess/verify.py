@@ -73,8 +73,9 @@ class AccessMatrix:
         return tuple(c for c in self.cells if not c.ok)
 
     def cell(self, user: str, obj: str, privilege: str) -> Cell:
-        return next(c for c in self.cells
-                    if (c.user, c.object, c.privilege) == (user, obj, privilege))
+        return next(
+            c for c in self.cells if (c.user, c.object, c.privilege) == (user, obj, privilege)
+        )
 
     def _grid(self) -> tuple[list[str], list[list[str]], list[list[str]]]:
         headers = ["user", "object", *TABLE_PRIVILEGES, "TLS"]
@@ -108,9 +109,16 @@ class AccessMatrix:
     def to_text(self) -> str:
         """An aligned table; ``!!`` marks a cell where policy, catalog and reality disagree."""
         headers, rows, _ = self._grid()
-        pretty = [[r[0], r[1].replace(DATABASE_OBJECT, "database (CONNECT)")
-                   .replace(SCHEMA_OBJECT, f"schema {self.schema} (CREATE)"), *r[2:]]
-                  for r in rows]
+        pretty = [
+            [
+                r[0],
+                r[1]
+                .replace(DATABASE_OBJECT, "database (CONNECT)")
+                .replace(SCHEMA_OBJECT, f"schema {self.schema} (CREATE)"),
+                *r[2:],
+            ]
+            for r in rows
+        ]
         out = [text_table(headers, pretty)]
         bad = self.disagreements
         out.append(
@@ -152,11 +160,14 @@ class AccessMatrix:
 
     def _repr_html_(self) -> str:
         headers, rows, classes = self._grid()
-        style = ("<style>table.tsaccess td.ok{background:#e8f5e9}"
-                 "table.tsaccess td.mismatch{background:#ffcdd2;font-weight:bold}</style>")
+        style = (
+            "<style>table.tsaccess td.ok{background:#e8f5e9}"
+            "table.tsaccess td.mismatch{background:#ffcdd2;font-weight:bold}</style>"
+        )
         verdict = "OK" if self.ok else f"{len(self.disagreements)} disagreement(s)"
-        return (f"{style}<p><b>Access matrix for {self.database}</b>: {verdict}</p>"
-                + html_table(headers, rows, classes=classes))
+        return f"{style}<p><b>Access matrix for {self.database}</b>: {verdict}</p>" + html_table(
+            headers, rows, classes=classes
+        )
 
 
 def _probe(policy: Policy, table: str, privilege: str, last_column: str) -> sql.Composed:
@@ -167,13 +178,14 @@ def _probe(policy: Policy, table: str, privilege: str, last_column: str) -> sql.
         return sql.SQL("INSERT INTO {} DEFAULT VALUES").format(t)
     if privilege == "UPDATE":
         return sql.SQL("UPDATE {} SET {} = DEFAULT WHERE false").format(
-            t, sql.Identifier(last_column))
+            t, sql.Identifier(last_column)
+        )
     if privilege == "DELETE":
         return sql.SQL("DELETE FROM {} WHERE false").format(t)
     return sql.SQL("TRUNCATE {}").format(t)
 
 
-def _try(conn: psycopg.Connection[Any], stmt: sql.Composable) -> tuple[bool, str]:
+def _try(conn: psycopg.Connection[Any], stmt: sql.Composed) -> tuple[bool, str]:
     """Run ``stmt`` in a transaction that is always rolled back: (privilege check passed, why)."""
     try:
         conn.execute("SET LOCAL lock_timeout = '5s'")
@@ -233,8 +245,12 @@ def verify(
         if pw is None:
             connect_detail = "no password available for this user"
         else:
-            params = {**conn_params, "user": user, "password": pw.reveal(),
-                      "dbname": policy.database}
+            params = {
+                **conn_params,
+                "user": user,
+                "password": pw.reveal(),
+                "dbname": policy.database,
+            }
             try:
                 conn = connect(**params)
             except psycopg.OperationalError as exc:
@@ -242,31 +258,55 @@ def verify(
                 connect_detail = msg.replace("connection failed: ", "")[:200]
         tls[user] = tls_status(conn) if conn else None
         has_role = bool(next(u for u in policy.users if u.name == user).roles)
-        cells.append(Cell(user, DATABASE_OBJECT, "CONNECT", has_role, can_connect,
-                          None if pw is None else conn is not None, connect_detail))
+        cells.append(
+            Cell(
+                user,
+                DATABASE_OBJECT,
+                "CONNECT",
+                has_role,
+                can_connect,
+                None if pw is None else conn is not None,
+                connect_detail,
+            )
+        )
         try:
             for table in tables:
                 for priv in TABLE_PRIVILEGES:
                     actual: bool | None = None if pw is None else False
                     detail = connect_detail
                     if conn is not None:
-                        actual, detail = _try(conn, _probe(policy, table, priv,
-                                                           last_col.get(table, "id")))
-                    cells.append(Cell(user, table, priv, priv in expected.get(table, ()),
-                                      catalog_tables.get((user, table, priv), False), actual,
-                                      detail))
+                        actual, detail = _try(
+                            conn, _probe(policy, table, priv, last_col.get(table, "id"))
+                        )
+                    cells.append(
+                        Cell(
+                            user,
+                            table,
+                            priv,
+                            priv in expected.get(table, ()),
+                            catalog_tables.get((user, table, priv), False),
+                            actual,
+                            detail,
+                        )
+                    )
             actual_create: bool | None = None if pw is None else False
             detail = connect_detail
             if conn is not None:
                 probe = sql.SQL("CREATE TABLE {} ()").format(
-                    sql.Identifier(policy.schema, f"tsaccess_probe_{secrets.token_hex(4)}"))
+                    sql.Identifier(policy.schema, f"tsaccess_probe_{secrets.token_hex(4)}")
+                )
                 actual_create, detail = _try(conn, probe)
-            cells.append(Cell(user, SCHEMA_OBJECT, "CREATE", False, can_create, actual_create,
-                              detail))
+            cells.append(
+                Cell(user, SCHEMA_OBJECT, "CREATE", False, can_create, actual_create, detail)
+            )
         finally:
             if conn is not None:
                 conn.close()
     matrix = AccessMatrix(policy.database, policy.schema, tuple(cells), tls)
-    log.info("access matrix", database=policy.database, checks=len(cells),
-             disagreements=len(matrix.disagreements))
+    log.info(
+        "access matrix",
+        database=policy.database,
+        checks=len(cells),
+        disagreements=len(matrix.disagreements),
+    )
     return matrix

@@ -24,20 +24,26 @@ def _rows(db, where: str = "true", params=()):
         return conn.execute(
             f"SELECT username, operation, table_name, row_count, effective_role, actor,"
             f" request_id, old_data, new_data, client_asserted, application_name"
-            f" FROM activity_audit WHERE {where} ORDER BY id", params).fetchall()
+            f" FROM activity_audit WHERE {where} ORDER BY id",
+            params,
+        ).fetchall()
 
 
 def test_writes_by_non_owners_succeed_and_name_login_user_and_table(company):
     with company.connect("bob", role="data_engineers") as conn:
         audit.set_actor(conn, "jupyter:bob", "req-42")
-        conn.execute("INSERT INTO sensor_readings (time, sensor_id) SELECT now(), 's' || i"
-                     " FROM generate_series(1, 10) i")
+        conn.execute(
+            "INSERT INTO sensor_readings (time, sensor_id) SELECT now(), 's' || i"
+            " FROM generate_series(1, 10) i"
+        )
         conn.execute("UPDATE sensor_readings SET temperature = 1 WHERE sensor_id IN ('s1', 's2')")
         conn.execute("DELETE FROM sensor_readings WHERE sensor_id = 's3'")
         conn.commit()
     with company.connect("david") as conn:
-        conn.execute("INSERT INTO financial_metrics (time, metric_type, amount)"
-                     " VALUES (now(), 'revenue', 10), (now(), 'cost', 4)")
+        conn.execute(
+            "INSERT INTO financial_metrics (time, metric_type, amount)"
+            " VALUES (now(), 'revenue', 10), (now(), 'cost', 4)"
+        )
         conn.commit()
     rows = _rows(company.db)
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
@@ -58,8 +64,10 @@ def test_writes_by_non_owners_succeed_and_name_login_user_and_table(company):
 
 def test_per_row_update_pairs_old_and_new(company):
     with company.connect("david") as conn:
-        conn.execute("INSERT INTO financial_metrics (time, metric_type, amount)"
-                     " SELECT now(), 'm' || i, i FROM generate_series(1, 50) i")
+        conn.execute(
+            "INSERT INTO financial_metrics (time, metric_type, amount)"
+            " SELECT now(), 'm' || i, i FROM generate_series(1, 50) i"
+        )
         conn.execute("UPDATE financial_metrics SET amount = amount * 10")
         conn.commit()
     rows = _rows(company.db, "operation = 'UPDATE'")
@@ -75,7 +83,9 @@ def test_truncate_is_recorded(company):
     with company.connect("bob") as conn:
         conn.execute("TRUNCATE sensor_readings")
         conn.commit()
-    assert [(r[0], r[1], r[2]) for r in _rows(company.db)] == [("bob", "TRUNCATE", "sensor_readings")]
+    assert [(r[0], r[1], r[2]) for r in _rows(company.db)] == [
+        ("bob", "TRUNCATE", "sensor_readings")
+    ]
 
 
 def test_only_auditors_read_the_trail(company):
@@ -117,8 +127,10 @@ def test_users_cannot_edit_or_bypass_the_audit(company, user, attack):
         conn.commit()
     before = _rows(company.db)
     with company.db.admin() as conn:
-        trigger = conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'sensor_readings'::regclass"
-                               " AND tgname LIKE 'tsaccess_audit_ins%'").fetchone()[0]
+        trigger = conn.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'sensor_readings'::regclass"
+            " AND tgname LIKE 'tsaccess_audit_ins%'"
+        ).fetchone()[0]
     with company.connect(user) as conn:
         with pytest.raises(psycopg.Error) as err:
             conn.execute(attack.replace("{trigger}", trigger))
@@ -136,15 +148,24 @@ def test_denied_function_is_the_only_door_and_marks_events_client_asserted(compa
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'x')")
         conn.rollback()
-        assert audit.record_denied(conn, "INSERT INTO sensor_readings ...", "42501 permission denied",
-                                   table_name="sensor_readings")
+        assert audit.record_denied(
+            conn,
+            "INSERT INTO sensor_readings ...",
+            "42501 permission denied",
+            table_name="sensor_readings",
+        )
     rows = _rows(company.db)
-    assert [(r[0], r[1], r[2], r[9]) for r in rows] == [("alice", "DENIED", "sensor_readings", True)]
+    assert [(r[0], r[1], r[2], r[9]) for r in rows] == [
+        ("alice", "DENIED", "sensor_readings", True)
+    ]
     # a user without any group role cannot call it
     pw = company.db.create_login("outsider")
     with company.db.admin(autocommit=True) as conn:
-        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO outsider").format(
-            sql.Identifier(company.db.name)))
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO outsider").format(
+                sql.Identifier(company.db.name)
+            )
+        )
         conn.execute("GRANT USAGE ON SCHEMA public TO outsider")
     with company.db.connect_as("outsider", pw) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -181,7 +202,9 @@ def test_search_path_hijack_of_the_definer_function_fails(company):
             CREATE FUNCTION evil.inet_client_addr() RETURNS inet LANGUAGE sql AS $$ SELECT '6.6.6.6'::inet $$;
         """)
         conn.execute("SET search_path = evil, public, pg_catalog")
-        conn.execute("INSERT INTO public.sensor_readings (time, sensor_id) VALUES (pg_catalog.now(), 'x')")
+        conn.execute(
+            "INSERT INTO public.sensor_readings (time, sensor_id) VALUES (pg_catalog.now(), 'x')"
+        )
         conn.commit()
         assert conn.execute("SELECT count(*) FROM evil.activity_audit").fetchone() == (0,)
     with company.connect("david") as conn:
@@ -189,11 +212,16 @@ def test_search_path_hijack_of_the_definer_function_fails(company):
         conn.execute("INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'm')")
         conn.commit()
     rows = _rows(company.db)
-    assert [(r[0], r[2]) for r in rows] == [("bob", "sensor_readings"), ("david", "financial_metrics")]
+    assert [(r[0], r[2]) for r in rows] == [
+        ("bob", "sensor_readings"),
+        ("david", "financial_metrics"),
+    ]
     assert "hijacked" not in str(rows)
     with company.db.admin() as conn:
-        assert conn.execute("SELECT count(*) FROM activity_audit WHERE event_time < '2000-01-01'"
-                            " OR client_addr = '6.6.6.6'").fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM activity_audit WHERE event_time < '2000-01-01'"
+            " OR client_addr = '6.6.6.6'"
+        ).fetchone() == (0,)
 
 
 def test_no_loss_no_phantoms_under_concurrency(company):
@@ -212,20 +240,26 @@ def test_no_loss_no_phantoms_under_concurrency(company):
                         k = rnd.randint(1, 5)
                         cur = conn.execute(
                             "INSERT INTO sensor_readings (time, sensor_id) SELECT now(), %s"
-                            " FROM generate_series(1, %s)", (f"w{n}", k))
+                            " FROM generate_series(1, %s)",
+                            (f"w{n}", k),
+                        )
                     elif op == "UPDATE":
-                        cur = conn.execute("UPDATE sensor_readings SET humidity = %s"
-                                           " WHERE sensor_id = %s", (i, f"w{n}"))
+                        cur = conn.execute(
+                            "UPDATE sensor_readings SET humidity = %s WHERE sensor_id = %s",
+                            (i, f"w{n}"),
+                        )
                     else:
-                        cur = conn.execute("DELETE FROM sensor_readings WHERE sensor_id = %s"
-                                           " AND humidity = %s", (f"w{n}", rnd.randint(0, 499)))
+                        cur = conn.execute(
+                            "DELETE FROM sensor_readings WHERE sensor_id = %s AND humidity = %s",
+                            (f"w{n}", rnd.randint(0, 499)),
+                        )
                     if rnd.random() < 0.2:
                         conn.rollback()
                     else:
                         conn.commit()
                         with lock:
                             expected.append(("bob", op, cur.rowcount))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
@@ -241,12 +275,15 @@ def test_no_loss_no_phantoms_under_concurrency(company):
 
 def test_query_helpers(company):
     with company.connect("bob") as conn:
-        conn.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'x'), (now(), 'y')")
+        conn.execute(
+            "INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'x'), (now(), 'y')"
+        )
         conn.commit()
     with company.connect("eve") as conn:
         s = audit.summary(conn)
         assert [(r.username, r.operation, r.table_name, r.events, r.rows) for r in s] == [
-            ("bob", "INSERT", "sensor_readings", 1, 2)]
+            ("bob", "INSERT", "sensor_readings", 1, 2)
+        ]
         a = audit.activity(conn)
         assert sum(b.events for b in a) == 1
         h = audit.history(conn, "sensor_readings", user="bob")

@@ -22,8 +22,10 @@ MODEL = {  # the reference model, cell by cell (user -> table -> privileges)
     "alice": {"sensor_readings": {"SELECT"}},
     "bob": {"sensor_readings": {"SELECT", "INSERT", "UPDATE", "DELETE"}},
     "carol": {"sensor_readings": {"SELECT"}, "financial_metrics": {"SELECT"}},
-    "david": {"sensor_readings": {"SELECT"},
-              "financial_metrics": {"SELECT", "INSERT", "UPDATE", "DELETE"}},
+    "david": {
+        "sensor_readings": {"SELECT"},
+        "financial_metrics": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+    },
     "eve": {"activity_audit": {"SELECT"}},
 }
 
@@ -32,11 +34,20 @@ def _state(db) -> tuple:
     """Everything plan/verify look at, comparable before/after."""
     with db.admin() as conn:
         cat = read_catalog(conn, "public")
-        roles = {n: (r.login, r.inherit, r.superuser) for n, r in cat.roles.items()
-                 if not n.startswith("pg_")}
-        return (roles, cat.members, cat.database_acl, cat.schema_acl,
-                {n: (t.acl, t.columns) for n, t in cat.tables.items()},
-                {n: f.source for n, f in cat.functions.items()}, frozenset(cat.triggers))
+        roles = {
+            n: (r.login, r.inherit, r.superuser)
+            for n, r in cat.roles.items()
+            if not n.startswith("pg_")
+        }
+        return (
+            roles,
+            cat.members,
+            cat.database_acl,
+            cat.schema_acl,
+            {n: (t.acl, t.columns) for n, t in cat.tables.items()},
+            {n: f.source for n, f in cat.functions.items()},
+            frozenset(cat.triggers),
+        )
 
 
 def test_company_policy_matrix_matches_model_cell_by_cell(db):
@@ -62,9 +73,8 @@ def test_public_cannot_connect_and_outsiders_are_refused(db):
     pw = db.create_login("mallory")
     with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
         db.connect_as("mallory", pw)
-    with company.connect("alice") as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("CREATE TEMP TABLE t (x int)")
+    with company.connect("alice") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("CREATE TEMP TABLE t (x int)")
 
 
 def test_drift_is_planned_as_exact_revoke_and_fails_verify_until_applied(db):
@@ -84,7 +94,9 @@ def test_drift_is_planned_as_exact_revoke_and_fails_verify_until_applied(db):
         # the column grant makes alice's probe SELECT succeed although the table-level
         # catalog answer is "no": the matrix reports both drifts
         assert {(c.user, c.object, c.privilege) for c in matrix.disagreements} == {
-            ("alice", "sensor_readings", "INSERT"), ("alice", "financial_metrics", "SELECT")}
+            ("alice", "sensor_readings", "INSERT"),
+            ("alice", "financial_metrics", "SELECT"),
+        }
         apply(conn, company.policy, passwords=company.passwords)
         assert verify(conn, company.policy, company.passwords, **company.user_params()).ok
 
@@ -94,9 +106,13 @@ def test_extra_membership_and_public_grant_are_revoked(db):
     with db.admin(autocommit=True) as conn:
         conn.execute("GRANT pg_read_all_data TO alice")
         conn.execute("GRANT SELECT ON financial_metrics TO PUBLIC")
-        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO PUBLIC").format(sql.Identifier(db.name)))
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO PUBLIC").format(sql.Identifier(db.name))
+        )
     with db.admin() as conn:
-        summaries = {s.summary for s in plan(conn, company.policy, passwords=company.passwords).steps}
+        summaries = {
+            s.summary for s in plan(conn, company.policy, passwords=company.passwords).steps
+        }
         conn.rollback()
         assert summaries == {
             "revoke membership of alice in pg_read_all_data",
@@ -153,22 +169,33 @@ def test_connection_killed_mid_apply_changes_nothing_and_rerun_converges(db):
 def test_names_that_try_sql_injection_are_just_strange_names(db):
     evil_table = 'x"; DROP TABLE victim; --'
     evil_role = "r'); DROP TABLE victim; --"
-    policy = parse_policy({
-        "database": {"name": db.name, "timescaledb": "off"},
-        "tables": {evil_table: {"columns": {'c"; --': "text"}, "audit": "row"}},
-        "roles": {evil_role: {"grants": {evil_table: ["SELECT"]}}},
-        "users": {"u$er 1": {"roles": [evil_role]}},
-    })
+    policy = parse_policy(
+        {
+            "database": {"name": db.name, "timescaledb": "off"},
+            "tables": {evil_table: {"columns": {'c"; --': "text"}, "audit": "row"}},
+            "roles": {evil_role: {"grants": {evil_table: ["SELECT"]}}},
+            "users": {"u$er 1": {"roles": [evil_role]}},
+        }
+    )
     with db.admin(autocommit=True) as conn:
         conn.execute("CREATE TABLE victim (x int)")
     company = apply_company(db, policy)
     with db.admin() as conn:
-        names = {r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace")}
+        names = {
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            )
+        }
         assert {"victim", evil_table, "activity_audit"} <= names
         assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (evil_role,)).fetchone()
         assert verify(conn, company.policy, company.passwords, **company.user_params()).ok
     with company.connect("u$er 1") as conn:
-        conn.execute(sql.SQL("SELECT {} FROM {}").format(sql.Identifier('c"; --'), sql.Identifier(evil_table)))
+        conn.execute(
+            sql.SQL("SELECT {} FROM {}").format(
+                sql.Identifier('c"; --'), sql.Identifier(evil_table)
+            )
+        )
 
 
 def test_policy_for_another_database_is_refused(db):
@@ -180,7 +207,10 @@ def test_policy_for_another_database_is_refused(db):
 def test_new_user_without_password_is_refused_before_anything_runs(db):
     policy = company_policy().with_database(db.name)
     before = _state(db)
-    with db.admin() as conn, pytest.raises(tsaccess.PasswordSourceError, match="TSACCESS_PASSWORD_ALICE"):
+    with (
+        db.admin() as conn,
+        pytest.raises(tsaccess.PasswordSourceError, match="TSACCESS_PASSWORD_ALICE"),
+    ):
         apply(conn, policy, passwords={})
     assert _state(db) == before
 
@@ -200,25 +230,54 @@ def test_password_rotation_is_planned_and_applied(db):
         assert conn.execute("SELECT current_user").fetchone() == ("alice",)
 
 
-@pytest.mark.skipif(shutil.which("psql") is None and not any(
-    os.path.exists(f"/usr/lib/postgresql/{v}/bin/psql") for v in range(14, 20)), reason="psql not installed")
+@pytest.mark.skipif(
+    shutil.which("psql") is None
+    and not any(os.path.exists(f"/usr/lib/postgresql/{v}/bin/psql") for v in range(14, 20)),
+    reason="psql not installed",
+)
 def test_rendered_init_scripts_leave_a_state_whose_plan_is_empty(db, pg_server, tmp_path):
     from tsaccess.ephemeral import find_bindir
 
     policy = company_policy().with_database(db.name)
     files = render_init(policy, tmp_path / "init", timescaledb=pg_server.timescaledb)
-    assert [f.name for f in files] == ["01-schema.sql", "02-security.sql", "03-audit.sql",
-                                       "docker-compose.yml"]
-    env = {**os.environ, "PGPASSWORD": pg_server.password, "PGSSLMODE": "verify-full",
-           "PGSSLROOTCERT": pg_server.sslrootcert or ""}
+    assert [f.name for f in files] == [
+        "01-schema.sql",
+        "02-security.sql",
+        "03-audit.sql",
+        "docker-compose.yml",
+    ]
+    env = {
+        **os.environ,
+        "PGPASSWORD": pg_server.password,
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": pg_server.sslrootcert or "",
+    }
     pw = {u.name: f"pw-{u.name}-0123456789" for u in policy.users}
     for user, value in pw.items():
         env[f"TSACCESS_PASSWORD_{user.upper()}"] = value
     psql = shutil.which("psql") or str(find_bindir() / "psql")
     for f in files[:3]:
-        res = subprocess.run([psql, "-X", "-q", "-h", pg_server.host, "-p", str(pg_server.port),
-                              "-U", pg_server.user, "-d", db.name, "-f", str(f)],
-                             env=env, capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            [
+                psql,
+                "-X",
+                "-q",
+                "-h",
+                pg_server.host,
+                "-p",
+                str(pg_server.port),
+                "-U",
+                pg_server.user,
+                "-d",
+                db.name,
+                "-f",
+                str(f),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert res.returncode == 0, res.stderr
     for f in files[:3]:
         assert "pw-alice" not in f.read_text()
@@ -239,9 +298,27 @@ def test_rendered_init_refuses_a_missing_password_variable(db, pg_server, tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("TSACCESS_PASSWORD_")}
     env.update(PGPASSWORD=pg_server.password, PGSSLMODE="require")
     psql = shutil.which("psql") or str(find_bindir() / "psql")
-    res = subprocess.run([psql, "-X", "-q", "-h", pg_server.host, "-p", str(pg_server.port),
-                          "-U", pg_server.user, "-d", db.name, "-f", str(files[1])],
-                         env=env, capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [
+            psql,
+            "-X",
+            "-q",
+            "-h",
+            pg_server.host,
+            "-p",
+            str(pg_server.port),
+            "-U",
+            pg_server.user,
+            "-d",
+            db.name,
+            "-f",
+            str(files[1]),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode != 0
     assert "set TSACCESS_PASSWORD_ALICE" in res.stderr
     with db.admin() as conn:

@@ -41,18 +41,25 @@ def test_every_statement_in_a_string_is_checked(company):
 
 def test_placeholders_work(company):
     with company.connect("bob", preflight=True) as conn:
-        conn.execute("INSERT INTO sensor_readings (time, sensor_id, temperature)"
-                     " VALUES (now(), %s, %s)", ("s1", 20))
-        conn.execute("SELECT * FROM sensor_readings WHERE sensor_id = %(id)s AND temperature > %(t)s"
-                     " AND location LIKE 'x%%'", {"id": "s1", "t": 1})
+        conn.execute(
+            "INSERT INTO sensor_readings (time, sensor_id, temperature) VALUES (now(), %s, %s)",
+            ("s1", 20),
+        )
+        conn.execute(
+            "SELECT * FROM sensor_readings WHERE sensor_id = %(id)s AND temperature > %(t)s"
+            " AND location LIKE 'x%%'",
+            {"id": "s1", "t": 1},
+        )
         with pytest.raises(tsaccess.PreflightDenied):
             conn.execute("SELECT amount FROM financial_metrics WHERE metric_type = %s", ("x",))
         cur = conn.cursor()
-        cur.executemany("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), %s)",
-                        [("a",), ("b",)])
+        cur.executemany(
+            "INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), %s)", [("a",), ("b",)]
+        )
         with pytest.raises(tsaccess.PreflightDenied):
-            cur.executemany("INSERT INTO financial_metrics (time, metric_type) VALUES (now(), %s)",
-                            [("a",)])
+            cur.executemany(
+                "INSERT INTO financial_metrics (time, metric_type) VALUES (now(), %s)", [("a",)]
+            )
         with pytest.raises(tsaccess.PreflightDenied):
             with cur.copy("COPY financial_metrics TO STDOUT"):
                 pass
@@ -79,8 +86,9 @@ def test_set_role_refreshes_the_snapshot(company):
     with company.db.admin(autocommit=True) as admin:
         admin.execute("GRANT finance_users TO carol")
         admin.execute("ALTER ROLE carol NOINHERIT")  # privileges only after SET ROLE
-        admin.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO carol").format(
-            sql.Identifier(company.db.name)))
+        admin.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO carol").format(sql.Identifier(company.db.name))
+        )
         admin.execute("GRANT USAGE ON SCHEMA public TO carol")
     with company.connect("carol", preflight=True, autocommit=True) as conn:
         with pytest.raises(tsaccess.PreflightDenied):
@@ -95,19 +103,25 @@ def test_set_role_refreshes_the_snapshot(company):
 def test_denials_can_be_recorded_as_audit_events(company):
     with company.connect("alice", preflight=True) as conn:
         conn.on_denied = lambda stmt, verdict: audit.record_denied(
-            conn, stmt, f"pre-flight: {'; '.join(map(str, verdict.missing))}")
+            conn, stmt, f"pre-flight: {'; '.join(map(str, verdict.missing))}"
+        )
         with pytest.raises(tsaccess.PreflightDenied):
             conn.execute("DELETE FROM sensor_readings")
     with company.connect("eve") as conn:
         events = audit.recent(conn)
-    assert [(e.username, e.operation, e.client_asserted) for e in events] == [("alice", "DENIED", True)]
+    assert [(e.username, e.operation, e.client_asserted) for e in events] == [
+        ("alice", "DENIED", True)
+    ]
     assert "pre-flight: DELETE on table public.sensor_readings" in (events[0].description or "")
 
 
 def test_pool_with_preflight_resets_its_state(company):
-    pool = tsaccess.create_pool(**company.db.params(user="carol",
-                                                     password=company.passwords["carol"].reveal()),
-                                preflight=True, min_size=1, max_size=1)
+    pool = tsaccess.create_pool(
+        **company.db.params(user="carol", password=company.passwords["carol"].reveal()),
+        preflight=True,
+        min_size=1,
+        max_size=1,
+    )
     try:
         with pool.connection() as conn:
             with pytest.raises(tsaccess.PreflightDenied):
@@ -129,5 +143,8 @@ def test_check_function_verdicts(company):
         assert check(conn, "LISTEN x").status == "deferred"
         assert check(conn, "SELECT * FROM pg_temp.nothing").status == "deferred"
         assert check(conn, "SELEC oops").status == "deferred"
-        v = check(conn, sql.SQL("SELECT 1 FROM {}").format(sql.Identifier("sensor_readings")).as_string(conn))
+        v = check(
+            conn,
+            sql.SQL("SELECT 1 FROM {}").format(sql.Identifier("sensor_readings")).as_string(conn),
+        )
         assert v.status == "allowed"

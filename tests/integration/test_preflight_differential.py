@@ -65,7 +65,7 @@ CORPUS = [
     'SELECT "Id" FROM app."Mixed"',
     'SELECT "Val" FROM app."Mixed"',
     'SELECT * FROM app."Mixed"',
-    "SELECT lower_col FROM app.\"Mixed\"",
+    'SELECT lower_col FROM app."Mixed"',
     "SELECT i.* FROM app.items i",
     "SELECT name AS n FROM app.items ORDER BY n",
     "SELECT price FROM app.items GROUP BY price HAVING count(*) > 0",
@@ -204,9 +204,12 @@ def _run(conns, checkers, statements, counts: Counter, problems: list[str]) -> N
             verdict = checkers[user].check(stmt, has_params=has_params)
             conn.rollback()
             server = _oracle(conn, stmt)
-            outcome = {True: "ran", False: "42501"}.get(server, "analysis error"  # type: ignore[arg-type]
-                                                         if str(server).startswith("42") else
-                                                         "error after privilege check")
+            outcome = {True: "ran", False: "42501"}.get(
+                server,
+                "analysis error"  # type: ignore[arg-type]
+                if str(server).startswith("42")
+                else "error after privilege check",
+            )
             counts[(verdict.status, outcome)] += 1
             server_allowed = server is True or outcome == "error after privilege check"
             if verdict.status == "denied" and server_allowed:
@@ -224,8 +227,10 @@ def test_corpus_against_the_server(setup, capsys):
     problems: list[str] = []
     _run(conns, checkers, CORPUS, counts, problems)
     with capsys.disabled():
-        print(f"\npre-flight corpus: {len(CORPUS)} statements x {len(conns)} users: "
-              + ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=str)))
+        print(
+            f"\npre-flight corpus: {len(CORPUS)} statements x {len(conns)} users: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=str))
+        )
         print("\n".join(problems))
     assert problems == []
     assert counts[("denied", "42501")] >= 40  # it does catch real refusals
@@ -256,12 +261,35 @@ def statements(draw: Any) -> str:
     pick = draw(st.lists(st.sampled_from(cols), min_size=1, max_size=3, unique=True))
     sel = ", ".join(q + _case(c, flip) for c in pick)
     where_col = draw(st.sampled_from(cols))
-    where = draw(st.sampled_from(["", f" WHERE {q}{where_col} IS NOT NULL",
-                                  f" WHERE false AND {q}{where_col} IS NULL",
-                                  f" WHERE EXISTS (SELECT 1 FROM app.orders o WHERE o.qty > 0)",
-                                  " WHERE 1 IN (SELECT a FROM app.pub)"]))
-    kind = draw(st.sampled_from(["select", "star", "count", "cte", "union", "sub", "insert",
-                                 "update", "delete", "lock", "returning", "conflict"]))
+    where = draw(
+        st.sampled_from(
+            [
+                "",
+                f" WHERE {q}{where_col} IS NOT NULL",
+                f" WHERE false AND {q}{where_col} IS NULL",
+                " WHERE EXISTS (SELECT 1 FROM app.orders o WHERE o.qty > 0)",
+                " WHERE 1 IN (SELECT a FROM app.pub)",
+            ]
+        )
+    )
+    kind = draw(
+        st.sampled_from(
+            [
+                "select",
+                "star",
+                "count",
+                "cte",
+                "union",
+                "sub",
+                "insert",
+                "update",
+                "delete",
+                "lock",
+                "returning",
+                "conflict",
+            ]
+        )
+    )
     other = draw(st.sampled_from(sorted(TABLES)))
     other_col = draw(st.sampled_from(TABLES[other]))
     if kind == "select":
@@ -276,8 +304,10 @@ def statements(draw: Any) -> str:
     if kind == "union":
         return f"SELECT {pick[0]}::text FROM {table} UNION SELECT {other_col}::text FROM {other}"
     if kind == "sub":
-        return (f"SELECT {sel} FROM {ref} WHERE {q}{where_col}::text IN "
-                f"(SELECT {other_col}::text FROM {other})")
+        return (
+            f"SELECT {sel} FROM {ref} WHERE {q}{where_col}::text IN "
+            f"(SELECT {other_col}::text FROM {other})"
+        )
     if kind == "insert":
         values = ", ".join("NULL" for _ in pick)
         return f"INSERT INTO {table} ({', '.join(pick)}) VALUES ({values})"
@@ -291,8 +321,10 @@ def statements(draw: Any) -> str:
     if kind == "returning":
         return f"UPDATE {table} SET {pick[0]} = NULL WHERE false RETURNING {where_col}"
     key = cols[0]
-    return (f"INSERT INTO {table} ({key}) VALUES (NULL) ON CONFLICT ({key}) "
-            f"DO UPDATE SET {pick[-1]} = excluded.{pick[-1]}")
+    return (
+        f"INSERT INTO {table} ({key}) VALUES (NULL) ON CONFLICT ({key}) "
+        f"DO UPDATE SET {pick[-1]} = excluded.{pick[-1]}"
+    )
 
 
 def test_generated_statements_against_the_server(setup, capsys):
@@ -301,8 +333,9 @@ def test_generated_statements_against_the_server(setup, capsys):
     problems: list[str] = []
     seen: list[str] = []
 
-    @settings(max_examples=150, deadline=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(statements())
     def run(stmt: str) -> None:
         seen.append(stmt)
@@ -310,7 +343,9 @@ def test_generated_statements_against_the_server(setup, capsys):
 
     run()
     with capsys.disabled():
-        print(f"\npre-flight generated: {len(seen)} statements x {len(conns)} users: "
-              + ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=str)))
+        print(
+            f"\npre-flight generated: {len(seen)} statements x {len(conns)} users: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=str))
+        )
         print("\n".join(problems))
     assert problems == []

@@ -11,13 +11,25 @@ from tsaccess.preflight import ColNeed, Need, TableRef, analyze
 def needs(sql: str) -> set:
     a = analyze(sql)
     assert not a.deferred, a.deferred
-    return {(n.privilege, str(n.table), tuple(sorted(n.columns or ())) if n.columns else None,
-             n.first_n) if isinstance(n, Need) else (n.privilege, n.column) for n in a.needs}
+    return {
+        (
+            n.privilege,
+            str(n.table),
+            tuple(sorted(n.columns or ())) if n.columns else None,
+            n.first_n,
+        )
+        if isinstance(n, Need)
+        else (n.privilege, n.column)
+        for n in a.needs
+    }
 
 
 def test_select_columns_and_any():
     assert needs("SELECT a FROM s.t WHERE b > 1") == {
-        ("SELECT", "s.t", None, 0), ("SELECT", "a"), ("SELECT", "b")}
+        ("SELECT", "s.t", None, 0),
+        ("SELECT", "a"),
+        ("SELECT", "b"),
+    }
     assert needs("SELECT count(*) FROM t") == {("SELECT", "t", None, 0)}
 
 
@@ -32,8 +44,12 @@ def test_insert_without_column_list_needs_first_n():
 
 def test_on_conflict():
     got = needs("INSERT INTO t (a, b) VALUES (1, 2) ON CONFLICT (a) DO UPDATE SET b = excluded.c")
-    assert {("INSERT", "t", ("a", "b"), 0), ("SELECT", "t", ("a",), 0),
-            ("UPDATE", "t", ("b",), 0), ("SELECT", "t", ("c",), 0)} <= got
+    assert {
+        ("INSERT", "t", ("a", "b"), 0),
+        ("SELECT", "t", ("a",), 0),
+        ("UPDATE", "t", ("b",), 0),
+        ("SELECT", "t", ("c",), 0),
+    } <= got
 
 
 def test_cte_shadows_table_and_quoted_case_is_kept():
@@ -47,9 +63,18 @@ def test_locking_clause_needs_update():
 
 
 def test_deferrals():
-    for stmt in ["LISTEN chan", "EXPLAIN SELECT 1", "DO $$ BEGIN END $$", "CALL p()",
-                 "SELECT * FROM t NATURAL JOIN u", "MERGE INTO t USING u ON true WHEN MATCHED "
-                 "THEN DELETE", "SET ROLE x", "PREPARE p AS SELECT 1", "LOCK t", ""]:
+    for stmt in [
+        "LISTEN chan",
+        "EXPLAIN SELECT 1",
+        "DO $$ BEGIN END $$",
+        "CALL p()",
+        "SELECT * FROM t NATURAL JOIN u",
+        "MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE",
+        "SET ROLE x",
+        "PREPARE p AS SELECT 1",
+        "LOCK t",
+        "",
+    ]:
         assert analyze(stmt).deferred, stmt
 
 
@@ -66,12 +91,55 @@ def test_fuzz_arbitrary_text_only_defers(text):
     assert a.deferred or a.needs or not text.strip() or a.statements >= 0
 
 
-SQLISH = st.lists(st.sampled_from([
-    "SELECT", "INSERT", "INTO", "UPDATE", "SET", "DELETE", "FROM", "WHERE", "t", "u", "s.t",
-    "a", "b", "*", ",", "(", ")", "=", "1", "'x'", "JOIN", "ON", "WITH", "AS", "UNION", ";",
-    "RETURNING", "VALUES", "ON CONFLICT", "DO", "NOTHING", '"Q"', "%s", "$1", "COPY", "TO",
-    "STDOUT", "FOR UPDATE", "EXISTS", "NATURAL", "USING", "TRUNCATE",
-]), max_size=25).map(" ".join)
+SQLISH = st.lists(
+    st.sampled_from(
+        [
+            "SELECT",
+            "INSERT",
+            "INTO",
+            "UPDATE",
+            "SET",
+            "DELETE",
+            "FROM",
+            "WHERE",
+            "t",
+            "u",
+            "s.t",
+            "a",
+            "b",
+            "*",
+            ",",
+            "(",
+            ")",
+            "=",
+            "1",
+            "'x'",
+            "JOIN",
+            "ON",
+            "WITH",
+            "AS",
+            "UNION",
+            ";",
+            "RETURNING",
+            "VALUES",
+            "ON CONFLICT",
+            "DO",
+            "NOTHING",
+            '"Q"',
+            "%s",
+            "$1",
+            "COPY",
+            "TO",
+            "STDOUT",
+            "FOR UPDATE",
+            "EXISTS",
+            "NATURAL",
+            "USING",
+            "TRUNCATE",
+        ]
+    ),
+    max_size=25,
+).map(" ".join)
 
 
 @settings(max_examples=1000, deadline=None)

@@ -1,0 +1,278 @@
+"""The tsaccess command, run as a user would run it: every subcommand, JSON parsed back, exit
+codes for allowed / denied / undecided / mismatch / bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tsaccess.demo import company_policy
+
+POLICY_TEXT = (Path(__file__).parents[2] / "src/tsaccess/data/company.toml").read_text()
+
+
+def run(*args: str, env: dict | None = None, check_code: int | None = None):
+    res = subprocess.run(
+        [sys.executable, "-m", "tsaccess", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+    if check_code is not None:
+        assert res.returncode == check_code, (
+            res.returncode,
+            res.stdout[-2000:],
+            res.stderr[-2000:],
+        )
+    return res
+
+
+def dsn(db, **over) -> str:
+    p = db.params(**over)
+    return " ".join(f"{k}={v}" for k, v in p.items() if v is not None)
+
+
+@pytest.fixture
+def policy_file(db, tmp_path) -> Path:
+    f = tmp_path / "policy.toml"
+    f.write_text(POLICY_TEXT.replace('name = "company_db"', f'name = "{db.name}"'))
+    return f
+
+
+@pytest.fixture
+def applied(db, policy_file, tmp_path):
+    pwfile = tmp_path / "passwords.pgpass"
+    run(
+        "apply",
+        "--dsn",
+        dsn(db),
+        "--policy",
+        str(policy_file),
+        "--generate-passwords",
+        str(pwfile),
+        check_code=0,
+    )
+    passwords = {
+        line.split(":")[3]: line.split(":")[4]
+        for line in pwfile.read_text().splitlines()
+        if not line.startswith("#")
+    }
+    return pwfile, passwords
+
+
+def test_plan_apply_verify_roundtrip(db, policy_file, tmp_path):
+    res = run("plan", "--dsn", dsn(db), "--policy", str(policy_file), "--json", check_code=0)
+    plan = json.loads(res.stdout)
+    assert len(plan["steps"]) > 50
+    assert plan["catalog_queries"] <= 12
+    pwfile = tmp_path / "pw"
+    res = run(
+        "apply",
+        "--dsn",
+        dsn(db),
+        "--policy",
+        str(policy_file),
+        "--generate-passwords",
+        str(pwfile),
+        "--json",
+        check_code=0,
+    )
+    assert json.loads(res.stdout)["applied"] == len(plan["steps"])
+    assert pwfile.stat().st_mode & 0o777 == 0o600
+    res = run("plan", "--dsn", dsn(db), "--policy", str(policy_file), check_code=0)
+    assert "Nothing to do" in res.stdout
+    res = run(
+        "verify",
+        "--dsn",
+        dsn(db),
+        "--policy",
+        str(policy_file),
+        "--passwords-file",
+        str(pwfile),
+        "--json",
+        check_code=0,
+    )
+    matrix = json.loads(res.stdout)
+    assert matrix["ok"] is True
+    assert matrix["disagreements"] == 0
+    # drift -> exit 3
+    with db.admin(autocommit=True) as conn:
+        conn.execute("GRANT DELETE ON sensor_readings TO data_analysts")
+    res = run(
+        "verify",
+        "--dsn",
+        dsn(db),
+        "--policy",
+        str(policy_file),
+        "--passwords-file",
+        str(pwfile),
+        check_code=3,
+    )
+    assert "!! alice DELETE on sensor_readings" in res.stdout
+    res = run("plan", "--dsn", dsn(db), "--policy", str(policy_file), "--sql", check_code=0)
+    assert 'REVOKE DELETE ON TABLE "public"."sensor_readings" FROM "data_analysts"' in res.stdout
+
+
+def test_check_exit_codes(db, applied):
+    _, pw = applied
+    env = {"TSACCESS_PASSWORD_ALICE": pw["alice"]}
+    base = [
+        "check",
+        "--dsn",
+        dsn(db, user=None, password=None, dbname=None),
+        "--dbname",
+        db.name,
+        "--user",
+        "alice",
+    ]
+    res = run(*base, "SELECT * FROM sensor_readings", env=env, check_code=0)
+    assert res.stdout.startswith("allowed")
+    res = run(*base, "SELECT amount FROM financial_metrics", env=env, check_code=3)
+    assert "SELECT (amount) on table public.financial_metrics" in res.stdout
+    res = run(*base, "--json", "LISTEN x", env=env, check_code=4)
+    assert json.loads(res.stdout)["status"] == "deferred"
+    res = run(*base, "SELECT 1", env={}, check_code=1)  # no password, no terminal
+    assert "TSACCESS_PASSWORD_ALICE" in res.stderr
+
+
+def test_audit_subcommands(db, applied):
+    _, pw = applied
+    with db.connect_as("bob", pw["bob"]) as conn:
+        conn.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'x')")
+        conn.commit()
+    eve = dsn(db, user="eve", password=pw["eve"])
+    for what in ("recent", "summary", "activity", "sessions", "roles"):
+        res = run(
+            "audit", what, "--dsn", eve, "--json", "--since", "1h", "--limit", "5", check_code=0
+        )
+        rows = json.loads(res.stdout)
+        assert isinstance(rows, list)
+        if what in ("recent", "summary"):
+            assert rows[0]["username"] == "bob"
+    res = run("audit", "summary", "--dsn", eve, check_code=0)
+    assert "sensor_readings" in res.stdout
+    res = run("audit", "recent", "--dsn", dsn(db, user="alice", password=pw["alice"]), check_code=1)
+    assert "permission denied for table activity_audit" in res.stderr
+
+
+def test_render_init_and_certs(tmp_path, policy_file):
+    res = run(
+        "render-init",
+        "--policy",
+        str(policy_file),
+        "--out",
+        str(tmp_path / "init"),
+        "--json",
+        check_code=0,
+    )
+    assert len(json.loads(res.stdout)) == 4
+    res = run(
+        "certs",
+        "--out",
+        str(tmp_path / "ssl"),
+        "--host",
+        "db.example.com",
+        "--host",
+        "10.0.0.5",
+        "--json",
+        check_code=0,
+    )
+    paths = json.loads(res.stdout)
+    assert Path(paths["server_key"]).stat().st_mode & 0o777 == 0o600
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(Path(paths["server_cert"]).read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "db.example.com" in san.get_values_for_type(x509.DNSName)
+
+
+def test_bad_input_gives_one_clear_line_and_nonzero_exit(db, policy_file, tmp_path):
+    cases = [
+        (
+            ["plan", "--dsn", "host='unterminated", "--policy", str(policy_file)],
+            1,
+            "could not be parsed",
+        ),
+        (
+            ["plan", "--dsn", dsn(db), "--policy", str(tmp_path / "missing.toml")],
+            1,
+            "does not exist",
+        ),
+        (
+            ["plan", "--dsn", dsn(db, sslmode="prefer"), "--policy", str(policy_file)],
+            1,
+            "sslmode='prefer'",
+        ),
+        (["plan", "--dsn", dsn(db, port=1), "--policy", str(policy_file)], 1, "connection"),
+    ]
+    loose = tmp_path / "loose.pgpass"
+    loose.write_text("*:*:*:alice:pw\n")
+    loose.chmod(0o644)
+    cases.append(
+        (
+            [
+                "verify",
+                "--dsn",
+                dsn(db),
+                "--policy",
+                str(policy_file),
+                "--passwords-file",
+                str(loose),
+            ],
+            1,
+            "chmod 600",
+        )
+    )
+    cases.append(
+        (
+            [
+                "verify",
+                "--dsn",
+                dsn(db),
+                "--policy",
+                str(policy_file),
+                "--passwords-file",
+                str(tmp_path / "nope"),
+            ],
+            1,
+            "does not exist",
+        )
+    )
+    bad_policy = tmp_path / "bad.toml"
+    bad_policy.write_text(
+        POLICY_TEXT.replace('roles = ["data_analysts"]', 'roles = ["data_analyst"]')
+    )
+    cases.append(
+        (
+            ["plan", "--dsn", dsn(db), "--policy", str(bad_policy)],
+            1,
+            "[users.alice.roles]: unknown role 'data_analyst'",
+        )
+    )
+    for args, code, text in cases:
+        res = run(*args)
+        assert res.returncode == code, (args, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1, res.stderr
+        assert text in lines[0]
+        assert lines[0].startswith("tsaccess: error:")
+        assert db.info.password not in res.stderr
+    res = run("plan")  # usage
+    assert res.returncode == 2
+
+
+def test_demo_json_exits_zero():
+    res = run("demo", "--json", check_code=0)
+    out = json.loads(res.stdout)
+    assert out["ok"] is True
+    assert out["matrix"]["disagreements"] == 0
+    assert {"bob", "david"} <= {r["username"] for r in out["audit"] if r["operation"] == "INSERT"}
+    assert all(t["ssl"] for t in out["matrix"]["tls"].values())
+    assert company_policy().database == "company_db"
