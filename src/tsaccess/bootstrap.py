@@ -187,6 +187,20 @@ def _table_steps(
                 f"table {t.name} has columns the policy does not list: "
                 f"{', '.join(extra)} (left alone)"
             )
+    if (
+        t.time_column
+        and not (t.hypertable and ts)
+        and not (info and t.time_column in info.indexed_first_columns)
+    ):  # a hypertable brings its own time index; a plain table gets the same
+        steps.append(
+            Step(
+                sql.SQL("CREATE INDEX ON {} ({} DESC)").format(
+                    target, sql.Identifier(t.time_column)
+                ),
+                f"index {t.name} ({t.time_column} DESC)",
+                "schema",
+            )
+        )
     if t.hypertable and ts and not (info and info.hypertable):
         interval = (
             sql.SQL(", INTERVAL {}").format(sql.Literal(t.chunk_interval))

@@ -51,6 +51,8 @@ class TableInfo:
     """(column, grantee, privilege)."""
     hypertable: bool = False
     compressed: bool = False
+    indexed_first_columns: frozenset[str] = frozenset()
+    """Columns that lead some index of the table."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,17 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
         " WHERE n.nspname = %s AND p.proname LIKE 'tsaccess\\_%%'",
         (schema,),
     )
+    index_rows = q(
+        "SELECT c.relname, a.attname FROM pg_catalog.pg_index i"
+        " JOIN pg_catalog.pg_class c ON c.oid = i.indrelid"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+        " WHERE n.nspname = %s",
+        (schema,),
+    )
+    indexed: dict[str, set[str]] = defaultdict(set)
+    for relname, att in index_rows:
+        indexed[relname].add(att)
     trig_rows = q(
         "SELECT c.relname, t.tgname, t.tgenabled <> 'D', pg_catalog.pg_get_triggerdef(t.oid)"
         " FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid"
@@ -236,6 +249,7 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
             frozenset(col_acl[name]),
             name in hyper,
             hyper.get(name, False),
+            frozenset(indexed[name]),
         )
         for name, (kind, owner) in meta.items()
     }

@@ -335,15 +335,15 @@ class ScopedPool(ConnectionPool[psycopg.Connection[Any]]):
 def _make_reset(
     role: str | None, app_name: str, autocommit: bool
 ) -> Callable[[psycopg.Connection[Any]], None]:
-    scope = _scope_sql(role, app_name)
+    batch = sql.SQL("; ").join([sql.SQL(_RESET_SQL), _scope_sql(role, app_name)])
 
     def reset(conn: psycopg.Connection[Any]) -> None:
         conn.autocommit = True
-        cur = conn.execute(_RESET_SQL)
-        leftovers: list[str] = (cur.fetchone() or [[]])[0]
-        for name in leftovers:  # statements the borrower PREPAREd by hand
-            conn.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)))
-        conn.execute(scope)
+        with psycopg.Cursor(conn, row_factory=psycopg.rows.tuple_row) as cur:  # no pre-flight
+            cur.execute(batch)  # one round trip: clean up, then scope again
+            leftovers: list[str] = (cur.fetchone() or [[]])[0]
+            for name in leftovers:  # statements the borrower PREPAREd by hand
+                cur.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)))
         conn.autocommit = autocommit
         conn.read_only = None
         conn.isolation_level = None

@@ -499,11 +499,21 @@ def _sqlglot_text(text: str, has_params: bool) -> str:
     return _PLACEHOLDER.sub(lambda m: "%" if m.group(0) == "%%" else "%s", text)
 
 
+_ANALYSED_START = re.compile(
+    r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(?:\(|select|with|insert|update|delete|truncate|"
+    r"copy|values|table)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
 def analyze(text: str, *, has_params: bool = False) -> Analysis:
     """The privileges ``text`` needs (every statement in it), or why it is deferred.
 
     Never raises: anything unexpected is a deferral.
     """
+    if not _ANALYSED_START.match(text):  # commands sqlglot would only half-parse: defer
+        first = text.strip().split(None, 1)[0].upper() if text.strip() else "empty"
+        return Analysis(deferred=f"{first[:20]} statements are checked by the server")
     try:
         trees = sqlglot.parse(_sqlglot_text(text, has_params), read="postgres")
     except Exception as exc:
@@ -735,6 +745,9 @@ class Checker:
         self._verdicts: dict[tuple[str, bool], Verdict] = {}
         self._snapshot: Snapshot | None = None
         self._generation = 0
+        self.session_changed = False
+        """Set when a statement may have changed role or settings (a pool reset then drops
+        the snapshot, since the reset restores the pool's own role and settings)."""
 
     def invalidate(self) -> None:
         """Forget the privilege snapshot (after SET ROLE, GRANT, DDL, a server refusal...)."""
@@ -976,6 +989,7 @@ class PreflightCursor(psycopg.Cursor[Any]):
             checker: Checker | None = getattr(self.connection, "preflight", None)
             if checker is not None:
                 checker.invalidate()
+                checker.session_changed = True
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         text = self._preflight(query, params is not None)
@@ -1019,7 +1033,11 @@ class PreflightConnection(psycopg.Connection[Any]):
         self.cursor_factory = PreflightCursor
 
     def _tsaccess_reset(self) -> None:
-        self.preflight.invalidate()
+        # the pool reset restores role and settings: the snapshot stays valid unless the
+        # borrower changed them (then it was taken for another role or search_path)
+        if self.preflight.session_changed:
+            self.preflight.invalidate()
+            self.preflight.session_changed = False
         self.on_denied = None
 
 

@@ -1,0 +1,382 @@
+"""tsaccess benchmarks: ``nox -s bench`` (or ``python -m bench [--quick] [--json FILE]``).
+
+Every figure is reported against a baseline measured in the same run on the same throwaway
+server: audited vs unaudited ingest, pre-flight vs no pre-flight, pool vs plain psycopg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+import tsaccess
+from tsaccess.bootstrap import apply, plan
+from tsaccess.ephemeral import EphemeralServer, ServerInfo
+from tsaccess.passwords import resolve_passwords
+from tsaccess.policy import parse_policy
+from tsaccess.preflight import Checker, take_snapshot
+
+RESULTS: dict[str, Any] = {}
+
+
+def median_of(fn: Callable[[], Any], n: int) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def report(key: str, value: float, unit: str, note: str = "") -> None:
+    RESULTS[key] = {"value": value, "unit": unit, "note": note}
+    shown = f"{value:10.3f} {unit}" if unit != "x" else f"{value:10.2f} x"
+    print(f"  {key:58} {shown}  {note}")
+
+
+def create_db(info: ServerInfo, name: str) -> ServerInfo:
+    with tsaccess.connect(**info.params(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return info.with_database(name)
+
+
+# -- connections ------------------------------------------------------------------------------
+
+
+def bench_connections(info: ServerInfo, quick: bool) -> None:
+    print("\n[connections]")
+    n = 20 if quick else 50
+    params = info.params()
+    raw = {k: v for k, v in params.items()}
+    report(
+        "connect: plain psycopg (verify-full)",
+        median_of(lambda: psycopg.connect(**raw).close(), n) * 1000,
+        "ms",
+    )
+    report(
+        "connect: tsaccess.connect (TLS policy + server check)",
+        median_of(lambda: tsaccess.connect(**params).close(), n) * 1000,
+        "ms",
+    )
+    loops = 2000 if quick else 10000
+    with psycopg.connect(**raw, autocommit=True) as conn:
+        conn.execute("SELECT 1", prepare=True)
+        plain = median_of(lambda: conn.execute("SELECT 1", prepare=True).fetchone(), loops)
+    pool = tsaccess.create_pool(**params, min_size=1, max_size=1, autocommit=True)
+
+    def pooled() -> None:
+        with pool.connection() as c:
+            c.execute("SELECT 1", prepare=True).fetchone()
+
+    pooled()
+    pool_t = median_of(pooled, loops)
+    pool.close()
+    report("SELECT 1 round trip: plain psycopg (prepared)", plain * 1e6, "us")
+    report(
+        "SELECT 1 round trip: borrow + query + reset via pool",
+        pool_t * 1e6,
+        "us",
+        f"{pool_t / plain:.2f}x plain (includes the reset on return)",
+    )
+    RESULTS["select1_us"] = plain * 1e6
+
+
+# -- audit ------------------------------------------------------------------------------------
+
+AUDIT_POLICY = {
+    "database": {"name": "bench_audit", "timescaledb": "prefer"},
+    "tables": {
+        name: {
+            "time_column": "time",
+            "hypertable": True,
+            "audit": mode,
+            "columns": {
+                "time": "timestamptz not null",
+                "sensor_id": "text not null",
+                "temperature": "numeric(5,2)",
+                "humidity": "integer",
+                "location": "text",
+                "department": "text",
+            },
+        }
+        for name, mode in (
+            ("t_none", "off"),
+            ("t_stmt", "statement"),
+            ("t_row", "row"),
+            ("t_tutorial", "off"),
+        )
+    },
+    "roles": {
+        "writers": {
+            "grants": {
+                t: ["SELECT", "INSERT", "UPDATE", "DELETE"]
+                for t in ("t_none", "t_stmt", "t_row", "t_tutorial")
+            }
+        }
+    },
+    "users": {"ingest": {"roles": ["writers"]}},
+}
+
+TUTORIAL_TRIGGER = """
+CREATE FUNCTION public.tutorial_audit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  INSERT INTO public.activity_audit (username, operation, table_name, description)
+  VALUES (session_user, TG_OP, TG_TABLE_NAME, 'row ' || TG_OP);
+  RETURN NULL;
+END $$;
+ALTER FUNCTION public.tutorial_audit() OWNER TO tsaccess_audit;
+CREATE TRIGGER tutorial AFTER INSERT OR UPDATE OR DELETE ON public.t_tutorial
+  FOR EACH ROW EXECUTE FUNCTION public.tutorial_audit();
+"""
+
+
+def bench_audit(info: ServerInfo, quick: bool) -> None:
+    print("\n[audit: 100,000-row batches, median of runs; ratio = audited / no audit]")
+    db = create_db(info, "bench_audit")
+    policy = parse_policy(AUDIT_POLICY)
+    pw = resolve_passwords(["ingest"], generate=True, environ={})
+    with tsaccess.connect(**db.params()) as admin:
+        apply(admin, policy, passwords=pw)
+        admin.execute(TUTORIAL_TRIGGER)
+        admin.commit()
+    rows = 100_000
+    runs = 3 if quick else 5
+    copy_data = "".join(
+        f"2026-01-01 00:00:{i % 60:02d}+00\ts{i % 50}\t20.5\t40\tA\tEng\n" for i in range(rows)
+    ).encode()
+    tables = ("t_none", "t_stmt", "t_row", "t_tutorial")
+    results: dict[str, dict[str, float]] = {t: {} for t in tables}
+    user = db.params(user="ingest", password=pw["ingest"].reveal())
+    with (
+        tsaccess.connect(**user) as conn,
+        tsaccess.connect(**db.params(), autocommit=True) as admin,
+    ):
+        for op in ("INSERT", "UPDATE", "COPY"):
+            for _ in range(runs):
+                for t in tables:  # interleaved: drift affects all equally
+                    ident = sql.Identifier(t)
+                    admin.execute(sql.SQL("TRUNCATE {}").format(ident))
+                    admin.execute("TRUNCATE activity_audit")
+                    if op == "UPDATE":
+                        conn.execute(
+                            sql.SQL(
+                                "INSERT INTO {} (time, sensor_id, temperature) SELECT"
+                                " '2026-01-01'::timestamptz + i * interval '1 second', 's' || (i %% 50),"
+                                " 20 FROM generate_series(1, %s) i"
+                            ).format(ident),
+                            (rows,),
+                        )
+                        conn.commit()
+                    t0 = time.perf_counter()
+                    if op == "INSERT":
+                        conn.execute(
+                            sql.SQL(
+                                "INSERT INTO {} (time, sensor_id, temperature, humidity, location,"
+                                " department) SELECT '2026-01-01'::timestamptz + i * interval '1 second',"
+                                " 's' || (i %% 50), 20 + (i %% 10), 40, 'A', 'Eng'"
+                                " FROM generate_series(1, %s) i"
+                            ).format(ident),
+                            (rows,),
+                        )
+                    elif op == "UPDATE":
+                        conn.execute(
+                            sql.SQL("UPDATE {} SET temperature = temperature + 1").format(ident)
+                        )
+                    else:
+                        with conn.cursor().copy(
+                            sql.SQL(
+                                "COPY {} (time, sensor_id, temperature, humidity, location,"
+                                " department) FROM STDIN"
+                            ).format(ident)
+                        ) as cp:
+                            cp.write(copy_data)
+                    conn.commit()
+                    results[t].setdefault(op, [])  # type: ignore[arg-type]
+                    results[t][op].append(time.perf_counter() - t0)  # type: ignore[attr-defined]
+        audit_rows = admin.execute("SELECT count(*) FROM activity_audit").fetchone()
+    for op in ("INSERT", "UPDATE", "COPY"):
+        base = statistics.median(results["t_none"][op])  # type: ignore[arg-type]
+        report(f"{op}: no audit", base * 1000, "ms")
+        for t, label in (
+            ("t_stmt", "per-statement audit"),
+            ("t_row", "per-row audit (jsonb)"),
+            ("t_tutorial", "tutorial row trigger (made to work)"),
+        ):
+            med = statistics.median(results[t][op])  # type: ignore[arg-type]
+            report(f"{op}: {label}", med * 1000, "ms", f"{med / base:.2f}x")
+            RESULTS[f"ratio {op} {t}"] = med / base
+    print(f"  (last run left {audit_rows[0] if audit_rows else '?'} audit rows)")
+
+
+# -- pre-flight -------------------------------------------------------------------------------
+
+
+def bench_preflight(info: ServerInfo, quick: bool) -> None:
+    print("\n[pre-flight]")
+    db = create_db(info, "bench_preflight")
+    with tsaccess.connect(**db.params(), autocommit=True) as admin:
+        admin.execute(
+            "CREATE TABLE sensor_readings (time timestamptz NOT NULL, sensor_id text,"
+            " temperature numeric(5,2), humidity int, location text, department text)"
+        )
+        admin.execute(
+            "INSERT INTO sensor_readings SELECT now() - i * interval '1 min', 's1', 20,"
+            " 40, 'A', 'Eng' FROM generate_series(1, 100) i"
+        )
+        admin.execute("CREATE ROLE analyst LOGIN PASSWORD 'bench-only-password'")
+        admin.execute("GRANT SELECT (time, sensor_id, temperature) ON sensor_readings TO analyst")
+        admin.execute(
+            "DO $$ BEGIN FOR i IN 1..5000 LOOP EXECUTE format("
+            "'CREATE TABLE IF NOT EXISTS filler_%s (id int, v text)', i); END LOOP; END $$"
+        )
+    params = db.params(user="analyst", password="bench-only-password")
+    bucket = (
+        "SELECT date_bin('1 hour', time, TIMESTAMPTZ '2000-01-01') AS h, sensor_id,"
+        " avg(temperature) FROM sensor_readings WHERE time > now() - interval '1 day'"
+        " GROUP BY 1, 2 ORDER BY 1"
+    )
+    with tsaccess.connect(**params, autocommit=True) as conn:
+        checker = Checker(conn)
+        t_snap = median_of(lambda: take_snapshot(conn), 5)
+        report("snapshot build, 5,000+ tables (one catalog query)", t_snap * 1000, "ms")
+        checker.check(bucket)
+        loops = 20000 if quick else 100000
+        cached = median_of(lambda: checker.check(bucket), loops)
+        report("verdict, cached statement", cached * 1e6, "us")
+        texts = [bucket.replace("1 day", f"{i} minutes") for i in range(300 if quick else 1000)]
+        it = iter(texts)
+        new = median_of(lambda: checker.check(next(it)), len(texts))
+        rt = median_of(
+            lambda: conn.execute("SELECT 1", prepare=True).fetchone(), 2000 if quick else 10000
+        )
+        report(
+            "verdict, new statement (parse + analysis + check)",
+            new * 1e6,
+            "us",
+            f"{new / rt:.2f}x the SELECT 1 round trip",
+        )
+        report("SELECT 1 round trip over TLS (prepared)", rt * 1e6, "us")
+    n = 1000 if quick else 4000
+    pools = {
+        flag: tsaccess.create_pool(
+            **params, preflight=flag, min_size=1, max_size=1, autocommit=True
+        )
+        for flag in (False, True)
+    }
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for _ in range(5):  # alternate rounds: machine drift hits both sides alike
+            for flag, pool in pools.items():
+
+                def q(pool: Any = pool) -> None:
+                    with pool.connection() as c:
+                        c.execute(bucket).fetchall()
+
+                q()
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    q()
+                rates[flag].append(n / (time.perf_counter() - t0))
+    finally:
+        for pool in pools.values():
+            pool.close()
+    for flag in (False, True):
+        RESULTS[f"qps preflight={flag}"] = statistics.median(rates[flag])
+    on, off = RESULTS["qps preflight=True"], RESULTS["qps preflight=False"]
+    report("pool throughput, pre-flight off", off, "q/s")
+    report("pool throughput, pre-flight on", on, "q/s", f"{on / off:.3f}x off")
+
+
+# -- plan -------------------------------------------------------------------------------------
+
+
+def synthetic_policy(db: str, tables: int, roles: int) -> dict[str, Any]:
+    return {
+        "database": {"name": db, "timescaledb": "off"},
+        "tables": {
+            f"t{i}": {"audit": "off", "columns": {"id": "bigint", "v": "text"}}
+            for i in range(tables)
+        },
+        "roles": {
+            f"r{j}": {
+                "grants": {
+                    f"t{i}": ["SELECT"] if (i + j) % 3 else ["SELECT", "INSERT"]
+                    for i in range(j, tables, roles)
+                }
+            }
+            for j in range(roles)
+        },
+        "users": {},
+    }
+
+
+def bench_plan(info: ServerInfo, quick: bool) -> None:
+    print("\n[plan: synthetic policies on the throwaway server]")
+    for tables, roles in ((100, 5), (1000, 50)):
+        name = f"bench_plan_{tables}"
+        db = create_db(info, name)
+        policy = parse_policy(synthetic_policy(name, tables, roles))
+        with tsaccess.connect(**db.params()) as admin:
+            t0 = time.perf_counter()
+            first = plan(admin, policy)
+            t_empty = time.perf_counter() - t0
+            admin.rollback()
+            apply(admin, policy)
+            t_plan = median_of(lambda: (plan(admin, policy), admin.rollback()), 3)
+            again = plan(admin, policy)
+            admin.rollback()
+        report(
+            f"plan {tables} tables x {roles} roles, empty database",
+            t_empty * 1000,
+            "ms",
+            f"{len(first)} statements, {first.catalog_queries} catalog queries",
+        )
+        report(
+            f"plan {tables} tables x {roles} roles, applied (no-op)",
+            t_plan * 1000,
+            "ms",
+            f"{len(again)} statements, {again.catalog_queries} catalog queries",
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--only", choices=["connections", "audit", "preflight", "plan"])
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    server = EphemeralServer()
+    info = server.start()
+    RESULTS["server_start_s"] = time.perf_counter() - t0
+    print(
+        f"throwaway server: {info.backend}, TimescaleDB {'yes' if info.timescaledb else 'no'},"
+        f" started in {RESULTS['server_start_s']:.2f} s"
+    )
+    try:
+        for name, fn in (
+            ("connections", bench_connections),
+            ("audit", bench_audit),
+            ("preflight", bench_preflight),
+            ("plan", bench_plan),
+        ):
+            if args.only in (None, name):
+                fn(info, args.quick)
+    finally:
+        server.stop()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(RESULTS, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
