@@ -330,7 +330,7 @@ def bench_plan(info: ServerInfo, quick: bool) -> None:
             t_empty = time.perf_counter() - t0
             admin.rollback()
             apply(admin, policy)
-            t_plan = median_of(lambda: (plan(admin, policy), admin.rollback()), 3)
+            t_plan = median_of(lambda p=policy: (plan(admin, p), admin.rollback()), 3)  # type: ignore[misc]
             again = plan(admin, policy)
             admin.rollback()
         report(
