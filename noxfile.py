@@ -12,8 +12,6 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
 
 
-
-
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit and integration tests against a real throwaway TLS server."""

@@ -94,13 +94,14 @@ BEGIN
         FROM tsaccess_old r;
     ELSE
       INSERT INTO {audit} ({columns})
-      SELECT session_user, TG_OP, tbl, 'UPDATE row', eff, tx, addr, app, act, req, 1, o.d, w.d
-        FROM (SELECT pg_catalog.row_number() OVER () AS rn,
-                     pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.-) ex AS d
-                FROM tsaccess_old r) o
-        JOIN (SELECT pg_catalog.row_number() OVER () AS rn,
-                     pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.-) ex AS d
-                FROM tsaccess_new r) w ON o.rn OPERATOR(pg_catalog.=) w.rn;
+      -- old and new rows are captured pairwise, in the same order: zip them
+      SELECT session_user, TG_OP, tbl, 'UPDATE row', eff, tx, addr, app, act, req, 1, u.o, u.n
+        FROM ROWS FROM (
+          pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.-) ex
+                                    FROM tsaccess_old r)),
+          pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.-) ex
+                                    FROM tsaccess_new r))
+        ) AS u(o, n);
     END IF;
   ELSE
     IF TG_ARGV[3] = 'counted' THEN

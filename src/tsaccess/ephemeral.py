@@ -49,6 +49,7 @@ log = get_logger("tsaccess.ephemeral")
 
 Backend = Literal["auto", "dsn", "docker", "local"]
 DEFAULT_IMAGE = "timescale/timescaledb:latest-pg16"
+_DEBIAN_ROOT = Path("/usr/lib/postgresql")
 _ADMIN = "postgres"
 
 
@@ -110,7 +111,7 @@ def find_bindir() -> Path:
     def version(p: Path) -> tuple[int, ...]:
         return tuple(int(x) for x in re.findall(r"\d+", p.parent.name)) or (0,)
 
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+    candidates += sorted(_DEBIAN_ROOT.glob("*/bin"), key=version, reverse=True)
     for cand in candidates:
         tried.append(str(cand))
         if all((cand / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
@@ -227,8 +228,11 @@ class EphemeralServer:
 
     def stop(self) -> None:
         """Stop the server and delete its files (unless ``keep``). Safe to call twice."""
-        if self._cleanup is not None and not self.keep:
-            self._cleanup()
+        if self._cleanup is not None:
+            if self.keep:
+                self._cleanup.detach()  # leave it running, also at interpreter exit
+            else:
+                self._cleanup()
         self._cleanup = None
         self.info = None
 

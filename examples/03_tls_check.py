@@ -1,0 +1,19 @@
+"""TLS: every connection is encrypted and verified; a downgrade is refused before any packet."""
+
+from __future__ import annotations
+
+from _common import ensure_company_db, password
+
+import tsaccess
+
+ensure_company_db()
+with tsaccess.connect(user="alice", password=password("alice")) as conn:
+    print("alice:", tsaccess.tls_status(conn))  # e.g. TLSv1.3 TLS_AES_256_GCM_SHA384 (256 bits)
+
+for weak in ("disable", "allow", "prefer"):
+    try:
+        tsaccess.connect(user="alice", password=password("alice"), sslmode=weak)
+    except tsaccess.InsecureConnectionError as exc:
+        print(f"sslmode={weak}: refused ({exc})"[:110])
+    else:
+        raise SystemExit(f"sslmode={weak} was accepted!")

@@ -1,0 +1,25 @@
+"""Monitoring as an auditor: the tutorial's queries through tsaccess.audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from _common import ensure_company_db, password
+
+import tsaccess
+from tsaccess import audit
+
+ensure_company_db()
+with tsaccess.connect(user="bob", password=password("bob")) as conn:  # something to audit
+    conn.execute(
+        "INSERT INTO sensor_readings (time, sensor_id, temperature)"
+        " VALUES (now(), 'TEMP_001', 22.5)"
+    )
+    conn.commit()
+
+with tsaccess.connect(user="eve", password=password("eve")) as conn:
+    print("Recent activity:\n" + audit.recent(conn, 5).to_text(), end="\n\n")
+    print("Summary:\n" + audit.summary(conn, dt.timedelta(hours=1)).to_text(), end="\n\n")
+    print("Activity per hour:\n" + audit.activity(conn).to_text(), end="\n\n")
+    print("Sessions (with TLS):\n" + audit.active_sessions(conn).to_text(), end="\n\n")
+    print("Roles:\n" + audit.roles(conn).to_text())
