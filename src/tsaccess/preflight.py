@@ -321,13 +321,7 @@ class _Analyzer:
             for e in node.expressions
             if isinstance(e, exp.Alias) and e.args.get("alias") is not None
         }
-        for e in node.expressions:
-            if isinstance(e, exp.Star):
-                for s in scope.sources:
-                    if s.table is not None:
-                        self.needs.append(Need("SELECT", s.table, frozenset({ALL})))
-            else:
-                self.exprs(e, scope, ctes)
+        self.output_list(node.expressions, scope, ctes)
         for c in conds:
             self.exprs(c, scope, ctes)
         for key in ("where", "group", "having", "qualify", "distinct"):
@@ -374,9 +368,12 @@ class _Analyzer:
 
     def returning(self, node: exp.Expression, scope: _Scope, ctes: frozenset[str]) -> None:
         ret = node.args.get("returning")
-        if ret is None:
-            return
-        for e in ret.expressions:
+        if ret is not None:
+            self.output_list(ret.expressions, scope, ctes)
+
+    def output_list(self, items: list[exp.Expression], scope: _Scope, ctes: frozenset[str]) -> None:
+        """A select list or RETURNING list: ``*`` needs every column of every source."""
+        for e in items:
             if isinstance(e, exp.Star):
                 for s in scope.sources:
                     if s.table is not None:

@@ -235,8 +235,29 @@ def test_password_rotation_is_planned_and_applied(db):
     and not any(os.path.exists(f"/usr/lib/postgresql/{v}/bin/psql") for v in range(14, 20)),
     reason="psql not installed",
 )
-def test_rendered_init_scripts_leave_a_state_whose_plan_is_empty(db, pg_server, tmp_path):
+def _psql(server, dbname: str, script, env: dict) -> subprocess.CompletedProcess:
     from tsaccess.ephemeral import find_bindir
+
+    psql = shutil.which("psql") or str(find_bindir() / "psql")
+    cmd = [
+        psql,
+        "-X",
+        "-q",
+        "-h",
+        server.host,
+        "-p",
+        str(server.port),
+        "-U",
+        server.user,
+        "-d",
+        dbname,
+        "-f",
+        str(script),
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+
+
+def test_rendered_init_scripts_leave_a_state_whose_plan_is_empty(db, pg_server, tmp_path):
 
     policy = company_policy().with_database(db.name)
     files = render_init(policy, tmp_path / "init", timescaledb=pg_server.timescaledb)
@@ -255,29 +276,8 @@ def test_rendered_init_scripts_leave_a_state_whose_plan_is_empty(db, pg_server, 
     pw = {u.name: f"pw-{u.name}-0123456789" for u in policy.users}
     for user, value in pw.items():
         env[f"TSACCESS_PASSWORD_{user.upper()}"] = value
-    psql = shutil.which("psql") or str(find_bindir() / "psql")
     for f in files[:3]:
-        res = subprocess.run(
-            [
-                psql,
-                "-X",
-                "-q",
-                "-h",
-                pg_server.host,
-                "-p",
-                str(pg_server.port),
-                "-U",
-                pg_server.user,
-                "-d",
-                db.name,
-                "-f",
-                str(f),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        res = _psql(pg_server, db.name, f, env)
         assert res.returncode == 0, res.stderr
     for f in files[:3]:
         assert "pw-alice" not in f.read_text()
@@ -291,34 +291,12 @@ def test_rendered_init_scripts_leave_a_state_whose_plan_is_empty(db, pg_server, 
 
 
 def test_rendered_init_refuses_a_missing_password_variable(db, pg_server, tmp_path):
-    from tsaccess.ephemeral import find_bindir
 
     policy = company_policy().with_database(db.name)
     files = render_init(policy, tmp_path, timescaledb=pg_server.timescaledb)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TSACCESS_PASSWORD_")}
     env.update(PGPASSWORD=pg_server.password, PGSSLMODE="require")
-    psql = shutil.which("psql") or str(find_bindir() / "psql")
-    res = subprocess.run(
-        [
-            psql,
-            "-X",
-            "-q",
-            "-h",
-            pg_server.host,
-            "-p",
-            str(pg_server.port),
-            "-U",
-            pg_server.user,
-            "-d",
-            db.name,
-            "-f",
-            str(files[1]),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    res = _psql(pg_server, db.name, files[1], env)
     assert res.returncode != 0
     assert "set TSACCESS_PASSWORD_ALICE" in res.stderr
     with db.admin() as conn:

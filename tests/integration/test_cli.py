@@ -215,36 +215,9 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(db, policy_file, tmp_pa
     loose = tmp_path / "loose.pgpass"
     loose.write_text("*:*:*:alice:pw\n")
     loose.chmod(0o644)
-    cases.append(
-        (
-            [
-                "verify",
-                "--dsn",
-                dsn(db),
-                "--policy",
-                str(policy_file),
-                "--passwords-file",
-                str(loose),
-            ],
-            1,
-            "chmod 600",
-        )
-    )
-    cases.append(
-        (
-            [
-                "verify",
-                "--dsn",
-                dsn(db),
-                "--policy",
-                str(policy_file),
-                "--passwords-file",
-                str(tmp_path / "nope"),
-            ],
-            1,
-            "does not exist",
-        )
-    )
+    verify = ["verify", "--dsn", dsn(db), "--policy", str(policy_file), "--passwords-file"]
+    cases.append(([*verify, str(loose)], 1, "chmod 600"))
+    cases.append(([*verify, str(tmp_path / "nope")], 1, "does not exist"))
     bad_policy = tmp_path / "bad.toml"
     bad_policy.write_text(
         POLICY_TEXT.replace('roles = ["data_analysts"]', 'roles = ["data_analyst"]')
