@@ -117,6 +117,11 @@ def test_role_scoping_and_application_name(db):
         ).fetchone()
         assert (user, cur_role) == ("scoped_user", "readers")
         assert app == "tsaccess:scoped_user/readers"
+        # pg_stat_ssl hides the session's fields from a role that is not the login user:
+        # the report must still say encrypted (regression)
+        hidden = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+        assert hidden in (None, (None,))
+        assert tsaccess.tls_status(conn).ssl
     with pytest.raises(tsaccess.RoleScopeError, match="not a member of role 'others'"):
         db.connect_as("scoped_user", pw, role="others")
     with pytest.raises(tsaccess.RoleScopeError, match="does not exist"):
