@@ -391,8 +391,14 @@ def create_pool(
         _after_connect(conn, secure, role, preflight)
         conn.autocommit = autocommit
 
+    resets: dict[str, Callable[[psycopg.Connection[Any]], None]] = {}
+
     def reset(conn: psycopg.Connection[Any]) -> None:
-        _make_reset(role, _app_name(base_app, conn.info.user, role), autocommit)(conn)
+        fn = resets.get(conn.info.user)  # one login user per pool: built once
+        if fn is None:
+            app = _app_name(base_app, conn.info.user, role)
+            fn = resets[conn.info.user] = _make_reset(role, app, autocommit)
+        fn(conn)
 
     pool = ScopedPool(
         "",

@@ -12,6 +12,7 @@ import importlib.resources
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -110,7 +111,7 @@ def run_demo(
     try:
         _run(info, policy, result, out)
         if keep:
-            pwfile = (info.workdir or __import__("pathlib").Path(".")) / "passwords.pgpass"
+            pwfile = (info.workdir or Path(".")) / "passwords.pgpass"
             out(f"\n== Server kept running. Passwords: {pwfile} (mode 0600)")
             for line in result.connect_info:
                 out(f"   {line}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -1036,11 +1036,3 @@ class PreflightConnection(psycopg.Connection[Any]):
             self.preflight.invalidate()
             self.preflight.session_changed = False
         self.on_denied = None
-
-
-def iter_statements(text: str) -> Sequence[str]:  # pragma: no cover - helper for tools
-    """The statements sqlglot finds in ``text`` (regenerated: for display only, never sent)."""
-    try:
-        return [t.sql("postgres") for t in sqlglot.parse(text, read="postgres") if t]
-    except Exception:
-        return []
