@@ -428,8 +428,53 @@ class _Analyzer:
             ref, _, cols = self.target(target, ctes)
             priv: Priv = "INSERT" if node.args.get("kind") else "SELECT"
             self.needs.append(Need(priv, ref, frozenset(cols) if cols else frozenset({ALL})))
+        elif isinstance(node, exp.Merge):
+            self.merge(node, ctes, outer)
         else:
             raise _Defer(f"{type(node).__name__} statements are not analysed")
+
+    def merge(self, node: exp.Merge, ctes: frozenset[str], outer: _Scope | None) -> None:
+        """MERGE: SELECT on the source and on target columns read; per action UPDATE (SET
+        columns), INSERT (listed or first N columns) or DELETE on the target."""
+        ctes = self.with_ctes(node, ctes, outer)
+        ref, alias, _ = self.target(node.this, ctes)
+        scope = _Scope([_Source(alias, ref)], outer)
+        using = node.args.get("using")
+        if using is None:
+            raise _Defer("MERGE without USING")
+        self.add_sources(using, scope, ctes, outer)
+        self.exprs(node.args.get("on"), scope, ctes)
+        whens = node.args.get("whens")
+        for when in whens.expressions if whens is not None else []:
+            self.exprs(when.args.get("condition"), scope, ctes)
+            then = when.args.get("then")
+            if isinstance(then, exp.Update):
+                set_cols = []
+                for e in then.expressions:
+                    if not isinstance(e, exp.EQ) or not isinstance(e.this, exp.Column):
+                        raise _Defer("unusual MERGE ... UPDATE SET")
+                    set_cols.append(_ident(e.this.this) or "")
+                    self.exprs(e.expression, scope, ctes)
+                self.needs.append(Need("UPDATE", ref, frozenset(set_cols)))
+            elif isinstance(then, exp.Insert):
+                target_cols = then.this.expressions if isinstance(then.this, exp.Tuple) else []
+                names = [
+                    _ident(c.this if isinstance(c, exp.Column) else c) or "" for c in target_cols
+                ]
+                values = then.expression
+                n = len(values.expressions) if isinstance(values, exp.Tuple) else 0
+                if values is not None:
+                    self.exprs(values, scope, ctes)
+                if names:
+                    self.needs.append(Need("INSERT", ref, frozenset(names)))
+                elif n:
+                    self.needs.append(Need("INSERT", ref, first_n=n))
+                else:
+                    self.needs.append(Need("INSERT", ref))
+            elif isinstance(then, exp.Var) and then.name.upper() == "DELETE":
+                self.needs.append(Need("DELETE", ref))
+            elif not (isinstance(then, exp.Var) and then.name.upper() == "DO NOTHING"):
+                raise _Defer("unusual MERGE action")
 
     def insert(self, node: exp.Insert, ctes: frozenset[str], outer: _Scope | None) -> None:
         ctes = self.with_ctes(node, ctes, outer)
@@ -487,6 +532,7 @@ _ALLOWED_ROOTS = (
     exp.TruncateTable,
     exp.Copy,
     exp.Subquery,
+    exp.Merge,
 )
 
 
@@ -498,7 +544,7 @@ def _sqlglot_text(text: str, has_params: bool) -> str:
 
 _ANALYSED_START = re.compile(
     r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(?:\(|select|with|insert|update|delete|truncate|"
-    r"copy|values|table)\b",
+    r"copy|values|table|merge)\b",
     re.IGNORECASE | re.DOTALL,
 )
 

@@ -149,8 +149,22 @@ CORPUS = [
     "SET search_path = app, public",
     "LOCK app.items",
     "SELECT * FROM generate_series(1, 3)",
-    "MERGE INTO app.pub p USING app.items i ON p.a = i.id WHEN MATCHED THEN UPDATE SET b = i.name",
     "SELECT count(*) FROM does_not_exist",
+    # MERGE, per action
+    "MERGE INTO app.pub p USING app.items i ON p.a = i.id WHEN MATCHED THEN UPDATE SET b = i.name",
+    "MERGE INTO app.pub p USING app.items i ON p.a = i.id"
+    " WHEN NOT MATCHED THEN INSERT (a, b) VALUES (i.id + 100, i.name)",
+    "MERGE INTO app.items t USING app.pub s ON t.id = s.a WHEN MATCHED THEN UPDATE SET price = 1",
+    "MERGE INTO app.items t USING app.pub s ON t.id = s.a"
+    " WHEN MATCHED THEN UPDATE SET price = t.price + 1",
+    "MERGE INTO app.items t USING app.pub s ON t.secret = s.b WHEN MATCHED THEN DELETE",
+    "MERGE INTO app.orders t USING (SELECT 1 AS k) s ON t.item_id = s.k"
+    " WHEN NOT MATCHED THEN INSERT (item_id, qty) VALUES (s.k, 1)",
+    "MERGE INTO app.orders t USING app.pub s ON t.id = s.a"
+    " WHEN MATCHED AND t.note = 'n' THEN DELETE WHEN NOT MATCHED THEN DO NOTHING",
+    "MERGE INTO app.items t USING app.pub s ON id = a WHEN MATCHED THEN UPDATE SET name = b",
+    "MERGE INTO app.items t USING app.pub s ON t.id = s.a"
+    " WHEN NOT MATCHED THEN INSERT VALUES (s.a + 100, s.b)",
 ]
 
 

@@ -69,13 +69,29 @@ def test_deferrals():
         "DO $$ BEGIN END $$",
         "CALL p()",
         "SELECT * FROM t NATURAL JOIN u",
-        "MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE",
         "SET ROLE x",
         "PREPARE p AS SELECT 1",
         "LOCK t",
         "",
     ]:
         assert analyze(stmt).deferred, stmt
+
+
+def test_merge_per_action():
+    got = needs(
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = s.x"
+        " WHEN NOT MATCHED THEN INSERT (id, a) VALUES (s.id, s.x)"
+    )
+    assert {
+        ("SELECT", "s", None, 0),
+        ("SELECT", "t", ("id",), 0),
+        ("UPDATE", "t", ("a",), 0),
+        ("INSERT", "t", ("a", "id"), 0),
+        ("SELECT", "s", ("x",), 0),
+    } <= got
+    assert ("DELETE", "t", None, 0) in needs(
+        "MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE"
+    )
 
 
 def test_unqualified_column_levels():
