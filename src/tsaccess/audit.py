@@ -599,6 +599,15 @@ def _names(cls: type[Any]) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
+def _fetch(
+    conn: psycopg.Connection[Any], cls: type[R], query: Any, params: Any = None
+) -> Results[R]:
+    """Run a helper's query and return its rows as ``cls`` instances."""
+    with conn.cursor(row_factory=class_row(cls)) as cur:
+        rows = cur.execute(query, params).fetchall()
+    return Results(rows, _names(cls))
+
+
 def _audit_table(schema: str, table: str) -> sql.Identifier:
     return sql.Identifier(schema, table)
 
@@ -615,9 +624,7 @@ def recent(
         sql.SQL(", ").join(sql.Identifier(n) for n in _names(AuditEvent)),
         _audit_table(schema, table),
     )
-    with conn.cursor(row_factory=class_row(AuditEvent)) as cur:
-        rows = cur.execute(q, (limit,)).fetchall()
-    return Results(rows, _names(AuditEvent))
+    return _fetch(conn, AuditEvent, q, (limit,))
 
 
 def history(
@@ -638,9 +645,7 @@ def history(
         sql.SQL(", ").join(sql.Identifier(n) for n in _names(AuditEvent)),
         _audit_table(schema, table),
     )
-    with conn.cursor(row_factory=class_row(AuditEvent)) as cur:
-        rows = cur.execute(q, (table_name, since, since, user, user, limit)).fetchall()
-    return Results(rows, _names(AuditEvent))
+    return _fetch(conn, AuditEvent, q, (table_name, since, since, user, user, limit))
 
 
 def summary(
@@ -658,9 +663,7 @@ def summary(
         " WHERE %s::timestamptz IS NULL OR event_time >= %s"
         " GROUP BY username, operation, table_name ORDER BY username, operation, table_name"
     ).format(_audit_table(schema, table))
-    with conn.cursor(row_factory=class_row(SummaryRow)) as cur:
-        rows = cur.execute(q, (since_ts, since_ts)).fetchall()
-    return Results(rows, _names(SummaryRow))
+    return _fetch(conn, SummaryRow, q, (since_ts, since_ts))
 
 
 def activity(
@@ -688,9 +691,7 @@ def activity(
         " WHERE %s::timestamptz IS NULL OR event_time >= %s"
         " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
     ).format(f=func, t=_audit_table(schema, table))
-    with conn.cursor(row_factory=class_row(ActivityBucket)) as cur:
-        rows = cur.execute(q, (bucket, since_ts, since_ts)).fetchall()
-    return Results(rows, _names(ActivityBucket))
+    return _fetch(conn, ActivityBucket, q, (bucket, since_ts, since_ts))
 
 
 def active_sessions(conn: psycopg.Connection[Any]) -> Results[SessionRow]:
@@ -702,9 +703,7 @@ def active_sessions(conn: psycopg.Connection[Any]) -> Results[SessionRow]:
         " FROM pg_catalog.pg_stat_activity a LEFT JOIN pg_catalog.pg_stat_ssl s USING (pid)"
         " WHERE a.datname = pg_catalog.current_database() ORDER BY a.backend_start"
     )
-    with conn.cursor(row_factory=class_row(SessionRow)) as cur:
-        rows = cur.execute(q).fetchall()
-    return Results(rows, _names(SessionRow))
+    return _fetch(conn, SessionRow, q)
 
 
 def roles(conn: psycopg.Connection[Any]) -> Results[RoleRow]:
@@ -718,6 +717,4 @@ def roles(conn: psycopg.Connection[Any]) -> Results[RoleRow]:
         " LEFT JOIN pg_catalog.pg_roles g ON g.oid = m.roleid"
         " WHERE r.rolname !~ '^pg_' GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1"
     )
-    with conn.cursor(row_factory=class_row(RoleRow)) as cur:
-        rows = cur.execute(q).fetchall()
-    return Results(rows, _names(RoleRow))
+    return _fetch(conn, RoleRow, q)

@@ -393,13 +393,8 @@ class _Analyzer:
             ref, alias, _ = self.target(node.this, ctes)
             scope = _Scope([_Source(alias, ref)], outer)
             conds = self.from_joins(node, scope, ctes, outer)
-            set_cols = []
-            for e in node.expressions:
-                if not isinstance(e, exp.EQ) or not isinstance(e.this, exp.Column):
-                    raise _Defer("unusual SET clause")
-                set_cols.append(_ident(e.this.this) or "")
-                self.exprs(e.expression, scope, ctes)
-            self.needs.append(Need("UPDATE", ref, frozenset(set_cols)))
+            set_cols = self.set_clause(node.expressions, scope, ctes, "SET clause")
+            self.needs.append(Need("UPDATE", ref, set_cols))
             for c in conds:
                 self.exprs(c, scope, ctes)
             self.exprs(node.args.get("where"), scope, ctes)
@@ -449,13 +444,8 @@ class _Analyzer:
             self.exprs(when.args.get("condition"), scope, ctes)
             then = when.args.get("then")
             if isinstance(then, exp.Update):
-                set_cols = []
-                for e in then.expressions:
-                    if not isinstance(e, exp.EQ) or not isinstance(e.this, exp.Column):
-                        raise _Defer("unusual MERGE ... UPDATE SET")
-                    set_cols.append(_ident(e.this.this) or "")
-                    self.exprs(e.expression, scope, ctes)
-                self.needs.append(Need("UPDATE", ref, frozenset(set_cols)))
+                set_cols = self.set_clause(then.expressions, scope, ctes, "MERGE ... UPDATE SET")
+                self.needs.append(Need("UPDATE", ref, set_cols))
             elif isinstance(then, exp.Insert):
                 target_cols = then.this.expressions if isinstance(then.this, exp.Tuple) else []
                 names = [
@@ -465,16 +455,32 @@ class _Analyzer:
                 n = len(values.expressions) if isinstance(values, exp.Tuple) else 0
                 if values is not None:
                     self.exprs(values, scope, ctes)
-                if names:
-                    self.needs.append(Need("INSERT", ref, frozenset(names)))
-                elif n:
-                    self.needs.append(Need("INSERT", ref, first_n=n))
-                else:
-                    self.needs.append(Need("INSERT", ref))
+                self.insert_need(ref, names, n)
             elif isinstance(then, exp.Var) and then.name.upper() == "DELETE":
                 self.needs.append(Need("DELETE", ref))
             elif not (isinstance(then, exp.Var) and then.name.upper() == "DO NOTHING"):
                 raise _Defer("unusual MERGE action")
+
+    def set_clause(
+        self, assignments: list[exp.Expression], scope: _Scope, ctes: frozenset[str], what: str
+    ) -> frozenset[str]:
+        """``SET c = expr, ...``: the columns assigned; the right-hand sides are read."""
+        cols = []
+        for e in assignments:
+            if not isinstance(e, exp.EQ) or not isinstance(e.this, exp.Column):
+                raise _Defer(f"unusual {what}")
+            cols.append(_ident(e.this.this) or "")
+            self.exprs(e.expression, scope, ctes)
+        return frozenset(cols)
+
+    def insert_need(self, ref: TableRef, cols: list[str], n: int) -> None:
+        """INSERT on the listed columns, else the first ``n``, else any column."""
+        if cols:
+            self.needs.append(Need("INSERT", ref, frozenset(cols)))
+        elif n:
+            self.needs.append(Need("INSERT", ref, first_n=n))
+        else:
+            self.needs.append(Need("INSERT", ref))
 
     def insert(self, node: exp.Insert, ctes: frozenset[str], outer: _Scope | None) -> None:
         ctes = self.with_ctes(node, ctes, outer)
@@ -491,12 +497,7 @@ class _Analyzer:
             self.query(src, outer, ctes)
         elif src is not None:
             self.query(src, outer, ctes)
-        if cols:
-            self.needs.append(Need("INSERT", ref, frozenset(cols)))
-        elif n:
-            self.needs.append(Need("INSERT", ref, first_n=n))
-        else:
-            self.needs.append(Need("INSERT", ref))
+        self.insert_need(ref, cols, n)
         scope = _Scope([_Source(alias, ref)], outer)
         conflict = node.args.get("conflict")
         if conflict is not None:
@@ -512,13 +513,8 @@ class _Analyzer:
             action = str(conflict.args.get("action") or "").upper()
             if "UPDATE" in action:
                 excluded = _Scope([_Source(alias, ref), _Source("excluded", ref)], outer)
-                set_cols = []
-                for e in conflict.expressions:
-                    if not isinstance(e, exp.EQ) or not isinstance(e.this, exp.Column):
-                        raise _Defer("unusual DO UPDATE SET")
-                    set_cols.append(_ident(e.this.this) or "")
-                    self.exprs(e.expression, excluded, ctes)
-                self.needs.append(Need("UPDATE", ref, frozenset(set_cols)))
+                set_cols = self.set_clause(conflict.expressions, excluded, ctes, "DO UPDATE SET")
+                self.needs.append(Need("UPDATE", ref, set_cols))
                 self.exprs(conflict.args.get("where"), excluded, ctes)
         self.returning(node, scope, ctes)
 
