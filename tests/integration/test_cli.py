@@ -88,7 +88,7 @@ def test_plan_apply_verify_roundtrip(db, policy_file, tmp_path):
     assert pwfile.stat().st_mode & 0o777 == 0o600
     res = run("plan", "--dsn", dsn(db), "--policy", str(policy_file), check_code=0)
     assert "Nothing to do" in res.stdout
-    res = run(
+    verify = [
         "verify",
         "--dsn",
         dsn(db),
@@ -96,25 +96,15 @@ def test_plan_apply_verify_roundtrip(db, policy_file, tmp_path):
         str(policy_file),
         "--passwords-file",
         str(pwfile),
-        "--json",
-        check_code=0,
-    )
+    ]
+    res = run(*verify, "--json", check_code=0)
     matrix = json.loads(res.stdout)
     assert matrix["ok"] is True
     assert matrix["disagreements"] == 0
     # drift -> exit 3
     with db.admin(autocommit=True) as conn:
         conn.execute("GRANT DELETE ON sensor_readings TO data_analysts")
-    res = run(
-        "verify",
-        "--dsn",
-        dsn(db),
-        "--policy",
-        str(policy_file),
-        "--passwords-file",
-        str(pwfile),
-        check_code=3,
-    )
+    res = run(*verify, check_code=3)
     assert "!! alice DELETE on sensor_readings" in res.stdout
     res = run("plan", "--dsn", dsn(db), "--policy", str(policy_file), "--sql", check_code=0)
     assert 'REVOKE DELETE ON TABLE "public"."sensor_readings" FROM "data_analysts"' in res.stdout

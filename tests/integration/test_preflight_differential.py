@@ -235,17 +235,22 @@ def _run(conns, checkers, statements, counts: Counter, problems: list[str]) -> N
                     problems.append(f"UNEXPLAINED FALSE ALLOW {user}: {stmt} -> {verdict}")
 
 
+def _report(capsys, label: str, n: int, users: int, counts: Counter, problems: list[str]) -> None:
+    """Print the counts (and any problem) past pytest's capture."""
+    with capsys.disabled():
+        print(
+            f"\npre-flight {label}: {n} statements x {users} users: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=str))
+        )
+        print("\n".join(problems))
+
+
 def test_corpus_against_the_server(setup, capsys):
     conns, checkers = setup
     counts: Counter = Counter()
     problems: list[str] = []
     _run(conns, checkers, CORPUS, counts, problems)
-    with capsys.disabled():
-        print(
-            f"\npre-flight corpus: {len(CORPUS)} statements x {len(conns)} users: "
-            + ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=str))
-        )
-        print("\n".join(problems))
+    _report(capsys, "corpus", len(CORPUS), len(conns), counts, problems)
     assert problems == []
     assert counts[("denied", "42501")] >= 40  # it does catch real refusals
 
@@ -356,10 +361,5 @@ def test_generated_statements_against_the_server(setup, capsys):
         _run(conns, checkers, [stmt], counts, problems)
 
     run()
-    with capsys.disabled():
-        print(
-            f"\npre-flight generated: {len(seen)} statements x {len(conns)} users: "
-            + ", ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=str))
-        )
-        print("\n".join(problems))
+    _report(capsys, "generated", len(seen), len(conns), counts, problems)
     assert problems == []
