@@ -16,9 +16,17 @@ with tsaccess.connect(user="bob", password=password("bob")) as conn:  # somethin
         " VALUES (now(), 'TEMP_001', 22.5)"
     )
     conn.commit()
+with tsaccess.connect(user="david", password=password("david")) as conn:  # audited per row
+    conn.execute("UPDATE financial_metrics SET amount = amount * 1.1 WHERE metric_type = 'revenue'")
+    conn.commit()
 
 with tsaccess.connect(user="eve", password=password("eve")) as conn:
     print("Recent activity:\n" + audit.recent(conn, 5).to_text(), end="\n\n")
+    changed = audit.changes(conn, "financial_metrics", since=dt.timedelta(hours=1), limit=5)
+    print("Changed rows of financial_metrics (old -> new):")
+    for c in changed:
+        print(f"  {c.event_time:%H:%M:%S} {c.username} {c.operation} {c.old_data} -> {c.new_data}")
+    print()
     print("Summary:\n" + audit.summary(conn, dt.timedelta(hours=1)).to_text(), end="\n\n")
     print("Activity per hour:\n" + audit.activity(conn).to_text(), end="\n\n")
     print("Sessions (with TLS):\n" + audit.active_sessions(conn).to_text(), end="\n\n")

@@ -2,22 +2,25 @@
 
 Design (see ``docs/concepts.md``):
 
-* The audit table and its functions belong to a dedicated NOLOGIN role (``audit.owner``) that
-  owns nothing else. Nobody is granted INSERT/UPDATE/DELETE/TRUNCATE on the table; auditors get
-  SELECT. Rows arrive only through the trigger functions and ``tsaccess_audit_denied``.
+* The audit table, the per-row data schema and the functions belong to a dedicated NOLOGIN role
+  (``audit.owner``) that owns nothing else. Nobody is granted INSERT/UPDATE/DELETE/TRUNCATE on
+  them; auditors get SELECT on the audit table and on its ``<table>_rows`` view. Rows arrive
+  only through the trigger functions and ``tsaccess_audit_denied``.
 * Trigger functions are ``SECURITY DEFINER`` with ``search_path`` pinned to
   ``pg_catalog, pg_temp`` and every name qualified, so a writer's ``search_path`` cannot hijack
   them; EXECUTE is revoked from PUBLIC.
 * ``username`` is ``session_user`` (the login user, e.g. ``bob``); ``effective_role`` is the
   role the session had set (``SET ROLE``), read from the ``role`` setting, which a definer
   switch does not change.
-* The audited table's name is passed to the trigger as an argument, so the recorded name is
-  the hypertable's even where TimescaleDB clones a row trigger onto chunks.
-* Statement triggers with transition tables do the work set-based: per-statement mode writes one
-  row with the row count; per-row mode writes one row per changed row with its data as jsonb
-  (excluded columns removed). Where transition tables are refused (DELETE on a hypertable with
-  compression enabled) a trigger without them is used: per-statement rows then have no row
-  count, per-row mode uses a row trigger.
+* The audited table's name is given to the trigger, so the recorded name is the hypertable's
+  even where TimescaleDB clones a row trigger onto chunks.
+* Statement triggers with transition tables do the work set-based. Every audited statement
+  writes one row to the audit table, with its row count. Per-row mode also keeps each changed
+  row, typed (a composite of the audited columns, not jsonb: converting 100,000 rows to jsonb
+  costs more than inserting them), in ``<data_schema>.<table>``; the ``<audit table>_rows``
+  view shows one row per changed row with ``old_data``/``new_data`` as jsonb. Where transition
+  tables are refused (DELETE on a hypertable with compression enabled) a trigger without them
+  is used: per-statement rows then have no row count, per-row mode uses a row trigger.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from tsaccess._log import get_logger
 from tsaccess._steps import Step
 
 if TYPE_CHECKING:
-    from tsaccess.catalog import CatalogSnapshot
+    from tsaccess.catalog import AuditDataInfo, CatalogSnapshot, FunctionInfo
     from tsaccess.policy import Policy, Table
 
 __all__ = [
@@ -44,10 +47,12 @@ __all__ = [
     "AuditEvent",
     "Results",
     "RoleRow",
+    "RowChange",
     "SessionRow",
     "SummaryRow",
     "active_sessions",
     "activity",
+    "changes",
     "history",
     "recent",
     "record_denied",
@@ -59,13 +64,13 @@ __all__ = [
 log = get_logger("tsaccess.audit")
 
 STMT_FUNCTION = "tsaccess_audit_stmt"
-ROW_FUNCTION = "tsaccess_audit_row"
 DENIED_FUNCTION = "tsaccess_audit_denied"
 TRIGGER_PREFIX = "tsaccess_audit_"
+ROW_TYPE_SUFFIX = "_row"
 
 _COLUMNS = (
     "username, operation, table_name, description, effective_role, txid, client_addr,"
-    " application_name, actor, request_id, row_count, old_data, new_data"
+    " application_name, actor, request_id, row_count"
 )
 _CONTEXT = """
   eff text := coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text);
@@ -74,61 +79,60 @@ _CONTEXT = """
   req text := nullif(pg_catalog.current_setting('tsaccess.request_id', true), '');
   addr inet := pg_catalog.inet_client_addr();
   tx bigint := pg_catalog.txid_current();
-  tbl text := TG_ARGV[0];
-  ex text[] := TG_ARGV[2]::text[];"""
+  tbl text := TG_ARGV[0];"""
 
 _STMT_BODY = """
 DECLARE{context}
   n bigint;
 BEGIN
-  IF TG_ARGV[1] = 'row' AND TG_OP <> 'TRUNCATE' THEN
-    IF TG_OP = 'INSERT' THEN
-      INSERT INTO {audit} ({columns})
-      SELECT session_user, TG_OP, tbl, 'INSERT row', eff, tx, addr, app, act, req, 1, NULL,
-             pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.-) ex
-        FROM tsaccess_new r;
-    ELSIF TG_OP = 'DELETE' THEN
-      INSERT INTO {audit} ({columns})
-      SELECT session_user, TG_OP, tbl, 'DELETE row', eff, tx, addr, app, act, req, 1,
-             pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.-) ex, NULL
-        FROM tsaccess_old r;
-    ELSE
-      INSERT INTO {audit} ({columns})
-      -- old and new rows are captured pairwise, in the same order: zip them
-      SELECT session_user, TG_OP, tbl, 'UPDATE row', eff, tx, addr, app, act, req, 1, u.o, u.n
-        FROM ROWS FROM (
-          pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.-) ex
-                                    FROM tsaccess_old r)),
-          pg_catalog.unnest(ARRAY(SELECT pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.-) ex
-                                    FROM tsaccess_new r))
-        ) AS u(o, n);
+  IF TG_ARGV[1] = 'counted' THEN
+    IF TG_OP = 'DELETE' THEN
+      SELECT pg_catalog.count(*) INTO n FROM tsaccess_old;
+    ELSIF TG_OP <> 'TRUNCATE' THEN
+      SELECT pg_catalog.count(*) INTO n FROM tsaccess_new;
     END IF;
-  ELSE
-    IF TG_ARGV[3] = 'counted' THEN
-      IF TG_OP = 'DELETE' THEN
-        SELECT pg_catalog.count(*) INTO n FROM tsaccess_old;
-      ELSIF TG_OP <> 'TRUNCATE' THEN
-        SELECT pg_catalog.count(*) INTO n FROM tsaccess_new;
-      END IF;
-    END IF;
-    INSERT INTO {audit} ({columns})
-    VALUES (session_user, TG_OP, tbl,
-            TG_OP || CASE WHEN n IS NULL THEN '' ELSE ' of ' || n || ' row(s)' END,
-            eff, tx, addr, app, act, req, n, NULL, NULL);
   END IF;
+  INSERT INTO {audit} ({columns})
+  VALUES (session_user, TG_OP, tbl,
+          TG_OP || CASE WHEN n IS NULL THEN '' ELSE ' of ' || n || ' row(s)' END,
+          eff, tx, addr, app, act, req, n);
   RETURN NULL;
 END
 """
 
-_ROW_BODY = """
+# Per-row mode, one function per table: the statement's audit row, then each changed row as a
+# value of the table's row type (only the audited columns) in the table's data table.
+_ROWS_BODY = """
 DECLARE{context}
+  n bigint;
+  aid bigint;
+  ts timestamptz := pg_catalog.now();
 BEGIN
-  INSERT INTO {audit} ({columns})
-  VALUES (session_user, TG_OP, tbl, TG_OP || ' row', eff, tx, addr, app, act, req, 1,
-          CASE WHEN TG_OP IN ('UPDATE', 'DELETE')
-               THEN pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.-) ex END,
-          CASE WHEN TG_OP IN ('INSERT', 'UPDATE')
-               THEN pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.-) ex END);
+  IF TG_LEVEL = 'ROW' THEN  -- no transition tables (DELETE on a compressed hypertable)
+    INSERT INTO {audit} ({columns})
+    VALUES (session_user, TG_OP, tbl, TG_OP || ' row', eff, tx, addr, app, act, req, 1)
+    RETURNING id, event_time INTO aid, ts;
+    INSERT INTO {data} (audit_id, event_time, old_data) VALUES (aid, ts, {old_row});
+    RETURN NULL;
+  END IF;
+  -- the statement's audit id first, so the changed rows are written (and counted) in one pass
+  aid := pg_catalog.nextval(pg_catalog.pg_get_serial_sequence({audit_literal}, 'id'));
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO {data} (audit_id, event_time, new_data)
+    SELECT aid, ts, {r_row} FROM tsaccess_new r;
+  ELSIF TG_OP = 'DELETE' THEN
+    INSERT INTO {data} (audit_id, event_time, old_data)
+    SELECT aid, ts, {r_row} FROM tsaccess_old r;
+  ELSE
+    -- old and new rows are captured pairwise, in the same order: zip them
+    INSERT INTO {data} (audit_id, event_time, old_data, new_data)
+    SELECT aid, ts, pg_catalog.unnest(ARRAY(SELECT {r_row} FROM tsaccess_old r)),
+           pg_catalog.unnest(ARRAY(SELECT {r_row} FROM tsaccess_new r));
+  END IF;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  INSERT INTO {audit} (id, event_time, {columns}) OVERRIDING SYSTEM VALUE
+  VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
+          app, act, req, n);
   RETURN NULL;
 END
 """
@@ -142,12 +146,33 @@ _DENIED_BODY = """
           nullif(pg_catalog.current_setting('application_name'), ''),
           nullif(pg_catalog.current_setting('tsaccess.actor', true), ''),
           nullif(pg_catalog.current_setting('tsaccess.request_id', true), ''),
-          NULL, NULL, NULL, true)
+          NULL, true)
 """
+
+# the view's columns: the statement's context, then the changed row
+_ROWS_VIEW_COLUMNS = (
+    "audit_id",
+    "event_time",
+    "username",
+    "operation",
+    "table_name",
+    "effective_role",
+    "txid",
+    "client_addr",
+    "application_name",
+    "actor",
+    "request_id",
+    "old_data",
+    "new_data",
+)
 
 
 def _qualified(policy: Policy, name: str) -> sql.Identifier:
     return sql.Identifier(policy.schema, name)
+
+
+def _text(c: sql.Composable) -> str:
+    return c.as_string(None)
 
 
 def display_name(policy: Policy, table: str) -> str:
@@ -155,15 +180,44 @@ def display_name(policy: Policy, table: str) -> str:
     return table if policy.schema == "public" else f"{policy.schema}.{table}"
 
 
+def row_attributes(table: Table, data: AuditDataInfo | None) -> tuple[str, ...]:
+    """The attributes of ``table``'s audit row type: the existing ones (in order, never
+    dropped, so recorded history stays readable) and then newly audited columns."""
+    have = data.relations.get(("c", table.name + ROW_TYPE_SUFFIX)) if data else None
+    existing = have.attributes if have else ()
+    return (*existing, *(c for c in table.audited_data_columns if c not in existing))
+
+
+def _row_value(policy: Policy, table: Table, attrs: Sequence[str], source: str) -> str:
+    """``ROW(source.a, NULL, ...)::<data_schema>.<table>_row``: NULL for attributes no longer
+    audited."""
+    audited = set(table.audited_data_columns)
+    values = [_text(sql.Identifier(source, a)) if a in audited else "NULL" for a in attrs]
+    row_type = sql.Identifier(policy.audit.data_schema, table.name + ROW_TYPE_SUFFIX)
+    return f"ROW({', '.join(values)})::{_text(row_type)}"
+
+
 def function_sources(policy: Policy) -> dict[str, str]:
-    """The exact ``prosrc`` of each audit function (compared to the catalog for idempotency)."""
-    audit = _qualified(policy, policy.audit.table).as_string(None)
-    ctx = _CONTEXT
+    """The exact ``prosrc`` of the shared audit functions (compared to the catalog)."""
+    audit = _text(_qualified(policy, policy.audit.table))
     return {
-        STMT_FUNCTION: _STMT_BODY.format(context=ctx, audit=audit, columns=_COLUMNS),
-        ROW_FUNCTION: _ROW_BODY.format(context=ctx, audit=audit, columns=_COLUMNS),
+        STMT_FUNCTION: _STMT_BODY.format(context=_CONTEXT, audit=audit, columns=_COLUMNS),
         DENIED_FUNCTION: _DENIED_BODY.format(audit=audit, columns=_COLUMNS),
     }
+
+
+def rows_function_source(policy: Policy, table: Table, attrs: Sequence[str]) -> str:
+    """The exact ``prosrc`` of ``table``'s per-row trigger function."""
+    audit = _text(_qualified(policy, policy.audit.table))
+    return _ROWS_BODY.format(
+        context=_CONTEXT,
+        audit=audit,
+        audit_literal=_text(sql.Literal(audit)),
+        columns=_COLUMNS,
+        data=_text(sql.Identifier(policy.audit.data_schema, table.name)),
+        r_row=_row_value(policy, table, attrs, "r"),
+        old_row=_row_value(policy, table, attrs, "old"),
+    )
 
 
 @dataclass(frozen=True)
@@ -176,15 +230,11 @@ class TriggerSpec:
 def _trigger_specs(policy: Policy, table: Table, compressed: bool) -> list[TriggerSpec]:
     if table.audit == "off":
         return []
-    mode = table.audit
-    excluded = [c.name for c in table.columns if c.name not in table.audited_data_columns]
-    ex_literal = (
-        "{"
-        + ",".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in excluded)
-        + "}"
-    )
+    row_mode = table.audit == "row"
     target = _qualified(policy, table.name)
     shown = display_name(policy, table.name)
+    stmt_func = _qualified(policy, STMT_FUNCTION)
+    rows_func = sql.Identifier(policy.audit.data_schema, table.name)
     specs: list[TriggerSpec] = []
     events: list[tuple[str, str, str]] = [
         ("INSERT", "ins", "REFERENCING NEW TABLE AS tsaccess_new"),
@@ -192,23 +242,23 @@ def _trigger_specs(policy: Policy, table: Table, compressed: bool) -> list[Trigg
             "UPDATE",
             "upd",
             "REFERENCING OLD TABLE AS tsaccess_old NEW TABLE AS tsaccess_new"
-            if mode == "row"
+            if row_mode
             else "REFERENCING NEW TABLE AS tsaccess_new",
         ),
         ("DELETE", "del", "REFERENCING OLD TABLE AS tsaccess_old"),
         ("TRUNCATE", "trn", ""),
     ]
     for event, short, referencing in events:
-        fallback = event == "DELETE" and compressed
-        if fallback and mode == "row":
-            func, level, referencing, counted = ROW_FUNCTION, "ROW", "", "plain"
-        elif fallback or event == "TRUNCATE":
-            func, level, referencing, counted = STMT_FUNCTION, "STATEMENT", "", "plain"
+        fallback = event == "DELETE" and compressed  # transition tables refused there
+        level = "ROW" if fallback and row_mode else "STATEMENT"
+        if fallback:
+            referencing = ""
+        if row_mode and event != "TRUNCATE":
+            func, args = rows_func, [shown]
         else:
-            func, level, counted = STMT_FUNCTION, "STATEMENT", "counted"
-        args = [shown, mode, ex_literal, counted]
+            func, args = stmt_func, [shown, "plain" if fallback or not referencing else "counted"]
         digest = hashlib.sha256(
-            "|".join([event, func, level, referencing, *args]).encode()
+            "|".join([event, _text(func), level, referencing, *args]).encode()
         ).hexdigest()[:10]
         name = f"{TRIGGER_PREFIX}{short}_{digest}"
         stmt = sql.SQL(
@@ -220,7 +270,7 @@ def _trigger_specs(policy: Policy, table: Table, compressed: bool) -> list[Trigg
             target=target,
             referencing=sql.SQL(referencing),
             level=sql.SQL(level),
-            func=_qualified(policy, func),
+            func=func,
             args=sql.SQL(", ").join(sql.Literal(a) for a in args),
         )
         specs.append(TriggerSpec(table.name, name, stmt))
@@ -244,10 +294,287 @@ def audit_table_ddl(policy: Policy) -> sql.Composed:
         " actor text,"
         " request_id text,"
         " row_count bigint,"
-        " old_data jsonb,"
-        " new_data jsonb,"
         " client_asserted boolean NOT NULL DEFAULT false)"
     ).format(t=_qualified(policy, policy.audit.table))
+
+
+def rows_view_sql(policy: Policy, data: AuditDataInfo | None) -> sql.Composed:
+    """The ``<audit table>_rows`` view: one row per changed row, for every data table (also
+    those of tables no longer audited per row: their history stays readable)."""
+    audit_t = _qualified(policy, policy.audit.table)
+    names = {t.name for t in policy.row_audited}
+    if data:
+        names |= {name for kind, name in data.relations if kind == "r"}
+    context = sql.SQL(
+        "a.id, a.event_time, a.username, a.operation, {shown}::text, a.effective_role,"
+        " a.txid, a.client_addr, a.application_name, a.actor, a.request_id"
+    )
+    parts: list[sql.Composable] = []
+    for name in sorted(names):
+        table = policy.table(name)
+        hidden: list[str] = []
+        if table is not None and table.audit == "row":
+            hidden = [a for a in row_attributes(table, data) if a not in table.audited_data_columns]
+        strip = (
+            sql.SQL(" OPERATOR(pg_catalog.-) {}::text[]").format(sql.Literal(hidden))
+            if hidden
+            else sql.SQL("")
+        )
+        parts.append(
+            sql.SQL(
+                "SELECT {context}, pg_catalog.to_jsonb(d.old_data){strip},"
+                " pg_catalog.to_jsonb(d.new_data){strip}"
+                " FROM {data} d JOIN {audit} a ON a.id = d.audit_id"
+                " AND a.event_time = d.event_time"
+            ).format(
+                context=context.format(shown=sql.Literal(display_name(policy, name))),
+                strip=strip,
+                data=sql.Identifier(policy.audit.data_schema, name),
+                audit=audit_t,
+            )
+        )
+    if not parts:
+        parts.append(
+            sql.SQL("SELECT {context}, NULL::jsonb, NULL::jsonb FROM {audit} a WHERE false").format(
+                context=context.format(shown=sql.SQL("a.table_name")), audit=audit_t
+            )
+        )
+    return sql.SQL("CREATE OR REPLACE VIEW {view} ({columns}) AS {body}").format(
+        view=_qualified(policy, policy.audit.rows_view),
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in _ROWS_VIEW_COLUMNS),
+        body=sql.SQL(" UNION ALL ").join(parts),
+    )
+
+
+def _body_sql(body: str) -> sql.Composable:
+    # dollar-quoted for readable scripts, unless a (policy-controlled) name could close it
+    return (
+        sql.SQL("$tsaccess$" + body + "$tsaccess$")
+        if "$tsaccess$" not in body
+        else sql.Literal(body)
+    )
+
+
+def _function_steps(
+    policy: Policy,
+    ident: sql.Composable,
+    label: str,
+    create: sql.Composed,
+    body: str,
+    existing: FunctionInfo | None,
+    want_acl: set[tuple[str, str]],
+) -> list[Step]:
+    """Create/replace a definer function when its source or settings differ, give it to the
+    audit owner and make its EXECUTE privileges exactly ``want_acl``."""
+    owner = sql.Identifier(policy.audit.owner)
+    steps: list[Step] = []
+    ok = (
+        existing is not None
+        and existing.source == body
+        and existing.security_definer
+        and existing.config == ("search_path=pg_catalog, pg_temp",)
+    )
+    if not ok:
+        steps.append(Step(create, f"create or replace audit function {label}", "audit"))
+    if existing is None or existing.owner != policy.audit.owner:
+        steps.append(
+            Step(
+                sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(ident, owner),
+                f"{label} owned by {policy.audit.owner}",
+                "audit",
+            )
+        )
+    have = {g for g in (existing.acl if existing else frozenset()) if g[0] != policy.audit.owner}
+    if existing is None:
+        have = {("PUBLIC", "EXECUTE")}  # functions are born executable by PUBLIC
+    for grantee, _ in sorted(have - want_acl):
+        who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
+        steps.append(
+            Step(
+                sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM {}").format(ident, who),
+                f"revoke EXECUTE on {label} from {grantee}",
+                "audit",
+            )
+        )
+    for grantee, _ in sorted(want_acl - have):
+        steps.append(
+            Step(
+                sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                    ident, sql.Identifier(grantee)
+                ),
+                f"grant EXECUTE on {label} to {grantee}",
+                "audit",
+            )
+        )
+    return steps
+
+
+def _definer(
+    fq: sql.Composable, signature: str, returns: str, lang: str, body: str
+) -> sql.Composed:
+    return sql.SQL(
+        "CREATE OR REPLACE FUNCTION {f}"
+        + signature
+        + " RETURNS "
+        + returns
+        + " LANGUAGE "
+        + lang
+        + " VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {body}"
+    ).format(f=fq, body=_body_sql(body))
+
+
+def _owned(policy: Policy, kind: str, ident: sql.Composable, label: str) -> Step:
+    return Step(
+        sql.SQL("ALTER " + kind + " {} OWNER TO {}").format(
+            ident, sql.Identifier(policy.audit.owner)
+        ),
+        f"{label} owned by {policy.audit.owner}",
+        "audit",
+    )
+
+
+def _time_partitioning(
+    ident: sql.Identifier, label: str, timescaledb: bool, *, index: bool = True
+) -> list[Step]:
+    """Audit data grows by time: a hypertable with TimescaleDB (retention by chunk), else a
+    BRIN index on ``event_time``. ``index=False`` (per-row data, written in bulk): no index at
+    all, which keeps ingest cheap; queries go through the audit table's time filter."""
+    if timescaledb:
+        return [
+            Step(
+                sql.SQL(
+                    "SELECT create_hypertable({}::regclass, by_range('event_time',"
+                    " INTERVAL '7 days'), create_default_indexes => {})"
+                ).format(sql.Literal(_text(ident)), sql.SQL("true" if index else "false")),
+                f"make {label} a hypertable on event_time",
+                "audit",
+            )
+        ]
+    if not index:
+        return []
+    return [
+        Step(
+            sql.SQL("CREATE INDEX ON {} USING brin (event_time)").format(ident),
+            f"index {label} (BRIN on event_time)",
+            "audit",
+        )
+    ]
+
+
+def _data_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) -> list[Step]:
+    """The private data schema and, per table audited per row, its row type and data table."""
+    data = cat.audit_data if cat else None
+    ds = policy.audit.data_schema
+    schema_ident = sql.Identifier(ds)
+    steps: list[Step] = []
+    if data is None or not data.exists:
+        steps.append(
+            Step(
+                sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+                    schema_ident, sql.Identifier(policy.audit.owner)
+                ),
+                f"create schema {ds} for per-row audit data (private to {policy.audit.owner})",
+                "audit",
+            )
+        )
+    else:
+        if data.owner != policy.audit.owner:
+            steps.append(_owned(policy, "SCHEMA", schema_ident, f"schema {ds}"))
+        for grantee, priv in sorted(g for g in data.acl if g[0] != data.owner):
+            who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
+            steps.append(
+                Step(
+                    sql.SQL("REVOKE {} ON SCHEMA {} FROM {}").format(
+                        sql.SQL(priv), schema_ident, who
+                    ),
+                    f"revoke {priv} on schema {ds} from {grantee} (audit data is private)",
+                    "audit",
+                )
+            )
+    for table in policy.row_audited:
+        type_name = table.name + ROW_TYPE_SUFFIX
+        row_type = sql.Identifier(ds, type_name)
+        have_type = data.relations.get(("c", type_name)) if data else None
+        attrs = row_attributes(table, data)
+        columns = {c.name: c for c in table.columns}
+        if have_type is None:
+            steps.append(
+                Step(
+                    sql.SQL("CREATE TYPE {} AS ({})").format(
+                        row_type,
+                        sql.SQL(", ").join(
+                            sql.SQL("{} {}").format(sql.Identifier(a), sql.SQL(columns[a].type))
+                            for a in attrs
+                        ),
+                    ),
+                    f"create row type {ds}.{type_name} (the audited columns of {table.name})",
+                    "audit",
+                )
+            )
+        else:
+            for a in attrs[len(have_type.attributes) :]:
+                steps.append(
+                    Step(
+                        sql.SQL("ALTER TYPE {} ADD ATTRIBUTE {} {}").format(
+                            row_type, sql.Identifier(a), sql.SQL(columns[a].type)
+                        ),
+                        f"audit column {table.name}.{a} per row",
+                        "audit",
+                    )
+                )
+        if have_type is None or have_type.owner != policy.audit.owner:
+            steps.append(_owned(policy, "TYPE", row_type, f"row type {ds}.{type_name}"))
+        data_t = sql.Identifier(ds, table.name)
+        have_table = data.relations.get(("r", table.name)) if data else None
+        if have_table is None:
+            steps.append(
+                Step(
+                    sql.SQL(
+                        "CREATE TABLE {t} (audit_id bigint NOT NULL, event_time timestamptz"
+                        " NOT NULL, old_data {rt}, new_data {rt})"
+                    ).format(t=data_t, rt=row_type),
+                    f"create {ds}.{table.name} for {table.name}'s changed rows",
+                    "audit",
+                )
+            )
+            steps += _time_partitioning(data_t, f"{ds}.{table.name}", timescaledb, index=False)
+        if have_table is None or have_table.owner != policy.audit.owner:
+            steps.append(_owned(policy, "TABLE", data_t, f"{ds}.{table.name}"))
+        fq = sql.Identifier(ds, table.name)
+        body = rows_function_source(policy, table, attrs)
+        steps += _function_steps(
+            policy,
+            sql.SQL("{}()").format(fq),
+            f"{ds}.{table.name}()",
+            _definer(fq, "()", "trigger", "plpgsql", body),
+            body,
+            data.functions.get(table.name) if data else None,
+            set(),
+        )
+    return steps
+
+
+def _view_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
+    view = policy.audit.rows_view
+    ident = _qualified(policy, view)
+    create = rows_view_sql(policy, cat.audit_data if cat else None)
+    tag = "tsaccess " + hashlib.sha256(_text(create).encode()).hexdigest()[:16]
+    have = cat.tables.get(view) if cat else None
+    steps: list[Step] = []
+    if have is None or have.comment != tag:
+        steps.append(
+            Step(create, f"create or replace view {view} (one row per changed row)", "audit")
+        )
+        steps.append(
+            Step(
+                sql.SQL("COMMENT ON VIEW {} IS {}").format(ident, sql.Literal(tag)),
+                f"mark {view} as tsaccess's (definition digest)",
+                "audit",
+            )
+        )
+    if have is None or have.owner != policy.audit.owner:
+        steps.append(_owned(policy, "VIEW", ident, f"view {view}"))
+    return steps
 
 
 def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) -> list[Step]:
@@ -279,104 +606,26 @@ def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
         steps.append(
             Step(audit_table_ddl(policy), f"create audit table {policy.audit.table}", "audit")
         )
-        if timescaledb:
-            steps.append(
-                Step(
-                    sql.SQL(
-                        "SELECT create_hypertable({}::regclass,"
-                        " by_range('event_time', INTERVAL '7 days'))"
-                    ).format(sql.Literal(audit_t.as_string(None))),
-                    f"make {policy.audit.table} a hypertable on event_time",
-                    "audit",
-                )
-            )
-        else:  # a hypertable brings its own time index; BRIN is nearly free on ingest
-            steps.append(
-                Step(
-                    sql.SQL("CREATE INDEX ON {} USING brin (event_time)").format(audit_t),
-                    f"index {policy.audit.table} (BRIN on event_time)",
-                    "audit",
-                )
-            )
+        steps += _time_partitioning(audit_t, policy.audit.table, timescaledb)
     if info is None or info.owner != policy.audit.owner:
-        steps.append(
-            Step(
-                sql.SQL("ALTER TABLE {} OWNER TO {}").format(audit_t, owner),
-                f"audit table owned by {policy.audit.owner}",
-                "audit",
-            )
-        )
-    sources = function_sources(policy)
+        steps.append(_owned(policy, "TABLE", audit_t, f"audit table {policy.audit.table}"))
+    steps += _data_steps(policy, cat, timescaledb)
 
-    def body_sql(body: str) -> sql.Composable:
-        # dollar-quoted for readable scripts, unless a (policy-controlled) name could close it
-        return (
-            sql.SQL("$tsaccess$" + body + "$tsaccess$")
-            if "$tsaccess$" not in body
-            else sql.Literal(body)
-        )
-
-    grantees = sorted({r.name for r in policy.roles})
-    for fname, body in sources.items():
+    grantees = {(r.name, "EXECUTE") for r in policy.roles}
+    for fname, body in function_sources(policy).items():
         fq = _qualified(policy, fname)
-        existing = cat.functions.get(fname) if cat else None
         if fname == DENIED_FUNCTION:
-            signature = sql.SQL(
-                "{}(statement text, reason text, table_name text DEFAULT NULL)"
-            ).format(fq)
+            signature = "(statement text, reason text, table_name text DEFAULT NULL)"
             ident = sql.SQL("{}(text, text, text)").format(fq)
-            create = sql.SQL(
-                "CREATE OR REPLACE FUNCTION {sig} RETURNS void LANGUAGE sql VOLATILE"
-                " SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {body}"
-            ).format(sig=signature, body=body_sql(body))
-            want_acl = {(g, "EXECUTE") for g in grantees}
+            create = _definer(fq, signature, "void", "sql", body)
+            want_acl = grantees
         else:
             ident = sql.SQL("{}()").format(fq)
-            create = sql.SQL(
-                "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql"
-                " SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {body}"
-            ).format(f=fq, body=body_sql(body))
+            create = _definer(fq, "()", "trigger", "plpgsql", body)
             want_acl = set()
-        ok = (
-            existing is not None
-            and existing.source == body
-            and existing.security_definer
-            and existing.config == ("search_path=pg_catalog, pg_temp",)
-        )
-        if not ok:
-            steps.append(Step(create, f"create or replace audit function {fname}", "audit"))
-        if existing is None or existing.owner != policy.audit.owner:
-            steps.append(
-                Step(
-                    sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(ident, owner),
-                    f"{fname} owned by {policy.audit.owner}",
-                    "audit",
-                )
-            )
-        have = {
-            g for g in (existing.acl if existing else frozenset()) if g[0] != policy.audit.owner
-        }
-        if existing is None:
-            have = {("PUBLIC", "EXECUTE")}  # functions are born executable by PUBLIC
-        for grantee, _ in sorted(have - want_acl):
-            who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-            steps.append(
-                Step(
-                    sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM {}").format(ident, who),
-                    f"revoke EXECUTE on {fname} from {grantee}",
-                    "audit",
-                )
-            )
-        for grantee, _ in sorted(want_acl - have):
-            steps.append(
-                Step(
-                    sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
-                        ident, sql.Identifier(grantee)
-                    ),
-                    f"grant EXECUTE on {fname} to {grantee}",
-                    "audit",
-                )
-            )
+        existing = cat.functions.get(fname) if cat else None
+        steps += _function_steps(policy, ident, fname, create, body, existing, want_acl)
+
     for table in policy.tables:
         tinfo = cat.tables.get(table.name) if cat else None
         specs = _trigger_specs(policy, table, bool(tinfo and tinfo.compressed))
@@ -416,6 +665,7 @@ def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
                         "audit",
                     )
                 )
+    steps += _view_steps(policy, cat)
     return steps
 
 
@@ -544,9 +794,29 @@ class AuditEvent:
     actor: str | None
     request_id: str | None
     row_count: int | None
-    old_data: Any
-    new_data: Any
     client_asserted: bool
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """One changed row of a table audited per row, with its statement's context."""
+
+    audit_id: int
+    """The statement's row in the audit table."""
+    event_time: dt.datetime
+    username: str
+    operation: str
+    table_name: str
+    effective_role: str | None
+    txid: int | None
+    client_addr: str | None
+    application_name: str | None
+    actor: str | None
+    request_id: str | None
+    old_data: dict[str, Any] | None
+    """The row before (UPDATE, DELETE): audited columns only."""
+    new_data: dict[str, Any] | None
+    """The row after (INSERT, UPDATE): audited columns only."""
 
 
 @dataclass(frozen=True)
@@ -646,6 +916,31 @@ def history(
         _audit_table(schema, table),
     )
     return _fetch(conn, AuditEvent, q, (table_name, since, since, user, user, limit))
+
+
+def changes(
+    conn: psycopg.Connection[Any],
+    table_name: str | None = None,
+    *,
+    since: dt.datetime | dt.timedelta | None = None,
+    user: str | None = None,
+    limit: int = 100,
+    schema: str = "public",
+    table: str = "activity_audit",
+) -> Results[RowChange]:
+    """Changed rows of tables audited per row (``audit = "row"``), newest first, with their
+    old/new data; optionally for one table, since a time, by one login user."""
+    since_ts = dt.datetime.now(dt.UTC) - since if isinstance(since, dt.timedelta) else since
+    q = sql.SQL(
+        "SELECT {} FROM {} WHERE (%s::text IS NULL OR table_name = %s)"
+        " AND (%s::timestamptz IS NULL OR event_time >= %s)"
+        " AND (%s::text IS NULL OR username = %s) ORDER BY event_time DESC, audit_id DESC LIMIT %s"
+    ).format(
+        sql.SQL(", ").join(sql.Identifier(n) for n in _names(RowChange)),
+        _audit_table(schema, f"{table}_rows"),
+    )
+    params = (table_name, table_name, since_ts, since_ts, user, user, limit)
+    return _fetch(conn, RowChange, q, params)
 
 
 def summary(

@@ -385,6 +385,18 @@ def _acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
         phase: Phase = "audit" if t is None else "security"
         target = sql.Identifier(policy.schema, name)
         steps += _grant_steps(target, f"table {name}", "TABLE", have, want, phase)
+        if t is None:  # the per-row view: readable by exactly those who read the audit table
+            view = policy.audit.rows_view
+            vinfo = cat.tables.get(view) if cat else None
+            v_owner = vinfo.owner if vinfo else policy.audit.owner
+            steps += _grant_steps(
+                sql.Identifier(policy.schema, view),
+                f"view {view}",
+                "TABLE",
+                {g for g in (vinfo.acl if vinfo else ()) if g[0] != v_owner},
+                want,
+                phase,
+            )
         for col, grantee, priv in sorted(info.column_acl if info else ()):
             if grantee == t_owner:
                 continue
@@ -495,7 +507,7 @@ def plan(
             path="database.name",
             source=policy.source,
         )
-    cat = read_catalog(conn, policy.schema)
+    cat = read_catalog(conn, policy.schema, policy.audit.data_schema)
     ts, warnings = _timescaledb_decision(policy, cat)
     steps, more = _build(
         policy, cat, passwords or {}, timescaledb=ts, require_passwords=require_passwords

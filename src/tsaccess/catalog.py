@@ -15,7 +15,15 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["CatalogSnapshot", "ColumnInfo", "FunctionInfo", "RoleInfo", "TableInfo", "read_catalog"]
+__all__ = [
+    "AuditDataInfo",
+    "CatalogSnapshot",
+    "ColumnInfo",
+    "FunctionInfo",
+    "RoleInfo",
+    "TableInfo",
+    "read_catalog",
+]
 
 Grant = tuple[str, str]
 """(grantee, privilege); grantee ``PUBLIC`` for everyone."""
@@ -53,6 +61,7 @@ class TableInfo:
     compressed: bool = False
     indexed_first_columns: frozenset[str] = frozenset()
     """Columns that lead some index of the table."""
+    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,31 @@ class TriggerInfo:
     name: str
     enabled: bool
     definition: str
+
+
+@dataclass(frozen=True)
+class DataRelation:
+    """A table or composite type in the audit data schema."""
+
+    name: str
+    kind: str
+    """``r`` table, ``c`` composite type."""
+    owner: str
+    attributes: tuple[str, ...]
+    hypertable: bool = False
+
+
+@dataclass(frozen=True)
+class AuditDataInfo:
+    """The private schema holding per-row audit data (``audit.data_schema``)."""
+
+    schema: str
+    exists: bool
+    owner: str = ""
+    acl: frozenset[Grant] = frozenset()
+    relations: Mapping[tuple[str, str], DataRelation] = field(default_factory=dict)
+    """Keyed by (kind, name)."""
+    functions: Mapping[str, FunctionInfo] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,6 +128,7 @@ class CatalogSnapshot:
     current_user: str
     superuser: bool
     queries: int
+    audit_data: AuditDataInfo | None = None
 
     @property
     def timescaledb(self) -> bool:
@@ -106,8 +141,13 @@ class CatalogSnapshot:
 _GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END"
 
 
-def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
-    """Read everything plan/verify need about ``schema`` and the roles, in a few queries."""
+def read_catalog(
+    conn: psycopg.Connection[Any], schema: str, data_schema: str | None = None
+) -> CatalogSnapshot:
+    """Read everything plan/verify need about ``schema`` and the roles, in a few queries.
+
+    With ``data_schema`` (the audit's private schema), also its tables, row types and functions.
+    """
     queries = 0
 
     def q(query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -147,10 +187,18 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
         " a.privilege_type FROM pg_catalog.pg_namespace n"
         " LEFT JOIN LATERAL pg_catalog.aclexplode("
         "   coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a ON true"
+        " WHERE n.nspname = %s"
+        " UNION ALL"
+        f" SELECT 'a', n.nspname, pg_catalog.pg_get_userbyid(n.nspowner), {_GRANTEE},"
+        " a.privilege_type FROM pg_catalog.pg_namespace n"
+        " LEFT JOIN LATERAL pg_catalog.aclexplode("
+        "   coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a ON true"
         " WHERE n.nspname = %s",
-        (schema,),
+        (schema, data_schema),
     )
     database, database_owner, schema_owner = "", "", ""
+    data_exists, data_owner = False, ""
+    data_acl: set[Grant] = set()
     db_acl: set[Grant] = set()
     ns_acl: set[Grant] = set()
     schema_exists = False
@@ -158,6 +206,10 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
         if kind == "d":
             database, database_owner = name, owner
             db_acl.add((grantee, priv))
+        elif kind == "a":
+            data_exists, data_owner = True, owner
+            if grantee is not None:
+                data_acl.add((grantee, priv))
         else:
             schema_exists, schema_owner = True, owner
             if grantee is not None:
@@ -165,7 +217,7 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
 
     table_rows = q(
         f"SELECT c.relname, c.relkind, pg_catalog.pg_get_userbyid(c.relowner), {_GRANTEE},"
-        " a.privilege_type"
+        " a.privilege_type, pg_catalog.obj_description(c.oid, 'pg_class')"
         " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
         " LEFT JOIN LATERAL pg_catalog.aclexplode("
         "   coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a ON true"
@@ -188,24 +240,40 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
         (schema,),
     )
     extensions = frozenset(r[0] for r in q("SELECT extname FROM pg_catalog.pg_extension"))
-    hyper: dict[str, bool] = {}
+    hyper: dict[tuple[str, str], bool] = {}
     if "timescaledb" in extensions:
         hyper = {
-            r[0]: bool(r[1])
+            (r[0], r[1]): bool(r[2])
             for r in q(
-                "SELECT hypertable_name, compression_enabled"
-                " FROM timescaledb_information.hypertables WHERE hypertable_schema = %s",
-                (schema,),
+                "SELECT hypertable_schema, hypertable_name, compression_enabled"
+                " FROM timescaledb_information.hypertables"
+                " WHERE hypertable_schema IN (%s, %s)",
+                (schema, data_schema),
             )
         }
     func_rows = q(
-        "SELECT p.proname, pg_catalog.pg_get_userbyid(p.proowner), p.prosecdef,"
+        "SELECT n.nspname, p.proname, pg_catalog.pg_get_userbyid(p.proowner), p.prosecdef,"
         f" coalesce(p.proconfig, '{{}}'), p.prosrc, {_GRANTEE}, a.privilege_type"
         " FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
         " LEFT JOIN LATERAL pg_catalog.aclexplode("
         "   coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a ON true"
-        " WHERE n.nspname = %s AND p.proname LIKE 'tsaccess\\_%%'",
-        (schema,),
+        " WHERE (n.nspname = %s AND p.proname LIKE 'tsaccess\\_%%') OR n.nspname = %s",
+        (schema, data_schema),
+    )
+    data_rows = (
+        q(
+            "SELECT c.relname, c.relkind, pg_catalog.pg_get_userbyid(c.relowner),"
+            " coalesce(array_agg(a.attname::text ORDER BY a.attnum)"
+            "   FILTER (WHERE a.attname IS NOT NULL), '{}')"
+            " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0"
+            "  AND NOT a.attisdropped"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'c')"
+            " GROUP BY c.relname, c.relkind, c.relowner",
+            (data_schema,),
+        )
+        if data_schema is not None and data_exists
+        else []
     )
     index_rows = q(
         "SELECT c.relname, a.attname FROM pg_catalog.pg_index i"
@@ -228,8 +296,10 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
 
     acl: dict[str, set[Grant]] = defaultdict(set)
     meta: dict[str, tuple[str, str]] = {}
-    for relname, kind, owner, grantee, priv in table_rows:
+    comments: dict[str, str | None] = {}
+    for relname, kind, owner, grantee, priv, comment in table_rows:
         meta[relname] = (kind, owner)
+        comments[relname] = comment
         if grantee is not None:
             acl[relname].add((grantee, priv))
     cols: dict[str, list[ColumnInfo]] = defaultdict(list)
@@ -247,19 +317,43 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
             tuple(cols[name]),
             frozenset(acl[name]),
             frozenset(col_acl[name]),
-            name in hyper,
-            hyper.get(name, False),
+            (schema, name) in hyper,
+            hyper.get((schema, name), False),
             frozenset(indexed[name]),
+            comments.get(name),
         )
         for name, (kind, owner) in meta.items()
     }
-    fmeta: dict[str, tuple[str, bool, tuple[str, ...], str]] = {}
-    facl: dict[str, set[Grant]] = defaultdict(set)
-    for name, owner, secdef, config, src, grantee, priv in func_rows:
-        fmeta[name] = (owner, secdef, tuple(config), src)
+    fmeta: dict[tuple[str, str], tuple[str, bool, tuple[str, ...], str]] = {}
+    facl: dict[tuple[str, str], set[Grant]] = defaultdict(set)
+    for nsp, name, owner, secdef, config, src, grantee, priv in func_rows:
+        fmeta[nsp, name] = (owner, secdef, tuple(config), src)
         if grantee is not None:
-            facl[name].add((grantee, priv))
-    functions = {n: FunctionInfo(n, *m, frozenset(facl[n])) for n, m in fmeta.items()}
+            facl[nsp, name].add((grantee, priv))
+    functions = {
+        n: FunctionInfo(n, *m, frozenset(facl[nsp, n]))
+        for (nsp, n), m in fmeta.items()
+        if nsp == schema
+    }
+    audit_data = None
+    if data_schema is not None:
+        audit_data = AuditDataInfo(
+            data_schema,
+            data_exists,
+            data_owner,
+            frozenset(data_acl),
+            {
+                (kind, name): DataRelation(
+                    name, kind, owner, tuple(attrs), (data_schema, name) in hyper
+                )
+                for name, kind, owner, attrs in data_rows
+            },
+            {
+                n: FunctionInfo(n, *m, frozenset(facl[nsp, n]))
+                for (nsp, n), m in fmeta.items()
+                if nsp == data_schema
+            },
+        )
     triggers = {(r[0], r[1]): TriggerInfo(r[0], r[1], r[2], r[3]) for r in trig_rows}
     return CatalogSnapshot(
         database=database,
@@ -280,4 +374,5 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> CatalogSnapshot:
         current_user=cur_user,
         superuser=bool(superuser),
         queries=queries,
+        audit_data=audit_data,
     )

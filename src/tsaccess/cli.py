@@ -229,6 +229,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with connect(args.dsn or "") as conn:
         if args.what == "recent":
             res: Any = audit.recent(conn, args.limit)
+        elif args.what == "changes":
+            res = audit.changes(conn, args.table, since=args.since, limit=args.limit)
         elif args.what == "summary":
             res = audit.summary(conn, args.since)
         elif args.what == "activity":
@@ -341,8 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("audit", help="read the audit trail and sessions")
-    sp.add_argument("what", choices=["recent", "summary", "activity", "sessions", "roles"])
+    sp.add_argument(
+        "what", choices=["recent", "changes", "summary", "activity", "sessions", "roles"]
+    )
     common(sp)
+    sp.add_argument("--table", help="changes: only this table")
     sp.add_argument(
         "--since", type=_duration, default=dt.timedelta(days=1), help="e.g. 1h, 7d (default 1d)"
     )

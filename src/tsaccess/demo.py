@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.resources
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class DemoResult:
     checks: list[Check] = field(default_factory=list)
     audit_rows: list[dict[str, Any]] = field(default_factory=list)
     summary_rows: list[dict[str, Any]] = field(default_factory=list)
+    changed_rows: list[dict[str, Any]] = field(default_factory=list)
     sessions: list[dict[str, Any]] = field(default_factory=list)
     connect_info: list[str] = field(default_factory=list)
 
@@ -289,6 +291,20 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         denied = [e for e in result.audit_rows if e["operation"] == "DENIED"]
         result.checks.append(
             Check("DENIED events recorded", len(denied) >= len(forbidden), f"{len(denied)} events")
+        )
+        changed = audit.changes(conn, "financial_metrics")
+        result.changed_rows = changed.as_dicts()
+        out("\n   Changed rows of financial_metrics (audited per row):")
+        for change in changed:
+            out(
+                f"   {change.username} {change.operation}"
+                f" {json.dumps(change.new_data, default=str)}"
+            )
+        result.checks.append(
+            Check(
+                "per-row audit keeps david's 2 rows with their data",
+                sorted(x.username for x in changed if x.new_data) == ["david", "david"],
+            )
         )
         summ = audit.summary(conn, dt.timedelta(hours=1))
         result.summary_rows = summ.as_dicts()

@@ -180,6 +180,13 @@ class AuditSettings:
     owner: str = "tsaccess_audit"
     """Dedicated NOLOGIN role owning the audit table and functions, nothing else."""
     default_mode: AuditMode = "statement"
+    data_schema: str = "tsaccess_audit"
+    """Private schema (owned by ``owner``) holding per-row audit data, one table per table."""
+
+    @property
+    def rows_view(self) -> str:
+        """The view with one row per changed row (per-row mode), next to the audit table."""
+        return f"{self.table}_rows"
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,11 @@ class Policy:
         """Data tables and the audit table (when any table is audited)."""
         names = [t.name for t in self.tables]
         return (*names, self.audit.table) if self.audited else tuple(names)
+
+    @property
+    def row_audited(self) -> tuple[Table, ...]:
+        """Tables audited per row (their data goes to ``audit.data_schema``)."""
+        return tuple(t for t in self.tables if t.audit == "row")
 
     @property
     def audited(self) -> bool:
@@ -273,7 +285,50 @@ def _validate(p: Policy) -> None:
         )
     _check_ident(p.audit.table, "audit.table", src)
     _check_ident(p.audit.owner, "audit.owner", src, role=True)
+    _check_ident(p.audit.data_schema, "audit.data_schema", src)
+    _check_ident(p.audit.rows_view, "audit.table", src)  # the view's name must fit too
+    if p.audit.data_schema == p.schema or p.audit.data_schema.startswith(("pg_", "_timescaledb")):
+        raise PolicyError(
+            f"data_schema {p.audit.data_schema!r} must be a schema of its own, not "
+            f'{p.schema!r} or a system schema; e.g. data_schema = "tsaccess_audit"',
+            path="audit.data_schema",
+            source=src,
+        )
     tables = {t.name for t in p.tables}
+    if p.audit.rows_view in tables:
+        raise PolicyError(
+            f"{p.audit.rows_view!r} is the name of the per-row audit view; rename the table "
+            "or set audit.table",
+            path=f"tables.{p.audit.rows_view}",
+            source=src,
+        )
+    row_tables = {t.name for t in p.tables if t.audit == "row"}
+    for t in p.tables:
+        if t.audit != "row":
+            continue
+        if not t.audited_data_columns:
+            raise PolicyError(
+                "per-row audit would record no column (audit_columns/audit_exclude leave none);"
+                ' list at least one column or use audit = "statement"',
+                path=f"tables.{t.name}.audit_columns",
+                source=src,
+            )
+        # per-row data: table <data_schema>.<name>, row type <data_schema>.<name>_row
+        if len(f"{t.name}_row".encode()) > _MAX_IDENT:
+            raise PolicyError(
+                f"per-row audit names its row type {t.name!r} + '_row', which is longer than "
+                f'{_MAX_IDENT} bytes; shorten the table name or use audit = "statement"',
+                path=f"tables.{t.name}.audit",
+                source=src,
+            )
+        if f"{t.name}_row" in row_tables:
+            raise PolicyError(
+                f"{t.name!r} and {t.name + '_row'!r} are both audited per row, and the row type "
+                f"of the first would take the name of the second's data table; audit one of "
+                "them per statement or rename it",
+                path=f"tables.{t.name}.audit",
+                source=src,
+            )
     for t in p.tables:
         tp = f"tables.{t.name}"
         _check_ident(t.name, tp, src)
@@ -502,11 +557,12 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
             source=source,
         )
     audit_raw = _expect(data.get("audit", {}), dict, "audit", source, "a table")
-    _only_keys(audit_raw, {"table", "owner", "default_mode"}, "audit", source)
+    _only_keys(audit_raw, {"table", "owner", "default_mode", "data_schema"}, "audit", source)
     audit = AuditSettings(
         table=audit_raw.get("table", "activity_audit"),
         owner=audit_raw.get("owner", "tsaccess_audit"),
         default_mode=audit_raw.get("default_mode", "statement"),
+        data_schema=audit_raw.get("data_schema", "tsaccess_audit"),
     )
     if audit.default_mode not in ("statement", "row", "off"):
         raise PolicyError(

@@ -1,7 +1,8 @@
 """The access matrix: every privilege tried as every user, compared with the policy.
 
-For each login user x each managed table x {SELECT, INSERT, UPDATE, DELETE, TRUNCATE}, plus
-CONNECT to the database and CREATE in the policy's schema, the matrix holds three answers:
+For each login user x each managed table x {SELECT, INSERT, UPDATE, DELETE, TRUNCATE}, SELECT
+on the per-row audit view, CONNECT to the database and CREATE in the policy's schema, the matrix
+holds three answers:
 
 * **expected**: what the policy grants (through the user's group roles);
 * **catalog**: what the server's ``has_*_privilege`` functions say;
@@ -215,13 +216,15 @@ def verify(
     """
     users = [u.name for u in policy.users]
     tables = list(policy.managed_tables)
+    # the per-row audit view: only SELECT means anything on it (it is not updatable)
+    view = policy.audit.rows_view if policy.audited else None
     cat = read_catalog(admin, policy.schema)
     admin.rollback()
     rows = admin.execute(
         "SELECT u, t, p, pg_catalog.has_table_privilege(u, pg_catalog.format('%%I.%%I', %s::text, t), p)"
         " FROM unnest(%s::text[]) u, unnest(%s::text[]) t, unnest(%s::text[]) p"
         " WHERE EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = u)",
-        (policy.schema, users, tables, list(TABLE_PRIVILEGES)),
+        (policy.schema, users, [*tables, *([view] if view else [])], list(TABLE_PRIVILEGES)),
     ).fetchall()
     catalog_tables = {(r[0], r[1], r[2]): bool(r[3]) for r in rows}
     rows = admin.execute(
@@ -289,6 +292,22 @@ def verify(
                             detail,
                         )
                     )
+            if view is not None:
+                actual = None if pw is None else False
+                detail = connect_detail
+                if conn is not None:
+                    actual, detail = _try(conn, _probe(policy, view, "SELECT", ""))
+                cells.append(
+                    Cell(
+                        user,
+                        view,
+                        "SELECT",
+                        "SELECT" in expected.get(policy.audit.table, ()),
+                        catalog_tables.get((user, view, "SELECT"), False),
+                        actual,
+                        detail,
+                    )
+                )
             actual_create: bool | None = None if pw is None else False
             detail = connect_detail
             if conn is not None:

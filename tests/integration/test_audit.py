@@ -12,6 +12,8 @@ from psycopg import sql
 
 from tests.helpers import apply_company
 from tsaccess import audit
+from tsaccess.bootstrap import plan
+from tsaccess.policy import parse_policy
 
 
 @pytest.fixture
@@ -23,9 +25,18 @@ def _rows(db, where: str = "true", params=()):
     with db.admin() as conn:
         return conn.execute(
             f"SELECT username, operation, table_name, row_count, effective_role, actor,"
-            f" request_id, old_data, new_data, client_asserted, application_name"
+            f" request_id, client_asserted, application_name"
             f" FROM activity_audit WHERE {where} ORDER BY id",
             params,
+        ).fetchall()
+
+
+def _changes(db, where: str = "true"):
+    """The per-row view, as the audit owner sees it: (audit_id, table, operation, old, new)."""
+    with db.admin() as conn:
+        return conn.execute(
+            "SELECT audit_id, table_name, operation, old_data, new_data FROM activity_audit_rows"
+            f" WHERE {where} ORDER BY audit_id, new_data->>'metric_type', old_data->>'metric_type'"
         ).fetchall()
 
 
@@ -50,16 +61,25 @@ def test_writes_by_non_owners_succeed_and_name_login_user_and_table(company):
         ("bob", "INSERT", "sensor_readings", 10),
         ("bob", "UPDATE", "sensor_readings", 2),
         ("bob", "DELETE", "sensor_readings", 1),
-        ("david", "INSERT", "financial_metrics", 1),  # per-row mode: one row per data row
-        ("david", "INSERT", "financial_metrics", 1),
+        ("david", "INSERT", "financial_metrics", 2),
     ]
     bob = rows[0]
     assert bob[4] == "data_engineers"  # effective role captured before the definer switch
     assert (bob[5], bob[6]) == ("jupyter:bob", "req-42")
-    assert bob[10] == "tsaccess:bob/data_engineers"
-    assert not bob[9]
-    new = sorted(r[8]["metric_type"] for r in rows[3:])
-    assert new == ["cost", "revenue"]
+    assert bob[8] == "tsaccess:bob/data_engineers"
+    assert not bob[7]
+    # per-row mode: one row per changed row, with its data, tied to david's statement
+    changed = _changes(company.db)
+    assert [(c[1], c[2], c[3], c[4]["metric_type"]) for c in changed] == [
+        ("financial_metrics", "INSERT", None, "cost"),
+        ("financial_metrics", "INSERT", None, "revenue"),
+    ]
+    assert float(changed[1][4]["amount"]) == 10
+    assert len({c[0] for c in changed}) == 1
+    with company.connect("eve") as conn:
+        seen = audit.changes(conn, "financial_metrics")
+        assert sorted(c.new_data["metric_type"] for c in seen if c.new_data) == ["cost", "revenue"]
+        assert {(c.username, c.effective_role) for c in seen} == {("david", "david")}  # no SET ROLE
 
 
 def test_per_row_update_pairs_old_and_new(company):
@@ -69,12 +89,70 @@ def test_per_row_update_pairs_old_and_new(company):
             " SELECT now(), 'm' || i, i FROM generate_series(1, 50) i"
         )
         conn.execute("UPDATE financial_metrics SET amount = amount * 10")
+        conn.execute("DELETE FROM financial_metrics WHERE amount > 400")
         conn.commit()
-    rows = _rows(company.db, "operation = 'UPDATE'")
-    assert len(rows) == 50
-    for r in rows:
-        assert r[7]["metric_type"] == r[8]["metric_type"]
-        assert float(r[8]["amount"]) == float(r[7]["amount"]) * 10
+    assert [r[3] for r in _rows(company.db)] == [50, 50, 10]
+    updates = _changes(company.db, "operation = 'UPDATE'")
+    assert len(updates) == 50
+    for _, _, _, old, new in updates:
+        assert old["metric_type"] == new["metric_type"]
+        assert float(new["amount"]) == float(old["amount"]) * 10
+    deletes = _changes(company.db, "operation = 'DELETE'")
+    assert sorted(int(float(d[3]["amount"])) for d in deletes) == list(range(410, 510, 10))
+    assert all(d[4] is None for d in deletes)
+
+
+def test_per_row_column_lists_and_a_new_column_keep_history(db):
+    """Excluded columns never reach the row data; auditing one more column later adds it to
+    the row type without losing what was recorded before."""
+    base: dict = {
+        "database": {"name": db.name, "timescaledb": "off"},
+        "tables": {
+            "payroll": {
+                "audit": "row",
+                "audit_exclude": ["salary"],
+                "columns": {"id": "integer", "name": "text", "salary": "numeric", "note": "text"},
+            }
+        },
+        "roles": {"hr": {"grants": {"payroll": ["SELECT", "INSERT", "UPDATE"]}}},
+        "users": {"hank": {"roles": ["hr"]}},
+    }
+    company = apply_company(db, parse_policy(base))
+    with company.connect("hank") as conn:
+        conn.execute("INSERT INTO payroll VALUES (1, 'ann', 5000, 'x')")
+        conn.commit()
+    first = _view_data(db)
+    assert first == [{"id": 1, "name": "ann", "note": "x"}]  # no salary
+    # audit only id and salary from now on: name and note stop being recorded
+    base["tables"]["payroll"]["audit_exclude"] = []
+    base["tables"]["payroll"]["audit_columns"] = ["id", "salary"]
+    company = apply_company(db, parse_policy(base))
+    with db.admin() as conn:
+        assert not plan(conn, company.policy, passwords=company.passwords)  # converged
+        attrs = conn.execute(
+            "SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute"
+            " WHERE attrelid = 'tsaccess_audit.payroll_row'::regclass AND attnum > 0"
+        ).fetchone()[0]
+    assert attrs == ["id", "name", "note", "salary"]  # appended, nothing dropped
+    with company.connect("hank") as conn:
+        conn.execute("INSERT INTO payroll VALUES (2, 'bo', 6000, 'y')")
+        conn.commit()
+    assert _view_data(db) == [{"id": 1, "salary": None}, {"id": 2, "salary": 6000}]
+    with db.admin() as conn:  # the earlier values are kept, only hidden by the view
+        kept = conn.execute(
+            "SELECT (new_data).name FROM tsaccess_audit.payroll ORDER BY audit_id"
+        ).fetchall()
+    assert kept == [("ann",), (None,)]
+
+
+def _view_data(db):
+    with db.admin() as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT new_data FROM activity_audit_rows ORDER BY audit_id"
+            ).fetchall()
+        ]
 
 
 def test_truncate_is_recorded(company):
@@ -116,31 +194,59 @@ TAMPERING = [
     " AS $$ BEGIN RETURN NULL; END $$",
     "SELECT public.tsaccess_audit_stmt()",
     "SET ROLE tsaccess_audit",
+    # the per-row data: private schema, definer function, row type and view
+    "INSERT INTO tsaccess_audit.financial_metrics (audit_id, event_time) VALUES (1, now())",
+    "DELETE FROM tsaccess_audit.financial_metrics",
+    "SELECT * FROM tsaccess_audit.financial_metrics",
+    "SELECT tsaccess_audit.financial_metrics()",
+    "CREATE OR REPLACE FUNCTION tsaccess_audit.financial_metrics() RETURNS trigger"
+    " LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
+    "ALTER TYPE tsaccess_audit.financial_metrics_row DROP ATTRIBUTE amount",
+    "CREATE TABLE tsaccess_audit.decoy (x int)",
+    "CREATE OR REPLACE VIEW activity_audit_rows AS SELECT * FROM activity_audit_rows WHERE false",
+    "DROP VIEW activity_audit_rows",
+    "ALTER TABLE financial_metrics DISABLE TRIGGER ALL",
+    "DROP TRIGGER {row_trigger} ON financial_metrics",
 ]
 
 
 @pytest.mark.parametrize("attack", TAMPERING)
-@pytest.mark.parametrize("user", ["bob", "eve"])
+@pytest.mark.parametrize("user", ["bob", "david", "eve"])
 def test_users_cannot_edit_or_bypass_the_audit(company, user, attack):
+    """bob writes sensor_readings (per statement), david financial_metrics (per row), eve reads
+    the trail: none of them can change it, forge it, read around it or switch it off."""
     with company.connect("bob") as conn:
         conn.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'x')")
         conn.commit()
-    before = _rows(company.db)
+    with company.connect("david") as conn:
+        conn.execute("INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'm')")
+        conn.commit()
+    before = _rows(company.db), _changes(company.db)
     with company.db.admin() as conn:
-        trigger = conn.execute(
-            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'sensor_readings'::regclass"
-            " AND tgname LIKE 'tsaccess_audit_ins%'"
-        ).fetchone()[0]
+        trigger, row_trigger = (
+            conn.execute(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass"
+                " AND tgname LIKE 'tsaccess_audit_ins%%'",
+                (t,),
+            ).fetchone()[0]
+            for t in ("sensor_readings", "financial_metrics")
+        )
     with company.connect(user) as conn:
         with pytest.raises(psycopg.Error) as err:
-            conn.execute(attack.replace("{trigger}", trigger))
+            conn.execute(attack.format(trigger=trigger, row_trigger=row_trigger))
         assert err.value.sqlstate in ("42501", "0A000", "42809"), err.value
-    assert _rows(company.db) == before
-    if user == "bob":  # the trigger still fires
-        with company.connect("bob") as conn:
-            conn.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'y')")
+    assert (_rows(company.db), _changes(company.db)) == before
+    if user != "eve":  # the triggers still fire
+        with company.connect(user) as conn:
+            if user == "bob":
+                conn.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'y')")
+            else:
+                conn.execute(
+                    "INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'n')"
+                )
             conn.commit()
-        assert len(_rows(company.db)) == len(before) + 1
+        assert len(_rows(company.db)) == len(before[0]) + 1
+        assert len(_changes(company.db)) == len(before[1]) + (user == "david")
 
 
 def test_denied_function_is_the_only_door_and_marks_events_client_asserted(company):
@@ -155,7 +261,7 @@ def test_denied_function_is_the_only_door_and_marks_events_client_asserted(compa
             table_name="sensor_readings",
         )
     rows = _rows(company.db)
-    assert [(r[0], r[1], r[2], r[9]) for r in rows] == [
+    assert [(r[0], r[1], r[2], r[7]) for r in rows] == [
         ("alice", "DENIED", "sensor_readings", True)
     ]
     # a user without any group role cannot call it
@@ -184,8 +290,9 @@ def test_denied_event_survives_the_callers_failed_transaction(company):
 
 
 def test_search_path_hijack_of_the_definer_function_fails(company):
-    """bob controls a schema placed first on his search_path with look-alike functions and
-    operators; the definer function pins its own search_path, so none of them runs."""
+    """bob controls a schema placed first on his and david's search_path, with look-alike
+    functions and tables; the definer functions pin their own search_path, so none of them
+    runs and both audit modes record the truth."""
     with company.db.admin(autocommit=True) as conn:
         conn.execute("CREATE SCHEMA evil AUTHORIZATION bob")
     with company.connect("bob") as conn:
@@ -194,29 +301,42 @@ def test_search_path_hijack_of_the_definer_function_fails(company):
               AS $$ SELECT '{"hijacked": true}'::jsonb $$;
             CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql
               AS $$ SELECT '1999-01-01'::timestamptz $$;
-            CREATE FUNCTION evil.count_hijack(bigint) RETURNS bigint LANGUAGE sql AS $$ SELECT 0::bigint $$;
+            CREATE FUNCTION evil.unnest(anyarray) RETURNS SETOF anyelement LANGUAGE sql
+              AS $$ SELECT $1[1] $$;
             CREATE TABLE evil.activity_audit (username text, operation text, table_name text,
               description text, effective_role text, txid bigint, client_addr inet,
-              application_name text, actor text, request_id text, row_count bigint,
-              old_data jsonb, new_data jsonb);
-            CREATE FUNCTION evil.inet_client_addr() RETURNS inet LANGUAGE sql AS $$ SELECT '6.6.6.6'::inet $$;
+              application_name text, actor text, request_id text, row_count bigint);
+            CREATE TABLE evil.financial_metrics (audit_id bigint, event_time timestamptz,
+              old_data text, new_data text);
+            CREATE FUNCTION evil.inet_client_addr() RETURNS inet LANGUAGE sql
+              AS $$ SELECT '6.6.6.6'::inet $$;
+            GRANT USAGE ON SCHEMA evil TO PUBLIC;
+            GRANT ALL ON ALL TABLES IN SCHEMA evil TO PUBLIC;
         """)
         conn.execute("SET search_path = evil, public, pg_catalog")
         conn.execute(
             "INSERT INTO public.sensor_readings (time, sensor_id) VALUES (pg_catalog.now(), 'x')"
         )
         conn.commit()
-        assert conn.execute("SELECT count(*) FROM evil.activity_audit").fetchone() == (0,)
     with company.connect("david") as conn:
-        conn.execute("SET search_path = public")
-        conn.execute("INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'm')")
+        conn.execute("SET search_path = evil, public, pg_catalog")
+        conn.execute(
+            "INSERT INTO public.financial_metrics (time, metric_type, amount)"
+            " SELECT pg_catalog.now(), 'm' || i, i FROM pg_catalog.generate_series(1, 3) i"
+        )
+        conn.execute("UPDATE public.financial_metrics SET amount = amount + 1")
         conn.commit()
+        for t in ("activity_audit", "financial_metrics"):
+            assert conn.execute(f"SELECT count(*) FROM evil.{t}").fetchone() == (0,)
     rows = _rows(company.db)
-    assert [(r[0], r[2]) for r in rows] == [
-        ("bob", "sensor_readings"),
-        ("david", "financial_metrics"),
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("bob", "INSERT", "sensor_readings", 1),
+        ("david", "INSERT", "financial_metrics", 3),
+        ("david", "UPDATE", "financial_metrics", 3),
     ]
-    assert "hijacked" not in str(rows)
+    changed = _changes(company.db, "operation = 'UPDATE'")
+    assert sorted(float(c[4]["amount"]) - float(c[3]["amount"]) for c in changed) == [1, 1, 1]
+    assert "hijacked" not in str(rows) + str(_changes(company.db))
     with company.db.admin() as conn:
         assert conn.execute(
             "SELECT count(*) FROM activity_audit WHERE event_time < '2000-01-01'"
@@ -225,40 +345,44 @@ def test_search_path_hijack_of_the_definer_function_fails(company):
 
 
 def test_no_loss_no_phantoms_under_concurrency(company):
-    """8 writers x 500 mixed statements, some rolled back: audit rows == committed statements."""
+    """8 writers x 500 mixed statements, some rolled back: audit rows == committed statements.
+
+    Six write sensor_readings (audited per statement), two financial_metrics (per row): there
+    every statement's changed rows must be exactly its row count, with the data written."""
     expected: list[tuple[str, str, int]] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
 
     def writer(n: int) -> None:
         rnd = random.Random(n)
+        user, table, key, val = (
+            ("bob", "sensor_readings", "sensor_id", "humidity")
+            if n < 6
+            else ("david", "financial_metrics", "metric_type", "amount")
+        )
+        t, k, v = sql.Identifier(table), sql.Identifier(key), sql.Identifier(val)
         try:
-            with company.connect("bob") as conn:
+            with company.connect(user) as conn:
                 for i in range(500):
                     op = rnd.choice(["INSERT", "INSERT", "UPDATE", "DELETE"])
                     if op == "INSERT":
-                        k = rnd.randint(1, 5)
-                        cur = conn.execute(
-                            "INSERT INTO sensor_readings (time, sensor_id) SELECT now(), %s"
-                            " FROM generate_series(1, %s)",
-                            (f"w{n}", k),
-                        )
+                        q = sql.SQL(
+                            "INSERT INTO {} (time, {}, {}) SELECT now(), %s, 0"
+                            " FROM generate_series(1, %s)"
+                        ).format(t, k, v)
+                        cur = conn.execute(q, (f"w{n}", rnd.randint(1, 5)))
                     elif op == "UPDATE":
-                        cur = conn.execute(
-                            "UPDATE sensor_readings SET humidity = %s WHERE sensor_id = %s",
-                            (i, f"w{n}"),
-                        )
+                        q = sql.SQL("UPDATE {} SET {} = %s WHERE {} = %s").format(t, v, k)
+                        cur = conn.execute(q, (i, f"w{n}"))
                     else:
-                        cur = conn.execute(
-                            "DELETE FROM sensor_readings WHERE sensor_id = %s AND humidity = %s",
-                            (f"w{n}", rnd.randint(0, 499)),
-                        )
+                        q = sql.SQL("DELETE FROM {} WHERE {} = %s AND {} = %s").format(t, k, v)
+                        cur = conn.execute(q, (f"w{n}", rnd.randint(0, 499)))
                     if rnd.random() < 0.2:
                         conn.rollback()
                     else:
                         conn.commit()
                         with lock:
-                            expected.append(("bob", op, cur.rowcount))
+                            expected.append((user, op, cur.rowcount))
         except BaseException as exc:
             errors.append(exc)
 
@@ -271,6 +395,23 @@ def test_no_loss_no_phantoms_under_concurrency(company):
     got = sorted((r[0], r[1], r[3]) for r in _rows(company.db))
     assert got == sorted(expected)
     assert len(got) > 8 * 500 * 0.7
+    with company.db.admin() as conn:
+        mismatched = conn.execute(
+            "SELECT a.id, a.row_count, count(r.audit_id) FROM activity_audit a"
+            " LEFT JOIN activity_audit_rows r ON r.audit_id = a.id"
+            " WHERE a.table_name = 'financial_metrics'"
+            " GROUP BY a.id, a.row_count HAVING a.row_count <> count(r.audit_id)"
+        ).fetchall()
+        assert mismatched == []
+        bad_data = conn.execute(
+            "SELECT count(*) FROM activity_audit_rows WHERE NOT ("
+            " (operation = 'INSERT' AND old_data IS NULL AND new_data->>'metric_type' ~ '^w[67]$')"
+            " OR (operation = 'UPDATE' AND old_data->>'metric_type' = new_data->>'metric_type')"
+            " OR (operation = 'DELETE' AND new_data IS NULL AND old_data IS NOT NULL))"
+        ).fetchone()
+        assert bad_data == (0,)
+        total = conn.execute("SELECT count(*) FROM activity_audit_rows").fetchone()[0]
+    assert total == sum(n for u, _, n in expected if u == "david") > 0
 
 
 def test_query_helpers(company):

@@ -65,7 +65,9 @@ def test_company_policy_matrix_matches_model_cell_by_cell(db):
         assert matrix.cell(user, "<schema>", "CREATE").actual is False
         assert matrix.tls[user] is not None
         assert matrix.tls[user].ssl
-    assert len(matrix.cells) == 5 * (3 * 5 + 2)
+        view = matrix.cell(user, "activity_audit_rows", "SELECT")  # per-row audit data
+        assert view.actual is (user == "eve"), user
+    assert len(matrix.cells) == 5 * (3 * 5 + 1 + 2)
 
 
 def test_public_cannot_connect_and_outsiders_are_refused(db):

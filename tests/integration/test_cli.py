@@ -137,15 +137,28 @@ def test_audit_subcommands(db, applied):
     with db.connect_as("bob", pw["bob"]) as conn:
         conn.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'x')")
         conn.commit()
+    with db.connect_as("david", pw["david"]) as conn:
+        conn.execute("INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'tax')")
+        conn.commit()
     eve = dsn(db, user="eve", password=pw["eve"])
+    res = run(
+        "audit", "changes", "--dsn", eve, "--json", "--table", "financial_metrics", check_code=0
+    )
+    assert [(r["username"], r["new_data"]["metric_type"]) for r in json.loads(res.stdout)] == [
+        ("david", "tax")
+    ]
+    res = run("audit", "changes", "--dsn", eve, "--table", "sensor_readings", check_code=0)
+    assert "tax" not in res.stdout
     for what in ("recent", "summary", "activity", "sessions", "roles"):
         res = run(
             "audit", what, "--dsn", eve, "--json", "--since", "1h", "--limit", "5", check_code=0
         )
         rows = json.loads(res.stdout)
         assert isinstance(rows, list)
-        if what in ("recent", "summary"):
+        if what == "summary":
             assert rows[0]["username"] == "bob"
+        if what == "recent":
+            assert {r["username"] for r in rows} == {"bob", "david"}
     res = run("audit", "summary", "--dsn", eve, check_code=0)
     assert "sensor_readings" in res.stdout
     res = run("audit", "recent", "--dsn", dsn(db, user="alice", password=pw["alice"]), check_code=1)

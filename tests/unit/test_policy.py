@@ -138,6 +138,32 @@ BAD = [
         "not a column",
     ),
     (
+        "audit data schema is the policy schema",
+        lambda d: d["audit"].update(data_schema="public"),
+        "audit.data_schema",
+        "must be a schema of its own",
+    ),
+    (
+        "table named like the per-row view",
+        lambda d: d["tables"].update(activity_audit_rows={"columns": {"x": "text"}}),
+        "tables.activity_audit_rows",
+        "per-row audit view",
+    ),
+    (
+        "per-row row type takes another table's name",
+        lambda d: d["tables"].update(
+            financial_metrics_row={"audit": "row", "columns": {"x": "text"}}
+        ),
+        "tables.financial_metrics.audit",
+        "both audited per row",
+    ),
+    (
+        "per-row audit with no column",
+        lambda d: d["tables"]["financial_metrics"].update(audit_columns=[]),
+        "tables.financial_metrics.audit_columns",
+        "record no column",
+    ),
+    (
         "env var clash",
         lambda d: d["users"].update({"ALICE": {"roles": []}}),
         "users.ALICE",
