@@ -17,7 +17,10 @@ with tsaccess.connect(user="bob", password=password("bob")) as conn:  # somethin
     )
     conn.commit()
 with tsaccess.connect(user="david", password=password("david")) as conn:  # audited per row
-    conn.execute("UPDATE financial_metrics SET amount = amount * 1.1 WHERE metric_type = 'revenue'")
+    conn.execute(
+        "INSERT INTO financial_metrics (time, metric_type, amount) VALUES (now(), 'fees', 100)"
+    )
+    conn.execute("UPDATE financial_metrics SET amount = amount * 1.1 WHERE metric_type = 'fees'")
     conn.commit()
 
 with tsaccess.connect(user="eve", password=password("eve")) as conn:

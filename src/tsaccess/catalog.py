@@ -19,6 +19,7 @@ __all__ = [
     "AuditDataInfo",
     "CatalogSnapshot",
     "ColumnInfo",
+    "DataRelation",
     "FunctionInfo",
     "RoleInfo",
     "TableInfo",
