@@ -8,6 +8,7 @@ from typing import Literal
 from psycopg import sql
 
 Phase = Literal["schema", "security", "audit"]
+AUDIT_ONLY: tuple[Phase, ...] = ("audit",)
 
 
 @dataclass(frozen=True)

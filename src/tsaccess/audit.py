@@ -36,9 +36,12 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from tsaccess._log import get_logger
-from tsaccess._steps import Step
+from tsaccess._steps import AUDIT_ONLY, Step
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tsaccess.bootstrap import ApplyResult
     from tsaccess.catalog import AuditDataInfo, CatalogSnapshot, FunctionInfo
     from tsaccess.policy import Policy, Table
 
@@ -54,6 +57,7 @@ __all__ = [
     "activity",
     "changes",
     "history",
+    "install",
     "recent",
     "record_denied",
     "roles",
@@ -148,6 +152,8 @@ _DENIED_BODY = """
           nullif(pg_catalog.current_setting('tsaccess.request_id', true), ''),
           NULL, true)
 """
+
+_DATA_COLUMNS = ("audit_id", "event_time", "old_data", "new_data")
 
 # the view's columns: the statement's context, then the changed row
 _ROWS_VIEW_COLUMNS = (
@@ -303,8 +309,12 @@ def rows_view_sql(policy: Policy, data: AuditDataInfo | None) -> sql.Composed:
     those of tables no longer audited per row: their history stays readable)."""
     audit_t = _qualified(policy, policy.audit.table)
     names = {t.name for t in policy.row_audited}
-    if data:
-        names |= {name for kind, name in data.relations if kind == "r"}
+    if data:  # only tables shaped like tsaccess's data tables
+        names |= {
+            name
+            for (kind, name), rel in data.relations.items()
+            if kind == "r" and set(_DATA_COLUMNS) <= set(rel.attributes)
+        }
     context = sql.SQL(
         "a.id, a.event_time, a.username, a.operation, {shown}::text, a.effective_role,"
         " a.txid, a.client_addr, a.application_name, a.actor, a.request_id"
@@ -667,6 +677,26 @@ def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
                 )
     steps += _view_steps(policy, cat)
     return steps
+
+
+def install(
+    conn: psycopg.Connection[Any],
+    policy: Policy,
+    *,
+    on_step: Callable[[int, Step], None] | None = None,
+) -> ApplyResult:
+    """Install, or bring up to date, only the audit trail of ``policy``, in one transaction.
+
+    The audit part of :func:`tsaccess.bootstrap.apply`: the audit owner role, the audit table,
+    the per-row data schema, the definer functions, the triggers on every audited table, the
+    ``<audit table>_rows`` view and the audit grants. The tables and group roles must exist
+    already (created by ``tsaccess apply`` or by your own migrations); a missing one raises
+    :class:`~tsaccess.PolicyError` naming it, before anything runs. Preview with
+    ``tsaccess.bootstrap.plan(conn, policy, phases=("audit",))``.
+    """
+    from tsaccess.bootstrap import apply
+
+    return apply(conn, policy, on_step=on_step, phases=AUDIT_ONLY)
 
 
 # -- the audit-aware client -------------------------------------------------------------------

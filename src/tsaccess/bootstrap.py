@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -483,6 +483,7 @@ def plan(
     *,
     passwords: Mapping[str, Secret] | None = None,
     require_passwords: bool = False,
+    phases: Collection[Phase] | None = None,
 ) -> Plan:
     """The statements that bring the connected database to ``policy``.
 
@@ -493,10 +494,14 @@ def plan(
             not exist yet (a warning here, an error with ``require_passwords``, as in
             :func:`apply`); a password that differs from the stored one is planned as a change
             when the stored verifier is readable (superuser).
+        phases: only these phases (``schema``, ``security``, ``audit``); without ``schema``
+            and ``security`` the tables, columns and group roles they would create must exist
+            already (see :func:`tsaccess.audit.install`).
 
     Raises:
-        PolicyError: connected to another database than the policy's, or the live objects
-            cannot be reconciled without data changes.
+        PolicyError: connected to another database than the policy's, the live objects
+            cannot be reconciled without data changes, or (with ``phases``) an object an
+            omitted phase would create is missing.
     """
     current = conn.execute("SELECT pg_catalog.current_database()").fetchone()
     if current is None or current[0] != policy.database:
@@ -509,10 +514,54 @@ def plan(
         )
     cat = read_catalog(conn, policy.schema, policy.audit.data_schema)
     ts, warnings = _timescaledb_decision(policy, cat)
+    if phases is not None:
+        if "schema" not in phases:
+            ts = ts and cat.timescaledb  # the extension is not created by the omitted phase
+            _require_schema(policy, cat)
+        if "security" not in phases:
+            require_passwords = False
+            _require_roles(policy, cat)
     steps, more = _build(
         policy, cat, passwords or {}, timescaledb=ts, require_passwords=require_passwords
     )
+    if phases is not None:
+        steps = [s for s in steps if s.phase in phases]
     return Plan(tuple(steps), tuple(warnings + more), ts, cat.queries + 1)
+
+
+def _require_schema(policy: Policy, cat: CatalogSnapshot) -> None:
+    """Without the schema phase: the tables (with the audited columns) must exist."""
+    for t in policy.tables:
+        info = cat.tables.get(t.name)
+        if info is None:
+            raise PolicyError(
+                f"table {policy.schema}.{t.name} does not exist; create it first (tsaccess "
+                "apply, or your own migration) or remove it from the policy",
+                path=f"tables.{t.name}",
+                source=policy.source,
+            )
+        live = {c.name for c in info.columns}
+        needed = t.audited_data_columns if t.audit == "row" else ()
+        missing = [c for c in needed if c not in live]
+        if missing:
+            raise PolicyError(
+                f"table {policy.schema}.{t.name} has no column {missing[0]!r}, which per-row "
+                "audit records; add the column or leave it out with audit_exclude",
+                path=f"tables.{t.name}.columns",
+                source=policy.source,
+            )
+
+
+def _require_roles(policy: Policy, cat: CatalogSnapshot) -> None:
+    """Without the security phase: the group roles (granted audit privileges) must exist."""
+    for r in policy.roles:
+        if r.name not in cat.roles:
+            raise PolicyError(
+                f"group role {r.name!r} does not exist; create it first (tsaccess apply) or "
+                "remove it from the policy",
+                path=f"roles.{r.name}",
+                source=policy.source,
+            )
 
 
 @dataclass(frozen=True)
@@ -528,8 +577,10 @@ def apply(
     *,
     passwords: Mapping[str, Secret] | None = None,
     on_step: Callable[[int, Step], None] | None = None,
+    phases: Collection[Phase] | None = None,
 ) -> ApplyResult:
-    """Plan and apply ``policy`` in one transaction; all or nothing.
+    """Plan and apply ``policy`` (or only some ``phases`` of it, see :func:`plan`) in one
+    transaction; all or nothing.
 
     The plan is made under a transaction-level advisory lock (concurrent applies queue), run,
     and the catalog is read again in the same transaction: if anything still differs the
@@ -544,7 +595,9 @@ def apply(
     try:
         with conn.transaction():
             conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            the_plan = plan(conn, policy, passwords=passwords, require_passwords=True)
+            the_plan = plan(
+                conn, policy, passwords=passwords, require_passwords=True, phases=phases
+            )
             for i, step in enumerate(the_plan.steps):
                 try:
                     if on_step is not None:
@@ -562,7 +615,7 @@ def apply(
                         f"{exc.diag.message_primary or exc.__class__.__name__}; the transaction "
                         "was rolled back, nothing changed"
                     ) from exc
-            after = plan(conn, policy, passwords=passwords)
+            after = plan(conn, policy, passwords=passwords, phases=phases)
             if after:
                 raise ApplyError(
                     "after applying, the database still differs from the policy (rolled back, "

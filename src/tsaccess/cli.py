@@ -25,6 +25,7 @@ import psycopg
 import structlog
 from psycopg.conninfo import conninfo_to_dict
 
+from tsaccess._steps import AUDIT_ONLY
 from tsaccess.errors import PasswordSourceError, TsaccessError
 
 __all__ = ["main"]
@@ -103,7 +104,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     policy = _policy(args)
     pw = _passwords(args, [u.name for u in policy.users])
     with _admin(args, policy.database) as conn:
-        p = plan(conn, policy, passwords=pw)
+        p = plan(conn, policy, passwords=pw, phases=AUDIT_ONLY if args.audit_only else None)
     if args.json:
         _print_json(
             {
@@ -142,7 +143,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             ).fetchone():
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(policy.database)))
     with _admin(args, policy.database) as conn:
-        result = apply(conn, policy, passwords=pw)
+        result = apply(conn, policy, passwords=pw, phases=AUDIT_ONLY if args.audit_only else None)
     if args.generate_passwords:
         write_pgpass(args.generate_passwords, pw, dbname=policy.database)
     if args.json:
@@ -302,9 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the results as JSON")
     sp.set_defaults(func=cmd_demo)
 
+    audit_only_help = (
+        "only the audit trail (audit table, data schema, functions, triggers, view, audit "
+        "grants) on tables and roles that exist already"
+    )
     sp = sub.add_parser("plan", help="show the SQL that would bring the database to the policy")
     common(sp, policy=True)
     sp.add_argument("--sql", action="store_true", help="also print the statements")
+    sp.add_argument("--audit-only", action="store_true", help=audit_only_help)
     sp.set_defaults(func=cmd_plan)
 
     sp = sub.add_parser("apply", help="apply the policy in one transaction")
@@ -319,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="generate missing passwords and write them to FILE (mode 0600)",
     )
+    sp.add_argument("--audit-only", action="store_true", help=audit_only_help)
     sp.set_defaults(func=cmd_apply)
 
     sp = sub.add_parser("verify", help="prove the policy: the access matrix (exit 3 on mismatch)")

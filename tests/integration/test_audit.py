@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+import tsaccess
 from tests.helpers import apply_company
 from tsaccess import audit
 from tsaccess.bootstrap import plan
@@ -438,3 +439,88 @@ def test_query_helpers(company):
         roles = {r.rolname: r for r in audit.roles(conn)}
         assert roles["bob"].member_of == ["data_engineers"]
         assert not roles["data_engineers"].rolcanlogin
+
+
+def _hand_made(db) -> str:
+    """A database built without tsaccess: a table, a group role, a writer."""
+    pw = db.create_login("wendy")
+    with db.admin(autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("""
+            CREATE TABLE readings (time timestamptz NOT NULL, sensor text, value float8);
+            CREATE TABLE ledger (id int, amount numeric, secret text);
+            CREATE ROLE writers NOLOGIN;
+            CREATE ROLE auditors NOLOGIN;
+            GRANT INSERT, UPDATE ON readings, ledger TO writers;
+            GRANT writers TO wendy;
+            GRANT CONNECT ON DATABASE {} TO writers;
+            """).format(sql.Identifier(db.name))
+        )
+    return pw
+
+
+_INSTALL_POLICY = {
+    "tables": {
+        "readings": {"columns": {"time": "timestamptz not null", "sensor": "text"}},
+        "ledger": {
+            "audit": "row",
+            "audit_exclude": ["secret"],
+            "columns": {"id": "integer", "amount": "numeric", "secret": "text"},
+        },
+    },
+    "roles": {"writers": {"grants": {}}, "auditors": {"grants": {"activity_audit": ["SELECT"]}}},
+}
+
+
+def test_install_audits_an_existing_database_and_only_touches_the_audit(db):
+    pw = _hand_made(db)
+    policy = parse_policy({"database": {"name": db.name, "timescaledb": "off"}, **_INSTALL_POLICY})
+    with db.admin() as conn:
+        preview = plan(conn, policy, phases=("audit",))
+        assert preview and all(s.phase == "audit" for s in preview.steps)
+        conn.rollback()
+        result = audit.install(conn, policy)
+        assert result.applied == len(preview)
+        assert not plan(conn, policy, phases=("audit",))  # idempotent
+        # nothing outside the audit changed: wendy keeps her grants, no revokes happened
+        assert conn.execute(
+            "SELECT has_table_privilege('wendy', 'readings', 'INSERT'),"
+            " has_table_privilege('wendy', 'readings', 'SELECT')"
+        ).fetchone() == (True, False)
+    with db.connect_as("wendy", pw) as conn:
+        conn.execute("INSERT INTO readings VALUES (now(), 'a', 1), (now(), 'b', 2)")
+        conn.execute("INSERT INTO ledger VALUES (1, 9.5, 'do not log')")
+        conn.execute("UPDATE ledger SET amount = 10")
+        conn.commit()
+    assert [(r[0], r[1], r[2], r[3]) for r in _rows(db)] == [
+        ("wendy", "INSERT", "readings", 2),
+        ("wendy", "INSERT", "ledger", 1),
+        ("wendy", "UPDATE", "ledger", 1),
+    ]
+    with db.admin() as conn:
+        data = conn.execute(
+            "SELECT operation, old_data, new_data FROM activity_audit_rows ORDER BY audit_id"
+        ).fetchall()
+    assert data == [
+        ("INSERT", None, {"id": 1, "amount": 9.5}),
+        ("UPDATE", {"id": 1, "amount": 9.5}, {"id": 1, "amount": 10}),
+    ]
+
+
+def test_install_refuses_missing_objects_before_changing_anything(db):
+    _hand_made(db)
+    broken = {**_INSTALL_POLICY, "tables": {**_INSTALL_POLICY["tables"]}}
+    broken["tables"]["nowhere"] = {"columns": {"x": "text"}}
+    policy = parse_policy({"database": {"name": db.name, "timescaledb": "off"}, **broken})
+    with db.admin() as conn, pytest.raises(tsaccess.PolicyError) as err:
+        audit.install(conn, policy)
+    assert err.value.path == "tables.nowhere"
+    assert "does not exist; create it first" in str(err.value)
+    no_role = {**_INSTALL_POLICY, "roles": {"ghosts": {"grants": {"activity_audit": ["SELECT"]}}}}
+    policy = parse_policy({"database": {"name": db.name, "timescaledb": "off"}, **no_role})
+    with db.admin() as conn, pytest.raises(tsaccess.PolicyError, match="role 'ghosts' does not"):
+        audit.install(conn, policy)
+    with db.admin() as conn:  # nothing was created
+        assert conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'activity_audit%'"
+        ).fetchone() == (0,)

@@ -72,6 +72,10 @@ def test_plan_apply_verify_roundtrip(db, policy_file, tmp_path):
     plan = json.loads(res.stdout)
     assert len(plan["steps"]) > 50
     assert plan["catalog_queries"] <= 12
+    # the audit part alone needs the tables and roles: named, exit 1, nothing applied
+    res = run("apply", "--dsn", dsn(db), "--policy", str(policy_file), "--audit-only")
+    assert res.returncode == 1
+    assert "table public.sensor_readings does not exist; create it first" in res.stderr
     pwfile = tmp_path / "pw"
     res = run(
         "apply",
@@ -88,6 +92,8 @@ def test_plan_apply_verify_roundtrip(db, policy_file, tmp_path):
     assert pwfile.stat().st_mode & 0o777 == 0o600
     res = run("plan", "--dsn", dsn(db), "--policy", str(policy_file), check_code=0)
     assert "Nothing to do" in res.stdout
+    res = run("plan", "--dsn", dsn(db), "--policy", str(policy_file), "--audit-only", "--json")
+    assert json.loads(res.stdout)["steps"] == []
     verify = [
         "verify",
         "--dsn",

@@ -148,3 +148,16 @@ def test_check_function_verdicts(company):
             sql.SQL("SELECT 1 FROM {}").format(sql.Identifier("sensor_readings")).as_string(conn),
         )
         assert v.status == "allowed"
+
+
+def test_the_per_row_audit_view_is_checked_like_the_audit_table(company):
+    query = "SELECT old_data, new_data FROM activity_audit_rows WHERE table_name = 'x'"
+    with company.connect("eve") as conn:
+        assert check(conn, query).status == "allowed"
+        conn.execute(query)
+    with company.connect("david") as conn:
+        v = check(conn, query)
+        assert v.status == "denied"
+        assert v.missing[0].object == "public.activity_audit_rows"
+        # and nothing reaches the private data schema
+        assert check(conn, "SELECT * FROM tsaccess_audit.financial_metrics").status == "denied"
