@@ -524,3 +524,73 @@ def test_install_refuses_missing_objects_before_changing_anything(db):
         assert conn.execute(
             "SELECT count(*) FROM pg_class WHERE relname LIKE 'activity_audit%'"
         ).fetchone() == (0,)
+
+
+def test_install_on_a_partitioned_table_records_the_parent(db):
+    """Plain PostgreSQL partitions: the statement triggers go on the partitioned parent and
+    see the rows routed to every partition; the audit names the parent."""
+    pw = db.create_login("wendy")
+    with db.admin(autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("""
+            CREATE TABLE ledger (id int, amount numeric, secret text) PARTITION BY RANGE (id);
+            CREATE TABLE ledger_low PARTITION OF ledger FOR VALUES FROM (0) TO (100);
+            CREATE TABLE ledger_high PARTITION OF ledger FOR VALUES FROM (100) TO (200);
+            CREATE TABLE readings (time timestamptz NOT NULL, sensor text);
+            CREATE ROLE writers NOLOGIN;
+            CREATE ROLE auditors NOLOGIN;
+            GRANT INSERT, UPDATE, DELETE, SELECT ON ledger TO writers;
+            GRANT writers TO wendy;
+            GRANT CONNECT ON DATABASE {} TO writers;
+            """).format(sql.Identifier(db.name))
+        )
+    policy = parse_policy({"database": {"name": db.name, "timescaledb": "off"}, **_INSTALL_POLICY})
+    with db.admin() as conn:
+        audit.install(conn, policy)
+    with db.connect_as("wendy", pw) as conn:
+        conn.execute("INSERT INTO ledger VALUES (1, 1, 'x'), (150, 2, 'y')")
+        conn.execute("UPDATE ledger SET id = id + 100 WHERE id = 1")  # moves partition
+        conn.execute("DELETE FROM ledger WHERE id >= 100")
+        conn.commit()
+    assert [(r[1], r[2], r[3]) for r in _rows(db)] == [
+        ("INSERT", "ledger", 2),
+        ("UPDATE", "ledger", 1),
+        ("DELETE", "ledger", 2),
+    ]
+    with db.admin() as conn:
+        data = conn.execute(
+            "SELECT operation, old_data->>'id', new_data->>'id' FROM activity_audit_rows"
+            " ORDER BY audit_id, 2, 3"
+        ).fetchall()
+    assert data == [
+        ("INSERT", None, "1"),
+        ("INSERT", None, "150"),
+        ("UPDATE", "1", "101"),
+        ("DELETE", "101", None),
+        ("DELETE", "150", None),
+    ]
+
+
+@pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 54321])
+def test_row_counts_are_exact_at_every_size(company, size):
+    """Per-statement counts come from counting (up to 1000 rows) or from the planner's size of
+    the transition table (above): both must equal what the server reports to the client."""
+    reported: list[tuple[str, int]] = []
+    with company.connect("bob") as conn:
+        cur = conn.execute(
+            "INSERT INTO sensor_readings (time, sensor_id) SELECT now(), 's' || i"
+            " FROM generate_series(1, %s) i",
+            (size,),
+        )
+        reported.append(("INSERT", cur.rowcount))
+        with conn.cursor().copy("COPY sensor_readings (time, sensor_id) FROM STDIN") as cp:
+            for i in range(size):
+                cp.write_row(("2026-01-01", f"c{i}"))
+        reported.append(("INSERT", size))
+        cur = conn.execute("UPDATE sensor_readings SET humidity = 1 WHERE sensor_id LIKE 's%'")
+        reported.append(("UPDATE", cur.rowcount))
+        cur = conn.execute("DELETE FROM sensor_readings WHERE sensor_id LIKE 'c%'")
+        reported.append(("DELETE", cur.rowcount))
+        conn.commit()
+    assert [(r[1], r[3]) for r in _rows(company.db)] == reported
+    assert [n for _, n in reported] == [size] * 4
