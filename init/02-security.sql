@@ -1,0 +1,95 @@
+-- Rendered by tsaccess from examples/company.toml; do not edit by hand.
+\set ON_ERROR_STOP on
+BEGIN;
+-- create group role data_analysts
+CREATE ROLE "data_analysts" NOLOGIN;
+-- create group role data_engineers
+CREATE ROLE "data_engineers" NOLOGIN;
+-- create group role department_managers
+CREATE ROLE "department_managers" NOLOGIN;
+-- create group role finance_users
+CREATE ROLE "finance_users" NOLOGIN;
+-- create group role auditors
+CREATE ROLE "auditors" NOLOGIN;
+-- create login user alice (password: TSACCESS_PASSWORD_ALICE)
+\getenv tsaccess_pw_5 TSACCESS_PASSWORD_ALICE
+\if :{?tsaccess_pw_5}
+\else
+DO $$ BEGIN RAISE EXCEPTION 'set TSACCESS_PASSWORD_ALICE in the environment'; END $$;
+\endif
+CREATE ROLE "alice" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_5';
+-- create login user bob (password: TSACCESS_PASSWORD_BOB)
+\getenv tsaccess_pw_6 TSACCESS_PASSWORD_BOB
+\if :{?tsaccess_pw_6}
+\else
+DO $$ BEGIN RAISE EXCEPTION 'set TSACCESS_PASSWORD_BOB in the environment'; END $$;
+\endif
+CREATE ROLE "bob" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_6';
+-- create login user carol (password: TSACCESS_PASSWORD_CAROL)
+\getenv tsaccess_pw_7 TSACCESS_PASSWORD_CAROL
+\if :{?tsaccess_pw_7}
+\else
+DO $$ BEGIN RAISE EXCEPTION 'set TSACCESS_PASSWORD_CAROL in the environment'; END $$;
+\endif
+CREATE ROLE "carol" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_7';
+-- create login user david (password: TSACCESS_PASSWORD_DAVID)
+\getenv tsaccess_pw_8 TSACCESS_PASSWORD_DAVID
+\if :{?tsaccess_pw_8}
+\else
+DO $$ BEGIN RAISE EXCEPTION 'set TSACCESS_PASSWORD_DAVID in the environment'; END $$;
+\endif
+CREATE ROLE "david" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_8';
+-- create login user eve (password: TSACCESS_PASSWORD_EVE)
+\getenv tsaccess_pw_9 TSACCESS_PASSWORD_EVE
+\if :{?tsaccess_pw_9}
+\else
+DO $$ BEGIN RAISE EXCEPTION 'set TSACCESS_PASSWORD_EVE in the environment'; END $$;
+\endif
+CREATE ROLE "eve" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_9';
+-- grant role auditors to eve
+GRANT "auditors" TO "eve";
+-- grant role data_analysts to alice
+GRANT "data_analysts" TO "alice";
+-- grant role data_engineers to bob
+GRANT "data_engineers" TO "bob";
+-- grant role department_managers to carol
+GRANT "department_managers" TO "carol";
+-- grant role finance_users to david
+GRANT "finance_users" TO "david";
+-- revoke CONNECT, TEMPORARY on database company_db from PUBLIC
+REVOKE CONNECT, TEMPORARY ON DATABASE "company_db" FROM PUBLIC;
+-- grant CONNECT on database company_db to auditors
+GRANT CONNECT ON DATABASE "company_db" TO "auditors";
+-- grant CONNECT on database company_db to data_analysts
+GRANT CONNECT ON DATABASE "company_db" TO "data_analysts";
+-- grant CONNECT on database company_db to data_engineers
+GRANT CONNECT ON DATABASE "company_db" TO "data_engineers";
+-- grant CONNECT on database company_db to department_managers
+GRANT CONNECT ON DATABASE "company_db" TO "department_managers";
+-- grant CONNECT on database company_db to finance_users
+GRANT CONNECT ON DATABASE "company_db" TO "finance_users";
+-- revoke USAGE on schema public from PUBLIC
+REVOKE USAGE ON SCHEMA "public" FROM PUBLIC;
+-- grant USAGE on schema public to auditors
+GRANT USAGE ON SCHEMA "public" TO "auditors";
+-- grant USAGE on schema public to data_analysts
+GRANT USAGE ON SCHEMA "public" TO "data_analysts";
+-- grant USAGE on schema public to data_engineers
+GRANT USAGE ON SCHEMA "public" TO "data_engineers";
+-- grant USAGE on schema public to department_managers
+GRANT USAGE ON SCHEMA "public" TO "department_managers";
+-- grant USAGE on schema public to finance_users
+GRANT USAGE ON SCHEMA "public" TO "finance_users";
+-- grant SELECT on table sensor_readings to data_analysts
+GRANT SELECT ON TABLE "public"."sensor_readings" TO "data_analysts";
+-- grant DELETE, INSERT, SELECT, UPDATE on table sensor_readings to data_engineers
+GRANT DELETE, INSERT, SELECT, UPDATE ON TABLE "public"."sensor_readings" TO "data_engineers";
+-- grant SELECT on table sensor_readings to department_managers
+GRANT SELECT ON TABLE "public"."sensor_readings" TO "department_managers";
+-- grant SELECT on table sensor_readings to finance_users
+GRANT SELECT ON TABLE "public"."sensor_readings" TO "finance_users";
+-- grant SELECT on table financial_metrics to department_managers
+GRANT SELECT ON TABLE "public"."financial_metrics" TO "department_managers";
+-- grant DELETE, INSERT, SELECT, UPDATE on table financial_metrics to finance_users
+GRANT DELETE, INSERT, SELECT, UPDATE ON TABLE "public"."financial_metrics" TO "finance_users";
+COMMIT;
