@@ -220,11 +220,19 @@ def verify(
     view = policy.audit.rows_view if policy.audited else None
     cat = read_catalog(admin, policy.schema)
     admin.rollback()
+    # a table the policy names but the database lacks: every cell on it disagrees, not tried
+    missing = {t for t in [*tables, *([view] if view else [])] if t not in cat.tables}
+    absent = f"does not exist in schema {policy.schema}: run tsaccess apply"
     rows = admin.execute(
         "SELECT u, t, p, pg_catalog.has_table_privilege(u, pg_catalog.format('%%I.%%I', %s::text, t), p)"
         " FROM unnest(%s::text[]) u, unnest(%s::text[]) t, unnest(%s::text[]) p"
         " WHERE EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = u)",
-        (policy.schema, users, [*tables, *([view] if view else [])], list(TABLE_PRIVILEGES)),
+        (
+            policy.schema,
+            users,
+            [t for t in [*tables, *([view] if view else [])] if t not in missing],
+            list(TABLE_PRIVILEGES),
+        ),
     ).fetchall()
     catalog_tables = {(r[0], r[1], r[2]): bool(r[3]) for r in rows}
     rows = admin.execute(
@@ -277,7 +285,9 @@ def verify(
                 for priv in TABLE_PRIVILEGES:
                     actual: bool | None = None if pw is None else False
                     detail = connect_detail
-                    if conn is not None:
+                    if table in missing:
+                        actual, detail = None, f"table {table} {absent}"
+                    elif conn is not None:
                         actual, detail = _try(
                             conn, _probe(policy, table, priv, last_col.get(table, "id"))
                         )
@@ -295,7 +305,9 @@ def verify(
             if view is not None:
                 actual = None if pw is None else False
                 detail = connect_detail
-                if conn is not None:
+                if view in missing:
+                    actual, detail = None, f"view {view} {absent}"
+                elif conn is not None:
                     actual, detail = _try(conn, _probe(policy, view, "SELECT", ""))
                 cells.append(
                     Cell(

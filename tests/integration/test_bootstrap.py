@@ -303,3 +303,18 @@ def test_rendered_init_refuses_a_missing_password_variable(db, pg_server, tmp_pa
     assert "set TSACCESS_PASSWORD_ALICE" in res.stderr
     with db.admin() as conn:
         assert not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'alice'").fetchone()
+
+
+def test_a_dropped_object_fails_verify_with_the_reason_and_is_planned_back(db):
+    company = apply_company(db)
+    with db.admin(autocommit=True) as conn:
+        conn.execute("DROP VIEW activity_audit_rows")
+    with db.admin() as conn:
+        matrix = verify(conn, company.policy, company.passwords, **company.user_params())
+        assert not matrix.ok
+        cell = matrix.cell("eve", "activity_audit_rows", "SELECT")
+        assert (cell.expected, cell.actual) == (True, None)
+        assert "does not exist in schema public: run tsaccess apply" in cell.detail
+        assert {c.object for c in matrix.disagreements} == {"activity_audit_rows"}
+        again = plan(conn, company.policy, passwords=company.passwords)
+        assert "create or replace view activity_audit_rows" in again.summary()
