@@ -526,6 +526,8 @@ def plan(
     )
     if phases is not None:
         steps = [s for s in steps if s.phase in phases]
+        if not {"schema", "security"} & set(phases):
+            more = []  # about tables and users, which this plan leaves alone
     return Plan(tuple(steps), tuple(warnings + more), ts, cat.queries + 1)
 
 

@@ -302,33 +302,6 @@ def _validate(p: Policy) -> None:
             path=f"tables.{p.audit.rows_view}",
             source=src,
         )
-    row_tables = {t.name for t in p.tables if t.audit == "row"}
-    for t in p.tables:
-        if t.audit != "row":
-            continue
-        if not t.audited_data_columns:
-            raise PolicyError(
-                "per-row audit would record no column (audit_columns/audit_exclude leave none);"
-                ' list at least one column or use audit = "statement"',
-                path=f"tables.{t.name}.audit_columns",
-                source=src,
-            )
-        # per-row data: table <data_schema>.<name>, row type <data_schema>.<name>_row
-        if len(f"{t.name}_row".encode()) > _MAX_IDENT:
-            raise PolicyError(
-                f"per-row audit names its row type {t.name!r} + '_row', which is longer than "
-                f'{_MAX_IDENT} bytes; shorten the table name or use audit = "statement"',
-                path=f"tables.{t.name}.audit",
-                source=src,
-            )
-        if f"{t.name}_row" in row_tables:
-            raise PolicyError(
-                f"{t.name!r} and {t.name + '_row'!r} are both audited per row, and the row type "
-                f"of the first would take the name of the second's data table; audit one of "
-                "them per statement or rename it",
-                path=f"tables.{t.name}.audit",
-                source=src,
-            )
     for t in p.tables:
         tp = f"tables.{t.name}"
         _check_ident(t.name, tp, src)
@@ -388,6 +361,33 @@ def _validate(p: Policy) -> None:
                     path=f"{tp}.audit_columns",
                     source=src,
                 )
+    row_tables = {t.name for t in p.tables if t.audit == "row"}
+    for t in p.tables:
+        if t.audit != "row":
+            continue
+        if not t.audited_data_columns:
+            raise PolicyError(
+                "per-row audit would record no column (audit_columns/audit_exclude leave none);"
+                ' list at least one column or use audit = "statement"',
+                path=f"tables.{t.name}.audit_columns",
+                source=src,
+            )
+        # per-row data: table <data_schema>.<name>, row type <data_schema>.<name>_row
+        if len(f"{t.name}_row".encode()) > _MAX_IDENT:
+            raise PolicyError(
+                f"per-row audit names its row type {t.name!r} + '_row', which is longer than "
+                f'{_MAX_IDENT} bytes; shorten the table name or use audit = "statement"',
+                path=f"tables.{t.name}.audit",
+                source=src,
+            )
+        if f"{t.name}_row" in row_tables:
+            raise PolicyError(
+                f"{t.name!r} and {t.name + '_row'!r} are both audited per row, and the row type "
+                f"of the first would take the name of the second's data table; audit one of "
+                "them per statement or rename it",
+                path=f"tables.{t.name}.audit",
+                source=src,
+            )
     role_names: set[str] = set()
     for r in p.roles:
         rp = f"roles.{r.name}"
