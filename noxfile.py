@@ -29,9 +29,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package."""
+    """mypy --strict on the package and the benchmarks."""
     session.install("-e", ".", "mypy>=1.10")
     session.run("mypy", "--strict")
+    session.run("mypy", "--strict", "bench")
 
 
 @nox.session
