@@ -594,3 +594,26 @@ def test_row_counts_are_exact_at_every_size(company, size):
         conn.commit()
     assert [(r[1], r[3]) for r in _rows(company.db)] == reported
     assert [n for _, n in reported] == [size] * 4
+
+
+@pytest.mark.parametrize("zip_rows", ["1000000", "0", "nonsense"])
+def test_large_per_row_updates_pair_old_and_new_in_bounded_memory(company, zip_rows):
+    """Above tsaccess.audit_zip_rows changed rows an UPDATE is paired by walking both
+    transition tables in step (an array is limited to 1 GB): same pairs, same count."""
+    with company.connect("david") as conn:
+        conn.execute(
+            "INSERT INTO financial_metrics (time, metric_type, amount)"
+            " SELECT now(), 'm' || i, i FROM generate_series(1, 2500) i"
+        )
+        conn.execute("SELECT set_config('tsaccess.audit_zip_rows', %s, false)", (zip_rows,))
+        cur = conn.execute("UPDATE financial_metrics SET amount = amount + 0.5")
+        conn.commit()
+    assert cur.rowcount == 2500
+    assert [r[3] for r in _rows(company.db, "operation = 'UPDATE'")] == [2500]
+    with company.db.admin() as conn:
+        bad = conn.execute(
+            "SELECT count(*) FILTER (WHERE old_data->>'metric_type' = new_data->>'metric_type'"
+            "   AND (new_data->>'amount')::numeric = (old_data->>'amount')::numeric + 0.5),"
+            " count(*) FROM activity_audit_rows WHERE operation = 'UPDATE'"
+        ).fetchone()
+    assert bad == (2500, 2500)
