@@ -617,3 +617,49 @@ def test_large_per_row_updates_pair_old_and_new_in_bounded_memory(company, zip_r
             " count(*) FROM activity_audit_rows WHERE operation = 'UPDATE'"
         ).fetchone()
     assert bad == (2500, 2500)
+
+
+def test_the_fallback_triggers_for_compressed_hypertables_work(company):
+    """Where TimescaleDB refuses transition tables (DELETE once compression is enabled) tsaccess
+    installs triggers without them. Those exact triggers, put on the plain tables here: per
+    statement without a row count, per row with one audit row per deleted row."""
+    policy = company.policy
+    with company.db.admin() as conn:
+        for name in ("sensor_readings", "financial_metrics"):
+            table = policy.table(name)
+            normal = next(
+                s for s in audit._trigger_specs(policy, table, False) if "_del_" in s.name
+            )
+            fallback = next(
+                s for s in audit._trigger_specs(policy, table, True) if "_del_" in s.name
+            )
+            assert "REFERENCING" not in fallback.statement.as_string(conn)
+            conn.execute(
+                sql.SQL("DROP TRIGGER {} ON {}").format(
+                    sql.Identifier(normal.name), sql.Identifier(name)
+                )
+            )
+            conn.execute(fallback.statement)
+        conn.commit()
+    with company.connect("bob") as conn:
+        conn.execute(
+            "INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'a'), (now(), 'b')"
+        )
+        conn.execute("DELETE FROM sensor_readings")
+        conn.commit()
+    with company.connect("david") as conn:
+        conn.execute(
+            "INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'x'), (now(), 'y')"
+        )
+        conn.execute("DELETE FROM financial_metrics")
+        conn.commit()
+    assert [(r[0], r[1], r[2], r[3]) for r in _rows(company.db)] == [
+        ("bob", "INSERT", "sensor_readings", 2),
+        ("bob", "DELETE", "sensor_readings", None),  # no transition table: no count
+        ("david", "INSERT", "financial_metrics", 2),
+        ("david", "DELETE", "financial_metrics", 1),  # one audit row per deleted row
+        ("david", "DELETE", "financial_metrics", 1),
+    ]
+    deleted = _changes(company.db, "operation = 'DELETE'")
+    assert sorted(d[3]["metric_type"] for d in deleted) == ["x", "y"]
+    assert len({d[0] for d in deleted}) == 2 and all(d[4] is None for d in deleted)
