@@ -34,6 +34,12 @@ DECLARE
   n bigint;
   aid bigint;
   ts timestamptz := pg_catalog.now();
+  est text;
+  zip_limit text := pg_catalog.current_setting('tsaccess.audit_zip_rows', true);
+  o_cur refcursor;
+  n_cur refcursor;
+  o_rec record;
+  n_rec record;
 BEGIN
   IF TG_LEVEL = 'ROW' THEN  -- no transition tables (DELETE on a compressed hypertable)
     INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count)
@@ -47,16 +53,45 @@ BEGIN
   IF TG_OP = 'INSERT' THEN
     INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, new_data)
     SELECT aid, ts, ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_new r;
+    GET DIAGNOSTICS n = ROW_COUNT;
   ELSIF TG_OP = 'DELETE' THEN
     INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data)
     SELECT aid, ts, ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_old r;
+    GET DIAGNOSTICS n = ROW_COUNT;
   ELSE
-    -- old and new rows are captured pairwise, in the same order: zip them
-    INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data, new_data)
-    SELECT aid, ts, pg_catalog.unnest(ARRAY(SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_old r)),
-           pg_catalog.unnest(ARRAY(SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_new r));
+    -- old and new rows are captured pairwise, in the same order: zip them, as two arrays up to
+    -- tsaccess.audit_zip_rows rows (default 1,000,000), beyond that (an array is limited to
+    -- 1 GB) by walking both transition tables in step
+    SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM tsaccess_new LIMIT 1000) s;
+    IF n = 1000 THEN  -- the planner's size of the transition table (see tsaccess_audit_stmt)
+      EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM tsaccess_new' INTO est;
+      est := est::json -> 0 -> 'Plan' ->> 'Plan Rows';
+      n := CASE WHEN est ~ '^[0-9]{1,18}$' THEN est::bigint END;  -- NULL: unknown, walk
+    END IF;
+    IF zip_limit IS NULL OR zip_limit !~ '^[0-9]{1,18}$' THEN
+      zip_limit := '1000000';
+    END IF;
+    IF n <= zip_limit::bigint THEN
+      INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data, new_data)
+      SELECT aid, ts, pg_catalog.unnest(ARRAY(SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_old r)),
+             pg_catalog.unnest(ARRAY(SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_new r));
+      GET DIAGNOSTICS n = ROW_COUNT;
+    ELSE
+      n := 0;
+      OPEN o_cur NO SCROLL FOR SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" AS v FROM tsaccess_old r;
+      OPEN n_cur NO SCROLL FOR SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" AS v FROM tsaccess_new r;
+      LOOP
+        FETCH o_cur INTO o_rec;
+        EXIT WHEN NOT FOUND;
+        FETCH n_cur INTO n_rec;
+        INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data, new_data)
+        VALUES (aid, ts, o_rec.v, n_rec.v);
+        n := n + 1;
+      END LOOP;
+      CLOSE o_cur;
+      CLOSE n_cur;
+    END IF;
   END IF;
-  GET DIAGNOSTICS n = ROW_COUNT;
   INSERT INTO "public"."activity_audit" (id, event_time, username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count) OVERRIDING SYSTEM VALUE
   VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
           app, act, req, n);
