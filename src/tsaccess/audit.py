@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -85,34 +86,36 @@ _CONTEXT = """
   tx bigint := pg_catalog.txid_current();
   tbl text := TG_ARGV[0];"""
 
+# The size of a transition table ({tt}) into n without reading a large one back (reading
+# 100,000 rows back costs more than the rest of the audit): up to 1000 rows are counted; above
+# that the planner's row estimate for a transition table is its exact size (PostgreSQL gives
+# it tuplestore_tuple_count(); the test suite checks it), with count(*) as the fallback.
+_SIZE = """
+SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM {tt} LIMIT 1000) s;
+IF n = 1000 THEN
+  EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM {tt}' INTO est;
+  est := est::json -> 0 -> 'Plan' ->> 'Plan Rows';
+  IF est ~ '^[0-9]{{1,18}}$' THEN
+    n := est::bigint;
+  ELSE
+    EXECUTE 'SELECT pg_catalog.count(*) FROM {tt}' INTO n;
+  END IF;
+END IF;"""
+
+
+def _size(tt: str, indent: int) -> str:
+    """:data:`_SIZE` for transition table ``tt``, indented to sit in a function body."""
+    return textwrap.indent(_SIZE.format(tt=tt), " " * indent)
+
+
 _STMT_BODY = """
 DECLARE{context}
   n bigint;
   est text;
 BEGIN
   IF TG_ARGV[1] = 'counted' THEN
-    -- The row count without reading a large transition table (reading 100,000 rows back
-    -- costs more than the rest of the audit): up to 1000 rows are counted; above that the
-    -- planner's row estimate for a transition table is its exact size (PostgreSQL gives it
-    -- tuplestore_tuple_count(); the test suite checks it), with count(*) as the fallback.
-    IF TG_OP = 'DELETE' THEN
-      SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM tsaccess_old LIMIT 1000) s;
-      IF n = 1000 THEN
-        EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM tsaccess_old' INTO est;
-        est := est::json -> 0 -> 'Plan' ->> 'Plan Rows';
-        IF est ~ '^[0-9]+$' THEN n := est::bigint;
-        ELSE SELECT pg_catalog.count(*) INTO n FROM tsaccess_old;
-        END IF;
-      END IF;
-    ELSIF TG_OP <> 'TRUNCATE' THEN
-      SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM tsaccess_new LIMIT 1000) s;
-      IF n = 1000 THEN
-        EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM tsaccess_new' INTO est;
-        est := est::json -> 0 -> 'Plan' ->> 'Plan Rows';
-        IF est ~ '^[0-9]+$' THEN n := est::bigint;
-        ELSE SELECT pg_catalog.count(*) INTO n FROM tsaccess_new;
-        END IF;
-      END IF;
+    IF TG_OP = 'DELETE' THEN{size_old}
+    ELSIF TG_OP <> 'TRUNCATE' THEN{size_new}
     END IF;
   END IF;
   INSERT INTO {audit} ({columns})
@@ -157,13 +160,7 @@ BEGIN
   ELSE
     -- old and new rows are captured pairwise, in the same order: zip them, as two arrays up to
     -- tsaccess.audit_zip_rows rows (default 1,000,000), beyond that (an array is limited to
-    -- 1 GB) by walking both transition tables in step
-    SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM tsaccess_new LIMIT 1000) s;
-    IF n = 1000 THEN  -- the planner's size of the transition table (see tsaccess_audit_stmt)
-      EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM tsaccess_new' INTO est;
-      est := est::json -> 0 -> 'Plan' ->> 'Plan Rows';
-      n := CASE WHEN est ~ '^[0-9]{{1,18}}$' THEN est::bigint END;  -- NULL: unknown, walk
-    END IF;
+    -- 1 GB) by walking both transition tables in step{size_new}
     IF zip_limit IS NULL OR zip_limit !~ '^[0-9]{{1,18}}$' THEN
       zip_limit := '1000000';
     END IF;
@@ -261,7 +258,13 @@ def function_sources(policy: Policy) -> dict[str, str]:
     """The exact ``prosrc`` of the shared audit functions (compared to the catalog)."""
     audit = _text(_qualified(policy, policy.audit.table))
     return {
-        STMT_FUNCTION: _STMT_BODY.format(context=_CONTEXT, audit=audit, columns=_COLUMNS),
+        STMT_FUNCTION: _STMT_BODY.format(
+            context=_CONTEXT,
+            audit=audit,
+            columns=_COLUMNS,
+            size_old=_size("tsaccess_old", 6),
+            size_new=_size("tsaccess_new", 6),
+        ),
         DENIED_FUNCTION: _DENIED_BODY.format(audit=audit, columns=_COLUMNS),
     }
 
@@ -277,6 +280,7 @@ def rows_function_source(policy: Policy, table: Table, attrs: Sequence[str]) -> 
         data=_text(sql.Identifier(policy.audit.data_schema, table.name)),
         r_row=_row_value(policy, table, attrs, "r"),
         old_row=_row_value(policy, table, attrs, "old"),
+        size_new=_size("tsaccess_new", 4),
     )
 
 
