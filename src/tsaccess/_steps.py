@@ -26,3 +26,44 @@ class Step:
         if self.secret and redact:
             return f"-- {self.summary} (statement not shown: it carries a password verifier)"
         return self.statement.as_string(None)
+
+
+def role_ident(name: str) -> sql.Composable:
+    """A grantee: ``PUBLIC`` as the keyword, any other role as a quoted identifier."""
+    return sql.SQL("PUBLIC") if name == "PUBLIC" else sql.Identifier(name)
+
+
+def grant_steps(
+    target: sql.Composable,
+    label: str,
+    kind: str,
+    have: set[tuple[str, str]],
+    want: set[tuple[str, str]],
+    phase: Phase,
+) -> list[Step]:
+    """GRANT what is missing and REVOKE what is extra on ``target``, grouped per grantee.
+
+    ``have``/``want`` hold (grantee, privilege); grantee ``PUBLIC`` for everyone.
+    """
+    steps: list[Step] = []
+    for verb, diff, prep in (("REVOKE", have - want, "FROM"), ("GRANT", want - have, "TO")):
+        by_grantee: dict[str, list[str]] = {}
+        for grantee, priv in diff:
+            by_grantee.setdefault(grantee, []).append(priv)
+        for grantee in sorted(by_grantee):
+            privs = sorted(by_grantee[grantee])
+            steps.append(
+                Step(
+                    sql.SQL("{verb} {privs} ON {kind} {target} {prep} {who}").format(
+                        verb=sql.SQL(verb),
+                        privs=sql.SQL(", ").join(sql.SQL(p) for p in privs),
+                        kind=sql.SQL(kind),
+                        target=target,
+                        prep=sql.SQL(prep),
+                        who=role_ident(grantee),
+                    ),
+                    f"{verb.lower()} {', '.join(privs)} on {label} {prep.lower()} {grantee}",
+                    phase,
+                )
+            )
+    return steps

@@ -37,7 +37,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from tsaccess._log import get_logger
-from tsaccess._steps import AUDIT_ONLY, Step
+from tsaccess._steps import AUDIT_ONLY, Step, grant_steps
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -434,7 +434,6 @@ def _function_steps(
 ) -> list[Step]:
     """Create/replace a definer function when its source or settings differ, give it to the
     audit owner and make its EXECUTE privileges exactly ``want_acl``."""
-    owner = sql.Identifier(policy.audit.owner)
     steps: list[Step] = []
     ok = (
         existing is not None
@@ -445,35 +444,11 @@ def _function_steps(
     if not ok:
         steps.append(Step(create, f"create or replace audit function {label}", "audit"))
     if existing is None or existing.owner != policy.audit.owner:
-        steps.append(
-            Step(
-                sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(ident, owner),
-                f"{label} owned by {policy.audit.owner}",
-                "audit",
-            )
-        )
+        steps.append(_owned(policy, "FUNCTION", ident, label))
     have = {g for g in (existing.acl if existing else frozenset()) if g[0] != policy.audit.owner}
     if existing is None:
         have = {("PUBLIC", "EXECUTE")}  # functions are born executable by PUBLIC
-    for grantee, _ in sorted(have - want_acl):
-        who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-        steps.append(
-            Step(
-                sql.SQL("REVOKE EXECUTE ON FUNCTION {} FROM {}").format(ident, who),
-                f"revoke EXECUTE on {label} from {grantee}",
-                "audit",
-            )
-        )
-    for grantee, _ in sorted(want_acl - have):
-        steps.append(
-            Step(
-                sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
-                    ident, sql.Identifier(grantee)
-                ),
-                f"grant EXECUTE on {label} to {grantee}",
-                "audit",
-            )
-        )
+    steps += grant_steps(ident, label, "FUNCTION", have, want_acl, "audit")
     return steps
 
 
@@ -548,17 +523,9 @@ def _data_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
     else:
         if data.owner != policy.audit.owner:
             steps.append(_owned(policy, "SCHEMA", schema_ident, f"schema {ds}"))
-        for grantee, priv in sorted(g for g in data.acl if g[0] != data.owner):
-            who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-            steps.append(
-                Step(
-                    sql.SQL("REVOKE {} ON SCHEMA {} FROM {}").format(
-                        sql.SQL(priv), schema_ident, who
-                    ),
-                    f"revoke {priv} on schema {ds} from {grantee} (audit data is private)",
-                    "audit",
-                )
-            )
+        # private: nobody but the owner has any privilege on it
+        have = {g for g in data.acl if g[0] != data.owner}
+        steps += grant_steps(schema_ident, f"schema {ds}", "SCHEMA", have, set(), "audit")
     for table in policy.row_audited:
         type_name = table.name + ROW_TYPE_SUFFIX
         row_type = sql.Identifier(ds, type_name)

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from tsaccess._log import get_logger
-from tsaccess._steps import Phase, Step
+from tsaccess._steps import Phase, Step, grant_steps, role_ident
 from tsaccess.audit import audit_steps
 from tsaccess.catalog import CatalogSnapshot, read_catalog
 from tsaccess.errors import ApplyError, PasswordSourceError, PolicyError
@@ -81,10 +81,6 @@ class Plan:
         return self.summary()
 
 
-def _ident(name: str) -> sql.Composable:
-    return sql.SQL("PUBLIC") if name == "PUBLIC" else sql.Identifier(name)
-
-
 def _column_sql(c: Column) -> sql.Composed:
     parts: list[sql.Composable] = [sql.Identifier(c.name), sql.SQL(c.type)]
     if not c.nullable:
@@ -103,39 +99,6 @@ def _canonical_type(t: str) -> str:
     base = _TYPE_ALIASES.get(base, base)
     out = base + (sep + rest if sep else "")
     return out.replace(", ", ",") + ("[]" if arr else "")
-
-
-def _grant_steps(
-    target: sql.Composable,
-    label: str,
-    kind: str,
-    have: set[tuple[str, str]],
-    want: set[tuple[str, str]],
-    phase: Any,
-) -> list[Step]:
-    """GRANT what is missing and REVOKE what is extra, grouped per grantee."""
-    steps: list[Step] = []
-    for verb, diff, prep in (("REVOKE", have - want, "FROM"), ("GRANT", want - have, "TO")):
-        by_grantee: dict[str, list[str]] = {}
-        for grantee, priv in diff:
-            by_grantee.setdefault(grantee, []).append(priv)
-        for grantee in sorted(by_grantee):
-            privs = sorted(by_grantee[grantee])
-            steps.append(
-                Step(
-                    sql.SQL("{verb} {privs} ON {kind} {target} {prep} {who}").format(
-                        verb=sql.SQL(verb),
-                        privs=sql.SQL(", ").join(sql.SQL(p) for p in privs),
-                        kind=sql.SQL(kind),
-                        target=target,
-                        prep=sql.SQL(prep),
-                        who=_ident(grantee),
-                    ),
-                    f"{verb.lower()} {', '.join(privs)} on {label} {prep.lower()} {grantee}",
-                    phase,
-                )
-            )
-    return steps
 
 
 def _table_steps(
@@ -342,7 +305,7 @@ def _acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
     # database: CONNECT for the group roles only; PUBLIC loses CONNECT and TEMPORARY
     owner = cat.database_owner if cat else None
     have_db = {g for g in (cat.database_acl if cat else _public_defaults("d")) if g[0] != owner}
-    steps += _grant_steps(
+    steps += grant_steps(
         sql.Identifier(policy.database),
         f"database {policy.database}",
         "DATABASE",
@@ -355,7 +318,7 @@ def _acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
     s_owner = cat.schema_owner if cat else None
     have_ns = {g for g in (cat.schema_acl if cat else _public_defaults("n")) if g[0] != s_owner}
     schema_ident = sql.Identifier(policy.schema)
-    steps += _grant_steps(
+    steps += grant_steps(
         schema_ident,
         f"schema {policy.schema}",
         "SCHEMA",
@@ -364,7 +327,7 @@ def _acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
         "security",
     )
     if aud:
-        steps += _grant_steps(
+        steps += grant_steps(
             schema_ident,
             f"schema {policy.schema}",
             "SCHEMA",
@@ -384,12 +347,12 @@ def _acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
         }
         phase: Phase = "audit" if t is None else "security"
         target = sql.Identifier(policy.schema, name)
-        steps += _grant_steps(target, f"table {name}", "TABLE", have, want, phase)
+        steps += grant_steps(target, f"table {name}", "TABLE", have, want, phase)
         if t is None:  # the per-row view: readable by exactly those who read the audit table
             view = policy.audit.rows_view
             vinfo = cat.tables.get(view) if cat else None
             v_owner = vinfo.owner if vinfo else policy.audit.owner
-            steps += _grant_steps(
+            steps += grant_steps(
                 sql.Identifier(policy.schema, view),
                 f"view {view}",
                 "TABLE",
@@ -403,7 +366,7 @@ def _acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
             steps.append(
                 Step(
                     sql.SQL("REVOKE {}({}) ON TABLE {} FROM {}").format(
-                        sql.SQL(priv), sql.Identifier(col), target, _ident(grantee)
+                        sql.SQL(priv), sql.Identifier(col), target, role_ident(grantee)
                     ),
                     f"revoke {priv}({col}) on table {name} from {grantee}",
                     phase,
