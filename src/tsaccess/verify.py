@@ -221,7 +221,8 @@ def verify(
     cat = read_catalog(admin, policy.schema)
     admin.rollback()
     # a table the policy names but the database lacks: every cell on it disagrees, not tried
-    missing = {t for t in [*tables, *([view] if view else [])] if t not in cat.tables}
+    objects = [*tables, *([view] if view else [])]
+    missing = {t for t in objects if t not in cat.tables}
     absent = f"does not exist in schema {policy.schema}: run tsaccess apply"
     rows = admin.execute(
         "SELECT u, t, p, pg_catalog.has_table_privilege(u, pg_catalog.format('%%I.%%I', %s::text, t), p)"
@@ -230,7 +231,7 @@ def verify(
         (
             policy.schema,
             users,
-            [t for t in [*tables, *([view] if view else [])] if t not in missing],
+            [t for t in objects if t not in missing],
             list(TABLE_PRIVILEGES),
         ),
     ).fetchall()
