@@ -441,17 +441,21 @@ def test_query_helpers(company):
         assert not roles["data_engineers"].rolcanlogin
 
 
-def _hand_made(db) -> str:
-    """A database built without tsaccess: a table, a group role, a writer."""
+_PLAIN_LEDGER = "CREATE TABLE ledger (id int, amount numeric, secret text)"
+
+
+def _hand_made(db, ledger: str = _PLAIN_LEDGER) -> str:
+    """A database built without tsaccess: tables, group roles, a writer (wendy)."""
     pw = db.create_login("wendy")
     with db.admin(autocommit=True) as conn:
+        conn.execute(ledger)
         conn.execute(
             sql.SQL("""
             CREATE TABLE readings (time timestamptz NOT NULL, sensor text, value float8);
-            CREATE TABLE ledger (id int, amount numeric, secret text);
             CREATE ROLE writers NOLOGIN;
             CREATE ROLE auditors NOLOGIN;
-            GRANT INSERT, UPDATE ON readings, ledger TO writers;
+            GRANT INSERT, UPDATE ON readings TO writers;
+            GRANT INSERT, UPDATE, DELETE, SELECT ON ledger TO writers;
             GRANT writers TO wendy;
             GRANT CONNECT ON DATABASE {} TO writers;
             """).format(sql.Identifier(db.name))
@@ -529,21 +533,12 @@ def test_install_refuses_missing_objects_before_changing_anything(db):
 def test_install_on_a_partitioned_table_records_the_parent(db):
     """Plain PostgreSQL partitions: the statement triggers go on the partitioned parent and
     see the rows routed to every partition; the audit names the parent."""
-    pw = db.create_login("wendy")
-    with db.admin(autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("""
-            CREATE TABLE ledger (id int, amount numeric, secret text) PARTITION BY RANGE (id);
-            CREATE TABLE ledger_low PARTITION OF ledger FOR VALUES FROM (0) TO (100);
-            CREATE TABLE ledger_high PARTITION OF ledger FOR VALUES FROM (100) TO (200);
-            CREATE TABLE readings (time timestamptz NOT NULL, sensor text);
-            CREATE ROLE writers NOLOGIN;
-            CREATE ROLE auditors NOLOGIN;
-            GRANT INSERT, UPDATE, DELETE, SELECT ON ledger TO writers;
-            GRANT writers TO wendy;
-            GRANT CONNECT ON DATABASE {} TO writers;
-            """).format(sql.Identifier(db.name))
-        )
+    pw = _hand_made(
+        db,
+        "CREATE TABLE ledger (id int, amount numeric, secret text) PARTITION BY RANGE (id);"
+        " CREATE TABLE ledger_low PARTITION OF ledger FOR VALUES FROM (0) TO (100);"
+        " CREATE TABLE ledger_high PARTITION OF ledger FOR VALUES FROM (100) TO (200)",
+    )
     policy = parse_policy({"database": {"name": db.name, "timescaledb": "off"}, **_INSTALL_POLICY})
     with db.admin() as conn:
         audit.install(conn, policy)
