@@ -219,6 +219,21 @@ def _audit_runs(
     return results
 
 
+def _report_ratios(
+    results: dict[str, dict[str, list[float]]],
+    suffix: str,
+    labels: tuple[tuple[str, str], ...],
+) -> None:
+    """Median per statement kind for the unaudited table, then each table's ratio to it."""
+    for op in ("INSERT", "UPDATE", "COPY"):
+        base = statistics.median(results["t_none"][op])
+        report(f"{op}: no audit{suffix}", base * 1000, "ms")
+        for t, label in labels:
+            med = statistics.median(results[t][op])
+            report(f"{op}: {label}{suffix}", med * 1000, "ms", f"{med / base:.3f}x")
+            RESULTS[f"ratio {op} {t}{suffix}"] = med / base
+
+
 def bench_audit(info: ServerInfo, quick: bool) -> None:
     print("\n[audit: 100,000-row batches, median of runs; ratio = audited / no audit]")
     db = create_db(info, "bench_audit")
@@ -261,29 +276,22 @@ def bench_audit(info: ServerInfo, quick: bool) -> None:
         conn.execute("SET work_mem = '64MB'")
         conn.commit()
         roomy = _audit_runs(conn, admin, ("t_none", "t_stmt", "t_capture"), runs, rows, copy_data)
-    for op in ("INSERT", "UPDATE", "COPY"):
-        base = statistics.median(results["t_none"][op])
-        report(f"{op}: no audit", base * 1000, "ms")
-        for t, label in (
+    _report_ratios(
+        results,
+        "",
+        (
             ("t_stmt", "per-statement audit"),
             ("t_row", "per-row audit (typed rows)"),
             ("t_capture", "reference: transition table capture only"),
             ("t_tutorial", "reference: tutorial row trigger (made to work)"),
-        ):
-            med = statistics.median(results[t][op])
-            report(f"{op}: {label}", med * 1000, "ms", f"{med / base:.3f}x")
-            RESULTS[f"ratio {op} {t}"] = med / base
+        ),
+    )
     print("\n  writer session with work_mem = 64MB (the transition table stays in memory):")
-    for op in ("INSERT", "UPDATE", "COPY"):
-        base = statistics.median(roomy["t_none"][op])
-        report(f"{op}: no audit (work_mem 64MB)", base * 1000, "ms")
-        for t, label in (
-            ("t_stmt", "per-statement audit"),
-            ("t_capture", "reference: capture only"),
-        ):
-            med = statistics.median(roomy[t][op])
-            report(f"{op}: {label} (work_mem 64MB)", med * 1000, "ms", f"{med / base:.3f}x")
-            RESULTS[f"ratio {op} {t} work_mem=64MB"] = med / base
+    _report_ratios(
+        roomy,
+        " work_mem=64MB",
+        (("t_stmt", "per-statement audit"), ("t_capture", "reference: capture only")),
+    )
     print("  (every audited run was checked: one audit row with row_count 100000, and 100000")
     print("   changed rows for per-row audit)")
 
