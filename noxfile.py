@@ -1,30 +1,64 @@
-"""Sessions: tests, lint, typecheck, demo, bench, examples, docs.
+"""Sessions: lint, typecheck, tests, docker, demo, bench, examples, docs.
 
-``nox -s tests`` is what CI runs. Sessions reuse their virtualenvs (``-R`` skips reinstalling).
+``nox`` (the default sessions: lint, typecheck, tests, docker) is the README's test command and
+what CI runs. Sessions reuse their virtualenvs (``-R`` skips reinstalling).
 """
 
 from __future__ import annotations
 
-import nox
+import os
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+import nox
+from nox.command import CommandFailed
+
+nox.options.sessions = ["lint", "typecheck", "tests", "docker"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests against a real throwaway TLS server."""
+    """Unit and integration tests against a real throwaway TLS server (docker-marked aside)."""
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-m", "not docker", *session.posargs)
+
+
+# The integration tests that also run on the Docker backend (through testcontainers).
+DOCKER_SUITE = [
+    "tests/integration/test_docker.py",
+    "tests/integration/test_connection.py",
+    "tests/integration/test_bootstrap.py",
+    "tests/integration/test_audit.py",
+    "tests/integration/test_timescaledb.py",
+]
+
+
+@nox.session
+def docker(session: nox.Session) -> None:
+    """Connection, bootstrap, audit and TimescaleDB tests on a container of TSACCESS_TEST_IMAGE.
+
+    Skipped when no Docker engine answers, unless TSACCESS_REQUIRE_DOCKER=1 (CI).
+    """
+    session.install("-e", ".[test,docker]")
+    probe = "import docker, sys; docker.from_env(timeout=5).ping()"
+    try:
+        session.run("python", "-c", probe, silent=True)
+    except CommandFailed:
+        if os.environ.get("TSACCESS_REQUIRE_DOCKER") != "1":
+            session.skip("no Docker engine answers (TSACCESS_REQUIRE_DOCKER=1 makes this an error)")
+        raise
+    session.run(
+        "pytest", *(session.posargs or DOCKER_SUITE), env={"TSACCESS_TEST_BACKEND": "docker"}
+    )
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check + format check."""
-    session.install("ruff>=0.5")
+    """ruff check + format check + the import-linter contracts (layers, see pyproject.toml)."""
+    session.install("ruff>=0.5", "import-linter>=2.1")
     session.run("ruff", "check", "src", "tests", "bench", "examples", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "bench", "examples", "noxfile.py")
+    session.run("lint-imports", env={"PYTHONPATH": "src"})
 
 
 @nox.session

@@ -1,12 +1,19 @@
 """Fixtures: one throwaway TLS server per test session, a fresh database per test.
 
 The server comes from ``tsaccess.ephemeral.EphemeralServer`` (``TSACCESS_TEST_DSN``, Docker or a
-local ``initdb`` cluster). Each test that asks for ``db`` gets a database cloned from a template
-(with TimescaleDB when the server has it); roles the test creates are dropped afterwards.
+local ``initdb`` cluster; ``TSACCESS_TEST_BACKEND`` forces one). Each test that asks for ``db``
+gets a database cloned from a template (with TimescaleDB when the server has it); roles the test
+creates are dropped afterwards.
+
+Tests marked ``timescaledb`` skip with the reason when the server lacks TimescaleDB — or fail,
+when ``TSACCESS_REQUIRE_TIMESCALEDB=1`` (CI sets it, so a missing TimescaleDB cannot hide behind
+skips). Tests marked ``docker`` likewise need a Docker engine and ``TSACCESS_TEST_IMAGE``;
+``TSACCESS_REQUIRE_DOCKER=1`` turns their skips into failures.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -42,6 +49,15 @@ def template_db(pg_server: ServerInfo) -> Iterator[str]:
     if pg_server.timescaledb:
         with tsaccess.connect(**pg_server.params(dbname=name), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    with tsaccess.connect(**pg_server.params(), autocommit=True) as conn:
+        # TimescaleDB's scheduler connects to every database with the extension, and CREATE
+        # DATABASE ... TEMPLATE needs a template nobody is connected to: a database that allows
+        # no connections gets no scheduler, so close the template and end its sessions.
+        ident = sql.Identifier(name)
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(ident))
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
     yield name
     with tsaccess.connect(**pg_server.params(), autocommit=True) as conn:
         conn.execute(
@@ -92,11 +108,20 @@ def db(pg_server: ServerInfo, template_db: str, request: pytest.FixtureRequest) 
     name = f"t_{slug}_{secrets.token_hex(3)}"
     before = _roles(pg_server)
     with tsaccess.connect(**pg_server.params(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
+        create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template_db)
         )
+        for attempt in range(3):  # a scheduler that raced the template's closing: end it
+            try:
+                conn.execute(create)
+                break
+            except psycopg.errors.ObjectInUse:
+                if attempt == 2:
+                    raise
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (template_db,),
+                )
     try:
         yield TestDb(pg_server.with_database(name))
     finally:
@@ -109,10 +134,48 @@ def db(pg_server: ServerInfo, template_db: str, request: pytest.FixtureRequest) 
                 conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
+def _required(var: str) -> bool:
+    return os.environ.get(var, "").strip().lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str, require_var: str) -> None:
+    """Skip with ``reason``, or fail when ``require_var`` says this must not be skipped."""
+    if _required(require_var):
+        pytest.fail(f"{reason} ({require_var} is set, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def timescaledb(pg_server: ServerInfo) -> None:
     if not pg_server.timescaledb:
-        pytest.skip(
-            f"TimescaleDB is not available on the {pg_server.backend} test server; give a server "
-            "with it in TSACCESS_TEST_DSN or run where Docker answers"
+        skip_or_fail(
+            f"TimescaleDB is not available on the {pg_server.backend} test server "
+            f"({pg_server.installation}); install it (../shared/timescaledb/install.sh) or give "
+            "a server with it in TSACCESS_TEST_DSN",
+            "TSACCESS_REQUIRE_TIMESCALEDB",
         )
+
+
+@pytest.fixture(autouse=True)
+def _marked_timescaledb(request: pytest.FixtureRequest) -> None:
+    """``@pytest.mark.timescaledb`` works like the ``timescaledb`` fixture."""
+    if request.node.get_closest_marker("timescaledb") is not None:
+        request.getfixturevalue("timescaledb")
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """The image for tests that start their own container (``TSACCESS_TEST_IMAGE``)."""
+    from tsaccess.ephemeral.docker import _client, _ensure_image, default_image
+
+    image = default_image()
+    client = _client()
+    if client is None:
+        skip_or_fail("no Docker engine answers", "TSACCESS_REQUIRE_DOCKER")
+    try:
+        _ensure_image(client, image)
+    except tsaccess.ServerStartError as exc:
+        skip_or_fail(str(exc), "TSACCESS_REQUIRE_DOCKER")
+    finally:
+        client.close()
+    return image

@@ -7,6 +7,7 @@ from typing import Any
 
 from tsaccess.bootstrap import apply
 from tsaccess.demo import company_policy
+from tsaccess.params import without_login
 from tsaccess.passwords import Secret, resolve_passwords
 from tsaccess.policy import Policy
 
@@ -21,9 +22,7 @@ class Company:
         return self.db.connect_as(user, self.passwords[user].reveal(), **kw)
 
     def user_params(self) -> dict[str, Any]:
-        return {
-            k: v for k, v in self.db.params().items() if k not in ("user", "password", "dbname")
-        }
+        return without_login(self.db.params())
 
 
 def apply_company(db, policy: Policy | None = None) -> Company:

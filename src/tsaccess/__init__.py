@@ -1,6 +1,6 @@
 """tsaccess: make a TimescaleDB/PostgreSQL database safe to share."""
 
-from tsaccess.connection import ScopedPool, connect, create_pool
+from tsaccess.connection import ScopedPool, TsConnection, connect, create_pool
 from tsaccess.errors import (
     ApplyError,
     InsecureConnectionError,
@@ -12,6 +12,7 @@ from tsaccess.errors import (
     ServerStartError,
     TsaccessError,
 )
+from tsaccess.preflight import connection as _preflight  # noqa: F401  plugs connect(preflight=True)
 from tsaccess.tls import TlsStatus, create_certificates, tls_status
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "ScopedPool",
     "ServerStartError",
     "TlsStatus",
+    "TsConnection",
     "TsaccessError",
     "__version__",
     "connect",

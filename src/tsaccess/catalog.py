@@ -23,7 +23,9 @@ __all__ = [
     "FunctionInfo",
     "RoleInfo",
     "TableInfo",
+    "TimescaleState",
     "read_catalog",
+    "timescaledb_state",
 ]
 
 Grant = tuple[str, str]
@@ -139,6 +141,38 @@ class CatalogSnapshot:
         return frozenset(r for r, m in self.members if m == member)
 
 
+_TIMESCALEDB_STATE = (
+    "EXISTS (SELECT FROM pg_catalog.pg_available_extensions WHERE name = 'timescaledb'),"
+    " pg_catalog.current_setting('shared_preload_libraries') ~ '(^|[ ,])timescaledb($|[ ,])',"
+    " (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'timescaledb')"
+)
+
+
+@dataclass(frozen=True)
+class TimescaleState:
+    """What a server offers of TimescaleDB."""
+
+    available: bool
+    """The extension is installed on the server (``pg_available_extensions``)."""
+    preloaded: bool
+    """``timescaledb`` is in ``shared_preload_libraries`` (needed to create it)."""
+    created: str | None
+    """The extension's version in the current database, None when not created there."""
+
+    @property
+    def usable(self) -> bool:
+        """Hypertables can be made in this database (created, or can be created)."""
+        return self.created is not None or (self.available and self.preloaded)
+
+
+def timescaledb_state(conn: psycopg.Connection[Any]) -> TimescaleState:
+    """The one TimescaleDB detection of tsaccess, on a live server (one query)."""
+    with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+        row = cur.execute("SELECT " + _TIMESCALEDB_STATE).fetchone()
+    assert row is not None
+    return TimescaleState(bool(row[0]), bool(row[1]), row[2])
+
+
 _GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END"
 
 
@@ -156,10 +190,9 @@ def read_catalog(
         queries += 1
         return conn.execute(query, params).fetchall()
 
-    ((cur_user, superuser, ts_avail, ts_preload),) = q(
-        "SELECT current_user, pg_catalog.current_setting('is_superuser') = 'on',"
-        " EXISTS (SELECT FROM pg_catalog.pg_available_extensions WHERE name = 'timescaledb'),"
-        " pg_catalog.current_setting('shared_preload_libraries') ~ 'timescaledb'"
+    ((cur_user, superuser, ts_avail, ts_preload, _),) = q(
+        "SELECT current_user, pg_catalog.current_setting('is_superuser') = 'on', "
+        + _TIMESCALEDB_STATE
     )
     pw_col = "rolpassword" if superuser else "NULL::text"
     source = "pg_catalog.pg_authid" if superuser else "pg_catalog.pg_roles"

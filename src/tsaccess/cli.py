@@ -81,11 +81,13 @@ def _admin(args: argparse.Namespace, dbname: str | None = None) -> psycopg.Conne
 
 def _user_params(args: argparse.Namespace) -> dict[str, Any]:
     """Where users connect: the admin DSN's server settings without its login."""
+    from tsaccess.params import without_login
+
     try:
         d = conninfo_to_dict(args.dsn or "")
     except psycopg.ProgrammingError:
         raise _Fail("--dsn could not be parsed (not shown: it may contain a password)") from None
-    return {k: v for k, v in d.items() if k not in ("user", "password", "dbname", "passfile")}
+    return without_login(d)
 
 
 def _passwords(
@@ -224,7 +226,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from tsaccess import audit
+    from tsaccess import monitoring
+    from tsaccess.audit import reports as audit
     from tsaccess.connection import connect
 
     with connect(args.dsn or "") as conn:
@@ -237,9 +240,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         elif args.what == "activity":
             res = audit.activity(conn, args.bucket, args.since)
         elif args.what == "sessions":
-            res = audit.active_sessions(conn)
+            res = monitoring.active_sessions(conn)
         else:
-            res = audit.roles(conn)
+            res = monitoring.roles(conn)
     if args.json:
         _print_json(res.as_dicts())
     else:

@@ -17,170 +17,118 @@ URI plus libpq keywords) and add three guarantees:
 
 from __future__ import annotations
 
-import configparser
-import getpass
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from tsaccess._log import get_logger
 from tsaccess.errors import InsecureConnectionError, RoleScopeError, TsaccessError
-from tsaccess.tls import tls_status
+from tsaccess.params import SECURE_SSLMODES, SecureParams, secure_params, without_login
+from tsaccess.tls import TlsStatus, tls_status
 
 __all__ = [
     "SECURE_SSLMODES",
     "ScopedPool",
     "SecureParams",
+    "TsConnection",
     "connect",
     "create_pool",
+    "plug_preflight",
     "secure_params",
+    "without_login",
 ]
 
 log = get_logger("tsaccess.connection")
 
-SECURE_SSLMODES: tuple[str, ...] = ("require", "verify-ca", "verify-full")
-_KNOWN_SSLMODES = (*SECURE_SSLMODES, "disable", "allow", "prefer")
 _APP_NAME_MAX = 63  # NAMEDATALEN - 1
 
 
-@dataclass(frozen=True, repr=False)
-class SecureParams:
-    """Connection parameters that passed the TLS policy.
+class TsConnection(psycopg.Connection[Any]):
+    """A ``psycopg.Connection`` opened by tsaccess: TLS verified, scoped, with typed state.
 
-    ``kwargs`` go to ``psycopg.connect`` unchanged; they may hold a password, so this object's
-    ``repr`` shows only harmless fields.
+    :func:`connect` and :func:`create_pool` create it (or a subclass given as
+    ``connection_class``) and fill in its state. Subclasses extend it through two hooks,
+    :meth:`after_connect` and :meth:`after_reset` (pre-flight does:
+    :class:`tsaccess.preflight.PreflightConnection`). The password is not kept on the
+    connection: :meth:`open_side` reconnects through a closure made by :func:`connect`.
     """
 
-    kwargs: Mapping[str, Any]
-    sslmode: str
-    sslmode_source: str
-    user: str
+    login_user: str = ""
+    """The login user (``session_user``): the security boundary."""
+    role: str | None = None
+    """The group role the session was scoped to with ``SET ROLE`` (None: the login user's own
+    privileges)."""
+    verified_tls: TlsStatus | None = None
+    """The server's TLS report taken when the session was verified."""
+    _opener: Callable[[bool], TsConnection] | None = None
 
-    def __repr__(self) -> str:
-        host = self.kwargs.get("host", "")
-        db = self.kwargs.get("dbname", "")
-        return (
-            f"SecureParams(user={self.user!r}, host={host!r}, dbname={db!r}, "
-            f"sslmode={self.sslmode!r} from {self.sslmode_source})"
-        )
+    def after_connect(self, *, preflight: bool) -> None:
+        """Hook: the connection is verified and scoped (``preflight``: as asked of
+        :func:`connect`). The default does nothing."""
 
+    def after_reset(self) -> None:
+        """Hook: a pool reset the connection for its next borrower. The default does nothing."""
 
-def _service_file_values(service: str, servicefile: str | None) -> tuple[dict[str, str], str]:
-    """The keywords of ``service`` as libpq would read them, and the file they came from."""
-    candidates: list[Path] = []
-    if servicefile:
-        candidates.append(Path(servicefile))
-    elif os.environ.get("PGSERVICEFILE"):
-        candidates.append(Path(os.environ["PGSERVICEFILE"]))
-    else:
-        candidates.append(Path.home() / ".pg_service.conf")
-    sysconf = os.environ.get("PGSYSCONFDIR", "/etc/postgresql-common")
-    candidates.append(Path(sysconf) / "pg_service.conf")
-    for path in candidates:
-        if not path.is_file():
-            continue
-        parser = configparser.RawConfigParser(strict=False, interpolation=None)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
-        try:
-            parser.read(path, encoding="utf-8")
-        except configparser.Error as exc:
-            raise InsecureConnectionError(
-                f"cannot read service file {path}: {exc.__class__.__name__}; "
-                "fix its syntax so its sslmode can be checked"
-            ) from None
-        if parser.has_section(service):
-            return dict(parser.items(service)), str(path)
-    return {}, ""
+    def open_side(self, *, autocommit: bool = True) -> TsConnection:
+        """A second connection with this one's parameters and login, not scoped to a role.
+
+        For work that must not share this session's transaction (a DENIED audit event that has
+        to survive the caller's rollback).
+
+        Raises:
+            TsaccessError: the connection was not opened by :func:`connect` / a tsaccess pool.
+        """
+        if self._opener is None:
+            raise TsaccessError(
+                "this connection was not opened by tsaccess.connect() or create_pool(): "
+                "it cannot open a side connection"
+            )
+        return self._opener(autocommit)
+
+    def _init_state(self, secure: SecureParams, role: str | None, status: TlsStatus) -> None:
+        self.login_user = self.info.user
+        self.role = role
+        self.verified_tls = status
+        self._opener = _opener(secure)
 
 
-def _effective(
-    key: str,
-    explicit: Mapping[str, Any],
-    given_as_argument: Mapping[str, Any],
-    service: Mapping[str, str],
-    service_src: str,
-    env: str,
-) -> tuple[str | None, str]:
-    """Value and source of ``key`` with libpq's precedence: conninfo > service > environment."""
-    if explicit.get(key) not in (None, ""):
-        src = "argument" if key in given_as_argument else "connection string"
-        return str(explicit[key]), f"{src} {key}"
-    if service.get(key):
-        return service[key], f"service file {service_src}"
-    if os.environ.get(env):
-        return os.environ[env], f"environment variable {env}"
-    return None, ""
+def _opener(secure: SecureParams) -> Callable[[bool], TsConnection]:
+    """How to open a side connection: the parameters stay in this closure, not on a
+    connection's attributes (and never in a ``repr``)."""
+    kwargs = dict(secure.kwargs)
+
+    def open_side(autocommit: bool) -> TsConnection:
+        return connect(**kwargs, autocommit=autocommit)
+
+    return open_side
 
 
-def secure_params(conninfo: str = "", **params: Any) -> SecureParams:
-    """Merge connection settings like libpq does and enforce TLS.
+_preflight_class: type[TsConnection] | None = None
 
-    Returns:
-        the parameters for ``psycopg.connect`` with ``sslmode`` made explicit.
 
-    Raises:
-        InsecureConnectionError: the effective ``sslmode`` is weaker than ``require`` (or
-            unknown), or GSSAPI encryption is required instead of TLS.
+def plug_preflight(cls: type[TsConnection]) -> None:
+    """Register the connection class :func:`connect` uses with ``preflight=True``.
+
+    Called by :mod:`tsaccess.preflight.connection` when it is imported (``import tsaccess``
+    imports it): the connection layer never imports pre-flight.
     """
-    given = {k: v for k, v in params.items() if v is not None}
-    try:
-        merged = conninfo_to_dict(conninfo, **given)
-    except psycopg.ProgrammingError:
-        # libpq's message quotes the offending text, which may include a password.
-        raise TsaccessError(
-            "the connection string could not be parsed (not shown: it may contain a "
-            "password); check its 'key=value' pairs or the postgresql:// URI syntax"
-        ) from None
-    service_name = merged.get("service") or os.environ.get("PGSERVICE")
-    service: dict[str, str] = {}
-    service_src = ""
-    if service_name:
-        servicefile = merged.get("servicefile")
-        service, service_src = _service_file_values(
-            str(service_name), str(servicefile) if servicefile else None
-        )
+    global _preflight_class
+    _preflight_class = cls
 
-    sslmode, source = _effective("sslmode", merged, given, service, service_src, "PGSSLMODE")
-    if sslmode is None and os.environ.get("PGREQUIRESSL", "").startswith("1"):
-        sslmode, source = "require", "environment variable PGREQUIRESSL"
-    if sslmode is None:
-        rootcert, _ = _effective(
-            "sslrootcert", merged, given, service, service_src, "PGSSLROOTCERT"
-        )
-        sslmode = "verify-full" if rootcert else "require"
-        source = "tsaccess default (" + ("sslrootcert given" if rootcert else "no root cert") + ")"
-    if sslmode not in _KNOWN_SSLMODES:
-        raise InsecureConnectionError(
-            f"unknown sslmode {sslmode!r} from {source}; use one of {', '.join(SECURE_SSLMODES)}"
-        )
-    if sslmode not in SECURE_SSLMODES:
-        raise InsecureConnectionError(
-            f"sslmode={sslmode!r} from {source} allows an unencrypted connection; tsaccess "
-            "only connects with sslmode=require, verify-ca or verify-full (best: verify-full "
-            "with sslrootcert=<your CA certificate>). Change or remove that setting."
-        )
-    gss, gss_src = _effective("gssencmode", merged, given, service, service_src, "PGGSSENCMODE")
-    if gss == "require":
-        raise InsecureConnectionError(
-            f"gssencmode=require from {gss_src} forbids TLS; tsaccess needs TLS. Remove it."
-        )
-    merged["sslmode"] = sslmode
-    merged.setdefault("gssencmode", "disable")  # TLS, not GSSAPI encryption, is what we verify
 
-    user, _ = _effective("user", merged, given, service, service_src, "PGUSER")
-    if not user:
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):  # pragma: no cover - no passwd entry
-            user = ""
-    return SecureParams(kwargs=merged, sslmode=sslmode, sslmode_source=source, user=user)
+def _connection_class(
+    preflight: bool, given: type[TsConnection] | None = None
+) -> type[TsConnection]:
+    if given is not None:
+        return given
+    if not preflight:
+        return TsConnection
+    if _preflight_class is None:  # pragma: no cover - tsaccess/__init__ plugs it in
+        raise TsaccessError("pre-flight is not available: import tsaccess.preflight")
+    return _preflight_class
 
 
 def _app_name(base: str | None, user: str, role: str | None) -> str:
@@ -189,16 +137,16 @@ def _app_name(base: str | None, user: str, role: str | None) -> str:
     return encoded.decode("utf-8", errors="ignore")
 
 
-def _verify_tls(conn: psycopg.Connection[Any]) -> None:
+def _verify_tls(conn: psycopg.Connection[Any]) -> TlsStatus:
     """Close ``conn`` and raise unless both libpq and the server report an encrypted session."""
     status = tls_status(conn)
-    conn._tsaccess_tls = status  # type: ignore[attr-defined]  # tls_status() falls back to it
     if not (conn.pgconn.ssl_in_use and status.ssl):
         conn.close()
         raise InsecureConnectionError(
             "the server reports this session as NOT encrypted although TLS was required; "
             "check the server's ssl settings and pg_hba.conf (use hostssl lines)"
         )
+    return status
 
 
 def _scope_sql(role: str | None, app_name: str) -> sql.Composed:
@@ -251,9 +199,9 @@ def connect(
     role: str | None = None,
     autocommit: bool = False,
     preflight: bool = False,
-    connection_class: type[psycopg.Connection[Any]] | None = None,
+    connection_class: type[TsConnection] | None = None,
     **params: Any,
-) -> psycopg.Connection[Any]:
+) -> TsConnection:
     """Open a TLS-verified connection, optionally scoped to a group role.
 
     Args:
@@ -263,22 +211,27 @@ def connect(
         autocommit: as in ``psycopg.connect``.
         preflight: check every statement's privileges before sending it (see
             :mod:`tsaccess.preflight`).
-        connection_class: a ``psycopg.Connection`` subclass to instantiate.
+        connection_class: a :class:`TsConnection` subclass to instantiate.
         params: any libpq keyword (``host``, ``port``, ``dbname``, ``user``, ``password``,
             ``sslmode``, ``sslrootcert``, ``application_name``...).
+
+    Returns:
+        the open connection (a :class:`TsConnection`;
+        a :class:`~tsaccess.preflight.PreflightConnection` with ``preflight=True``).
 
     Raises:
         InsecureConnectionError: TLS would not be, or is not, in use.
         RoleScopeError: ``role`` does not exist or the user is not a member.
     """
     secure = secure_params(conninfo, **params)
-    cls = connection_class or _default_class(preflight)
+    cls = _connection_class(preflight, connection_class)
     conn = cls.connect(**secure.kwargs, autocommit=autocommit)
     try:
-        _verify_tls(conn)
+        status = _verify_tls(conn)
         app = _app_name(secure.kwargs.get("application_name"), conn.info.user, role)
         _apply_scope(conn, role, app)
-        _after_connect(conn, secure, role, preflight)
+        conn._init_state(secure, role, status)
+        conn.after_connect(preflight=preflight)
     except BaseException:
         conn.close()
         raise
@@ -293,26 +246,6 @@ def connect(
     return conn
 
 
-def _default_class(preflight: bool) -> type[psycopg.Connection[Any]]:
-    if preflight:
-        from tsaccess.preflight import PreflightConnection
-
-        return PreflightConnection
-    return psycopg.Connection
-
-
-def _after_connect(
-    conn: psycopg.Connection[Any], secure: SecureParams, role: str | None, preflight: bool
-) -> None:
-    """Remember how this connection was made (a DENIED event may need a side connection) and
-    hand the parameters to connection classes that need them (pre-flight)."""
-    conn._tsaccess_params = dict(secure.kwargs)  # type: ignore[attr-defined]
-    conn._tsaccess_role = role  # type: ignore[attr-defined]
-    setup = getattr(conn, "_tsaccess_setup", None)
-    if setup is not None:
-        setup(secure, role, preflight)
-
-
 _RESET_SQL = (
     "SELECT coalesce(pg_catalog.array_agg(name), '{}')"
     " FROM pg_catalog.pg_prepared_statements WHERE name !~ '^_pg3_';"
@@ -321,23 +254,26 @@ _RESET_SQL = (
 )
 
 
-class ScopedPool(ConnectionPool[psycopg.Connection[Any]]):
-    """A ``psycopg_pool.ConnectionPool`` for one login user and optional role.
+class ScopedPool(ConnectionPool[TsConnection]):
+    """A ``psycopg_pool.ConnectionPool`` of :class:`TsConnection` for one login user and
+    optional role.
 
     Connections are TLS-verified and scoped when created, checked on borrow, and reset when
     handed back. Create it with :func:`create_pool`.
     """
 
     user: str
+    """The login user of every connection."""
     role: str | None
+    """The group role every connection is scoped to."""
 
 
 def _make_reset(
     role: str | None, app_name: str, autocommit: bool
-) -> Callable[[psycopg.Connection[Any]], None]:
+) -> Callable[[TsConnection], None]:
     batch = sql.SQL("; ").join([sql.SQL(_RESET_SQL), _scope_sql(role, app_name)])
 
-    def reset(conn: psycopg.Connection[Any]) -> None:
+    def reset(conn: TsConnection) -> None:
         conn.autocommit = True
         with psycopg.Cursor(conn, row_factory=psycopg.rows.tuple_row) as cur:  # no pre-flight
             cur.execute(batch)  # one round trip: clean up, then scope again
@@ -349,9 +285,7 @@ def _make_reset(
         conn.isolation_level = None
         conn.deferrable = None
         conn.row_factory = psycopg.rows.tuple_row
-        reset_hook = getattr(conn, "_tsaccess_reset", None)
-        if reset_hook is not None:
-            reset_hook()
+        conn.after_reset()
 
     return reset
 
@@ -381,19 +315,24 @@ def create_pool(
         role: group role to ``SET ROLE`` on every connection.
         autocommit: the state every borrower gets.
         preflight: check statements before sending them.
+
+    Returns:
+        the pool (opened, unless ``open=False``); its connections are :class:`TsConnection`
+        (:class:`~tsaccess.preflight.PreflightConnection` with ``preflight=True``).
     """
     secure = secure_params(conninfo, **params)
     base_app = secure.kwargs.get("application_name")
 
-    def configure(conn: psycopg.Connection[Any]) -> None:
-        _verify_tls(conn)
+    def configure(conn: TsConnection) -> None:
+        status = _verify_tls(conn)
         _apply_scope(conn, role, _app_name(base_app, conn.info.user, role))
-        _after_connect(conn, secure, role, preflight)
+        conn._init_state(secure, role, status)
+        conn.after_connect(preflight=preflight)
         conn.autocommit = autocommit
 
-    resets: dict[str, Callable[[psycopg.Connection[Any]], None]] = {}
+    resets: dict[str, Callable[[TsConnection], None]] = {}
 
-    def reset(conn: psycopg.Connection[Any]) -> None:
+    def reset(conn: TsConnection) -> None:
         fn = resets.get(conn.info.user)  # one login user per pool: built once
         if fn is None:
             app = _app_name(base_app, conn.info.user, role)
@@ -403,7 +342,7 @@ def create_pool(
     pool = ScopedPool(
         "",
         kwargs=dict(secure.kwargs),
-        connection_class=_default_class(preflight),
+        connection_class=_connection_class(preflight),
         min_size=min_size,
         max_size=max_size,
         open=False,

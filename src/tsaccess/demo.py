@@ -19,11 +19,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tsaccess import audit
+from tsaccess import audit, monitoring
 from tsaccess.bootstrap import apply, plan
 from tsaccess.connection import connect, create_pool
 from tsaccess.ephemeral import EphemeralServer, ServerInfo
 from tsaccess.errors import PreflightDenied
+from tsaccess.params import without_login
 from tsaccess.passwords import Secret, resolve_passwords, write_pgpass
 from tsaccess.policy import Policy, parse_policy
 from tsaccess.tls import tls_status
@@ -61,6 +62,8 @@ class DemoResult:
     summary_rows: list[dict[str, Any]] = field(default_factory=list)
     changed_rows: list[dict[str, Any]] = field(default_factory=list)
     sessions: list[dict[str, Any]] = field(default_factory=list)
+    hypertables: list[dict[str, Any]] = field(default_factory=list)
+    """Each hypertable with its chunk count (TimescaleDB only)."""
     connect_info: list[str] = field(default_factory=list)
 
     @property
@@ -86,6 +89,7 @@ class DemoResult:
             "audit": self.audit_rows,
             "summary": self.summary_rows,
             "sessions": self.sessions,
+            "hypertables": self.hypertables,
             "connect": self.connect_info,
         }
 
@@ -108,7 +112,7 @@ def run_demo(
     out(
         f"== Throwaway server: {info.backend} backend on {info.host}:{info.port}, TLS + SCRAM, "
         f"TimescaleDB {'yes' if info.timescaledb else 'not available (plain tables)'} "
-        f"(ready in {result.server_start_s:.2f} s)"
+        f"(ready in {result.server_start_s:.2f} s)\n   {info.installation}"
     )
     try:
         _run(info, policy, result, out)
@@ -121,6 +125,42 @@ def run_demo(
         if not keep:
             srv.stop()
     return result
+
+
+def _show_hypertables(
+    db_params: dict[str, Any], policy: Policy, result: DemoResult, out: Callable[[str], None]
+) -> None:
+    """Hypertables and chunks, and that the audit row names the hypertable, not a chunk."""
+    out("\n== TimescaleDB: bob's 144 rows landed in several chunks; the audit names the hypertable")
+    with connect(**db_params, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT format('%I.%I', hypertable_schema, hypertable_name), num_chunks"
+            " FROM timescaledb_information.hypertables ORDER BY 1"
+        ).fetchall()
+        result.hypertables = [{"hypertable": r[0], "chunks": r[1]} for r in rows]
+        for name, chunks in rows:
+            out(f"   hypertable {name:40} {chunks} chunk(s)")
+        landed = admin.execute(
+            sql.SQL(
+                "SELECT string_agg(DISTINCT tableoid::regclass::text, ', ') FROM {}"
+            ).format(sql.Identifier(policy.schema, "sensor_readings"))
+        ).fetchone()
+        chunks = sorted((landed[0] if landed and landed[0] else "").split(", "))
+        audited = admin.execute(
+            sql.SQL(
+                "SELECT table_name, row_count FROM {} WHERE username = 'bob'"
+                " AND operation = 'INSERT'"
+            ).format(sql.Identifier(policy.schema, policy.audit.table))
+        ).fetchall()
+    out(f"   rows of sensor_readings are stored in {len(chunks)} chunks: {', '.join(chunks)}")
+    out(f"   audit rows for bob's INSERT (table_name, row_count): {audited}")
+    result.checks.append(
+        Check(
+            "bob's INSERT landed in several chunks and is audited once, as sensor_readings",
+            len(chunks) > 1 and audited == [("sensor_readings", 144)],
+            f"{len(chunks)} chunks, audit {audited}",
+        )
+    )
 
 
 def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[str], None]) -> None:
@@ -159,9 +199,7 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         )
 
         out("\n== 2. Access matrix: every privilege tried as every user over TLS (rolled back)")
-        user_conn = {
-            k: v for k, v in info.params().items() if k not in ("user", "password", "dbname")
-        }
+        user_conn = without_login(info.params())
         result.matrix = verify(admin, policy, passwords, **user_conn)
         out(result.matrix.to_text())
 
@@ -177,7 +215,7 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
             audit.set_actor(conn, "ingest-job", "batch-0001")
             cur = conn.execute(
                 "INSERT INTO sensor_readings (time, sensor_id, temperature, humidity, location,"
-                " department) SELECT now() - i * interval '10 minutes', 'TEMP_' || (i % 3),"
+                " department) SELECT now() - i * interval '3 hours', 'TEMP_' || (i % 3),"
                 " 20 + (i % 7), 40 + (i % 20), 'Building A', 'Engineering'"
                 " FROM generate_series(1, 144) AS i"
             )
@@ -199,6 +237,8 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         conn.commit()
         result.checks.append(Check("david inserts 2 financial metrics", cur.rowcount == 2))
         out(f"   david INSERT financial_metrics: {cur.rowcount} rows [{tls_status(conn)}]")
+    if info.timescaledb:
+        _show_hypertables(db_params, policy, result, out)
 
     out("\n== 4. Forbidden actions (each must be refused by the server)")
     forbidden = [
@@ -310,7 +350,7 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         result.summary_rows = summ.as_dicts()
         out("\n   Summary (last hour):")
         out("   " + summ.to_text().replace("\n", "\n   "))
-        sessions = audit.active_sessions(conn)
+        sessions = monitoring.active_sessions(conn)
         result.sessions = sessions.as_dicts()
         all_tls = all(s["ssl"] for s in result.sessions if s["client_addr"])
         result.checks.append(Check("every TCP session is TLS", all_tls))

@@ -100,6 +100,15 @@ class PreflightDenied(TsaccessError):
 
     __module__ = "tsaccess"
 
+    statement: str
+    """The refused statement text (as it would have been sent)."""
+    missing: tuple[MissingPrivilege, ...]
+    """Every privilege the statement needs and the session lacks, each confirmed live."""
+    user: str
+    """The login user whose privileges were checked."""
+    role: str | None
+    """The group role the session was scoped to, if any."""
+
     def __init__(
         self, statement: str, missing: Sequence[MissingPrivilege], *, user: str, role: str | None
     ) -> None:

@@ -22,6 +22,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from tsaccess._files import write_private
 from tsaccess.errors import PasswordSourceError
 from tsaccess.policy import password_env_var
 
@@ -169,13 +170,8 @@ def write_pgpass(
         f"{_esc(host)}:{_esc(str(port))}:{_esc(dbname)}:{_esc(user)}:{_esc(pw.reveal())}\n"
         for user, pw in passwords.items()
     ]
-    tmp = p.with_name(p.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("# written by tsaccess; keep this file mode 0600\n")
-        f.writelines(lines)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, p)
+    text = "# written by tsaccess; keep this file mode 0600\n" + "".join(lines)
+    write_private(p, text, replace=True)
     return p
 
 

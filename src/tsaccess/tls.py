@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 from cryptography import x509
@@ -21,7 +21,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertificatePaths", "TlsStatus", "create_certificates", "tls_status"]
+from tsaccess._files import write_private
+
+__all__ = [
+    "CertificatePaths",
+    "TlsStatus",
+    "VerifiedTls",
+    "create_certificates",
+    "tls_status",
+]
 
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
@@ -37,15 +45,6 @@ class CertificatePaths:
     """``ssl_cert_file`` for the server."""
     server_key: Path
     """``ssl_key_file`` for the server (mode 0600)."""
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` readable by the owner only, never briefly world-readable."""
-    if path.exists():
-        path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -142,8 +141,8 @@ def create_certificates(
     )
     paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     paths.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(paths.ca_key, key_pem(ca_key))
-    _write_private(paths.server_key, key_pem(key))
+    write_private(paths.ca_key, key_pem(ca_key), replace=True)
+    write_private(paths.server_key, key_pem(key), replace=True)
     return paths
 
 
@@ -152,9 +151,13 @@ class TlsStatus:
     """Encryption of one live session, as the server reports it in ``pg_stat_ssl``."""
 
     ssl: bool
+    """The session is encrypted."""
     version: str | None
+    """TLS protocol version (``TLSv1.3``), None when unknown or not encrypted."""
     cipher: str | None
+    """Cipher suite name."""
     bits: int | None
+    """Key length of the cipher in bits."""
 
     def __str__(self) -> str:
         if not self.ssl:
@@ -162,11 +165,23 @@ class TlsStatus:
         return f"{self.version} {self.cipher} ({self.bits} bits)"
 
 
+@runtime_checkable
+class VerifiedTls(Protocol):
+    """A connection that remembers the server's TLS report from when it was verified
+    (:class:`tsaccess.connection.TsConnection`)."""
+
+    verified_tls: TlsStatus | None
+
+
 def tls_status(conn: psycopg.Connection[Any]) -> TlsStatus:
     """Ask the server whether this connection's session is encrypted.
 
     The answer comes from ``pg_stat_ssl`` for the session's own backend, so it is the server's
     view, not the client library's.
+
+    Returns:
+        the server's report; after ``SET ROLE`` to a role that may not read it, the report
+        taken when :func:`tsaccess.connect` verified the session, else libpq's view.
     """
     was_idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     row = conn.execute(
@@ -179,8 +194,7 @@ def tls_status(conn: psycopg.Connection[Any]) -> TlsStatus:
         # After SET ROLE to a role without the login user's privileges, pg_stat_ssl hides the
         # session's own fields: use what the server reported when tsaccess.connect() verified
         # this session, else libpq's view.
-        seen = getattr(conn, "_tsaccess_tls", None)
-        if isinstance(seen, TlsStatus):
-            return seen
+        if isinstance(conn, VerifiedTls) and conn.verified_tls is not None:
+            return conn.verified_tls
         return TlsStatus(bool(conn.pgconn.ssl_in_use), None, None, None)
     return TlsStatus(bool(row[0]), row[1], row[2], row[3])

@@ -12,7 +12,8 @@ from psycopg import sql
 
 import tsaccess
 from tests.helpers import apply_company
-from tsaccess import audit
+from tsaccess import audit, monitoring
+from tsaccess.audit import ddl
 from tsaccess.bootstrap import plan
 from tsaccess.policy import parse_policy
 
@@ -430,13 +431,13 @@ def test_query_helpers(company):
         assert sum(b.events for b in a) == 1
         h = audit.history(conn, "sensor_readings", user="bob")
         assert len(h) == 1
-        sessions = audit.active_sessions(conn)
+        sessions = monitoring.active_sessions(conn)
         mine = [x for x in sessions if x.username == "eve"]
         assert mine
         assert mine[0].ssl
         assert "<table" in s._repr_html_()
         assert "bob" in s.to_text()
-        roles = {r.rolname: r for r in audit.roles(conn)}
+        roles = {r.rolname: r for r in monitoring.roles(conn)}
         assert roles["bob"].member_of == ["data_engineers"]
         assert not roles["data_engineers"].rolcanlogin
 
@@ -622,12 +623,8 @@ def test_the_fallback_triggers_for_compressed_hypertables_work(company):
     with company.db.admin() as conn:
         for name in ("sensor_readings", "financial_metrics"):
             table = policy.table(name)
-            normal = next(
-                s for s in audit._trigger_specs(policy, table, False) if "_del_" in s.name
-            )
-            fallback = next(
-                s for s in audit._trigger_specs(policy, table, True) if "_del_" in s.name
-            )
+            normal = next(s for s in ddl._trigger_specs(policy, table, False) if "_del_" in s.name)
+            fallback = next(s for s in ddl._trigger_specs(policy, table, True) if "_del_" in s.name)
             assert "REFERENCING" not in fallback.statement.as_string(conn)
             conn.execute(
                 sql.SQL("DROP TRIGGER {} ON {}").format(

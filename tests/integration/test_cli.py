@@ -250,10 +250,18 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(db, policy_file, tmp_pa
     assert res.returncode == 2
 
 
-def test_demo_json_exits_zero():
+def test_demo_json_exits_zero(pg_server):
     res = run("demo", "--json", check_code=0)
     out = json.loads(res.stdout)
     assert out["ok"] is True
+    # the demo's own server comes from the same installation as the tests' server
+    assert out["timescaledb"] is pg_server.timescaledb
+    if pg_server.timescaledb:
+        chunks = {h["hypertable"]: h["chunks"] for h in out["hypertables"]}
+        assert chunks["public.sensor_readings"] >= 2
+        assert {"public.financial_metrics", "public.activity_audit"} <= set(chunks)
+        landed = [c for c in out["checks"] if "several chunks" in c["name"]]
+        assert len(landed) == 1 and landed[0]["ok"], landed
     assert out["matrix"]["disagreements"] == 0
     assert {"bob", "david"} <= {r["username"] for r in out["audit"] if r["operation"] == "INSERT"}
     assert all(t["ssl"] for t in out["matrix"]["tls"].values())

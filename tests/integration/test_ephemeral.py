@@ -15,7 +15,7 @@ import pytest
 
 import tsaccess
 from tsaccess import ephemeral
-from tsaccess.ephemeral import EphemeralServer
+from tsaccess.ephemeral import EphemeralServer, install
 
 
 def _postmaster_alive(workdir: Path) -> bool:
@@ -59,8 +59,8 @@ def test_cli_demo_cleans_up_on_sigterm(tmp_path):
         text=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()  # the server is up once this is printed
-    assert "Throwaway server" in line
+    lines = [proc.stdout.readline() for _ in range(3)]  # a warning may come first
+    assert any("Throwaway server" in line for line in lines), lines  # the server is up
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     time.sleep(0.2)
@@ -70,6 +70,53 @@ def test_cli_demo_cleans_up_on_sigterm(tmp_path):
 def test_missing_binaries_say_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("TSACCESS_PG_BINDIR", raising=False)
-    monkeypatch.setattr(ephemeral, "_DEBIAN_ROOT", tmp_path / "nothing")
+    monkeypatch.setattr(install, "DEBIAN_ROOT", tmp_path / "nothing")
     with pytest.raises(tsaccess.ServerStartError, match="apt-get install postgresql"):
         ephemeral.find_bindir()
+
+
+def _decoy_path(tmp_path: Path, real: Path) -> Path:
+    """A PATH entry with symlinks to the server binaries and a lying pg_config beside them."""
+    decoy = tmp_path / "bin"
+    decoy.mkdir()
+    for exe in ("initdb", "pg_ctl", "postgres"):
+        (decoy / exe).symlink_to(real / exe)
+    fake = decoy / "pg_config"
+    fake.write_text("#!/bin/sh\necho /nonexistent\n")
+    fake.chmod(0o755)
+    return decoy
+
+
+@pytest.mark.timescaledb
+def test_timescaledb_found_through_symlinks_and_a_lying_pg_config(monkeypatch, tmp_path):
+    real = ephemeral.find_installation().bindir
+    decoy = _decoy_path(tmp_path, real)
+    monkeypatch.setenv("PATH", f"{decoy}:{os.environ['PATH']}")
+    monkeypatch.delenv("TSACCESS_PG_BINDIR", raising=False)
+    inst = ephemeral.find_installation()
+    assert inst.bindir == real  # resolved, not the symlinks' folder
+    assert inst.timescaledb is not None
+    assert str(decoy / "initdb") in inst.found_via
+    assert str(real) in inst.describe() and inst.timescaledb in inst.describe()
+    with EphemeralServer(backend="local") as info:
+        assert info.timescaledb
+        assert str(real) in info.installation
+
+
+def test_pg_bindir_without_timescaledb_reports_it(monkeypatch, tmp_path):
+    """A bindir whose installation has no TimescaleDB says so instead of guessing."""
+    real = ephemeral.find_installation().bindir
+    other = tmp_path / "pg" / "bin"
+    other.mkdir(parents=True)
+    for exe in ("initdb", "pg_ctl", "postgres"):
+        (other / exe).write_bytes((real / exe).read_bytes())
+        (other / exe).chmod(0o755)
+    (other / "pg_config").write_text(
+        f"#!/bin/sh\ncase $1 in --sharedir) echo {tmp_path}/share;; *) echo {tmp_path}/lib;; esac\n"
+    )
+    (other / "pg_config").chmod(0o755)
+    monkeypatch.setenv("TSACCESS_PG_BINDIR", str(other))
+    inst = ephemeral.find_installation()
+    assert inst.bindir == other and inst.found_via == "TSACCESS_PG_BINDIR"
+    assert inst.timescaledb is None
+    assert "no TimescaleDB" in inst.describe()

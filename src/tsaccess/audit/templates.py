@@ -1,0 +1,324 @@
+"""The SQL the audit trail creates: names, function bodies, the audit table and the rows view.
+
+The bodies are compared with the catalog's ``prosrc`` to decide whether a function must be
+replaced, so they are built exactly the same way every time (generated SQL, kept apart from the
+planning logic in :mod:`tsaccess.audit.ddl`).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from psycopg import sql
+
+if TYPE_CHECKING:
+    from tsaccess.catalog import AuditDataInfo
+    from tsaccess.policy import Policy, Table
+
+__all__ = [
+    "DENIED_FUNCTION",
+    "ROW_TYPE_SUFFIX",
+    "STMT_FUNCTION",
+    "TRIGGER_PREFIX",
+    "audit_table_ddl",
+    "display_name",
+    "function_sources",
+    "qualified",
+    "row_attributes",
+    "rows_function_source",
+    "rows_view_sql",
+    "text",
+]
+
+STMT_FUNCTION = "tsaccess_audit_stmt"
+DENIED_FUNCTION = "tsaccess_audit_denied"
+TRIGGER_PREFIX = "tsaccess_audit_"
+ROW_TYPE_SUFFIX = "_row"
+
+_COLUMNS = (
+    "username, operation, table_name, description, effective_role, txid, client_addr,"
+    " application_name, actor, request_id, row_count"
+)
+_CONTEXT = """
+  eff text := coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text);
+  app text := nullif(pg_catalog.current_setting('application_name'), '');
+  act text := nullif(pg_catalog.current_setting('tsaccess.actor', true), '');
+  req text := nullif(pg_catalog.current_setting('tsaccess.request_id', true), '');
+  addr inet := pg_catalog.inet_client_addr();
+  tx bigint := pg_catalog.txid_current();
+  tbl text := TG_ARGV[0];"""
+
+# The size of a transition table ({tt}) into n without reading a large one back (reading
+# 100,000 rows back costs more than the rest of the audit): up to 1000 rows are counted; above
+# that the planner's row estimate for a transition table is its exact size (PostgreSQL gives
+# it tuplestore_tuple_count(); the test suite checks it), with count(*) as the fallback.
+_SIZE = """
+SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM {tt} LIMIT 1000) s;
+IF n = 1000 THEN
+  EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM {tt}' INTO est;
+  est := est::json -> 0 -> 'Plan' ->> 'Plan Rows';
+  IF est ~ '^[0-9]{{1,18}}$' THEN
+    n := est::bigint;
+  ELSE
+    EXECUTE 'SELECT pg_catalog.count(*) FROM {tt}' INTO n;
+  END IF;
+END IF;"""
+
+
+def _size(tt: str, indent: int) -> str:
+    """:data:`_SIZE` for transition table ``tt``, indented to sit in a function body."""
+    return textwrap.indent(_SIZE.format(tt=tt), " " * indent)
+
+
+_STMT_BODY = """
+DECLARE{context}
+  n bigint;
+  est text;
+BEGIN
+  IF TG_ARGV[1] = 'counted' THEN
+    IF TG_OP = 'DELETE' THEN{size_old}
+    ELSIF TG_OP <> 'TRUNCATE' THEN{size_new}
+    END IF;
+  END IF;
+  INSERT INTO {audit} ({columns})
+  VALUES (session_user, TG_OP, tbl,
+          TG_OP || CASE WHEN n IS NULL THEN '' ELSE ' of ' || n || ' row(s)' END,
+          eff, tx, addr, app, act, req, n);
+  RETURN NULL;
+END
+"""
+
+# Per-row mode, one function per table: the statement's audit row, then each changed row as a
+# value of the table's row type (only the audited columns) in the table's data table.
+_ROWS_BODY = """
+DECLARE{context}
+  n bigint;
+  aid bigint;
+  ts timestamptz := pg_catalog.now();
+  est text;
+  zip_limit text := pg_catalog.current_setting('tsaccess.audit_zip_rows', true);
+  o_cur refcursor;
+  n_cur refcursor;
+  o_rec record;
+  n_rec record;
+BEGIN
+  IF TG_LEVEL = 'ROW' THEN  -- no transition tables (DELETE on a compressed hypertable)
+    INSERT INTO {audit} ({columns})
+    VALUES (session_user, TG_OP, tbl, TG_OP || ' row', eff, tx, addr, app, act, req, 1)
+    RETURNING id, event_time INTO aid, ts;
+    INSERT INTO {data} (audit_id, event_time, old_data) VALUES (aid, ts, {old_row});
+    RETURN NULL;
+  END IF;
+  -- the statement's audit id first, so the changed rows are written (and counted) in one pass
+  aid := pg_catalog.nextval(pg_catalog.pg_get_serial_sequence({audit_literal}, 'id'));
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO {data} (audit_id, event_time, new_data)
+    SELECT aid, ts, {r_row} FROM tsaccess_new r;
+    GET DIAGNOSTICS n = ROW_COUNT;
+  ELSIF TG_OP = 'DELETE' THEN
+    INSERT INTO {data} (audit_id, event_time, old_data)
+    SELECT aid, ts, {r_row} FROM tsaccess_old r;
+    GET DIAGNOSTICS n = ROW_COUNT;
+  ELSE
+    -- old and new rows are captured pairwise, in the same order: zip them, as two arrays up to
+    -- tsaccess.audit_zip_rows rows (default 1,000,000), beyond that (an array is limited to
+    -- 1 GB) by walking both transition tables in step{size_new}
+    IF zip_limit IS NULL OR zip_limit !~ '^[0-9]{{1,18}}$' THEN
+      zip_limit := '1000000';
+    END IF;
+    IF n <= zip_limit::bigint THEN
+      INSERT INTO {data} (audit_id, event_time, old_data, new_data)
+      SELECT aid, ts, pg_catalog.unnest(ARRAY(SELECT {r_row} FROM tsaccess_old r)),
+             pg_catalog.unnest(ARRAY(SELECT {r_row} FROM tsaccess_new r));
+      GET DIAGNOSTICS n = ROW_COUNT;
+    ELSE
+      n := 0;
+      OPEN o_cur NO SCROLL FOR SELECT {r_row} AS v FROM tsaccess_old r;
+      OPEN n_cur NO SCROLL FOR SELECT {r_row} AS v FROM tsaccess_new r;
+      LOOP
+        FETCH o_cur INTO o_rec;
+        EXIT WHEN NOT FOUND;
+        FETCH n_cur INTO n_rec;
+        INSERT INTO {data} (audit_id, event_time, old_data, new_data)
+        VALUES (aid, ts, o_rec.v, n_rec.v);
+        n := n + 1;
+      END LOOP;
+      CLOSE o_cur;
+      CLOSE n_cur;
+    END IF;
+  END IF;
+  INSERT INTO {audit} (id, event_time, {columns}) OVERRIDING SYSTEM VALUE
+  VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
+          app, act, req, n);
+  RETURN NULL;
+END
+"""
+
+_DENIED_BODY = """
+  INSERT INTO {audit} ({columns}, client_asserted)
+  VALUES (session_user, 'DENIED', pg_catalog.left(table_name, 200),
+          pg_catalog.left(reason, 500) || ': ' || pg_catalog.left(statement, 2000),
+          coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text),
+          pg_catalog.txid_current(), pg_catalog.inet_client_addr(),
+          nullif(pg_catalog.current_setting('application_name'), ''),
+          nullif(pg_catalog.current_setting('tsaccess.actor', true), ''),
+          nullif(pg_catalog.current_setting('tsaccess.request_id', true), ''),
+          NULL, true)
+"""
+
+
+def qualified(policy: Policy, name: str) -> sql.Identifier:
+    """``name`` in the policy's schema."""
+    return sql.Identifier(policy.schema, name)
+
+
+def text(c: sql.Composable) -> str:
+    """A composed SQL fragment as text (identifiers quoted as needed)."""
+    return c.as_string(None)
+
+
+def display_name(policy: Policy, table: str) -> str:
+    """The table name recorded in audit rows: bare in ``public``, else schema-qualified."""
+    return table if policy.schema == "public" else f"{policy.schema}.{table}"
+
+
+def row_attributes(table: Table, data: AuditDataInfo | None) -> tuple[str, ...]:
+    """The attributes of ``table``'s audit row type: the existing ones (in order, never
+    dropped, so recorded history stays readable) and then newly audited columns."""
+    have = data.relations.get(("c", table.name + ROW_TYPE_SUFFIX)) if data else None
+    existing = have.attributes if have else ()
+    return (*existing, *(c for c in table.audited_data_columns if c not in existing))
+
+
+def _row_value(policy: Policy, table: Table, attrs: Sequence[str], source: str) -> str:
+    """``ROW(source.a, NULL, ...)::<data_schema>.<table>_row``: NULL for attributes no longer
+    audited."""
+    audited = set(table.audited_data_columns)
+    values = [text(sql.Identifier(source, a)) if a in audited else "NULL" for a in attrs]
+    row_type = sql.Identifier(policy.audit.data_schema, table.name + ROW_TYPE_SUFFIX)
+    return f"ROW({', '.join(values)})::{text(row_type)}"
+
+
+def function_sources(policy: Policy) -> dict[str, str]:
+    """The exact ``prosrc`` of the shared audit functions (compared to the catalog)."""
+    audit = text(qualified(policy, policy.audit.table))
+    return {
+        STMT_FUNCTION: _STMT_BODY.format(
+            context=_CONTEXT,
+            audit=audit,
+            columns=_COLUMNS,
+            size_old=_size("tsaccess_old", 6),
+            size_new=_size("tsaccess_new", 6),
+        ),
+        DENIED_FUNCTION: _DENIED_BODY.format(audit=audit, columns=_COLUMNS),
+    }
+
+
+def rows_function_source(policy: Policy, table: Table, attrs: Sequence[str]) -> str:
+    """The exact ``prosrc`` of ``table``'s per-row trigger function."""
+    audit = text(qualified(policy, policy.audit.table))
+    return _ROWS_BODY.format(
+        context=_CONTEXT,
+        audit=audit,
+        audit_literal=text(sql.Literal(audit)),
+        columns=_COLUMNS,
+        data=text(sql.Identifier(policy.audit.data_schema, table.name)),
+        r_row=_row_value(policy, table, attrs, "r"),
+        old_row=_row_value(policy, table, attrs, "old"),
+        size_new=_size("tsaccess_new", 4),
+    )
+
+
+_DATA_COLUMNS = ("audit_id", "event_time", "old_data", "new_data")
+
+# the view's columns: the statement's context, then the changed row
+_ROWS_VIEW_COLUMNS = (
+    "audit_id",
+    "event_time",
+    "username",
+    "operation",
+    "table_name",
+    "effective_role",
+    "txid",
+    "client_addr",
+    "application_name",
+    "actor",
+    "request_id",
+    "old_data",
+    "new_data",
+)
+
+
+def audit_table_ddl(policy: Policy) -> sql.Composed:
+    """The audit table: the tutorial's columns first, then what tsaccess adds."""
+    return sql.SQL(
+        "CREATE TABLE {t} ("
+        " id bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000),"
+        " event_time timestamptz NOT NULL DEFAULT pg_catalog.now(),"
+        " username text NOT NULL,"
+        " operation text NOT NULL,"
+        " table_name text,"
+        " description text,"
+        " effective_role text,"
+        " txid bigint,"
+        " client_addr inet,"
+        " application_name text,"
+        " actor text,"
+        " request_id text,"
+        " row_count bigint,"
+        " client_asserted boolean NOT NULL DEFAULT false)"
+    ).format(t=qualified(policy, policy.audit.table))
+
+
+def rows_view_sql(policy: Policy, data: AuditDataInfo | None) -> sql.Composed:
+    """The ``<audit table>_rows`` view: one row per changed row, for every data table (also
+    those of tables no longer audited per row: their history stays readable)."""
+    audit_t = qualified(policy, policy.audit.table)
+    names = {t.name for t in policy.row_audited}
+    if data:  # only tables shaped like tsaccess's data tables
+        names |= {
+            name
+            for (kind, name), rel in data.relations.items()
+            if kind == "r" and set(_DATA_COLUMNS) <= set(rel.attributes)
+        }
+    context = sql.SQL(
+        "a.id, a.event_time, a.username, a.operation, {shown}::text, a.effective_role,"
+        " a.txid, a.client_addr, a.application_name, a.actor, a.request_id"
+    )
+    parts: list[sql.Composable] = []
+    for name in sorted(names):
+        table = policy.table(name)
+        hidden: list[str] = []
+        if table is not None and table.audit == "row":
+            hidden = [a for a in row_attributes(table, data) if a not in table.audited_data_columns]
+        strip = (
+            sql.SQL(" OPERATOR(pg_catalog.-) {}::text[]").format(sql.Literal(hidden))
+            if hidden
+            else sql.SQL("")
+        )
+        parts.append(
+            sql.SQL(
+                "SELECT {context}, pg_catalog.to_jsonb(d.old_data){strip},"
+                " pg_catalog.to_jsonb(d.new_data){strip}"
+                " FROM {data} d JOIN {audit} a ON a.id = d.audit_id"
+                " AND a.event_time = d.event_time"
+            ).format(
+                context=context.format(shown=sql.Literal(display_name(policy, name))),
+                strip=strip,
+                data=sql.Identifier(policy.audit.data_schema, name),
+                audit=audit_t,
+            )
+        )
+    if not parts:
+        parts.append(
+            sql.SQL("SELECT {context}, NULL::jsonb, NULL::jsonb FROM {audit} a WHERE false").format(
+                context=context.format(shown=sql.SQL("a.table_name")), audit=audit_t
+            )
+        )
+    return sql.SQL("CREATE OR REPLACE VIEW {view} ({columns}) AS {body}").format(
+        view=qualified(policy, policy.audit.rows_view),
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in _ROWS_VIEW_COLUMNS),
+        body=sql.SQL(" UNION ALL ").join(parts),
+    )

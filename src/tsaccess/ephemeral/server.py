@@ -1,0 +1,230 @@
+"""``EphemeralServer``: a throwaway TLS + SCRAM server from one of three backends."""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, get_args
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from tsaccess._log import get_logger
+from tsaccess.errors import ServerStartError
+
+__all__ = ["ADMIN", "Backend", "EphemeralServer", "ServerInfo", "wait_ready"]
+
+log = get_logger("tsaccess.ephemeral")
+
+Backend = Literal["auto", "dsn", "docker", "local"]
+ADMIN = "postgres"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """How to reach a running throwaway server as its administrator."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    dbname: str
+    sslrootcert: str | None
+    backend: str
+    timescaledb: bool = False
+    """True when the ``timescaledb`` extension is available *and* preloaded."""
+    workdir: Path | None = None
+    installation: str = ""
+    """Which installation or image serves it (``PostgreSQL 15.20 in /usr/lib/...``)."""
+
+    def params(self, **overrides: Any) -> dict[str, Any]:
+        """Keyword arguments for :func:`tsaccess.connect` (admin unless overridden)."""
+        base: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "dbname": self.dbname,
+        }
+        if self.sslrootcert:
+            base.update(sslmode="verify-full", sslrootcert=self.sslrootcert)
+        else:
+            base.update(sslmode="require")
+        base.update(overrides)
+        return base
+
+    def with_database(self, dbname: str) -> ServerInfo:
+        """The same server, another database."""
+        return replace(self, dbname=dbname)
+
+
+Started = tuple[ServerInfo, Callable[[], None]]
+"""A backend's result: the server and how to stop and delete it."""
+
+
+class EphemeralServer:
+    """Start a throwaway server; use as a context manager or call ``start()`` / ``stop()``.
+
+    Args:
+        dsn: an existing server (admin login) to use instead of starting one. Defaults to
+            ``TSACCESS_TEST_DSN``.
+        backend: ``auto`` (dsn, then docker when its image is there, then local), or force one.
+            Defaults to ``TSACCESS_TEST_BACKEND``, else ``auto``.
+        image: the Docker image (default ``TSACCESS_TEST_IMAGE``, else the official
+            ``timescale/timescaledb`` tag for the local PostgreSQL major).
+        keep: leave the server running on ``stop()`` (the demo's ``--keep``).
+        init_dir: docker backend only: a folder mounted at ``/docker-entrypoint-initdb.d``.
+        environment: docker backend only: extra container variables (e.g. the passwords the
+            ``init_dir`` scripts read).
+        dbname: docker backend only: ``POSTGRES_DB``.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        backend: Backend | None = None,
+        image: str | None = None,
+        keep: bool = False,
+        init_dir: Path | None = None,
+        environment: Mapping[str, str] | None = None,
+        dbname: str = "postgres",
+    ) -> None:
+        self._dsn = dsn if dsn is not None else os.environ.get("TSACCESS_TEST_DSN") or None
+        chosen = backend or os.environ.get("TSACCESS_TEST_BACKEND") or "auto"
+        if chosen not in get_args(Backend):
+            raise ServerStartError(
+                f"unknown backend {chosen!r} (from TSACCESS_TEST_BACKEND or backend=); use one "
+                f"of {', '.join(get_args(Backend))}"
+            )
+        self._backend: Backend = chosen  # type: ignore[assignment]  # checked just above
+        self._image = image
+        self._init_dir = init_dir
+        self._environment = dict(environment or {})
+        self._dbname = dbname
+        self.keep = keep
+        self.info: ServerInfo | None = None
+        self._cleanup: weakref.finalize[Any, EphemeralServer] | None = None
+
+    def __repr__(self) -> str:
+        state = (
+            f"{self.info.backend} on {self.info.host}:{self.info.port}" if self.info else "stopped"
+        )
+        return f"<EphemeralServer {state}>"
+
+    def __enter__(self) -> ServerInfo:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> ServerInfo:
+        """Start (or attach to) the server and wait until a real TLS query succeeds."""
+        if self.info is not None:
+            return self.info
+        from tsaccess.ephemeral import docker, local
+
+        t0 = time.perf_counter()
+        backend = self._backend
+        started: Started | None = None
+        if backend == "auto":
+            backend = "dsn" if self._dsn else "local"
+            if not self._dsn:
+                started = docker.start_if_available(self._docker_options())
+        if started is None:
+            if backend == "dsn":
+                if not self._dsn:
+                    raise ServerStartError("backend 'dsn' needs dsn= or TSACCESS_TEST_DSN")
+                info = _from_dsn(self._dsn)
+                started = info, lambda: None
+            elif backend == "docker":
+                started = docker.start(self._docker_options())
+            else:
+                started = local.start()
+        info, stop = started
+        self._cleanup = weakref.finalize(self, stop)
+        try:
+            info = replace(info, timescaledb=_has_timescaledb(info))
+        except BaseException:
+            self.stop()
+            raise
+        self.info = info
+        log.info(
+            "server ready",
+            backend=info.backend,
+            port=info.port,
+            timescaledb=info.timescaledb,
+            installation=info.installation,
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+        return info
+
+    def stop(self) -> None:
+        """Stop the server and delete its files (unless ``keep``). Safe to call twice."""
+        if self._cleanup is not None:
+            if self.keep:
+                self._cleanup.detach()  # leave it running, also at interpreter exit
+            else:
+                self._cleanup()
+        self._cleanup = None
+        self.info = None
+
+    def _docker_options(self) -> Any:
+        from tsaccess.ephemeral.docker import DockerOptions
+
+        return DockerOptions(
+            image=self._image,
+            init_dir=self._init_dir,
+            environment=self._environment,
+            dbname=self._dbname,
+        )
+
+
+def _from_dsn(dsn: str) -> ServerInfo:
+    d = conninfo_to_dict(dsn)
+    return ServerInfo(
+        host=str(d.get("host") or os.environ.get("PGHOST") or "localhost"),
+        port=int(d.get("port") or os.environ.get("PGPORT") or 5432),
+        user=str(d.get("user") or os.environ.get("PGUSER") or ADMIN),
+        password=str(d.get("password") or os.environ.get("PGPASSWORD") or ""),
+        dbname=str(d.get("dbname") or "postgres"),
+        sslrootcert=str(d.get("sslrootcert") or os.environ.get("PGSSLROOTCERT") or "") or None,
+        backend="dsn",
+        installation="an existing server (TSACCESS_TEST_DSN or dsn=)",
+    )
+
+
+def wait_ready(info: ServerInfo, *, timeout: float, log_tail: Callable[[], str]) -> None:
+    """Readiness is a real query over TLS as the admin, not an open port."""
+    from tsaccess.connection import connect
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with connect(**info.params(connect_timeout=5), autocommit=True) as conn:
+                conn.execute("SELECT 1")
+                return
+        except (psycopg.OperationalError, OSError) as exc:
+            last = exc
+            time.sleep(0.1)
+    raise ServerStartError(
+        f"server did not accept a TLS login within {timeout:.0f} s ({last}); server log:\n"
+        f"{log_tail()}"
+    )
+
+
+def _has_timescaledb(info: ServerInfo) -> bool:
+    from tsaccess.catalog import timescaledb_state
+    from tsaccess.connection import connect
+
+    with connect(**info.params(), autocommit=True) as conn:
+        state = timescaledb_state(conn)
+    return state.available and state.preloaded

@@ -1,0 +1,205 @@
+"""The policy model: tables, group roles, login users and audit settings.
+
+A policy is data, frozen and validated when it is built: every error names the key path and the
+fix. Names are identifiers the server will see quoted (``psycopg.sql.Identifier``); they are
+checked for what PostgreSQL would silently mangle (over 63 bytes, NUL) or reserve (``pg_*``
+roles), never for "looking like SQL": a name that tries SQL injection is just a strange name.
+
+Example (``examples/company.toml`` has the full reference model)::
+
+    [database]
+    name = "company_db"
+
+    [tables.sensor_readings]
+    time_column = "time"
+    hypertable = true
+    columns = { time = "timestamptz not null", sensor_id = "text not null" }
+
+    [roles.data_analysts]
+    grants = { sensor_readings = ["SELECT"] }
+
+    [users.alice]
+    roles = ["data_analysts"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+from tsaccess.policy.validate import (
+    TABLE_PRIVILEGES,
+    AuditMode,
+    Privilege,
+    TimescaleMode,
+    validate,
+)
+
+__all__ = [
+    "TABLE_PRIVILEGES",
+    "AuditMode",
+    "AuditSettings",
+    "Column",
+    "GroupRole",
+    "Policy",
+    "Privilege",
+    "Table",
+    "TimescaleMode",
+    "User",
+    "password_env_var",
+]
+
+
+def password_env_var(user: str) -> str:
+    """``TSACCESS_PASSWORD_<USER>``: the user name upper-cased, other characters as ``_``."""
+    return "TSACCESS_PASSWORD_" + re.sub(r"[^A-Z0-9]", "_", user.upper())
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column: ``type`` is a validated SQL type name, ``default`` a literal or a known function."""
+
+    name: str
+    type: str
+    nullable: bool = True
+    default: str | int | float | bool | None = None
+    default_function: str | None = None
+    """One of ``now()``, ``CURRENT_TIMESTAMP``, ``gen_random_uuid()``."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table the policy manages (created if missing; columns added, never rewritten)."""
+
+    name: str
+    columns: tuple[Column, ...]
+    time_column: str | None = None
+    """Indexed ``DESC``; the partitioning column of a hypertable."""
+    hypertable: bool = False
+    """Made a TimescaleDB hypertable on ``time_column`` when TimescaleDB is available."""
+    chunk_interval: str | None = None
+    """The hypertable's chunk interval (``7 days``), None for TimescaleDB's default."""
+    audit: AuditMode = "statement"
+    """``statement`` (one audit row per statement), ``row`` (also each changed row) or ``off``."""
+    audit_columns: tuple[str, ...] | None = None
+    """With ``audit = "row"``: only these columns go into the row data (None: all)."""
+    audit_exclude: tuple[str, ...] = ()
+    """With ``audit = "row"``: these columns never go into the row data."""
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def audited_data_columns(self) -> tuple[str, ...]:
+        """The columns whose values per-row audit records."""
+        allowed = (
+            self.audit_columns if self.audit_columns is not None else [c.name for c in self.columns]
+        )
+        return tuple(c for c in allowed if c not in self.audit_exclude)
+
+
+@dataclass(frozen=True)
+class GroupRole:
+    """A NOLOGIN role holding privileges; users get privileges only through group roles."""
+
+    name: str
+    grants: tuple[tuple[str, frozenset[Privilege]], ...] = ()
+    description: str = ""
+
+    def privileges_on(self, table: str) -> frozenset[Privilege]:
+        return next((p for t, p in self.grants if t == table), frozenset())
+
+
+@dataclass(frozen=True)
+class User:
+    """A LOGIN role; its password never lives in the policy."""
+
+    name: str
+    roles: tuple[str, ...]
+    connection_limit: int = -1
+
+    @property
+    def password_env(self) -> str:
+        return password_env_var(self.name)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Where and by whom the audit trail is kept (the policy's ``[audit]`` table)."""
+
+    table: str = "activity_audit"
+    owner: str = "tsaccess_audit"
+    """Dedicated NOLOGIN role owning the audit table and functions, nothing else."""
+    default_mode: AuditMode = "statement"
+    data_schema: str = "tsaccess_audit"
+    """Private schema (owned by ``owner``) holding per-row audit data, one table per table."""
+
+    @property
+    def rows_view(self) -> str:
+        """The view with one row per changed row (per-row mode), next to the audit table."""
+        return f"{self.table}_rows"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A whole access policy: one database and schema, its tables, group roles, users and audit.
+
+    Validated on construction, whatever built it (:func:`load_policy`, :func:`parse_policy` or
+    code): an invalid policy raises :class:`~tsaccess.PolicyError` naming the offending key.
+    """
+
+    database: str
+    schema: str = "public"
+    timescaledb: TimescaleMode = "prefer"
+    """``prefer`` (use it when available), ``require`` (fail without it) or ``off``."""
+    tables: tuple[Table, ...] = ()
+    roles: tuple[GroupRole, ...] = ()
+    users: tuple[User, ...] = ()
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    source: str = ""
+    """Where the policy came from (a file name), used in error messages."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def table(self, name: str) -> Table | None:
+        return next((t for t in self.tables if t.name == name), None)
+
+    def role(self, name: str) -> GroupRole | None:
+        return next((r for r in self.roles if r.name == name), None)
+
+    @property
+    def managed_tables(self) -> tuple[str, ...]:
+        """Data tables and the audit table (when any table is audited)."""
+        names = [t.name for t in self.tables]
+        return (*names, self.audit.table) if self.audited else tuple(names)
+
+    @property
+    def row_audited(self) -> tuple[Table, ...]:
+        """Tables audited per row (their data goes to ``audit.data_schema``)."""
+        return tuple(t for t in self.tables if t.audit == "row")
+
+    @property
+    def audited(self) -> bool:
+        return any(t.audit != "off" for t in self.tables) or any(
+            r.privileges_on(self.audit.table) for r in self.roles
+        )
+
+    def expected_privileges(self, user: str) -> dict[str, frozenset[Privilege]]:
+        """Table privileges the policy gives ``user`` (through its group roles)."""
+        u = next((x for x in self.users if x.name == user), None)
+        out: dict[str, frozenset[Privilege]] = {t: frozenset() for t in self.managed_tables}
+        if u is None:
+            return out
+        for rname in u.roles:
+            role = self.role(rname)
+            if role is None:
+                continue
+            for table, privs in role.grants:
+                out[table] = out.get(table, frozenset()) | privs
+        return out
+
+    def with_database(self, name: str) -> Policy:
+        """The same policy for another database name (tests, staging copies)."""
+        return dataclasses.replace(self, database=name)

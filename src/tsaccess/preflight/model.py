@@ -1,0 +1,66 @@
+"""What pre-flight reasons about: the privileges a statement needs, in tsaccess's own types.
+
+Produced by :mod:`tsaccess.preflight.analysis` (the only module that sees sqlglot's trees) and
+consumed by :mod:`tsaccess.preflight.checker`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["ALL", "Analysis", "ColNeed", "Need", "Priv", "TableRef"]
+
+Priv = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"]
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A table as the statement names it: ``schema`` None when unqualified (resolved through
+    the session's ``search_path`` at check time)."""
+
+    schema: str | None
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+ALL = "*"  # marker: every column of the table
+
+
+@dataclass(frozen=True)
+class Need:
+    """A privilege on a table: ``columns`` None = table or any column; ``(ALL,)`` = every
+    column; ``first_n`` = the first N columns (INSERT without a column list)."""
+
+    privilege: Priv
+    table: TableRef
+    columns: frozenset[str] | None = None
+    first_n: int = 0
+
+
+@dataclass(frozen=True)
+class ColNeed:
+    """An unqualified column, attributed at check time to the innermost source that has it."""
+
+    privilege: Priv
+    column: str
+    levels: tuple[tuple[TableRef | None, ...], ...]
+    """Candidate sources per scope level, innermost first; None = a source with unknown
+    columns (CTE, subquery, function)."""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The result of :func:`tsaccess.preflight.analyze`: what a statement text needs, or why
+    it is deferred to the server."""
+
+    needs: tuple[Need | ColNeed, ...] = ()
+    """Every privilege the statements need."""
+    deferred: str = ""
+    """Why the analysis is not sure (then ``needs`` is empty and the server decides)."""
+    statements: int = 1
+    """How many statements the text holds."""
+    caveats: tuple[str, ...] = ()
+    """What the server checks that this analysis does not (function bodies...)."""

@@ -1,0 +1,173 @@
+"""The privilege snapshot: a session's effective privileges on every relation it can name.
+
+One set-based catalog query (``has_table_privilege`` & co., which handle inheritance, PUBLIC and
+predefined roles) per snapshot; column privileges are loaded only for the tables a check needs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from tsaccess.preflight.model import Priv, TableRef
+
+__all__ = ["COLUMN_PRIVS", "Rel", "Snapshot", "catalog_rows", "load_columns", "take_snapshot"]
+
+_PRIVS: tuple[Priv, ...] = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
+COLUMN_PRIVS = ("SELECT", "INSERT", "UPDATE")
+
+
+@dataclass
+class Rel:
+    oid: int
+    schema: str
+    name: str
+    usage: bool
+    table: dict[str, bool]
+    any: dict[str, bool]
+    kind: str = "r"
+    rls: bool = False
+    sequence_default: bool = False
+    columns: list[tuple[str, dict[str, bool]]] | None = None
+
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        out = []
+        if self.kind in ("v", "m"):
+            out.append("view base tables")
+        if self.kind == "f":
+            out.append("foreign table")
+        if self.rls:
+            out.append("row-level security")
+        return tuple(out)
+
+
+@dataclass
+class Snapshot:
+    """A session's effective privileges on every relation it can name."""
+
+    user: str
+    role: str
+    search_path: tuple[str, ...]
+    rels: dict[tuple[str, str], Rel]
+    usage: dict[str, bool]
+    catalog_names: frozenset[str]
+    taken: float
+    generation: int
+
+    def resolve(self, ref: TableRef) -> Rel | Literal["system"] | None:
+        if ref.schema is not None:
+            if (
+                ref.schema == "pg_catalog"
+                or ref.schema.startswith(("pg_toast", "_timescaledb", "timescaledb_"))
+                or ref.schema == "information_schema"
+            ):
+                return "system"
+            return self.rels.get((ref.schema, ref.name))
+        for schema in self.search_path:
+            if schema == "pg_catalog":
+                if ref.name in self.catalog_names:
+                    return "system"
+                continue
+            rel = self.rels.get((schema, ref.name))
+            if rel is not None and self.usage.get(schema, True):
+                return rel
+        return None
+
+
+_SNAPSHOT_SQL = """
+SELECT n.nspname, c.relname, c.oid::bigint, pg_catalog.has_schema_privilege(n.oid, 'USAGE'),
+       pg_catalog.has_table_privilege(c.oid, 'SELECT'), pg_catalog.has_table_privilege(c.oid, 'INSERT'),
+       pg_catalog.has_table_privilege(c.oid, 'UPDATE'), pg_catalog.has_table_privilege(c.oid, 'DELETE'),
+       pg_catalog.has_table_privilege(c.oid, 'TRUNCATE'),
+       pg_catalog.has_any_column_privilege(c.oid, 'SELECT'),
+       pg_catalog.has_any_column_privilege(c.oid, 'INSERT'),
+       pg_catalog.has_any_column_privilege(c.oid, 'UPDATE'),
+       NULL::text[], NULL::text, NULL::text,
+       c.relkind::text, c.relrowsecurity,
+       EXISTS (SELECT FROM pg_catalog.pg_attrdef d WHERE d.adrelid = c.oid
+                AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) ~ 'nextval')
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+   AND ((n.nspname !~ '^pg_' AND n.nspname !~ '^_timescaledb' AND n.nspname <> 'information_schema')
+        OR n.oid = pg_catalog.pg_my_temp_schema())
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       pg_catalog.current_schemas(true)::text[], current_user::text,
+       (SELECT pg_catalog.string_agg(relname, ',') FROM pg_catalog.pg_class
+         WHERE relnamespace = 'pg_catalog'::regnamespace), NULL, NULL, NULL
+"""
+
+
+def catalog_rows(
+    conn: psycopg.Connection[Any], query: Any, params: Any = None
+) -> list[tuple[Any, ...]]:
+    """Run a catalog query past the pre-flight cursor, leaving the transaction state as found."""
+    was_idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
+        rows = cur.execute(query, params).fetchall()
+    if was_idle and not conn.autocommit:
+        conn.rollback()
+    return rows
+
+
+def take_snapshot(conn: psycopg.Connection[Any], generation: int = 0) -> Snapshot:
+    """One set-based catalog query: every relation the session could name, with privileges."""
+    rows = catalog_rows(conn, _SNAPSHOT_SQL)
+    rels: dict[tuple[str, str], Rel] = {}
+    usage: dict[str, bool] = {}
+    path: tuple[str, ...] = ()
+    role, names = "", ""
+    for r in rows:
+        if r[0] is None:
+            path, role, names = tuple(r[12] or ()), r[13], r[14] or ""
+            continue
+        usage[r[0]] = bool(r[3])
+        rels[(r[0], r[1])] = Rel(
+            r[2],
+            r[0],
+            r[1],
+            bool(r[3]),
+            dict(zip(_PRIVS, map(bool, r[4:9]), strict=True)),
+            dict(zip(COLUMN_PRIVS, map(bool, r[9:12]), strict=True)),
+            kind=r[15],
+            rls=bool(r[16]),
+            sequence_default=bool(r[17]),
+        )
+    # the implicit temp schema (pg_temp_N) shows in current_schemas only once it exists
+    return Snapshot(
+        conn.info.user,
+        role,
+        path,
+        rels,
+        usage,
+        frozenset(names.split(",")),
+        time.monotonic(),
+        generation,
+    )
+
+
+def load_columns(conn: psycopg.Connection[Any], rels: Iterable[Rel]) -> None:
+    todo = {r.oid: r for r in rels if r.columns is None}
+    if not todo:
+        return
+    rows = catalog_rows(
+        conn,
+        "SELECT attrelid::bigint, attname, pg_catalog.has_column_privilege(attrelid, attnum, 'SELECT'),"
+        " pg_catalog.has_column_privilege(attrelid, attnum, 'INSERT'),"
+        " pg_catalog.has_column_privilege(attrelid, attnum, 'UPDATE')"
+        " FROM pg_catalog.pg_attribute WHERE attrelid = ANY(%s::oid[]) AND attnum > 0"
+        " AND NOT attisdropped ORDER BY attrelid, attnum",
+        (list(todo),),
+    )
+    for rel in todo.values():
+        rel.columns = []
+    for oid, name, s, i, u in rows:
+        cols = todo[oid].columns
+        assert cols is not None
+        cols.append((name, {"SELECT": s, "INSERT": i, "UPDATE": u}))
