@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
@@ -138,7 +138,7 @@ def _required(var: str) -> bool:
     return os.environ.get(var, "").strip().lower() in ("1", "true", "yes")
 
 
-def skip_or_fail(reason: str, require_var: str) -> None:
+def skip_or_fail(reason: str, require_var: str) -> NoReturn:
     """Skip with ``reason``, or fail when ``require_var`` says this must not be skipped."""
     if _required(require_var):
         pytest.fail(f"{reason} ({require_var} is set, so this is a failure, not a skip)")

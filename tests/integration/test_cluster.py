@@ -6,6 +6,7 @@ server connection). Tests that touch shared state use their own table or role na
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -18,8 +19,8 @@ from typing import Any
 
 import psycopg
 import pytest
-import structlog
 from psycopg import sql
+from structlog.testing import capture_logs
 
 import tsaccess
 from tests.fix_server import skip_or_fail
@@ -356,12 +357,15 @@ def test_pgbouncer_files_are_private(cluster: ClusterInfo) -> None:
 # --- life cycle (their own small clusters) ------------------------------------------------
 
 
-def test_everything_is_stopped_and_deleted_after_an_exception() -> None:
+def test_everything_is_stopped_and_deleted_after_an_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="tsaccess")
     c = EphemeralCluster(standbys=1, pgbouncer=True)
     workdir: Path | None = None
     bouncer_pid = 0
     with (
-        structlog.testing.capture_logs() as logs,
+        capture_logs() as logs,
         pytest.raises(RuntimeError, match="boom"),
         c as info,
     ):
