@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from tsaccess._docker import entrypoint_script
 from tsaccess._log import get_logger
 from tsaccess._steps import Phase, Step
 from tsaccess.audit.ddl import audit_steps
@@ -310,17 +312,7 @@ services:
       - sh
       - -c
       - >-
-        cp /tsaccess-ssl/server.crt /tsaccess-ssl/server.key /var/lib/postgresql/ &&
-        chown postgres /var/lib/postgresql/server.crt /var/lib/postgresql/server.key &&
-        chmod 600 /var/lib/postgresql/server.key &&
-        printf 'local all all scram-sha-256\\nhostssl all all all scram-sha-256\\nhostnossl all all all reject\\n'
-        > /var/lib/postgresql/pg_hba.conf && chown postgres /var/lib/postgresql/pg_hba.conf &&
-        exec docker-entrypoint.sh postgres -c ssl=on
-        -c ssl_cert_file=/var/lib/postgresql/server.crt
-        -c ssl_key_file=/var/lib/postgresql/server.key
-        -c hba_file=/var/lib/postgresql/pg_hba.conf
-        -c password_encryption=scram-sha-256
-        -c shared_preload_libraries=timescaledb
+{entrypoint}
 """
 
 
@@ -361,7 +353,12 @@ def render_init(
     )
     compose = out / "docker-compose.yml"
     compose.write_text(
-        _COMPOSE.format(database=policy.database, password_env=env_lines), encoding="utf-8"
+        _COMPOSE.format(
+            database=policy.database,
+            password_env=env_lines,
+            entrypoint=textwrap.indent(entrypoint_script(), " " * 8),
+        ),
+        encoding="utf-8",
     )
     files.append(compose)
     return files

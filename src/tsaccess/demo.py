@@ -141,9 +141,9 @@ def _show_hypertables(
         for name, chunks in rows:
             out(f"   hypertable {name:40} {chunks} chunk(s)")
         landed = admin.execute(
-            sql.SQL(
-                "SELECT string_agg(DISTINCT tableoid::regclass::text, ', ') FROM {}"
-            ).format(sql.Identifier(policy.schema, "sensor_readings"))
+            sql.SQL("SELECT string_agg(DISTINCT tableoid::regclass::text, ', ') FROM {}").format(
+                sql.Identifier(policy.schema, "sensor_readings")
+            )
         ).fetchone()
         chunks = sorted((landed[0] if landed and landed[0] else "").split(", "))
         audited = admin.execute(

@@ -26,3 +26,16 @@ def test_render_without_timescaledb_makes_plain_tables(tmp_path):
     )
     assert "create_hypertable" not in text
     assert "CREATE EXTENSION" not in text
+
+
+def test_compose_starts_the_image_with_the_one_entrypoint_script(tmp_path):
+    """init/docker-compose.yml and the Docker backend share _docker.entrypoint_script."""
+    from tsaccess._docker import entrypoint_script
+
+    compose = next(
+        f for f in render_init(company_policy(), tmp_path) if f.name == "docker-compose.yml"
+    ).read_text()
+    for line in entrypoint_script().splitlines():
+        assert f"        {line}\n" in compose
+    assert "hostnossl all all all reject" in compose
+    assert "ssl_min_protocol_version=TLSv1.2" in compose

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from tsaccess._results import Results, column_names, fetch
+from tsaccess.catalog import timescaledb_state
 
 __all__ = [
     "ActivityBucket",
@@ -201,12 +202,9 @@ def activity(
     """Events per time bucket, user and operation (``time_bucket`` with TimescaleDB, else
     ``date_bin``)."""
     since_ts = dt.datetime.now(dt.UTC) - since if isinstance(since, dt.timedelta) else since
-    has_ts = conn.execute(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'timescaledb')"
-    ).fetchone()
     func = (
         sql.SQL("time_bucket(%s::interval, event_time)")
-        if has_ts and has_ts[0]
+        if timescaledb_state(conn).created
         else sql.SQL("date_bin(%s::interval, event_time, TIMESTAMPTZ '2000-01-01')")
     )
     q = sql.SQL(

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start() -> Started:
-    """Make and start a cluster; returns it and the function that stops and deletes it."""
+def start(*, timescaledb: bool = True) -> Started:
+    """Make and start a cluster; returns it and the function that stops and deletes it.
+
+    Args:
+        timescaledb: preload TimescaleDB when the installation has it; False gives a plain
+            PostgreSQL server even where TimescaleDB is installed.
+    """
     inst = find_installation()
+    if not timescaledb:
+        inst = replace(inst, timescaledb=None)
     workdir = Path(tempfile.mkdtemp(prefix="tsaccess-pg-"))
     run_as = unprivileged_user()
     stop = partial(_stop, inst.bindir, workdir, run_as)

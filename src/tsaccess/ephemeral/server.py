@@ -82,6 +82,8 @@ class EphemeralServer:
         environment: docker backend only: extra container variables (e.g. the passwords the
             ``init_dir`` scripts read).
         dbname: docker backend only: ``POSTGRES_DB``.
+        timescaledb: False for a plain PostgreSQL server (local backend only) even where
+            TimescaleDB is installed; None (default): TimescaleDB whenever available.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class EphemeralServer:
         init_dir: Path | None = None,
         environment: Mapping[str, str] | None = None,
         dbname: str = "postgres",
+        timescaledb: bool | None = None,
     ) -> None:
         self._dsn = dsn if dsn is not None else os.environ.get("TSACCESS_TEST_DSN") or None
         chosen = backend or os.environ.get("TSACCESS_TEST_BACKEND") or "auto"
@@ -107,6 +110,12 @@ class EphemeralServer:
         self._init_dir = init_dir
         self._environment = dict(environment or {})
         self._dbname = dbname
+        self._timescaledb = timescaledb
+        if timescaledb is False and self._backend not in ("local", "auto"):
+            raise ServerStartError(
+                "timescaledb=False needs the local backend (a Docker image or an existing server "
+                "has TimescaleDB or not by itself); use backend='local'"
+            )
         self.keep = keep
         self.info: ServerInfo | None = None
         self._cleanup: weakref.finalize[Any, EphemeralServer] | None = None
@@ -135,8 +144,8 @@ class EphemeralServer:
         backend = self._backend
         started: Started | None = None
         if backend == "auto":
-            backend = "dsn" if self._dsn else "local"
-            if not self._dsn:
+            backend = "dsn" if self._dsn and self._timescaledb is not False else "local"
+            if not self._dsn and self._timescaledb is not False:
                 started = docker.start_if_available(self._docker_options())
         if started is None:
             if backend == "dsn":
@@ -147,7 +156,7 @@ class EphemeralServer:
             elif backend == "docker":
                 started = docker.start(self._docker_options())
             else:
-                started = local.start()
+                started = local.start(timescaledb=self._timescaledb is not False)
         info, stop = started
         self._cleanup = weakref.finalize(self, stop)
         try:
