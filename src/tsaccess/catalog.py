@@ -143,7 +143,10 @@ class CatalogSnapshot:
 
 _TIMESCALEDB_STATE = (
     "EXISTS (SELECT FROM pg_catalog.pg_available_extensions WHERE name = 'timescaledb'),"
-    " pg_catalog.current_setting('shared_preload_libraries') ~ '(^|[ ,])timescaledb($|[ ,])',"
+    # pg_settings, not current_setting(): the setting is hidden (no row, NULL) from users
+    # without pg_read_all_settings instead of raising
+    " coalesce((SELECT setting FROM pg_catalog.pg_settings"
+    " WHERE name = 'shared_preload_libraries') ~ '(^|[ ,])timescaledb($|[ ,])', false),"
     " (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'timescaledb')"
 )
 
@@ -155,7 +158,8 @@ class TimescaleState:
     available: bool
     """The extension is installed on the server (``pg_available_extensions``)."""
     preloaded: bool
-    """``timescaledb`` is in ``shared_preload_libraries`` (needed to create it)."""
+    """``timescaledb`` is in ``shared_preload_libraries`` (needed to create it); False when the
+    current user may not read that setting."""
     created: str | None
     """The extension's version in the current database, None when not created there."""
 
