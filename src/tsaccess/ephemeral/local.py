@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tsaccess._docker import HBA_LINES
+from tsaccess._files import write_private
 from tsaccess.ephemeral.install import PgInstallation, find_installation
 from tsaccess.ephemeral.server import ADMIN, ServerInfo, Started, wait_ready
 from tsaccess.errors import ServerStartError
@@ -103,12 +104,6 @@ def _run(
         check=False,
         **kwargs,
     )
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def chown(run_as: pwd.struct_passwd | None, *paths: Path) -> None:
@@ -206,7 +201,7 @@ def init_and_start(
     sock.mkdir()
     password = secrets.token_urlsafe(24)
     pwfile = node_dir / "pwfile"
-    _write_private(pwfile, password + "\n")
+    write_private(pwfile, password + "\n")
     chown(run_as, node_dir, sock, pwfile)
     initdb = [str(bindir / "initdb"), "-D", str(data), "-U", ADMIN, f"--pwfile={pwfile}"]
     initdb += ["--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"]
