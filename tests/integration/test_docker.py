@@ -189,3 +189,13 @@ def test_rendered_init_on_the_image_equals_apply(docker_image, tmp_path, capsys)
     assert code == 0, verify_out
     assert " 0 disagreement(s): the database enforces exactly the policy" in verify_out
     assert "not tried" not in verify_out  # every user logged in with its init/ password
+
+
+def test_docker_host_is_honoured(docker_image, monkeypatch):
+    """DOCKER_HOST chooses the engine: a dead one is a clear error, the real socket works."""
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(tsaccess.ServerStartError, match="no Docker engine answers"):
+        EphemeralServer(backend="docker", image=docker_image).start()
+    monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+    with EphemeralServer(backend="docker", image=docker_image) as info:
+        assert info.backend == "docker"
