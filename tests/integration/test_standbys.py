@@ -130,6 +130,41 @@ def test_analyst_pool_prefer_standby_reads_on_a_standby_with_preflight(site: Sit
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
+def test_each_standby_preflights_with_its_own_grants(site: Site) -> None:
+    """A grant standby2 has not replayed yet: pre-flight allows the read on standby1 and denies
+    it on standby2, because each snapshot is taken on the server the connection is on."""
+    cluster, table = site.cluster, f"per_server_{secrets.token_hex(3)}"
+    ident = sql.Identifier(table)
+    primary = cluster.primary.params(dbname="company_db")
+    with tsaccess.connect(**primary, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE TABLE {} (x int)").format(ident))
+    cluster.wait_replayed(timeout=30)
+    paused, live = cluster.standbys[1], cluster.standbys[0]
+    with tsaccess.connect(**paused.params(), autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+    try:
+        with tsaccess.connect(**primary, autocommit=True) as admin:
+            admin.execute(sql.SQL("GRANT SELECT ON {} TO data_analysts").format(ident))
+        only_live = dataclasses.replace(cluster, standbys=(live,), standby_names=("standby1",))
+        only_live.wait_replayed(timeout=30)
+        query = sql.SQL("SELECT count(*) FROM {}").format(ident)
+        with tsaccess.connect(
+            **live.params(**_login(site, "alice"), dbname="company_db"), preflight=True
+        ) as conn:
+            assert conn.execute(query).fetchone() == (0,)
+        with tsaccess.connect(
+            **paused.params(**_login(site, "alice"), dbname="company_db"), preflight=True
+        ) as conn:
+            with pytest.raises(tsaccess.PreflightDenied, match=table):
+                conn.execute(query)
+    finally:
+        with tsaccess.connect(**paused.params(), autocommit=True) as conn:
+            conn.execute("SELECT pg_wal_replay_resume()")
+        with tsaccess.connect(**primary, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP TABLE {}").format(ident))
+        cluster.wait_replayed(timeout=30)
+
+
 @pytest.mark.parametrize("preflight", [True, False])
 def test_refused_statement_on_a_standby_leaves_a_denied_row_on_the_primary(
     site: Site, preflight: bool

@@ -1,0 +1,190 @@
+"""Role scoping behind PgBouncer in transaction mode (issue 15, point 4).
+
+One login user, member of two group roles; two clients scoped to different roles share ONE
+server connection (``default_pool_size = 1``). Every transaction checks ``current_user`` and the
+audit actor; one client also tries, as an insider would, to leave its role and actor on the
+shared server connection.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import tsaccess
+from tsaccess import audit
+from tsaccess.ephemeral import ClusterInfo, EphemeralCluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterInfo]:
+    c = EphemeralCluster(standbys=0, pgbouncer=True, pool_mode="transaction", default_pool_size=1)
+    try:
+        info = c.start()
+    except tsaccess.ServerStartError as exc:
+        pytest.fail(f"cannot start the throwaway cluster: {exc}")
+    try:
+        yield info
+    finally:
+        c.stop()
+
+
+@dataclass
+class App:
+    cluster: ClusterInfo
+    user: str
+    password: str
+    roles: tuple[str, str]
+
+    def bouncer(self, **kw: Any) -> dict[str, Any]:
+        assert self.cluster.pgbouncer is not None
+        return self.cluster.pgbouncer.params(user=self.user, password=self.password, **kw)
+
+
+@pytest.fixture(scope="module")
+def app(cluster: ClusterInfo) -> App:
+    user, password = "pb_app", secrets.token_urlsafe(18)
+    roles = ("pb_readers", "pb_writers")
+    with tsaccess.connect(**cluster.primary.params(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(user), sql.Literal(password)
+            )
+        )
+        for role in roles:
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(user))
+            )
+        conn.execute("CREATE TABLE pb_log (who text)")
+        conn.execute("GRANT SELECT, INSERT ON pb_log TO pb_writers")
+        conn.execute("GRANT SELECT ON pb_log TO pb_readers")
+    return App(cluster, user, password, roles)
+
+
+_PROBE = (
+    "SELECT current_user::text, pg_catalog.current_setting('tsaccess.actor', true),"
+    " pg_catalog.pg_backend_pid(), %s::int"
+)
+
+
+def test_without_scoping_a_session_role_leaks_to_the_next_client(app: App) -> None:
+    """The problem this guards against: session-level SET ROLE through transaction pooling."""
+    with (
+        tsaccess.connect(**app.bouncer(), role=app.roles[1]) as leaky,
+        tsaccess.connect(**app.bouncer()) as other,
+    ):
+        leaky.prepare_threshold = other.prepare_threshold = None
+        leaky.execute("SELECT 1")
+        leaky.commit()
+        (user,) = other.execute("SELECT current_user::text").fetchone() or ("",)
+        other.rollback()
+        other.execute("RESET ROLE")  # leave the shared server connection clean
+        other.commit()
+    assert user == app.roles[1]  # the other client runs with pb_writers' privileges
+
+
+def test_two_scoped_clients_interleave_1000_transactions_on_one_server_connection(
+    app: App,
+) -> None:
+    a_role, b_role = app.roles
+    a = tsaccess.connect(**app.bouncer(), role=a_role, pooler="pgbouncer")
+    b = tsaccess.connect(**app.bouncer(), role=b_role, pooler="pgbouncer", preflight=True)
+    try:
+        audit.set_actor(a, "client-a", "req-a")
+        clients = [(a, a_role, "client-a"), (b, b_role, "")]
+        rng = random.Random(15)
+        pids: set[int] = set()
+        seen = {a_role: 0, b_role: 0}
+        t0 = time.perf_counter()
+        for i in range(1200):
+            conn, role, actor = rng.choice(clients)
+            with conn.transaction():
+                row = conn.execute(_PROBE, (i,)).fetchone()
+                if conn is a and i % 5 == 0:
+                    # an insider tries to leave its role and actor on the server connection
+                    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(b_role)))
+                    conn.execute("SELECT pg_catalog.set_config('tsaccess.actor', 'stolen', false)")
+                    conn.execute("SET SESSION tsaccess.request_id = 'stolen'")
+            assert row is not None
+            assert (row[0], row[1] or "", row[3]) == (role, actor, i), (i, row)
+            pids.add(row[2])
+            seen[role] += 1
+        elapsed = time.perf_counter() - t0
+        assert len(pids) == 1, f"{len(pids)} server connections: not one shared backend"
+        assert min(seen.values()) > 500
+        assert a.prepare_threshold is None and b.prepare_threshold is None
+        print(f"1200 interleaved transactions through PgBouncer in {elapsed:.2f} s")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_pool_side_every_statement_runs_under_the_role(app: App) -> None:
+    """Implicit transactions (no transaction block), commit and rollback: still the role."""
+    with tsaccess.connect(**app.bouncer(), role=app.roles[0], pooler="pgbouncer") as conn:
+        for _ in range(3):
+            assert conn.execute("SELECT current_user::text").fetchone() == (app.roles[0],)
+            conn.commit()
+            assert conn.execute("SELECT current_user::text").fetchone() == (app.roles[0],)
+            conn.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # readers may not insert
+            conn.execute("INSERT INTO pb_log VALUES ('readers')")
+        conn.rollback()
+
+
+def test_autocommit_is_refused_before_sending(app: App) -> None:
+    with pytest.raises(tsaccess.RoleScopeError, match="autocommit"):
+        tsaccess.connect(**app.bouncer(), role=app.roles[1], pooler="pgbouncer", autocommit=True)
+    with tsaccess.connect(**app.bouncer(), role=app.roles[1], pooler="pgbouncer") as conn:
+        conn.autocommit = True
+        with pytest.raises(tsaccess.RoleScopeError, match="SET LOCAL ROLE"):
+            conn.execute("INSERT INTO pb_log VALUES ('autocommit')")
+        conn.autocommit = False
+        (n,) = conn.execute("SELECT count(*) FROM pb_log WHERE who = 'autocommit'").fetchone() or (
+            -1,
+        )
+        conn.rollback()
+    assert n == 0
+    with pytest.raises(tsaccess.RoleScopeError, match="unknown pooler"):
+        tsaccess.connect(**app.bouncer(), pooler="pgpool")
+
+
+def test_a_role_revoked_mid_session_fails_closed(app: App) -> None:
+    role = f"pb_tmp_{secrets.token_hex(3)}"
+    with tsaccess.connect(**app.cluster.primary.params(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("GRANT {} TO pb_app").format(sql.Identifier(role)))
+        with tsaccess.connect(**app.bouncer(), role=role, pooler="pgbouncer") as conn:
+            assert conn.execute("SELECT current_user::text").fetchone() == (role,)
+            conn.commit()
+            admin.execute(sql.SQL("REVOKE {} FROM pb_app").format(sql.Identifier(role)))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT current_user::text")
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_pooled_connections_forget_the_actor_and_keep_the_role(app: App) -> None:
+    with tsaccess.create_pool(
+        **app.bouncer(), role=app.roles[1], pooler="pgbouncer", min_size=1, max_size=1
+    ) as pool:
+        assert pool.pooler == "pgbouncer"
+        with pool.connection() as conn:
+            audit.set_actor(conn, "first-borrower")
+            with conn.transaction():
+                conn.execute("INSERT INTO pb_log VALUES (current_setting('tsaccess.actor'))")
+        with pool.connection() as conn:
+            row = conn.execute(
+                "SELECT current_user::text, current_setting('tsaccess.actor', true)"
+            ).fetchone()
+        assert row is not None and (row[0], row[1] or "") == (app.roles[1], "")
+        pool.check()  # the pool's own check passes behind the pooler
