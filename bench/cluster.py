@@ -18,6 +18,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from psycopg import sql
@@ -65,7 +66,7 @@ def snapshots(info: ClusterInfo, n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, node in (("primary", info.primary), ("standby1", info.standbys[0])):
         with tsaccess.connect(**node.params(dbname="bench_cluster")) as conn:
-            out[f"snapshot_ms_{name}"] = round(_median_ms(lambda c=conn: take_snapshot(c), n), 3)
+            out[f"snapshot_ms_{name}"] = round(_median_ms(partial(take_snapshot, conn), n), 3)
     return out
 
 
@@ -89,7 +90,7 @@ def scoping(info: ClusterInfo, n: int) -> dict[str, Any]:
                     c.execute(sql.SQL("SELECT 1")).fetchone()
 
             for c in (s, plain):
-                _median_ms(lambda c=c: txn(c), 50)  # warm up
+                _median_ms(partial(txn, c), 50)  # warm up
             scoped = plain_ms = 0.0
             rounds = 5
             for _ in range(rounds):  # interleaved, to share the machine's noise
