@@ -398,6 +398,7 @@ def _make_reset(
         conn.isolation_level = None
         conn.deferrable = None
         conn.row_factory = psycopg.rows.tuple_row
+        conn.set_scoped_settings()  # the borrower's actor (RESET ALL dropped it server-side)
         conn.after_reset()
 
     return reset

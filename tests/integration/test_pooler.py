@@ -21,7 +21,10 @@ from psycopg import sql
 
 import tsaccess
 from tsaccess import audit
+from tsaccess.bootstrap import apply
+from tsaccess.demo import company_policy
 from tsaccess.ephemeral import ClusterInfo, EphemeralCluster
+from tsaccess.passwords import Secret, resolve_passwords
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +191,85 @@ def test_pooled_connections_forget_the_actor_and_keep_the_role(app: App) -> None
             ).fetchone()
         assert row is not None and (row[0], row[1] or "") == (app.roles[1], "")
         pool.check()  # the pool's own check passes behind the pooler
+
+
+# --- the audit trail through PgBouncer ----------------------------------------------------
+
+
+@dataclass
+class Company:
+    cluster: ClusterInfo
+    passwords: dict[str, Secret]
+
+    def bouncer(self, user: str) -> dict[str, Any]:
+        assert self.cluster.pgbouncer is not None
+        return self.cluster.pgbouncer.params(
+            user=user, password=self.passwords[user].reveal(), dbname="pb_company"
+        )
+
+
+@pytest.fixture(scope="module")
+def company(cluster: ClusterInfo) -> Company:
+    with tsaccess.connect(**cluster.primary.params(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE pb_company")
+    policy = company_policy().with_database("pb_company")
+    passwords = resolve_passwords([u.name for u in policy.users], generate=True, environ={})
+    with tsaccess.connect(**cluster.primary.params(dbname="pb_company")) as conn:
+        apply(conn, policy, passwords=passwords)
+    # PgBouncer 1.18 runs auth_query in the client's database; the policy revoked CONNECT
+    # from everyone it does not list (docs/deployment.md)
+    cluster.prepare_pgbouncer_database("pb_company")
+    return Company(cluster, passwords)
+
+
+def _audit_rows(cluster: ClusterInfo, request_ids: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    with tsaccess.connect(**cluster.primary.params(dbname="pb_company")) as conn:
+        return conn.execute(
+            "SELECT username, operation, effective_role, actor, request_id, application_name"
+            " FROM activity_audit WHERE request_id = ANY(%s) OR actor IS NULL ORDER BY id",
+            (list(request_ids),),
+        ).fetchall()
+
+
+def test_audit_rows_and_denied_events_through_pgbouncer_keep_role_and_actor(
+    company: Company,
+) -> None:
+    bob_req, alice_req = secrets.token_hex(4), secrets.token_hex(4)
+    with (
+        tsaccess.connect(
+            **company.bouncer("bob"), role="data_engineers", pooler="pgbouncer"
+        ) as bob,
+        tsaccess.connect(
+            **company.bouncer("alice"), role="data_analysts", pooler="pgbouncer"
+        ) as alice,
+    ):
+        audit.set_actor(bob, "ingest:bob", bob_req)
+        with bob.transaction():
+            bob.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 's1')")
+        audit.set_actor(alice, "web:alice", alice_req)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            alice.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'a')")
+        # with one server connection per user, record after the rollback: a side connection
+        # would wait for the server connection this session's failed transaction holds
+        alice.rollback()
+        assert audit.record_denied(alice, "INSERT INTO sensor_readings ...", "42501")
+        with alice.transaction():  # inside the caller's open transaction
+            audit.set_actor(alice, "web:alice-2", alice_req)
+            assert alice.execute("SELECT current_setting('tsaccess.actor')").fetchone() == (
+                "web:alice-2",
+            )
+        audit.set_actor(alice, None)
+        assert audit.record_denied(alice, "TRUNCATE sensor_readings", "42501")
+    rows = _audit_rows(company.cluster, (bob_req, alice_req))
+    assert rows == [
+        ("bob", "INSERT", "data_engineers", "ingest:bob", bob_req, "tsaccess:bob/data_engineers"),
+        (
+            "alice",
+            "DENIED",
+            "data_analysts",
+            "web:alice",
+            alice_req,
+            "tsaccess:alice/data_analysts",
+        ),
+        ("alice", "DENIED", "data_analysts", None, None, "tsaccess:alice/data_analysts"),
+    ]

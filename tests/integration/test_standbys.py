@@ -199,6 +199,19 @@ def test_refused_statement_on_a_standby_leaves_a_denied_row_on_the_primary(
     assert rows == [("alice", "DENIED", "financial_metrics", "web:alice@example.org", True)]
 
 
+def test_a_pooled_connection_forgets_the_actor_its_side_events_carry(site: Site) -> None:
+    with tsaccess.create_pool(**site.user("alice"), min_size=1, max_size=1) as pool:
+        with pool.connection() as conn:
+            audit.set_actor(conn, "first-borrower", "req-first")
+            assert conn.actor == "first-borrower"
+        with pool.connection() as conn:
+            assert (conn.actor, conn.request_id) == (None, None)
+            (actor,) = conn.execute(
+                "SELECT current_setting('tsaccess.actor', true)"
+            ).fetchone() or ("?",)
+            assert not actor
+
+
 @pytest.mark.parametrize("hosts", ["one standby", "both standbys"])
 def test_denied_event_without_a_reachable_primary_says_so(site: Site, hosts: str) -> None:
     nodes = site.cluster.standbys[:1] if hosts == "one standby" else site.cluster.standbys
