@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import generators, pq, sql
-from psycopg.abc import PQGen, QueryNoTemplate
 from psycopg_pool import ConnectionPool
 
 from tsaccess._log import get_logger
@@ -44,6 +43,9 @@ __all__ = [
     "secure_params",
     "without_login",
 ]
+
+if TYPE_CHECKING:
+    from psycopg.abc import PQGen, QueryNoTemplate  # QueryNoTemplate: psycopg 3.3+
 
 log = get_logger("tsaccess.connection")
 
