@@ -1,9 +1,9 @@
 """Role scoping behind PgBouncer in transaction mode (issue 15, point 4).
 
-One login user, member of two group roles; two clients scoped to different roles share ONE
-server connection (``default_pool_size = 1``). Every transaction checks ``current_user`` and the
-audit actor; one client also tries, as an insider would, to leave its role and actor on the
-shared server connection.
+On a throwaway primary + 2 standbys + PgBouncer. One login user, member of two group roles; two
+clients scoped to different roles share ONE server connection (``default_pool_size = 1``). Every
+transaction checks ``current_user`` and the audit actor; one client also tries, as an insider
+would, to leave its role and actor on the shared server connection.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tsaccess.passwords import Secret, resolve_passwords
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterInfo]:
-    c = EphemeralCluster(standbys=0, pgbouncer=True, pool_mode="transaction", default_pool_size=1)
+    c = EphemeralCluster(standbys=2, pgbouncer=True, pool_mode="transaction", default_pool_size=1)
     try:
         info = c.start()
     except tsaccess.ServerStartError as exc:

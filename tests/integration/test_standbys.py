@@ -1,6 +1,6 @@
 """Beyond one server (issue 15): standby-aware connections, apply once / enforced everywhere,
-verify on a standby, many databases. One throwaway primary + 2 streaming standbys for the
-module; the company policy applied to its own database.
+verify on a standby, many databases. One throwaway primary + 2 streaming standbys + PgBouncer
+for the module; the company policy applied to its own database.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ ANALYSTS_GRANT = 'description = "Read sensor data"\ngrants = { sensor_readings =
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterInfo]:
-    c = EphemeralCluster(standbys=2, pgbouncer=False)
+    c = EphemeralCluster(standbys=2, pgbouncer=True, default_pool_size=1)
     try:
         info = c.start()
     except tsaccess.ServerStartError as exc:
