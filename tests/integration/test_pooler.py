@@ -144,6 +144,18 @@ def test_the_pool_side_every_statement_runs_under_the_role(app: App) -> None:
         conn.rollback()
 
 
+def test_pipeline_mode_and_named_cursors_run_under_the_role(app: App) -> None:
+    with tsaccess.connect(**app.bouncer(), role=app.roles[0], pooler="pgbouncer") as conn:
+        with conn.pipeline(), conn.transaction():
+            cur = conn.execute("SELECT current_user::text")
+            cur2 = conn.execute("SELECT current_setting('role')")
+        assert cur.fetchone() == (app.roles[0],)
+        assert cur2.fetchone() == (app.roles[0],)
+        with conn.transaction(), conn.cursor(name="scoped_cursor") as named:
+            named.execute("SELECT current_user::text FROM generate_series(1, 3)")
+            assert named.fetchall() == [(app.roles[0],)] * 3
+
+
 def test_autocommit_is_refused_before_sending(app: App) -> None:
     with pytest.raises(tsaccess.RoleScopeError, match="autocommit"):
         tsaccess.connect(**app.bouncer(), role=app.roles[1], pooler="pgbouncer", autocommit=True)
