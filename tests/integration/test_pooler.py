@@ -156,6 +156,23 @@ def test_pipeline_mode_and_named_cursors_run_under_the_role(app: App) -> None:
             assert named.fetchall() == [(app.roles[0],)] * 3
 
 
+def test_preflight_behind_pgbouncer_checks_the_transactions_role(app: App) -> None:
+    readers, writers = app.roles
+    with (
+        tsaccess.connect(**app.bouncer(), role=readers, pooler="pgbouncer", preflight=True) as r,
+        tsaccess.connect(**app.bouncer(), role=writers, pooler="pgbouncer", preflight=True) as w,
+    ):
+        for _ in range(3):  # interleaved on the one server connection
+            with w.transaction():
+                w.execute("INSERT INTO pb_log VALUES ('writers')")
+                raise psycopg.Rollback()  # leave pb_log empty
+            with pytest.raises(tsaccess.PreflightDenied, match=r"INSERT on table public\.pb_log"):
+                r.execute("INSERT INTO pb_log VALUES ('readers')")
+            r.rollback()
+            assert r.execute("SELECT count(*) FROM pb_log WHERE who = 'readers'").fetchone() == (0,)
+            r.rollback()
+
+
 def test_autocommit_is_refused_before_sending(app: App) -> None:
     with pytest.raises(tsaccess.RoleScopeError, match="autocommit"):
         tsaccess.connect(**app.bouncer(), role=app.roles[1], pooler="pgbouncer", autocommit=True)
