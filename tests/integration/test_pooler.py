@@ -8,6 +8,7 @@ would, to leave its role and actor on the shared server connection.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import secrets
 import time
@@ -21,7 +22,7 @@ from psycopg import sql
 
 import tsaccess
 from tsaccess import audit
-from tsaccess.bootstrap import apply
+from tsaccess.bootstrap import apply, plan
 from tsaccess.demo import company_policy
 from tsaccess.ephemeral import ClusterInfo, EphemeralCluster
 from tsaccess.passwords import Secret, resolve_passwords
@@ -302,3 +303,24 @@ def test_audit_rows_and_denied_events_through_pgbouncer_keep_role_and_actor(
         ),
         ("alice", "DENIED", "data_analysts", None, None, "tsaccess:alice/data_analysts"),
     ]
+
+
+def test_also_connect_keeps_pgbouncers_auth_user_through_apply(company: Company) -> None:
+    """PgBouncer 1.18 looks logins up in the client's database: a policy that revokes CONNECT
+    from roles it does not list would lock every user out of PgBouncer, unless it lists the
+    auth user in ``also_connect``."""
+    cluster = company.cluster
+    assert cluster.pgbouncer_auth_user is not None and not cluster.pgbouncer_auth_dbname
+    policy = company_policy().with_database("pb_company")
+    with tsaccess.connect(**cluster.primary.params(dbname="pb_company")) as conn:
+        revoke = [s.summary for s in plan(conn, policy).steps]
+        conn.rollback()
+        assert revoke == [
+            f"revoke CONNECT on database pb_company from {cluster.pgbouncer_auth_user}"
+        ]
+        kept = dataclasses.replace(policy, also_connect=(cluster.pgbouncer_auth_user,))
+        assert not plan(conn, kept)
+        conn.rollback()
+        assert apply(conn, kept, passwords=company.passwords).applied == 0
+    with tsaccess.connect(**company.bouncer("carol"), pooler="pgbouncer") as carol:
+        assert carol.execute("SELECT current_user::text").fetchone() == ("carol",)

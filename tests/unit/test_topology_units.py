@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,29 @@ def test_targets_from_dsns_and_database() -> None:
     assert isinstance(found[0], Target)
     with pytest.raises(tsaccess.TargetsError, match=r"missing\.toml"):
         load_targets("missing.toml")
+
+
+def _policy_text(also: str) -> str:
+    return (
+        f'[database]\nname = "d"\nalso_connect = {also}\n'
+        '[tables.t]\ncolumns = { id = "integer" }\n'
+        '[roles.r]\ngrants = { t = ["SELECT"] }\n'
+        '[users.u]\nroles = ["r"]\n'
+    )
+
+
+def test_policy_also_connect() -> None:
+    from tsaccess.policy import parse_policy
+
+    p = parse_policy(tomllib.loads(_policy_text('["tsaccess_pgbouncer"]')))
+    assert p.also_connect == ("tsaccess_pgbouncer",)
+    for bad, match in (
+        ('"tsaccess_pgbouncer"', "a list of names"),
+        ('["pg_monitor"]', "reserved"),
+        ('["u"]', "outside the policy"),
+        ('["r"]', "outside the policy"),
+        ("[1]", "a string"),
+    ):
+        with pytest.raises(tsaccess.PolicyError, match=match) as err:
+            parse_policy(tomllib.loads(_policy_text(bad)))
+        assert "also_connect" in str(err.value)
