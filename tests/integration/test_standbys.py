@@ -307,7 +307,7 @@ def _login(site: Site, user: str) -> dict[str, str]:
     return {"user": user, "password": site.passwords[user].reveal()}
 
 
-def test_wait_replicas_fails_naming_the_laggard(site: Site) -> None:
+def test_wait_replicas_fails_naming_the_laggard(site: Site, tmp_path: Path) -> None:
     db = "lag_db"
     policy = _apply_company(site.cluster, db, site.passwords)
     laggard = site.cluster.standbys[1]
@@ -322,6 +322,22 @@ def test_wait_replicas_fails_naming_the_laggard(site: Site) -> None:
         assert err.value.laggards == ("standby2",)
         assert "IS committed on the primary" in str(err.value)
         assert "standby1" not in str(err.value)
+        # the CLI: exit 1, one line naming the laggard (the original policy, applied back)
+        policy_file = tmp_path / "policy.toml"
+        policy_file.write_text(POLICY_TEXT.replace('name = "company_db"', f'name = "{db}"'))
+        dsn = _dsn(site.cluster.primary.params(dbname=db))
+        res = _cli(
+            "apply",
+            "--dsn",
+            dsn,
+            "--policy",
+            str(policy_file),
+            "--wait-replicas=0.5",
+            env=site.env(),
+        )
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert res.stderr.startswith("tsaccess: error: 1 of 2 standby(s)")
+        assert "standby2" in res.stderr and "Traceback" not in res.stderr
     finally:
         with tsaccess.connect(**laggard.params(), autocommit=True) as conn:
             conn.execute("SELECT pg_wal_replay_resume()")
