@@ -30,6 +30,8 @@ from tsaccess.errors import ApplyError, PolicyError
 from tsaccess.passwords import Secret
 from tsaccess.phases import acl_steps, role_steps, table_steps
 from tsaccess.policy import Policy
+from tsaccess.topology import ReplicaState, current_lsn, require_primary
+from tsaccess.topology import wait_replicas as wait_replicas_
 
 __all__ = ["ApplyResult", "Plan", "Step", "apply", "plan", "render_init"]
 
@@ -151,7 +153,9 @@ def plan(
         PolicyError: connected to another database than the policy's, the live objects
             cannot be reconciled without data changes, or (with ``phases``) an object an
             omitted phase would create is missing.
+        StandbyError: ``conn`` is on a hot standby (connect to the primary).
     """
+    require_primary(conn, "plan")
     current = conn.execute("SELECT pg_catalog.current_database()").fetchone()
     if current is None or current[0] != policy.database:
         raise PolicyError(
@@ -225,6 +229,12 @@ class ApplyResult:
     """Wall time of the whole transaction."""
     applied: int = field(default=0)
     """Statements run."""
+    commit_lsn: str | None = None
+    """With ``wait_replicas``: the primary's WAL position right after the commit."""
+    replicas: tuple[ReplicaState, ...] = ()
+    """With ``wait_replicas``: the standbys that replayed the commit (before returning)."""
+    replica_seconds: float = 0.0
+    """With ``wait_replicas``: how long the wait for the standbys took."""
 
 
 def apply(
@@ -234,6 +244,7 @@ def apply(
     passwords: Mapping[str, Secret] | None = None,
     on_step: Callable[[int, Step], None] | None = None,
     phases: Collection[Phase] | None = None,
+    wait_replicas: float | None = None,
 ) -> ApplyResult:
     """Plan and apply ``policy`` (or only some ``phases`` of it, see :func:`plan`) in one
     transaction; all or nothing.
@@ -244,13 +255,21 @@ def apply(
 
     Args:
         on_step: called before each step with its index (progress display, fault injection).
+        wait_replicas: after the commit, wait up to this many seconds until every standby in
+            the primary's ``pg_stat_replication`` has replayed it (so each enforces the
+            policy); None does not wait.
 
     Returns:
         the plan that was applied and how long it took.
+
+    Raises:
+        StandbyError: ``conn`` is on a hot standby.
+        ReplicaLagError: (after the commit) a standby had not replayed it in time; named.
     """
     t0 = time.perf_counter()
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise ApplyError("apply() needs an idle connection (commit or roll back first)")
+    require_primary(conn, "apply")
     try:
         with conn.transaction():
             conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -289,7 +308,14 @@ def apply(
     log.info(
         "policy applied", database=policy.database, steps=len(the_plan), seconds=round(seconds, 3)
     )
-    return ApplyResult(the_plan, seconds, len(the_plan))
+    if wait_replicas is None:
+        return ApplyResult(the_plan, seconds, len(the_plan))
+    t1 = time.perf_counter()
+    lsn = current_lsn(conn)
+    states = wait_replicas_(conn, lsn, timeout=wait_replicas)
+    waited = time.perf_counter() - t1
+    log.info("standbys replayed", lsn=lsn, standbys=len(states), seconds=round(waited, 3))
+    return ApplyResult(the_plan, seconds, len(the_plan), lsn, states, waited)
 
 
 _COMPOSE = """\

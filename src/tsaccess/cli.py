@@ -103,6 +103,8 @@ def _passwords(
 def cmd_plan(args: argparse.Namespace) -> int:
     from tsaccess.bootstrap import plan
 
+    if _many_targets(args):
+        return _cmd_targets(args, "plan")
     policy = _policy(args)
     pw = _passwords(args, [u.name for u in policy.users])
     with _admin(args, policy.database) as conn:
@@ -131,6 +133,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from tsaccess.bootstrap import apply
     from tsaccess.passwords import write_pgpass
 
+    if _many_targets(args):
+        return _cmd_targets(args, "apply")
     policy = _policy(args)
     pw = _passwords(args, [u.name for u in policy.users], generate=bool(args.generate_passwords))
     if args.generate_passwords:
@@ -145,7 +149,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
             ).fetchone():
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(policy.database)))
     with _admin(args, policy.database) as conn:
-        result = apply(conn, policy, passwords=pw, phases=AUDIT_ONLY if args.audit_only else None)
+        result = apply(
+            conn,
+            policy,
+            passwords=pw,
+            phases=AUDIT_ONLY if args.audit_only else None,
+            wait_replicas=args.wait_replicas,
+        )
     if args.generate_passwords:
         write_pgpass(args.generate_passwords, pw, dbname=policy.database)
     if args.json:
@@ -154,11 +164,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 "applied": result.applied,
                 "seconds": round(result.seconds, 3),
                 "steps": [s.summary for s in result.plan.steps],
+                **_replica_json(args, result),
             }
         )
     else:
         print(result.plan.summary())
         print(f"applied {result.applied} statement(s) in {result.seconds * 1000:.0f} ms")
+        if args.wait_replicas is not None:
+            print(
+                f"replayed on {len(result.replicas)} standby(s) in "
+                f"{result.replica_seconds * 1000:.0f} ms (LSN {result.commit_lsn})"
+            )
         if args.generate_passwords:
             print(f"generated passwords written to {args.generate_passwords} (mode 0600)")
     return EXIT_OK
@@ -167,6 +183,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from tsaccess.verify import verify
 
+    if _many_targets(args):
+        return _cmd_targets(args, "verify")
     policy = _policy(args)
     pw = _passwords(args, [u.name for u in policy.users])
     with _admin(args, policy.database) as conn:
@@ -289,8 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
         if dsn:
             sp.add_argument(
                 "--dsn",
+                action=_DsnAction,
                 help="libpq connection string or URI (default: PG* "
-                "variables); sslmode below require is refused",
+                "variables); sslmode below require is refused"
+                + ("; repeat it for several databases" if policy else ""),
             )
         if policy:
             sp.add_argument("--policy", required=True, type=Path, help="policy TOML file")
@@ -298,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "--passwords-file",
                 type=Path,
                 help="pgpass-format file with login passwords (must be mode 0600)",
+            )
+            sp.add_argument(
+                "--targets",
+                type=Path,
+                metavar="FILE",
+                help="TOML file of [[targets]] (name, dsn): run on each database, one "
+                "report per target",
             )
         sp.add_argument("--json", action="store_true", help="print JSON")
 
@@ -329,6 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate missing passwords and write them to FILE (mode 0600)",
     )
     sp.add_argument("--audit-only", action="store_true", help=audit_only_help)
+    sp.add_argument(
+        "--wait-replicas",
+        nargs="?",
+        type=float,
+        const=_WAIT_REPLICAS_DEFAULT,
+        default=None,
+        metavar="SECONDS",
+        help="after the commit, wait until every standby in pg_stat_replication has replayed "
+        f"it (default {_WAIT_REPLICAS_DEFAULT:g} s); fail naming the laggards",
+    )
     sp.set_defaults(func=cmd_apply)
 
     sp = sub.add_parser("verify", help="prove the policy: the access matrix (exit 3 on mismatch)")
@@ -376,6 +413,65 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_certs)
     return p
+
+
+# --- several targets (issue 15): --dsn repeated or --targets FILE --------------------------
+
+_WAIT_REPLICAS_DEFAULT = 60.0
+
+
+class _DsnAction(argparse.Action):
+    """``--dsn``: ``args.dsn`` is the last one given (as before), ``args.dsns`` all of them."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any, opt: Any = None
+    ) -> None:
+        ns.dsn = value
+        ns.dsns = [*(getattr(ns, "dsns", None) or []), value]
+
+
+def _many_targets(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "targets", None)) or len(getattr(args, "dsns", None) or []) > 1
+
+
+def _replica_json(args: argparse.Namespace, result: Any) -> dict[str, Any]:
+    if getattr(args, "wait_replicas", None) is None:
+        return {}
+    return {
+        "commit_lsn": result.commit_lsn,
+        "standbys": [s.name for s in result.replicas],
+        "replica_seconds": round(result.replica_seconds, 3),
+    }
+
+
+def _cmd_targets(args: argparse.Namespace, action: str) -> int:
+    from tsaccess import targets as tg
+
+    if args.targets and len(getattr(args, "dsns", None) or []) > 0:
+        raise _Fail("give the targets either with --dsn (repeated) or --targets, not both", 2)
+    for flag in ("create_database", "generate_passwords"):
+        if getattr(args, flag, None):
+            raise _Fail(f"--{flag.replace('_', '-')} works on one database only", EXIT_USAGE)
+    found = tg.load_targets(args.targets) if args.targets else tg.targets_from_dsns(args.dsns)
+    policy = _policy(args)
+    pw = _passwords(args, [u.name for u in policy.users])
+    phases = AUDIT_ONLY if getattr(args, "audit_only", False) else None
+    if action == "plan":
+        report = tg.plan_targets(found, policy, passwords=pw, phases=phases)
+    elif action == "apply":
+        report = tg.apply_targets(
+            found, policy, passwords=pw, phases=phases, wait_replicas=args.wait_replicas
+        )
+    else:
+        report = tg.verify_targets(found, policy, pw)
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        print(report.to_text())
+    if report.ok:
+        return EXIT_OK
+    mismatch_only = action == "verify" and all(r.error is None for r in report.failed)
+    return EXIT_DENIED if mismatch_only else EXIT_ERROR
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

@@ -17,16 +17,19 @@ URI plus libpq keywords) and add three guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import sql
+from psycopg import generators, pq, sql
 from psycopg_pool import ConnectionPool
 
 from tsaccess._log import get_logger
 from tsaccess.errors import InsecureConnectionError, RoleScopeError, TsaccessError
+from tsaccess.hosts import check_host_list
 from tsaccess.params import SECURE_SSLMODES, SecureParams, secure_params, without_login
+from tsaccess.pooler import autocommit_refused, check_pooler, scope_statement
 from tsaccess.tls import TlsStatus, tls_status
 
 __all__ = [
@@ -40,6 +43,9 @@ __all__ = [
     "secure_params",
     "without_login",
 ]
+
+if TYPE_CHECKING:
+    from psycopg.abc import PQGen, QueryNoTemplate  # QueryNoTemplate: psycopg 3.3+
 
 log = get_logger("tsaccess.connection")
 
@@ -63,7 +69,19 @@ class TsConnection(psycopg.Connection[Any]):
     privileges)."""
     verified_tls: TlsStatus | None = None
     """The server's TLS report taken when the session was verified."""
-    _opener: Callable[[bool], TsConnection] | None = None
+    _opener: Callable[..., TsConnection] | None = None
+    pooler: str | None = None
+    """The transaction-mode pooler this connection goes through (``"pgbouncer"``), or None.
+    With a pooler, role and audit actor are set per transaction (see :mod:`tsaccess.pooler`)."""
+    actor: str | None = None
+    """The audit actor set with :func:`tsaccess.audit.set_actor` (client-asserted)."""
+    request_id: str | None = None
+    """The audit request id set with :func:`tsaccess.audit.set_actor`."""
+    hosts: tuple[str, ...] = ()
+    """The ``host:port`` entries of the parameters the connection was opened with (a host
+    list has several; the session is on ``info.host`` / ``info.port``)."""
+    _tx_scope: bytes | None = None
+    _unscoped: int = 0
 
     def after_connect(self, *, preflight: bool) -> None:
         """Hook: the connection is verified and scoped (``preflight``: as asked of
@@ -72,11 +90,14 @@ class TsConnection(psycopg.Connection[Any]):
     def after_reset(self) -> None:
         """Hook: a pool reset the connection for its next borrower. The default does nothing."""
 
-    def open_side(self, *, autocommit: bool = True) -> TsConnection:
+    def open_side(
+        self, *, autocommit: bool = True, target_session_attrs: str | None = None
+    ) -> TsConnection:
         """A second connection with this one's parameters and login, not scoped to a role.
 
         For work that must not share this session's transaction (a DENIED audit event that has
-        to survive the caller's rollback).
+        to survive the caller's rollback). ``target_session_attrs`` overrides the one of the
+        original parameters (``"read-write"``: the primary of the same host list).
 
         Raises:
             TsaccessError: the connection was not opened by :func:`connect` / a tsaccess pool.
@@ -86,22 +107,91 @@ class TsConnection(psycopg.Connection[Any]):
                 "this connection was not opened by tsaccess.connect() or create_pool(): "
                 "it cannot open a side connection"
             )
-        return self._opener(autocommit)
+        if target_session_attrs is None:
+            return self._opener(autocommit)
+        return self._opener(autocommit, target_session_attrs=target_session_attrs)
 
-    def _init_state(self, secure: SecureParams, role: str | None, status: TlsStatus) -> None:
+    def _init_state(
+        self,
+        secure: SecureParams,
+        role: str | None,
+        status: TlsStatus,
+        pooler: str | None = None,
+    ) -> None:
         self.login_user = self.info.user
         self.role = role
         self.verified_tls = status
-        self._opener = _opener(secure)
+        self._opener = _opener(secure, pooler)
+        self.pooler = pooler
+        self.hosts = _hosts(secure.kwargs, self)
+        if pooler is not None:
+            self.prepare_threshold = None  # psycopg's advice for PgBouncer < 1.21
+            self.set_scoped_settings()
+
+    def set_scoped_settings(self, actor: str | None = None, request_id: str | None = None) -> None:
+        """Behind a pooler: the actor and request id every following transaction sets locally
+        (see :mod:`tsaccess.pooler`). Without a pooler it only records them."""
+        self.actor, self.request_id = actor, request_id
+        if self.pooler is None:
+            return
+        settings = {"tsaccess.actor": actor or "", "tsaccess.request_id": request_id or ""}
+        self._tx_scope = scope_statement(self.role, settings).as_bytes(self)
+
+    @contextmanager
+    def _unscoped_block(self) -> Iterator[None]:
+        """Let tsaccess itself send a harmless statement in autocommit (pool checks)."""
+        self._unscoped += 1
+        try:
+            yield
+        finally:
+            self._unscoped -= 1
+
+    def _start_query(self) -> PQGen[None]:
+        if self._tx_scope is not None and self._autocommit and not self._unscoped:
+            raise autocommit_refused(self.login_user, self.role)
+        return (yield from super()._start_query())
+
+    def _exec_command(
+        self, command: QueryNoTemplate, result_format: pq.Format = pq.Format.TEXT
+    ) -> PQGen[pq.abc.PGresult | None]:
+        scope = self._tx_scope
+        if (
+            scope is None
+            or not isinstance(command, bytes)
+            or command != self._get_tx_start_command()
+        ):
+            return (yield from super()._exec_command(command, result_format))
+        if self._pipeline is not None:
+            res = yield from super()._exec_command(command, result_format)
+            yield from super()._exec_command(scope)
+            return res
+        # BEGIN and the transaction-local role and settings in one round trip
+        self._check_connection_ok()
+        self.pgconn.send_query(command + b"; " + scope)
+        results: list[pq.abc.PGresult] = yield from generators.execute(self.pgconn)
+        for res in results:
+            if res.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+                if self.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                    yield from super()._exec_command(b"ROLLBACK")
+                raise psycopg.errors.error_from_result(res, encoding=self.pgconn._encoding)
+        return results[0]
 
 
-def _opener(secure: SecureParams) -> Callable[[bool], TsConnection]:
+def _hosts(kwargs: dict[str, Any] | Any, conn: psycopg.Connection[Any]) -> tuple[str, ...]:
+    hosts = str(kwargs.get("host") or kwargs.get("hostaddr") or conn.info.host).split(",")
+    ports = str(kwargs.get("port") or conn.info.port).split(",")
+    if len(ports) != len(hosts):
+        ports = [ports[0]] * len(hosts)
+    return tuple(f"{h}:{p}" for h, p in zip(hosts, ports, strict=True))
+
+
+def _opener(secure: SecureParams, pooler: str | None = None) -> Callable[..., TsConnection]:
     """How to open a side connection: the parameters stay in this closure, not on a
     connection's attributes (and never in a ``repr``)."""
     kwargs = dict(secure.kwargs)
 
-    def open_side(autocommit: bool) -> TsConnection:
-        return connect(**kwargs, autocommit=autocommit)
+    def open_side(autocommit: bool, **overrides: Any) -> TsConnection:
+        return connect(**{**kwargs, **overrides}, autocommit=autocommit, pooler=pooler)
 
     return open_side
 
@@ -161,8 +251,11 @@ def _scope_sql(role: str | None, app_name: str) -> sql.Composed:
     return sql.SQL("; ").join(parts)
 
 
-def _apply_scope(conn: psycopg.Connection[Any], role: str | None, app_name: str) -> None:
-    """``SET ROLE`` and ``application_name`` on an idle connection, committed."""
+def _apply_scope(
+    conn: psycopg.Connection[Any], role: str | None, app_name: str, pooler: str | None = None
+) -> None:
+    """``SET ROLE`` and ``application_name`` on an idle connection, committed (behind a
+    ``pooler``: only the membership check; the role is set per transaction)."""
     autocommit = conn.autocommit
     conn.autocommit = True
     try:
@@ -182,6 +275,8 @@ def _apply_scope(conn: psycopg.Connection[Any], role: str | None, app_name: str)
                     f"login user {conn.info.user!r} is not a member of role {role!r}; "
                     "grant the role to the user in the policy, or connect without role="
                 )
+        if pooler is not None:
+            return  # scoped per transaction: tsaccess.pooler
         try:
             conn.execute(_scope_sql(role, app_name))
         except psycopg.errors.InsufficientPrivilege as exc:
@@ -193,6 +288,15 @@ def _apply_scope(conn: psycopg.Connection[Any], role: str | None, app_name: str)
         conn.autocommit = autocommit
 
 
+def _startup_params(secure: SecureParams, role: str | None, pooler: str | None) -> dict[str, Any]:
+    """Behind a pooler ``application_name`` is a startup parameter (PgBouncer tracks it per
+    client); a session-level ``set_config`` would stay on the shared server connection."""
+    kwargs = dict(secure.kwargs)
+    if pooler is not None:
+        kwargs["application_name"] = _app_name(kwargs.get("application_name"), secure.user, role)
+    return kwargs
+
+
 def connect(
     conninfo: str = "",
     *,
@@ -200,6 +304,7 @@ def connect(
     autocommit: bool = False,
     preflight: bool = False,
     connection_class: type[TsConnection] | None = None,
+    pooler: str | None = None,
     **params: Any,
 ) -> TsConnection:
     """Open a TLS-verified connection, optionally scoped to a group role.
@@ -212,6 +317,9 @@ def connect(
         preflight: check every statement's privileges before sending it (see
             :mod:`tsaccess.preflight`).
         connection_class: a :class:`TsConnection` subclass to instantiate.
+        pooler: ``"pgbouncer"`` when ``conninfo`` points at a transaction-mode pooler: role
+            and audit actor are then set in every transaction instead of the session,
+            autocommit is refused, prepared statements are off (see :mod:`tsaccess.pooler`).
         params: any libpq keyword (``host``, ``port``, ``dbname``, ``user``, ``password``,
             ``sslmode``, ``sslrootcert``, ``application_name``...).
 
@@ -221,16 +329,21 @@ def connect(
 
     Raises:
         InsecureConnectionError: TLS would not be, or is not, in use.
-        RoleScopeError: ``role`` does not exist or the user is not a member.
+        RoleScopeError: ``role`` does not exist or the user is not a member (or, behind a
+            ``pooler``, autocommit was asked for).
     """
     secure = secure_params(conninfo, **params)
+    check_host_list(secure.kwargs)
+    pooler = check_pooler(pooler)
+    if pooler is not None and autocommit:
+        raise autocommit_refused(secure.user, role)
     cls = _connection_class(preflight, connection_class)
-    conn = cls.connect(**secure.kwargs, autocommit=autocommit)
+    conn = cls.connect(**_startup_params(secure, role, pooler), autocommit=autocommit)
     try:
         status = _verify_tls(conn)
         app = _app_name(secure.kwargs.get("application_name"), conn.info.user, role)
-        _apply_scope(conn, role, app)
-        conn._init_state(secure, role, status)
+        _apply_scope(conn, role, app, pooler)
+        conn._init_state(secure, role, status, pooler)
         conn.after_connect(preflight=preflight)
     except BaseException:
         conn.close()
@@ -266,6 +379,8 @@ class ScopedPool(ConnectionPool[TsConnection]):
     """The login user of every connection."""
     role: str | None
     """The group role every connection is scoped to."""
+    pooler: str | None = None
+    """The transaction-mode pooler the connections go through (see :mod:`tsaccess.pooler`)."""
 
 
 def _make_reset(
@@ -285,9 +400,29 @@ def _make_reset(
         conn.isolation_level = None
         conn.deferrable = None
         conn.row_factory = psycopg.rows.tuple_row
+        conn.set_scoped_settings()  # the borrower's actor (RESET ALL dropped it server-side)
         conn.after_reset()
 
     return reset
+
+
+def _check(conn: TsConnection) -> None:
+    """The pool's check behind a pooler: an empty query, which needs no role."""
+    with conn._unscoped_block():
+        ConnectionPool.check_connection(conn)
+
+
+def _pooled_reset(conn: TsConnection) -> None:
+    """Behind a pooler the server connection is not ours between transactions: nothing to
+    clean there (each transaction sets role and settings locally); forget the borrower's
+    actor and client-side flags."""
+    conn.set_scoped_settings()
+    conn.read_only = None
+    conn.isolation_level = None
+    conn.deferrable = None
+    conn.row_factory = psycopg.rows.tuple_row
+    conn.prepare_threshold = None
+    conn.after_reset()
 
 
 def create_pool(
@@ -301,6 +436,7 @@ def create_pool(
     autocommit: bool = False,
     preflight: bool = False,
     timeout: float = 30.0,
+    pooler: str | None = None,
     **params: Any,
 ) -> ScopedPool:
     """A pool of TLS-verified connections for one login user, optionally scoped to ``role``.
@@ -315,6 +451,8 @@ def create_pool(
         role: group role to ``SET ROLE`` on every connection.
         autocommit: the state every borrower gets.
         preflight: check statements before sending them.
+        pooler: ``"pgbouncer"``: the connections go through a transaction-mode pooler (see
+            :func:`connect`); the reset on return is then client-side only.
 
     Returns:
         the pool (opened, unless ``open=False``); its connections are :class:`TsConnection`
@@ -322,17 +460,24 @@ def create_pool(
     """
     secure = secure_params(conninfo, **params)
     base_app = secure.kwargs.get("application_name")
+    check_host_list(secure.kwargs)
+    pooler = check_pooler(pooler)
+    if pooler is not None and autocommit:
+        raise autocommit_refused(secure.user, role)
 
     def configure(conn: TsConnection) -> None:
         status = _verify_tls(conn)
-        _apply_scope(conn, role, _app_name(base_app, conn.info.user, role))
-        conn._init_state(secure, role, status)
+        _apply_scope(conn, role, _app_name(base_app, conn.info.user, role), pooler)
+        conn._init_state(secure, role, status, pooler)
         conn.after_connect(preflight=preflight)
         conn.autocommit = autocommit
 
     resets: dict[str, Callable[[TsConnection], None]] = {}
 
     def reset(conn: TsConnection) -> None:
+        if pooler is not None:
+            _pooled_reset(conn)
+            return
         fn = resets.get(conn.info.user)  # one login user per pool: built once
         if fn is None:
             app = _app_name(base_app, conn.info.user, role)
@@ -341,19 +486,20 @@ def create_pool(
 
     pool = ScopedPool(
         "",
-        kwargs=dict(secure.kwargs),
+        kwargs=_startup_params(secure, role, pooler),
         connection_class=_connection_class(preflight),
         min_size=min_size,
         max_size=max_size,
         open=False,
         configure=configure,
-        check=ConnectionPool.check_connection,
+        check=_check if pooler is not None else ConnectionPool.check_connection,
         reset=reset,
         name=name or _app_name("tsaccess-pool", secure.user, role),
         timeout=timeout,
     )
     pool.user = secure.user
     pool.role = role
+    pool.pooler = pooler
     if open:
         pool.open(wait=True, timeout=timeout)
     return pool

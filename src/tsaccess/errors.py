@@ -13,11 +13,15 @@ __all__ = [
     "ApplyError",
     "InsecureConnectionError",
     "MissingPrivilege",
+    "NoPrimaryError",
     "PasswordSourceError",
     "PolicyError",
     "PreflightDenied",
+    "ReplicaLagError",
     "RoleScopeError",
     "ServerStartError",
+    "StandbyError",
+    "TargetsError",
     "TsaccessError",
 ]
 
@@ -122,3 +126,33 @@ class PreflightDenied(TsaccessError):
             f"permission denied before sending: {who} lacks {needs}. "
             "Ask an administrator to grant it in the policy, or connect as a role that has it."
         )
+
+
+class StandbyError(TsaccessError):
+    """The operation needs the primary but the connection is to a hot standby (read-only)."""
+
+    __module__ = "tsaccess"
+
+
+class NoPrimaryError(TsaccessError):
+    """No read-write host (primary) could be reached, e.g. to record an audit event for a
+    standby session."""
+
+    __module__ = "tsaccess"
+
+
+class ReplicaLagError(TsaccessError):
+    """Some standbys had not replayed a commit within the time allowed; ``laggards`` names
+    them (``application_name`` of the primary's ``pg_stat_replication``)."""
+
+    __module__ = "tsaccess"
+
+    def __init__(self, message: str, *, laggards: Sequence[str] = ()) -> None:
+        self.laggards = tuple(laggards)
+        super().__init__(message)
+
+
+class TargetsError(TsaccessError):
+    """A list of target databases (``--dsn`` repeated, a targets file) is invalid."""
+
+    __module__ = "tsaccess"

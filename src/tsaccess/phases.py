@@ -270,7 +270,7 @@ def acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
         f"database {policy.database}",
         "DATABASE",
         have_db,
-        {(r, "CONNECT") for r in roles},
+        {(r, "CONNECT") for r in (*roles, *policy.also_connect)},
         "security",
     )
     # schema: USAGE for group roles (and the audit owner, in the audit phase); nobody CREATE

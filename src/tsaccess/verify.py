@@ -11,6 +11,12 @@ holds three answers:
   check passed).
 
 Any cell where the three disagree is a failure (``AccessMatrix.ok`` is False).
+
+Against a hot standby (``admin`` connected to one) only the read side is checked: SELECT on
+each table and the audit view, and CONNECT; write probes need the primary (a standby refuses
+every write before checking privileges), so the matrix has no write cells and says so
+(``AccessMatrix.read_only``). With a host list, the users connect to the server ``admin`` landed
+on.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from tsaccess.connection import connect
 from tsaccess.passwords import Secret
 from tsaccess.policy import TABLE_PRIVILEGES, Policy
 from tsaccess.tls import TlsStatus, tls_status
+from tsaccess.topology import in_recovery, same_server
 
 __all__ = ["AccessMatrix", "Cell", "verify"]
 
@@ -64,6 +71,8 @@ class AccessMatrix:
     schema: str
     cells: tuple[Cell, ...]
     tls: Mapping[str, TlsStatus | None]
+    read_only: bool = False
+    """Checked on a hot standby: read-side cells only (writes need the primary)."""
 
     @property
     def ok(self) -> bool:
@@ -126,6 +135,11 @@ class AccessMatrix:
             f"\n{len(self.cells)} checks, {len(bad)} disagreement(s)"
             + ("" if bad else ": the database enforces exactly the policy")
         )
+        if self.read_only:
+            out.append(
+                "read side only (hot standby): SELECT and CONNECT were tried; run verify "
+                "against the primary for the write side"
+            )
         for c in bad:
             out.append(
                 f"  !! {c.user} {c.privilege} on {c.object}: policy "
@@ -144,6 +158,7 @@ class AccessMatrix:
             "database": self.database,
             "schema": self.schema,
             "ok": self.ok,
+            "read_only": self.read_only,
             "disagreements": len(self.disagreements),
             "tls": {u: (asdict(t) if t else None) for u, t in self.tls.items()},
             "cells": [{**asdict(c), "ok": c.ok} for c in self.cells],
@@ -216,6 +231,9 @@ def verify(
     """
     users = [u.name for u in policy.users]
     tables = list(policy.managed_tables)
+    read_only = in_recovery(admin)  # a hot standby: the read side only
+    conn_params = same_server(admin, conn_params)
+    privileges = ("SELECT",) if read_only else TABLE_PRIVILEGES
     # the per-row audit view: only SELECT means anything on it (it is not updatable)
     view = policy.audit.rows_view if policy.audited else None
     cat = read_catalog(admin, policy.schema)
@@ -283,7 +301,7 @@ def verify(
         )
         try:
             for table in tables:
-                for priv in TABLE_PRIVILEGES:
+                for priv in privileges:
                     actual: bool | None = None if pw is None else False
                     detail = connect_detail
                     if table in missing:
@@ -321,6 +339,8 @@ def verify(
                         detail,
                     )
                 )
+            if read_only:
+                continue
             actual_create: bool | None = None if pw is None else False
             detail = connect_detail
             if conn is not None:
@@ -334,7 +354,7 @@ def verify(
         finally:
             if conn is not None:
                 conn.close()
-    matrix = AccessMatrix(policy.database, policy.schema, tuple(cells), tls)
+    matrix = AccessMatrix(policy.database, policy.schema, tuple(cells), tls, read_only)
     log.info(
         "access matrix",
         database=policy.database,

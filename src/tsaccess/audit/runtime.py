@@ -2,6 +2,11 @@
 
 Both are client-asserted (the application says who its end user is, or that a statement was
 refused): audit rows keep them next to the server-verified ``username``.
+
+On a hot standby nothing can be written: a DENIED event of a standby session is recorded on the
+primary of the same host list (:func:`tsaccess.topology.open_primary`), with the session's
+actor; if no primary is reachable :class:`~tsaccess.NoPrimaryError` says so. Behind a
+transaction-mode pooler the actor is set in every transaction, never on the shared session.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from psycopg import sql
 from tsaccess._log import get_logger
 from tsaccess.audit.templates import DENIED_FUNCTION
 from tsaccess.connection import TsConnection
+from tsaccess.topology import in_recovery, open_primary
 
 __all__ = ["record_denied", "set_actor"]
 
@@ -27,8 +33,19 @@ def set_actor(
 
     The values are client-asserted (the application says who its end user is): audit rows store
     them in ``actor`` / ``request_id`` next to the server-verified ``username``. Pooled
-    connections forget them on return.
+    connections forget them on return. Behind a pooler (``connect(pooler=...)``) they are set
+    locally in each transaction, starting with the current one.
     """
+    if isinstance(conn, TsConnection):
+        conn.set_scoped_settings(actor, request_id)
+        if conn.pooler is not None:
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                conn.execute(
+                    "SELECT pg_catalog.set_config('tsaccess.actor', %s, true),"
+                    " pg_catalog.set_config('tsaccess.request_id', %s, true)",
+                    (actor or "", request_id or ""),
+                )
+            return
     conn.execute(
         "SELECT pg_catalog.set_config('tsaccess.actor', %s, false),"
         " pg_catalog.set_config('tsaccess.request_id', %s, false)",
@@ -51,11 +68,32 @@ def record_denied(
     is client-asserted (``client_asserted = true``). Returns False, and logs, when the event
     could not be recorded (e.g. the user may not execute the function).
 
+    On a hot standby the event is written on the primary of the same host list, through a side
+    connection that carries the session's actor and request id.
+
     Returns:
         True when the event was recorded.
+
+    Raises:
+        NoPrimaryError: ``conn`` is on a standby and no primary is reachable.
     """
     stmt = sql.SQL("SELECT {}(%s, %s, %s)").format(sql.Identifier(schema, DENIED_FUNCTION))
     args = (statement, reason, table_name)
+    if isinstance(conn, TsConnection) and conn.pooler is None and in_recovery(conn):
+        with open_primary(conn) as side:  # NoPrimaryError: never lost silently
+            try:
+                with side.transaction():
+                    _tag(side, conn)
+                    side.execute(stmt, args)
+            except psycopg.Error as exc:
+                log.warning(
+                    "denied event not recorded on the primary",
+                    db_user=conn.info.user,
+                    error=exc.__class__.__name__,
+                )
+                return False
+        log.debug("denied event recorded on the primary", db_user=conn.info.user)
+        return True
     try:
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             with conn.transaction():
@@ -68,7 +106,8 @@ def record_denied(
                     db_user=conn.info.user,
                 )
                 return False
-            with conn.open_side(autocommit=True) as side:
+            with conn.open_side(autocommit=False) as side, side.transaction():
+                _tag(side, conn)
                 side.execute(stmt, args)
     except psycopg.Error as exc:
         log.warning(
@@ -76,3 +115,13 @@ def record_denied(
         )
         return False
     return True
+
+
+def _tag(side: TsConnection, conn: TsConnection) -> None:
+    """Give a side connection's transaction the actor of the session it writes for."""
+    if conn.actor or conn.request_id:
+        side.execute(
+            "SELECT pg_catalog.set_config('tsaccess.actor', %s, true),"
+            " pg_catalog.set_config('tsaccess.request_id', %s, true)",
+            (conn.actor or "", conn.request_id or ""),
+        )

@@ -113,7 +113,7 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
     """Build a :class:`Policy` from parsed TOML (a mapping); raises :class:`PolicyError`."""
     _only_keys(data, {"database", "tables", "roles", "users", "audit"}, "", source)
     db = _expect(data.get("database"), dict, "database", source, 'a table with name = "..."')
-    _only_keys(db, {"name", "schema", "timescaledb"}, "database", source)
+    _only_keys(db, {"name", "schema", "timescaledb", "also_connect"}, "database", source)
     ts = db.get("timescaledb", "prefer")
     if ts not in ("prefer", "require", "off"):
         raise PolicyError(
@@ -245,6 +245,7 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
         users=tuple(users),
         audit=audit,
         source=source,
+        also_connect=_names(db.get("also_connect", []), "database.also_connect", source),
     )
 
 

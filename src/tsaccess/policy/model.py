@@ -159,6 +159,10 @@ class Policy:
     audit: AuditSettings = field(default_factory=AuditSettings)
     source: str = ""
     """Where the policy came from (a file name), used in error messages."""
+    also_connect: tuple[str, ...] = ()
+    """Roles outside the policy that keep ``CONNECT`` on the database (``[database]
+    also_connect``): e.g. PgBouncer's ``auth_user``, whose ``auth_query`` runs in the client's
+    database before PgBouncer 1.20. Plan grants it when missing and never revokes it."""
 
     def __post_init__(self) -> None:
         validate(self)

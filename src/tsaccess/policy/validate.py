@@ -121,6 +121,15 @@ def validate(p: Policy) -> None:
             path="database.schema",
             source=src,
         )
+    for i, name in enumerate(p.also_connect):
+        check_ident(name, f"database.also_connect[{i}]", src, role=True)
+        if name in {u.name for u in p.users} | {r.name for r in p.roles}:
+            raise PolicyError(
+                f"{name!r} is a user or group role of the policy, which gets CONNECT through "
+                "its roles; also_connect is for roles outside the policy",
+                path=f"database.also_connect[{i}]",
+                source=src,
+            )
     check_ident(p.audit.table, "audit.table", src)
     check_ident(p.audit.owner, "audit.owner", src, role=True)
     check_ident(p.audit.data_schema, "audit.data_schema", src)
