@@ -31,12 +31,25 @@ from tsaccess.errors import PasswordSourceError, TsaccessError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_UNDECIDED = 0, 1, 2, 3, 4
+EXIT_CHANGES = 2
+"""``plan --detailed-exitcode``: the plan has changes (0: none, 1: error), as terraform."""
 
 
 class _Fail(Exception):
     def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tsaccess")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        from tsaccess import __version__
+
+        return __version__
 
 
 def _setup_logging(level: str) -> None:
@@ -93,36 +106,139 @@ def _user_params(args: argparse.Namespace) -> dict[str, Any]:
 def _passwords(
     args: argparse.Namespace, users: Sequence[str], *, generate: bool = False
 ) -> dict[str, Any]:
+    """From the environment, then each ``--passwords-file`` in order (the first one wins)."""
     from tsaccess.passwords import resolve_passwords
 
-    return resolve_passwords(
-        users, passwords_file=getattr(args, "passwords_file", None), generate=generate
-    )
+    files = getattr(args, "passwords_file", None) or [None]
+    out: dict[str, Any] = {}
+    for f in files:
+        for user, pw in resolve_passwords(users, passwords_file=f).items():
+            out.setdefault(user, pw)
+    if generate:
+        missing = [u for u in users if u not in out]
+        out.update(resolve_passwords(missing, generate=True, environ={}))
+    return out
+
+
+def _maintenance_dbname(args: argparse.Namespace, policy_db: str) -> str:
+    """Where to connect when the policy's database is missing: the DSN's, else ``postgres``."""
+    try:
+        name = conninfo_to_dict(args.dsn or "").get("dbname")
+    except psycopg.ProgrammingError:
+        name = None
+    name = name or os.environ.get("PGDATABASE") or "postgres"
+    return "postgres" if name == policy_db else str(name)
+
+
+def _policy_db_exists(args: argparse.Namespace, policy: Any) -> bool:
+    from tsaccess.savedplan import database_exists
+
+    with _admin(args, _maintenance_dbname(args, policy.database)) as conn:
+        return database_exists(conn, policy.database)
+
+
+def _make_plan(args: argparse.Namespace, policy: Any, pw: dict[str, Any]) -> Any:
+    from tsaccess.bootstrap import plan
+    from tsaccess.savedplan import plan_new_database
+
+    try:
+        conn = _admin(args, policy.database)
+    except psycopg.OperationalError:
+        if _policy_db_exists(args, policy):
+            raise
+        if args.audit_only:
+            raise _Fail(
+                f"database {policy.database!r} does not exist; --audit-only needs its tables"
+            ) from None
+        with _admin(args, _maintenance_dbname(args, policy.database)) as other:
+            return plan_new_database(other, policy, passwords=pw)
+    with conn:
+        return plan(
+            conn,
+            policy,
+            passwords=pw,
+            phases=AUDIT_ONLY if args.audit_only else None,
+            drop_removed=args.drop_removed,
+            drop_removed_tables=args.drop_removed_tables,
+        )
+
+
+def _plan_json(p: Any, verbose: bool) -> dict[str, Any]:
+    from tsaccess.plan_format import action_of, object_of
+
+    return {
+        "steps": [
+            {
+                "summary": s.summary,
+                "phase": s.phase,
+                "sql": s.text(),
+                "action": action_of(s),
+                "object": object_of(s, p.logins),
+            }
+            for s in p.steps
+        ],
+        "counts": p.counts(verbose=verbose),
+        "warnings": list(p.warnings),
+        "timescaledb": p.timescaledb,
+        "catalog_queries": p.catalog_queries,
+        "fingerprint": p.fingerprint,
+    }
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from tsaccess.bootstrap import plan
+    from tsaccess.savedplan import save_plan
 
     policy = _policy(args)
     pw = _passwords(args, [u.name for u in policy.users])
-    with _admin(args, policy.database) as conn:
-        p = plan(conn, policy, passwords=pw, phases=AUDIT_ONLY if args.audit_only else None)
-    if args.json:
-        _print_json(
-            {
-                "steps": [
-                    {"summary": s.summary, "phase": s.phase, "sql": s.text()} for s in p.steps
-                ],
-                "warnings": list(p.warnings),
-                "timescaledb": p.timescaledb,
-                "catalog_queries": p.catalog_queries,
-            }
+    p = _make_plan(args, policy, pw)
+    if args.out:
+        save_plan(
+            args.out,
+            p,
+            policy,
+            Path(args.policy).read_text(encoding="utf-8"),
+            audit_only=args.audit_only,
+            drop_removed=args.drop_removed,
+            drop_removed_tables=args.drop_removed_tables,
         )
+    if args.json:
+        _print_json(_plan_json(p, args.verbose))
+    elif args.sql:
+        # runnable SQL only on stdout; the summary and warnings go to stderr
+        print(p.summary(verbose=args.verbose), file=sys.stderr)
+        if p:
+            print(p.sql(), end="")
     else:
-        print(p.summary())
-        if p and args.sql:
-            print("\n" + p.sql())
+        print(p.summary(verbose=args.verbose))
+    if args.out:
+        print(
+            f"saved the plan to {args.out}; apply exactly it with: tsaccess apply {args.out}",
+            file=sys.stderr,
+        )
+    if args.detailed_exitcode:
+        return EXIT_CHANGES if p else EXIT_OK
     return EXIT_OK
+
+
+def _confirm(shown: Any) -> Any:
+    """Show the plan, ask on the terminal; the returned check refuses any other plan."""
+    from tsaccess.errors import ApplyError
+    from tsaccess.savedplan import plan_digest
+
+    print(shown.summary())
+    answer = input("\nApply these changes? Only 'yes' is accepted: ").strip()
+    if answer != "yes":
+        raise _Fail("apply cancelled; nothing changed")
+    want = plan_digest(shown)
+
+    def check(fresh: Any) -> None:
+        if plan_digest(fresh) != want or fresh.fingerprint != shown.fingerprint:
+            raise ApplyError(
+                "the database changed while you were reading the plan; nothing was applied. "
+                "Run tsaccess apply again"
+            )
+
+    return check
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -130,22 +246,62 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     from tsaccess.bootstrap import apply
     from tsaccess.passwords import write_pgpass
+    from tsaccess.savedplan import apply_saved, load_plan
 
-    policy = _policy(args)
+    saved = load_plan(args.plan_file) if args.plan_file else None
+    if saved is None and args.policy is None:
+        raise _Fail("give --policy FILE, or a saved plan (tsaccess apply PLANFILE)", EXIT_USAGE)
+    if saved is not None and (args.policy or args.audit_only or args.drop_removed):
+        raise _Fail(
+            "a saved plan carries its policy and options; give only the plan file", EXIT_USAGE
+        )
+    policy = saved.policy if saved else _policy(args)
     pw = _passwords(args, [u.name for u in policy.users], generate=bool(args.generate_passwords))
     if args.generate_passwords:
         gen = Path(args.generate_passwords)
         if gen.exists():
             raise _Fail(f"{gen} exists; choose a new file for generated passwords")
-    if args.create_database:
-        with _admin(args) as conn:
+    ident = sql.Identifier(policy.database)
+    created = False
+    exists = _policy_db_exists(args, policy)
+    if saved is not None and saved.creates_database and exists:
+        raise _Fail(
+            f"the plan was made before database {policy.database!r} existed, and now it "
+            "exists: the database moved; nothing was applied. Make the plan again"
+        )
+    if not exists and (args.create_database or (saved is not None and saved.creates_database)):
+        with _admin(args, _maintenance_dbname(args, policy.database)) as conn:
             conn.autocommit = True
-            if not conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (policy.database,)
-            ).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(policy.database)))
-    with _admin(args, policy.database) as conn:
-        result = apply(conn, policy, passwords=pw, phases=AUDIT_ONLY if args.audit_only else None)
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+            created = True
+    try:
+        if saved is not None:
+            with _admin(args, policy.database) as conn:
+                result = apply_saved(conn, saved, passwords=pw)
+        else:
+            with _admin(args, policy.database) as conn:
+                opts: dict[str, Any] = {
+                    "phases": AUDIT_ONLY if args.audit_only else None,
+                    "drop_removed": args.drop_removed,
+                    "drop_removed_tables": args.drop_removed_tables,
+                }
+                check = None
+                if sys.stdin.isatty() and not args.yes and not args.json:
+                    from tsaccess.bootstrap import plan
+
+                    shown = plan(conn, policy, passwords=pw, **opts)
+                    conn.rollback()
+                    if not shown:
+                        print(shown.summary())
+                        return EXIT_OK
+                    check = _confirm(shown)
+                result = apply(conn, policy, passwords=pw, check=check, **opts)
+    except BaseException:
+        if created:  # a failed or cancelled apply leaves no new database behind
+            with _admin(args, _maintenance_dbname(args, policy.database)) as conn:
+                conn.autocommit = True
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        raise
     if args.generate_passwords:
         write_pgpass(args.generate_passwords, pw, dbname=policy.database)
     if args.json:
@@ -157,7 +313,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print(result.plan.summary())
+        print(result.plan.summary(verbose=args.verbose))
         print(f"applied {result.applied} statement(s) in {result.seconds * 1000:.0f} ms")
         if args.generate_passwords:
             print(f"generated passwords written to {args.generate_passwords} (mode 0600)")
@@ -230,15 +386,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from tsaccess.audit import reports as audit
     from tsaccess.connection import connect
 
+    schema, table = "public", "activity_audit"
+    if args.policy:
+        policy = _policy(args)
+        schema, table = policy.schema, policy.audit.table
+    where = {"schema": args.schema or schema, "table": args.audit_table or table}
     with connect(args.dsn or "") as conn:
         if args.what == "recent":
-            res: Any = audit.recent(conn, args.limit)
+            res: Any = audit.recent(conn, args.limit, **where)
         elif args.what == "changes":
-            res = audit.changes(conn, args.table, since=args.since, limit=args.limit)
+            res = audit.changes(conn, args.table, since=args.since, limit=args.limit, **where)
         elif args.what == "summary":
-            res = audit.summary(conn, args.since)
+            res = audit.summary(conn, args.since, **where)
         elif args.what == "activity":
-            res = audit.activity(conn, args.bucket, args.since)
+            res = audit.activity(conn, args.bucket, args.since, **where)
         elif args.what == "sessions":
             res = monitoring.active_sessions(conn)
         else:
@@ -282,10 +443,51 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 denied or mismatch, 4 undecided. "
         "Passwords: TSACCESS_PASSWORD_<USER>, --passwords-file (mode 0600) or a prompt.",
     )
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="log messages at or above this level to stderr (default: warning)",
+    )
+    p.add_argument("--version", action="version", version=f"tsaccess {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sp: argparse.ArgumentParser, *, policy: bool = False, dsn: bool = True) -> None:
+    def passwords_file(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--passwords-file",
+            type=Path,
+            action="append",
+            metavar="FILE",
+            help="pgpass-format file with login passwords (mode 0600); repeat for several "
+            "files: the environment wins, then the files in the order given",
+        )
+
+    def prune_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--drop-removed",
+            action="store_true",
+            help="drop users and roles tsaccess managed that the policy no longer names "
+            "(default: NOLOGIN, memberships and privileges revoked); never those owning objects",
+        )
+        sp.add_argument(
+            "--drop-removed-tables",
+            action="store_true",
+            help="drop tables tsaccess managed that the policy no longer names, WITH THEIR DATA "
+            "(default: kept, grants revoked)",
+        )
+        sp.add_argument(
+            "--verbose",
+            action="store_true",
+            help="list every statement (audit internals and bookkeeping are folded otherwise)",
+        )
+
+    def common(
+        sp: argparse.ArgumentParser,
+        *,
+        policy: bool = False,
+        dsn: bool = True,
+        policy_required: bool = True,
+    ) -> None:
         if dsn:
             sp.add_argument(
                 "--dsn",
@@ -293,12 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "variables); sslmode below require is refused",
             )
         if policy:
-            sp.add_argument("--policy", required=True, type=Path, help="policy TOML file")
             sp.add_argument(
-                "--passwords-file",
-                type=Path,
-                help="pgpass-format file with login passwords (must be mode 0600)",
+                "--policy", required=policy_required, type=Path, help="policy TOML file"
             )
+            passwords_file(sp)
         sp.add_argument("--json", action="store_true", help="print JSON")
 
     sp = sub.add_parser("demo", help="the whole tutorial on a throwaway TLS server")
@@ -310,18 +510,56 @@ def build_parser() -> argparse.ArgumentParser:
         "only the audit trail (audit table, data schema, functions, triggers, view, audit "
         "grants) on tables and roles that exist already"
     )
-    sp = sub.add_parser("plan", help="show the SQL that would bring the database to the policy")
+    sp = sub.add_parser(
+        "plan",
+        help="show what would bring the database to the policy (+ add, ~ change, - revoke)",
+    )
     common(sp, policy=True)
-    sp.add_argument("--sql", action="store_true", help="also print the statements")
+    sp.add_argument(
+        "--sql",
+        action="store_true",
+        help="print only the runnable SQL on stdout (the summary goes to stderr)",
+    )
     sp.add_argument("--audit-only", action="store_true", help=audit_only_help)
+    prune_flags(sp)
+    sp.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="save the plan (mode 0600); tsaccess apply FILE applies exactly it, or refuses if "
+        "the database changed since",
+    )
+    sp.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when nothing changes, 2 when the plan has changes, 1 on error (for CI)",
+    )
     sp.set_defaults(func=cmd_plan)
 
-    sp = sub.add_parser("apply", help="apply the policy in one transaction")
-    common(sp, policy=True)
+    sp = sub.add_parser(
+        "apply",
+        help="apply the policy (or a saved plan) in one transaction; asks on a terminal",
+    )
+    sp.add_argument(
+        "plan_file",
+        nargs="?",
+        type=Path,
+        metavar="PLANFILE",
+        help="a plan saved by tsaccess plan --out: applied exactly, or refused if the "
+        "database changed since",
+    )
+    common(sp, policy=True, policy_required=False)
+    prune_flags(sp)
+    sp.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="do not ask for confirmation on a terminal",
+    )
     sp.add_argument(
         "--create-database",
         action="store_true",
-        help="create the policy's database first if missing",
+        help="create the policy's database first if missing (dropped again if apply fails)",
     )
     sp.add_argument(
         "--generate-passwords",
@@ -336,44 +574,72 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_verify)
 
     sp = sub.add_parser("render-init", help="write init/*.sql and docker-compose.yml")
-    sp.add_argument("--policy", required=True, type=Path)
-    sp.add_argument("--out", required=True, type=Path)
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--policy", required=True, type=Path, help="policy TOML file")
+    sp.add_argument(
+        "--out", required=True, type=Path, help="directory for the scripts (created if missing)"
+    )
+    sp.add_argument("--json", action="store_true", help="print the written files as JSON")
     sp.set_defaults(func=cmd_render_init)
 
     sp = sub.add_parser(
         "check", help="pre-flight a statement as a user (0 allowed, 3 denied, 4 undecided)"
     )
     common(sp)
-    sp.add_argument("--user", required=True)
-    sp.add_argument("--role")
-    sp.add_argument("--dbname")
-    sp.add_argument("--passwords-file", type=Path)
-    sp.add_argument("sql")
+    sp.add_argument("--user", required=True, help="the login user whose privileges count")
+    sp.add_argument("--role", help="the group role to scope the session to (SET ROLE)")
+    sp.add_argument(
+        "--dbname", help="database to check in (default: the DSN's, PGDATABASE, the user name)"
+    )
+    passwords_file(sp)
+    sp.add_argument("sql", help="the statement to check (it is never run)")
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("audit", help="read the audit trail and sessions")
     sp.add_argument(
-        "what", choices=["recent", "changes", "summary", "activity", "sessions", "roles"]
+        "what",
+        choices=["recent", "changes", "summary", "activity", "sessions", "roles"],
+        help="what to show: latest events, changed rows, per-user summary, activity over "
+        "time, live sessions, or roles",
     )
     common(sp)
     sp.add_argument("--table", help="changes: only this table")
     sp.add_argument(
         "--since", type=_duration, default=dt.timedelta(days=1), help="e.g. 1h, 7d (default 1d)"
     )
-    sp.add_argument("--limit", type=int, default=20)
-    sp.add_argument("--bucket", type=_duration, default=dt.timedelta(hours=1))
+    sp.add_argument("--limit", type=int, default=20, help="at most this many rows (default 20)")
+    sp.add_argument(
+        "--bucket",
+        type=_duration,
+        default=dt.timedelta(hours=1),
+        help="activity: the time bucket, e.g. 15m, 1h (default 1h)",
+    )
+    sp.add_argument(
+        "--schema",
+        help="schema of the audit table (default: the policy's, else public)",
+    )
+    sp.add_argument(
+        "--audit-table",
+        metavar="NAME",
+        help="name of the audit table (default: the policy's audit.table, else activity_audit)",
+    )
+    sp.add_argument(
+        "--policy", type=Path, help="policy TOML file: read the audit schema and table from it"
+    )
     sp.set_defaults(func=cmd_audit)
 
     sp = sub.add_parser("certs", help="create a CA and a server certificate")
-    sp.add_argument("--out", required=True, type=Path)
+    sp.add_argument(
+        "--out", required=True, type=Path, help="directory for the CA, certificate and key"
+    )
     sp.add_argument(
         "--host",
         action="append",
         help="DNS name or IP for the certificate (repeat; default localhost, 127.0.0.1, ::1)",
     )
-    sp.add_argument("--days", type=int, default=365)
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument(
+        "--days", type=int, default=365, help="validity of the certificates (default 365)"
+    )
+    sp.add_argument("--json", action="store_true", help="print the written files as JSON")
     sp.set_defaults(func=cmd_certs)
     return p
 
