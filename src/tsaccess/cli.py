@@ -25,14 +25,12 @@ import psycopg
 import structlog
 from psycopg.conninfo import conninfo_to_dict
 
-from tsaccess._steps import AUDIT_ONLY
+from tsaccess.cli_plan import Fail as PlanFail
 from tsaccess.errors import PasswordSourceError, TsaccessError
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_UNDECIDED = 0, 1, 2, 3, 4
-EXIT_CHANGES = 2
-"""``plan --detailed-exitcode``: the plan has changes (0: none, 1: error), as terraform."""
 
 
 class _Fail(Exception):
@@ -120,204 +118,22 @@ def _passwords(
     return out
 
 
-def _maintenance_dbname(args: argparse.Namespace, policy_db: str) -> str:
-    """Where to connect when the policy's database is missing: the DSN's, else ``postgres``."""
-    try:
-        name = conninfo_to_dict(args.dsn or "").get("dbname")
-    except psycopg.ProgrammingError:
-        name = None
-    name = name or os.environ.get("PGDATABASE") or "postgres"
-    return "postgres" if name == policy_db else str(name)
+def _tools() -> Any:
+    from tsaccess.cli_plan import Tools
 
-
-def _policy_db_exists(args: argparse.Namespace, policy: Any) -> bool:
-    from tsaccess.savedplan import database_exists
-
-    with _admin(args, _maintenance_dbname(args, policy.database)) as conn:
-        return database_exists(conn, policy.database)
-
-
-def _make_plan(args: argparse.Namespace, policy: Any, pw: dict[str, Any]) -> Any:
-    from tsaccess.bootstrap import plan
-    from tsaccess.savedplan import plan_new_database
-
-    try:
-        conn = _admin(args, policy.database)
-    except psycopg.OperationalError:
-        if _policy_db_exists(args, policy):
-            raise
-        if args.audit_only:
-            raise _Fail(
-                f"database {policy.database!r} does not exist; --audit-only needs its tables"
-            ) from None
-        with _admin(args, _maintenance_dbname(args, policy.database)) as other:
-            return plan_new_database(other, policy, passwords=pw)
-    with conn:
-        return plan(
-            conn,
-            policy,
-            passwords=pw,
-            phases=AUDIT_ONLY if args.audit_only else None,
-            drop_removed=args.drop_removed,
-            drop_removed_tables=args.drop_removed_tables,
-        )
-
-
-def _plan_json(p: Any, verbose: bool) -> dict[str, Any]:
-    from tsaccess.plan_format import action_of, object_of
-
-    return {
-        "steps": [
-            {
-                "summary": s.summary,
-                "phase": s.phase,
-                "sql": s.text(),
-                "action": action_of(s),
-                "object": object_of(s, p.logins),
-            }
-            for s in p.steps
-        ],
-        "counts": p.counts(verbose=verbose),
-        "warnings": list(p.warnings),
-        "timescaledb": p.timescaledb,
-        "catalog_queries": p.catalog_queries,
-        "fingerprint": p.fingerprint,
-    }
+    return Tools(admin=_admin, passwords=_passwords, policy=_policy, print_json=_print_json)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from tsaccess.savedplan import save_plan
+    from tsaccess.cli_plan import plan_command
 
-    policy = _policy(args)
-    pw = _passwords(args, [u.name for u in policy.users])
-    p = _make_plan(args, policy, pw)
-    if args.out:
-        save_plan(
-            args.out,
-            p,
-            policy,
-            Path(args.policy).read_text(encoding="utf-8"),
-            audit_only=args.audit_only,
-            drop_removed=args.drop_removed,
-            drop_removed_tables=args.drop_removed_tables,
-        )
-    if args.json:
-        _print_json(_plan_json(p, args.verbose))
-    elif args.sql:
-        # runnable SQL only on stdout; the summary and warnings go to stderr
-        print(p.summary(verbose=args.verbose), file=sys.stderr)
-        if p:
-            print(p.sql(), end="")
-    else:
-        print(p.summary(verbose=args.verbose))
-    if args.out:
-        print(
-            f"saved the plan to {args.out}; apply exactly it with: tsaccess apply {args.out}",
-            file=sys.stderr,
-        )
-    if args.detailed_exitcode:
-        return EXIT_CHANGES if p else EXIT_OK
-    return EXIT_OK
-
-
-def _confirm(shown: Any) -> Any:
-    """Show the plan, ask on the terminal; the returned check refuses any other plan."""
-    from tsaccess.errors import ApplyError
-    from tsaccess.savedplan import plan_digest
-
-    print(shown.summary())
-    answer = input("\nApply these changes? Only 'yes' is accepted: ").strip()
-    if answer != "yes":
-        raise _Fail("apply cancelled; nothing changed")
-    want = plan_digest(shown)
-
-    def check(fresh: Any) -> None:
-        if plan_digest(fresh) != want or fresh.fingerprint != shown.fingerprint:
-            raise ApplyError(
-                "the database changed while you were reading the plan; nothing was applied. "
-                "Run tsaccess apply again"
-            )
-
-    return check
+    return plan_command(args, _tools())
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from psycopg import sql
+    from tsaccess.cli_plan import apply_command
 
-    from tsaccess.bootstrap import apply
-    from tsaccess.passwords import write_pgpass
-    from tsaccess.savedplan import apply_saved, load_plan
-
-    saved = load_plan(args.plan_file) if args.plan_file else None
-    if saved is None and args.policy is None:
-        raise _Fail("give --policy FILE, or a saved plan (tsaccess apply PLANFILE)", EXIT_USAGE)
-    if saved is not None and (args.policy or args.audit_only or args.drop_removed):
-        raise _Fail(
-            "a saved plan carries its policy and options; give only the plan file", EXIT_USAGE
-        )
-    policy = saved.policy if saved else _policy(args)
-    pw = _passwords(args, [u.name for u in policy.users], generate=bool(args.generate_passwords))
-    if args.generate_passwords:
-        gen = Path(args.generate_passwords)
-        if gen.exists():
-            raise _Fail(f"{gen} exists; choose a new file for generated passwords")
-    ident = sql.Identifier(policy.database)
-    created = False
-    exists = _policy_db_exists(args, policy)
-    if saved is not None and saved.creates_database and exists:
-        raise _Fail(
-            f"the plan was made before database {policy.database!r} existed, and now it "
-            "exists: the database moved; nothing was applied. Make the plan again"
-        )
-    if not exists and (args.create_database or (saved is not None and saved.creates_database)):
-        with _admin(args, _maintenance_dbname(args, policy.database)) as conn:
-            conn.autocommit = True
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-            created = True
-    try:
-        if saved is not None:
-            with _admin(args, policy.database) as conn:
-                result = apply_saved(conn, saved, passwords=pw)
-        else:
-            with _admin(args, policy.database) as conn:
-                opts: dict[str, Any] = {
-                    "phases": AUDIT_ONLY if args.audit_only else None,
-                    "drop_removed": args.drop_removed,
-                    "drop_removed_tables": args.drop_removed_tables,
-                }
-                check = None
-                if sys.stdin.isatty() and not args.yes and not args.json:
-                    from tsaccess.bootstrap import plan
-
-                    shown = plan(conn, policy, passwords=pw, **opts)
-                    conn.rollback()
-                    if not shown:
-                        print(shown.summary())
-                        return EXIT_OK
-                    check = _confirm(shown)
-                result = apply(conn, policy, passwords=pw, check=check, **opts)
-    except BaseException:
-        if created:  # a failed or cancelled apply leaves no new database behind
-            with _admin(args, _maintenance_dbname(args, policy.database)) as conn:
-                conn.autocommit = True
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        raise
-    if args.generate_passwords:
-        write_pgpass(args.generate_passwords, pw, dbname=policy.database)
-    if args.json:
-        _print_json(
-            {
-                "applied": result.applied,
-                "seconds": round(result.seconds, 3),
-                "steps": [s.summary for s in result.plan.steps],
-            }
-        )
-    else:
-        print(result.plan.summary(verbose=args.verbose))
-        print(f"applied {result.applied} statement(s) in {result.seconds * 1000:.0f} ms")
-        if args.generate_passwords:
-            print(f"generated passwords written to {args.generate_passwords} (mode 0600)")
-    return EXIT_OK
+    return apply_command(args, _tools())
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -437,6 +253,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tsaccess.cli_plan import add_apply_options, add_plan_options
+
     p = argparse.ArgumentParser(
         prog="tsaccess",
         description="Make a TimescaleDB/PostgreSQL database safe to share.",
@@ -460,25 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="pgpass-format file with login passwords (mode 0600); repeat for several "
             "files: the environment wins, then the files in the order given",
-        )
-
-    def prune_flags(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--drop-removed",
-            action="store_true",
-            help="drop users and roles tsaccess managed that the policy no longer names "
-            "(default: NOLOGIN, memberships and privileges revoked); never those owning objects",
-        )
-        sp.add_argument(
-            "--drop-removed-tables",
-            action="store_true",
-            help="drop tables tsaccess managed that the policy no longer names, WITH THEIR DATA "
-            "(default: kept, grants revoked)",
-        )
-        sp.add_argument(
-            "--verbose",
-            action="store_true",
-            help="list every statement (audit internals and bookkeeping are folded otherwise)",
         )
 
     def common(
@@ -515,47 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="show what would bring the database to the policy (+ add, ~ change, - revoke)",
     )
     common(sp, policy=True)
-    sp.add_argument(
-        "--sql",
-        action="store_true",
-        help="print only the runnable SQL on stdout (the summary goes to stderr)",
-    )
     sp.add_argument("--audit-only", action="store_true", help=audit_only_help)
-    prune_flags(sp)
-    sp.add_argument(
-        "--out",
-        type=Path,
-        metavar="FILE",
-        help="save the plan (mode 0600); tsaccess apply FILE applies exactly it, or refuses if "
-        "the database changed since",
-    )
-    sp.add_argument(
-        "--detailed-exitcode",
-        action="store_true",
-        help="exit 0 when nothing changes, 2 when the plan has changes, 1 on error (for CI)",
-    )
+    add_plan_options(sp)
     sp.set_defaults(func=cmd_plan)
 
     sp = sub.add_parser(
         "apply",
         help="apply the policy (or a saved plan) in one transaction; asks on a terminal",
     )
-    sp.add_argument(
-        "plan_file",
-        nargs="?",
-        type=Path,
-        metavar="PLANFILE",
-        help="a plan saved by tsaccess plan --out: applied exactly, or refused if the "
-        "database changed since",
-    )
     common(sp, policy=True, policy_required=False)
-    prune_flags(sp)
-    sp.add_argument(
-        "--yes",
-        "-y",
-        action="store_true",
-        help="do not ask for confirmation on a terminal",
-    )
+    add_apply_options(sp)
     sp.add_argument(
         "--create-database",
         action="store_true",
@@ -657,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except _Fail as exc:
+    except (_Fail, PlanFail) as exc:
         print(f"tsaccess: error: {exc}", file=sys.stderr)
         return exc.code
     except TsaccessError as exc:
