@@ -162,6 +162,21 @@ def _revoke_all(obj: AclObject, role: str) -> Step:
     )
 
 
+def _end_sessions(role: str, obj: str) -> Step:
+    """End the removed user's open sessions (NOLOGIN only stops new ones); waits up to 5 s."""
+    return Step(
+        sql.SQL(
+            "SELECT pg_catalog.pg_terminate_backend(pid, 5000)"
+            " FROM pg_catalog.pg_stat_activity WHERE usename = {}"
+            " AND pid <> pg_catalog.pg_backend_pid()"
+        ).format(sql.Literal(role)),
+        f"end the open sessions of removed {obj} (if any)",
+        "security",
+        action="revoke",
+        object=obj,
+    )
+
+
 def prune_steps(
     policy: Policy,
     cat: CatalogSnapshot,
@@ -284,6 +299,8 @@ def prune_steps(
                     object=obj,
                 )
             )
+            if rinfo.login:
+                steps.append(_end_sessions(role, obj))
             continue
         if drop_roles:
             warnings.append(
@@ -301,4 +318,5 @@ def prune_steps(
                     object=obj,
                 )
             )
+            steps.append(_end_sessions(role, obj))
     return steps

@@ -111,7 +111,7 @@ def test_saved_plan_applies_exactly_or_refuses_when_the_database_moved(db, hospi
     # planned again, applied exactly
     run("plan", "--dsn", dsn(db), "--policy", str(changed), "--out", str(out), check_code=0)
     res = run("apply", "--dsn", dsn(db), str(out), "--passwords-file", str(pw), check_code=0)
-    assert "applied 3 statement(s)" in res.stdout  # 2 revokes + rita's connection limit
+    assert "applied 4 statement(s)" in res.stdout  # 3 for paul + rita's connection limit
     with db.admin() as conn:
         assert conn.execute(
             "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'paul'"

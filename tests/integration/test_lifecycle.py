@@ -112,17 +112,35 @@ def test_hospital_lifecycle(db):
         assert conn.execute("SELECT count(*) FROM vitals").fetchone() == (1,)
         assert conn.execute("SHOW statement_timeout").fetchone() == ("1min",)
 
-    # 1. remove a user: NOLOGIN, memberships revoked; paul can log in nowhere
+    # an insider cannot take the managed marker off (to escape pruning) or forge it
+    with ward.login("paul") as conn:
+        for stmt in (
+            "COMMENT ON ROLE paul IS NULL",
+            "COMMENT ON ROLE nina IS 'mine'",
+            "COMMENT ON TABLE vitals IS NULL",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(stmt)
+            conn.rollback()
+
+    # 1. remove a user: NOLOGIN, memberships revoked, open sessions ended; paul can log in
+    # nowhere
+    session = ward.login("paul")
+    session.autocommit = True
     ward.change(('[users.paul]\nroles = ["nurses"]\n', ""))
     p = ward.plan()
     assert _body(p.summary()) == [
         "user paul",
         "  - revoke membership of paul in nurses",
         "  - disable login of removed user paul (NOLOGIN)",
+        "  - end the open sessions of removed user paul (if any)",
         "",
-        "Plan: 0 to add, 0 to change, 2 to revoke.",
+        "Plan: 0 to add, 0 to change, 3 to revoke.",
     ]
     ward.apply()
+    with pytest.raises(psycopg.OperationalError):
+        session.execute("SELECT 1")  # the session paul had open was ended
+    session.close()
     for dbname in (db.name, "postgres"):
         with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
             ward.login("paul", dbname)
