@@ -131,6 +131,9 @@ def read_prune(conn: psycopg.Connection[Any], policy: Policy, cat: CatalogSnapsh
                     continue
                 acl.setdefault(role, []).append(AclObject("SCHEMA", (nspname,), descr or ""))
             elif proc is not None:
+                name = proc.removeprefix(f"{policy.schema}.")
+                if name.startswith("tsaccess_") and "." not in name.split("(")[0]:
+                    continue  # the audit functions: the audit phase keeps their grants exact
                 acl.setdefault(role, []).append(AclObject("FUNCTION", (proc,), descr or proc))
     counts: dict[str, int] = {}
     for t in tables:
@@ -302,6 +305,12 @@ def prune_steps(
             if rinfo.login:
                 steps.append(_end_sessions(role, obj))
             continue
+        if not drop_roles and not owned:
+            warnings.append(
+                f"{kind} {role} is no longer in the policy: kept without access here"
+                + (" and disabled (NOLOGIN)" if kind == "user" else "")
+                + "; drop it with --drop-removed (drop_removed=True)"
+            )
         if drop_roles:
             warnings.append(
                 f"{kind} {role} is not dropped: it "
