@@ -294,3 +294,13 @@ def test_policy_errors_are_reported_at_once(tmp_path, db):
     # nothing was connected to or changed
     with psycopg.connect(**db.params()) as conn:
         assert conn.execute("SELECT to_regnamespace('clinical')").fetchone() == (None,)
+
+
+def test_check_resolves_tables_of_the_policy_schema_unqualified(db, hospital):
+    _, pw = hospital
+    base = ["check", "--dsn", dsn(db), "--user", "rita", "--passwords-file", str(pw)]
+    res = run(*base, "SELECT ward, avg(heart_rate) FROM vitals GROUP BY ward")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = run(*base, "SELECT patient_id FROM vitals")
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "SELECT (patient_id) on table clinical.vitals" in res.stdout

@@ -111,6 +111,14 @@ def test_hospital_lifecycle(db):
     with ward.login("maria") as conn:
         assert conn.execute("SELECT count(*) FROM vitals").fetchone() == (1,)
         assert conn.execute("SHOW statement_timeout").fetchone() == ("1min",)
+    # default privileges: a table the administrator adds later is readable by physicians only
+    with db.admin(autocommit=True) as conn:
+        conn.execute("CREATE TABLE clinical.lab_results (x int)")
+    with ward.login("maria") as conn:
+        assert conn.execute("SELECT count(*) FROM lab_results").fetchone() == (0,)
+    with ward.login("nina") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT count(*) FROM lab_results")
+    assert not ward.plan()  # a table the policy does not name is not tsaccess's
 
     # an insider cannot take the managed marker off (to escape pruning) or forge it
     with ward.login("paul") as conn:
