@@ -13,4 +13,8 @@ SELECT create_hypertable('"public"."sensor_readings"'::regclass, by_range('time'
 CREATE TABLE "public"."financial_metrics" ("time" timestamptz NOT NULL, "metric_type" text NOT NULL, "amount" numeric(12,2), "currency" text DEFAULT 'USD', "department" text, "is_confidential" boolean DEFAULT true);
 -- make financial_metrics a hypertable on time
 SELECT create_hypertable('"public"."financial_metrics"'::regclass, by_range('time', INTERVAL '7 days'), migrate_data => true);
+-- mark table sensor_readings as managed by tsaccess
+COMMENT ON TABLE "public"."sensor_readings" IS 'tsaccess:managed';
+-- mark table financial_metrics as managed by tsaccess
+COMMENT ON TABLE "public"."financial_metrics" IS 'tsaccess:managed';
 COMMIT;

@@ -92,4 +92,24 @@ GRANT SELECT ON TABLE "public"."sensor_readings" TO "finance_users";
 GRANT SELECT ON TABLE "public"."financial_metrics" TO "department_managers";
 -- grant DELETE, INSERT, SELECT, UPDATE on table financial_metrics to finance_users
 GRANT DELETE, INSERT, SELECT, UPDATE ON TABLE "public"."financial_metrics" TO "finance_users";
+-- mark role data_analysts as managed by tsaccess
+COMMENT ON ROLE "data_analysts" IS 'tsaccess:managed {"databases": ["company_db"]}';
+-- mark role data_engineers as managed by tsaccess
+COMMENT ON ROLE "data_engineers" IS 'tsaccess:managed {"databases": ["company_db"]}';
+-- mark role department_managers as managed by tsaccess
+COMMENT ON ROLE "department_managers" IS 'tsaccess:managed {"databases": ["company_db"]}';
+-- mark role finance_users as managed by tsaccess
+COMMENT ON ROLE "finance_users" IS 'tsaccess:managed {"databases": ["company_db"]}';
+-- mark role auditors as managed by tsaccess
+COMMENT ON ROLE "auditors" IS 'tsaccess:managed {"databases": ["company_db"]}';
+-- mark user alice as managed by tsaccess
+COMMENT ON ROLE "alice" IS 'tsaccess:managed {"databases": ["company_db"]}';
+-- mark user bob as managed by tsaccess
+COMMENT ON ROLE "bob" IS 'tsaccess:managed {"databases": ["company_db"]}';
+-- mark user carol as managed by tsaccess
+COMMENT ON ROLE "carol" IS 'tsaccess:managed {"databases": ["company_db"]}';
+-- mark user david as managed by tsaccess
+COMMENT ON ROLE "david" IS 'tsaccess:managed {"databases": ["company_db"]}';
+-- mark user eve as managed by tsaccess
+COMMENT ON ROLE "eve" IS 'tsaccess:managed {"databases": ["company_db"]}';
 COMMIT;

@@ -21,6 +21,12 @@ class Step:
     secret: bool = False
     psql: str | None = None
     """The statement as written for psql scripts when it differs (passwords as variables)."""
+    action: Literal["add", "change", "revoke"] | None = None
+    """``add`` (+), ``change`` (~) or ``revoke`` (-); None: read from the summary's verb."""
+    object: str | None = None
+    """What the step changes (``table vitals``, ``role nurses``); None: read from the summary."""
+    internal: bool = False
+    """Bookkeeping shown only in a verbose plan (markers), folded into its object's line."""
 
     def text(self, *, redact: bool = True) -> str:
         if self.secret and redact:

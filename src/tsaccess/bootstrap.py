@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -21,15 +22,25 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from tsaccess._canon import digest
 from tsaccess._docker import entrypoint_script
 from tsaccess._log import get_logger
 from tsaccess._steps import Phase, Step
 from tsaccess.audit.ddl import audit_steps
 from tsaccess.catalog import CatalogSnapshot, read_catalog
+from tsaccess.drift import (
+    column_drift_steps,
+    column_grant_steps,
+    default_privilege_steps,
+    marker_steps,
+    settings_steps,
+)
 from tsaccess.errors import ApplyError, PolicyError
 from tsaccess.passwords import Secret
 from tsaccess.phases import acl_steps, role_steps, table_steps
+from tsaccess.plan_format import counts, render
 from tsaccess.policy import Policy
+from tsaccess.prune import PruneInfo, prune_steps, read_prune
 from tsaccess.topology import ReplicaState, current_lsn, require_primary
 from tsaccess.topology import wait_replicas as wait_replicas_
 
@@ -48,6 +59,12 @@ class Plan:
     warnings: tuple[str, ...] = ()
     timescaledb: bool = False
     catalog_queries: int = 0
+    fingerprint: str = ""
+    """Digest of the catalog the plan was made from: another value means the database moved."""
+    logins: frozenset[str] = frozenset()
+    """Login roles (policy users and live ones), to name membership changes ``user ...``."""
+    tables: tuple[str, ...] = ()
+    """The policy's tables (audit internals fold into one line per table)."""
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -59,12 +76,17 @@ class Plan:
         """The statements as a SQL script (password verifiers redacted unless asked)."""
         return "".join(f"{s.text(redact=redact)};\n" for s in self.steps)
 
-    def summary(self) -> str:
-        if not self.steps:
-            return "Nothing to do: the database matches the policy."
-        lines = [f"{len(self.steps)} change(s):"] + [f"  - {s.summary}" for s in self.steps]
-        lines += [f"warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
+    def summary(self, *, verbose: bool = False) -> str:
+        """The plan grouped by object with ``+``/``-``/``~`` markers and a ``Plan:`` line;
+        audit internals folded unless ``verbose``."""
+        return render(
+            self.steps, self.warnings, verbose=verbose, logins=self.logins, tables=self.tables
+        )
+
+    def counts(self, *, verbose: bool = False) -> dict[str, int]:
+        """``{"add": n, "change": n, "revoke": n}`` as the summary shows them."""
+        c = counts(self.steps, verbose=verbose, logins=self.logins, tables=self.tables)
+        return {str(k): v for k, v in c.items()}
 
     def __str__(self) -> str:
         return self.summary()
@@ -77,6 +99,9 @@ def _build(
     *,
     timescaledb: bool,
     require_passwords: bool = False,
+    prune: PruneInfo | None = None,
+    drop_roles: bool = False,
+    drop_tables: bool = False,
 ) -> tuple[list[Step], list[str]]:
     warnings: list[str] = []
     schema: list[Step] = []
@@ -98,12 +123,32 @@ def _build(
         )
     for t in policy.tables:
         schema += table_steps(policy, t, cat, timescaledb, warnings)
+        schema += column_drift_steps(policy, t, cat)
     security = role_steps(policy, cat, passwords, warnings, require_passwords)
+    security += settings_steps(policy, cat)
+    markers = marker_steps(policy, cat)
     acl = acl_steps(policy, cat)
+    acl += column_grant_steps(policy, cat)
+    # last: tables this plan creates start with the current default privileges
+    defaults = default_privilege_steps(policy, cat)
     audit = audit_steps(policy, cat, timescaledb)
     acl_security = [s for s in acl if s.phase == "security"]
     acl_audit = [s for s in acl if s.phase == "audit"]
-    return [*schema, *security, *acl_security, *audit, *acl_audit], warnings
+    pruned = (
+        prune_steps(policy, cat, prune, warnings, drop_roles=drop_roles, drop_tables=drop_tables)
+        if cat is not None and prune is not None
+        else []
+    )
+    return [
+        *schema,
+        *security,
+        *acl_security,
+        *audit,
+        *acl_audit,
+        *markers,
+        *pruned,
+        *defaults,
+    ], warnings
 
 
 def _timescaledb_decision(policy: Policy, cat: CatalogSnapshot) -> tuple[bool, list[str]]:
@@ -135,6 +180,8 @@ def plan(
     passwords: Mapping[str, Secret] | None = None,
     require_passwords: bool = False,
     phases: Collection[Phase] | None = None,
+    drop_removed: bool = False,
+    drop_removed_tables: bool = False,
 ) -> Plan:
     """The statements that bring the connected database to ``policy``.
 
@@ -148,6 +195,11 @@ def plan(
         phases: only these phases (``schema``, ``security``, ``audit``); without ``schema``
             and ``security`` the tables, columns and group roles they would create must exist
             already (see :func:`tsaccess.audit.install`).
+        drop_removed: drop the users and roles tsaccess managed that the policy no longer
+            names (when they own nothing); by default they are disabled (NOLOGIN) and lose
+            their memberships and privileges (see :mod:`tsaccess.prune`).
+        drop_removed_tables: drop the tables tsaccess managed that the policy no longer names,
+            with their data; by default they are kept and only lose their grants.
 
     Raises:
         PolicyError: connected to another database than the policy's, the live objects
@@ -174,14 +226,32 @@ def plan(
         if "security" not in phases:
             require_passwords = False
             _require_roles(policy, cat)
+    pinfo = read_prune(conn, policy, cat)
     steps, more = _build(
-        policy, cat, passwords or {}, timescaledb=ts, require_passwords=require_passwords
+        policy,
+        cat,
+        passwords or {},
+        timescaledb=ts,
+        require_passwords=require_passwords,
+        prune=pinfo,
+        drop_roles=drop_removed,
+        drop_tables=drop_removed_tables,
     )
     if phases is not None:
         steps = [s for s in steps if s.phase in phases]
         if not {"schema", "security"} & set(phases):
             more = []  # about tables and users, which this plan leaves alone
-    return Plan(tuple(steps), tuple(warnings + more), ts, cat.queries + 1)
+    return Plan(
+        tuple(steps),
+        tuple(warnings + more),
+        ts,
+        cat.queries + 1,
+        fingerprint=digest(cat, dataclasses.replace(pinfo, rows={}), skip=frozenset({"queries"})),
+        logins=frozenset(
+            {u.name for u in policy.users} | {n for n, r in cat.roles.items() if r.login}
+        ),
+        tables=tuple(t.name for t in policy.tables),
+    )
 
 
 def _require_schema(policy: Policy, cat: CatalogSnapshot) -> None:
@@ -245,6 +315,9 @@ def apply(
     on_step: Callable[[int, Step], None] | None = None,
     phases: Collection[Phase] | None = None,
     wait_replicas: float | None = None,
+    drop_removed: bool = False,
+    drop_removed_tables: bool = False,
+    check: Callable[[Plan], None] | None = None,
 ) -> ApplyResult:
     """Plan and apply ``policy`` (or only some ``phases`` of it, see :func:`plan`) in one
     transaction; all or nothing.
@@ -258,6 +331,10 @@ def apply(
         wait_replicas: after the commit, wait up to this many seconds until every standby in
             the primary's ``pg_stat_replication`` has replayed it (so each enforces the
             policy); None does not wait.
+        drop_removed, drop_removed_tables: see :func:`plan`.
+        check: called with the plan made under the lock, before anything runs; raise (an
+            :class:`ApplyError`) to refuse it, e.g. because it is not the plan that was shown
+            or saved (see :mod:`tsaccess.savedplan`).
 
     Returns:
         the plan that was applied and how long it took.
@@ -274,8 +351,16 @@ def apply(
         with conn.transaction():
             conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             the_plan = plan(
-                conn, policy, passwords=passwords, require_passwords=True, phases=phases
+                conn,
+                policy,
+                passwords=passwords,
+                require_passwords=True,
+                phases=phases,
+                drop_removed=drop_removed,
+                drop_removed_tables=drop_removed_tables,
             )
+            if check is not None:
+                check(the_plan)
             for i, step in enumerate(the_plan.steps):
                 try:
                     if on_step is not None:
@@ -293,7 +378,14 @@ def apply(
                         f"{exc.diag.message_primary or exc.__class__.__name__}; the transaction "
                         "was rolled back, nothing changed"
                     ) from exc
-            after = plan(conn, policy, passwords=passwords, phases=phases)
+            after = plan(
+                conn,
+                policy,
+                passwords=passwords,
+                phases=phases,
+                drop_removed=drop_removed,
+                drop_removed_tables=drop_removed_tables,
+            )
             if after:
                 raise ApplyError(
                     "after applying, the database still differs from the policy (rolled back, "

@@ -41,6 +41,8 @@ class RoleInfo:
     connection_limit: int
     password: str | None = field(default=None, repr=False)
     """The stored verifier when readable (superuser), else None."""
+    comment: str | None = None
+    """The role's comment (tsaccess's managed marker lives there)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,11 @@ class CatalogSnapshot:
     superuser: bool
     queries: int
     audit_data: AuditDataInfo | None = None
+    role_settings: Mapping[tuple[str, bool], tuple[str, ...]] = field(default_factory=dict)
+    """(role, in this database?) -> ``name=value`` settings (``ALTER ROLE ... SET``); False:
+    settings for every database."""
+    default_acl: frozenset[Grant] = frozenset()
+    """Default privileges on tables the current user creates later in the schema."""
 
     @property
     def timescaledb(self) -> bool:
@@ -201,12 +208,33 @@ def read_catalog(
     pw_col = "rolpassword" if superuser else "NULL::text"
     source = "pg_catalog.pg_authid" if superuser else "pg_catalog.pg_roles"
     roles = {
-        r[0]: RoleInfo(r[0], r[1], r[2], r[3], r[4], r[5])
+        r[0]: RoleInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
         for r in q(
-            f"SELECT rolname, rolcanlogin, rolinherit, rolsuper, rolconnlimit, {pw_col}"
+            f"SELECT rolname, rolcanlogin, rolinherit, rolsuper, rolconnlimit, {pw_col},"
+            " pg_catalog.shobj_description(oid, 'pg_authid')"
             f" FROM {source}"
         )
     }
+    role_settings = {
+        (r[0], bool(r[1])): tuple(r[2])
+        for r in q(
+            "SELECT pg_catalog.pg_get_userbyid(s.setrole), s.setdatabase <> 0, s.setconfig"
+            " FROM pg_catalog.pg_db_role_setting s WHERE s.setrole <> 0 AND s.setdatabase IN"
+            " (0, (SELECT oid FROM pg_catalog.pg_database"
+            "      WHERE datname = pg_catalog.current_database()))"
+        )
+    }
+    default_acl = frozenset(
+        (r[0], r[1])
+        for r in q(
+            f"SELECT {_GRANTEE}, a.privilege_type FROM pg_catalog.pg_default_acl d"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = d.defaclnamespace,"
+            " LATERAL pg_catalog.aclexplode(d.defaclacl) a"
+            " WHERE n.nspname = %s AND d.defaclobjtype = 'r'"
+            " AND d.defaclrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)",
+            (schema,),
+        )
+    )
     members = frozenset(
         (r[0], r[1])
         for r in q(
@@ -413,4 +441,6 @@ def read_catalog(
         superuser=bool(superuser),
         queries=queries,
         audit_data=audit_data,
+        role_settings=role_settings,
+        default_acl=default_acl,
     )

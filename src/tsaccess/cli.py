@@ -25,7 +25,7 @@ import psycopg
 import structlog
 from psycopg.conninfo import conninfo_to_dict
 
-from tsaccess._steps import AUDIT_ONLY
+from tsaccess.cli_plan import Fail as PlanFail
 from tsaccess.errors import PasswordSourceError, TsaccessError
 
 __all__ = ["main"]
@@ -37,6 +37,17 @@ class _Fail(Exception):
     def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tsaccess")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        from tsaccess import __version__
+
+        return __version__
 
 
 def _setup_logging(level: str) -> None:
@@ -93,91 +104,40 @@ def _user_params(args: argparse.Namespace) -> dict[str, Any]:
 def _passwords(
     args: argparse.Namespace, users: Sequence[str], *, generate: bool = False
 ) -> dict[str, Any]:
+    """From the environment, then each ``--passwords-file`` in order (the first one wins)."""
     from tsaccess.passwords import resolve_passwords
 
-    return resolve_passwords(
-        users, passwords_file=getattr(args, "passwords_file", None), generate=generate
-    )
+    files = getattr(args, "passwords_file", None) or [None]
+    out: dict[str, Any] = {}
+    for f in files:
+        for user, pw in resolve_passwords(users, passwords_file=f).items():
+            out.setdefault(user, pw)
+    if generate:
+        missing = [u for u in users if u not in out]
+        out.update(resolve_passwords(missing, generate=True, environ={}))
+    return out
+
+
+def _tools() -> Any:
+    from tsaccess.cli_plan import Tools
+
+    return Tools(admin=_admin, passwords=_passwords, policy=_policy, print_json=_print_json)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from tsaccess.bootstrap import plan
+    from tsaccess.cli_plan import plan_command
 
     if _many_targets(args):
         return _cmd_targets(args, "plan")
-    policy = _policy(args)
-    pw = _passwords(args, [u.name for u in policy.users])
-    with _admin(args, policy.database) as conn:
-        p = plan(conn, policy, passwords=pw, phases=AUDIT_ONLY if args.audit_only else None)
-    if args.json:
-        _print_json(
-            {
-                "steps": [
-                    {"summary": s.summary, "phase": s.phase, "sql": s.text()} for s in p.steps
-                ],
-                "warnings": list(p.warnings),
-                "timescaledb": p.timescaledb,
-                "catalog_queries": p.catalog_queries,
-            }
-        )
-    else:
-        print(p.summary())
-        if p and args.sql:
-            print("\n" + p.sql())
-    return EXIT_OK
+    return plan_command(args, _tools())
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from psycopg import sql
-
-    from tsaccess.bootstrap import apply
-    from tsaccess.passwords import write_pgpass
+    from tsaccess.cli_plan import apply_command
 
     if _many_targets(args):
         return _cmd_targets(args, "apply")
-    policy = _policy(args)
-    pw = _passwords(args, [u.name for u in policy.users], generate=bool(args.generate_passwords))
-    if args.generate_passwords:
-        gen = Path(args.generate_passwords)
-        if gen.exists():
-            raise _Fail(f"{gen} exists; choose a new file for generated passwords")
-    if args.create_database:
-        with _admin(args) as conn:
-            conn.autocommit = True
-            if not conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (policy.database,)
-            ).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(policy.database)))
-    with _admin(args, policy.database) as conn:
-        result = apply(
-            conn,
-            policy,
-            passwords=pw,
-            phases=AUDIT_ONLY if args.audit_only else None,
-            wait_replicas=args.wait_replicas,
-        )
-    if args.generate_passwords:
-        write_pgpass(args.generate_passwords, pw, dbname=policy.database)
-    if args.json:
-        _print_json(
-            {
-                "applied": result.applied,
-                "seconds": round(result.seconds, 3),
-                "steps": [s.summary for s in result.plan.steps],
-                **_replica_json(args, result),
-            }
-        )
-    else:
-        print(result.plan.summary())
-        print(f"applied {result.applied} statement(s) in {result.seconds * 1000:.0f} ms")
-        if args.wait_replicas is not None:
-            print(
-                f"replayed on {len(result.replicas)} standby(s) in "
-                f"{result.replica_seconds * 1000:.0f} ms (LSN {result.commit_lsn})"
-            )
-        if args.generate_passwords:
-            print(f"generated passwords written to {args.generate_passwords} (mode 0600)")
-    return EXIT_OK
+    return apply_command(args, _tools())
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -248,15 +208,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from tsaccess.audit import reports as audit
     from tsaccess.connection import connect
 
+    schema, table = "public", "activity_audit"
+    if args.policy:
+        policy = _policy(args)
+        schema, table = policy.schema, policy.audit.table
+    where = {"schema": args.schema or schema, "table": args.audit_table or table}
     with connect(args.dsn or "") as conn:
         if args.what == "recent":
-            res: Any = audit.recent(conn, args.limit)
+            res: Any = audit.recent(conn, args.limit, **where)
         elif args.what == "changes":
-            res = audit.changes(conn, args.table, since=args.since, limit=args.limit)
+            res = audit.changes(conn, args.table, since=args.since, limit=args.limit, **where)
         elif args.what == "summary":
-            res = audit.summary(conn, args.since)
+            res = audit.summary(conn, args.since, **where)
         elif args.what == "activity":
-            res = audit.activity(conn, args.bucket, args.since)
+            res = audit.activity(conn, args.bucket, args.since, **where)
         elif args.what == "sessions":
             res = monitoring.active_sessions(conn)
         else:
@@ -294,16 +259,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tsaccess.cli_plan import add_apply_options, add_plan_options
+
     p = argparse.ArgumentParser(
         prog="tsaccess",
         description="Make a TimescaleDB/PostgreSQL database safe to share.",
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 denied or mismatch, 4 undecided. "
         "Passwords: TSACCESS_PASSWORD_<USER>, --passwords-file (mode 0600) or a prompt.",
     )
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="log messages at or above this level to stderr (default: warning)",
+    )
+    p.add_argument("--version", action="version", version=f"tsaccess {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sp: argparse.ArgumentParser, *, policy: bool = False, dsn: bool = True) -> None:
+    def passwords_file(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--passwords-file",
+            type=Path,
+            action="append",
+            metavar="FILE",
+            help="pgpass-format file with login passwords (mode 0600); repeat for several "
+            "files: the environment wins, then the files in the order given",
+        )
+
+    def common(
+        sp: argparse.ArgumentParser,
+        *,
+        policy: bool = False,
+        dsn: bool = True,
+        policy_required: bool = True,
+    ) -> None:
         if dsn:
             sp.add_argument(
                 "--dsn",
@@ -313,12 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
                 + ("; repeat it for several databases" if policy else ""),
             )
         if policy:
-            sp.add_argument("--policy", required=True, type=Path, help="policy TOML file")
             sp.add_argument(
-                "--passwords-file",
-                type=Path,
-                help="pgpass-format file with login passwords (must be mode 0600)",
+                "--policy", required=policy_required, type=Path, help="policy TOML file"
             )
+            passwords_file(sp)
             sp.add_argument(
                 "--targets",
                 type=Path,
@@ -337,18 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
         "only the audit trail (audit table, data schema, functions, triggers, view, audit "
         "grants) on tables and roles that exist already"
     )
-    sp = sub.add_parser("plan", help="show the SQL that would bring the database to the policy")
+    sp = sub.add_parser(
+        "plan",
+        help="show what would bring the database to the policy (+ add, ~ change, - revoke)",
+    )
     common(sp, policy=True)
-    sp.add_argument("--sql", action="store_true", help="also print the statements")
     sp.add_argument("--audit-only", action="store_true", help=audit_only_help)
+    add_plan_options(sp)
     sp.set_defaults(func=cmd_plan)
 
-    sp = sub.add_parser("apply", help="apply the policy in one transaction")
-    common(sp, policy=True)
+    sp = sub.add_parser(
+        "apply",
+        help="apply the policy (or a saved plan) in one transaction; asks on a terminal",
+    )
+    common(sp, policy=True, policy_required=False)
+    add_apply_options(sp)
     sp.add_argument(
         "--create-database",
         action="store_true",
-        help="create the policy's database first if missing",
+        help="create the policy's database first if missing (dropped again if apply fails)",
     )
     sp.add_argument(
         "--generate-passwords",
@@ -373,44 +367,72 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_verify)
 
     sp = sub.add_parser("render-init", help="write init/*.sql and docker-compose.yml")
-    sp.add_argument("--policy", required=True, type=Path)
-    sp.add_argument("--out", required=True, type=Path)
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--policy", required=True, type=Path, help="policy TOML file")
+    sp.add_argument(
+        "--out", required=True, type=Path, help="directory for the scripts (created if missing)"
+    )
+    sp.add_argument("--json", action="store_true", help="print the written files as JSON")
     sp.set_defaults(func=cmd_render_init)
 
     sp = sub.add_parser(
         "check", help="pre-flight a statement as a user (0 allowed, 3 denied, 4 undecided)"
     )
     common(sp)
-    sp.add_argument("--user", required=True)
-    sp.add_argument("--role")
-    sp.add_argument("--dbname")
-    sp.add_argument("--passwords-file", type=Path)
-    sp.add_argument("sql")
+    sp.add_argument("--user", required=True, help="the login user whose privileges count")
+    sp.add_argument("--role", help="the group role to scope the session to (SET ROLE)")
+    sp.add_argument(
+        "--dbname", help="database to check in (default: the DSN's, PGDATABASE, the user name)"
+    )
+    passwords_file(sp)
+    sp.add_argument("sql", help="the statement to check (it is never run)")
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("audit", help="read the audit trail and sessions")
     sp.add_argument(
-        "what", choices=["recent", "changes", "summary", "activity", "sessions", "roles"]
+        "what",
+        choices=["recent", "changes", "summary", "activity", "sessions", "roles"],
+        help="what to show: latest events, changed rows, per-user summary, activity over "
+        "time, live sessions, or roles",
     )
     common(sp)
     sp.add_argument("--table", help="changes: only this table")
     sp.add_argument(
         "--since", type=_duration, default=dt.timedelta(days=1), help="e.g. 1h, 7d (default 1d)"
     )
-    sp.add_argument("--limit", type=int, default=20)
-    sp.add_argument("--bucket", type=_duration, default=dt.timedelta(hours=1))
+    sp.add_argument("--limit", type=int, default=20, help="at most this many rows (default 20)")
+    sp.add_argument(
+        "--bucket",
+        type=_duration,
+        default=dt.timedelta(hours=1),
+        help="activity: the time bucket, e.g. 15m, 1h (default 1h)",
+    )
+    sp.add_argument(
+        "--schema",
+        help="schema of the audit table (default: the policy's, else public)",
+    )
+    sp.add_argument(
+        "--audit-table",
+        metavar="NAME",
+        help="name of the audit table (default: the policy's audit.table, else activity_audit)",
+    )
+    sp.add_argument(
+        "--policy", type=Path, help="policy TOML file: read the audit schema and table from it"
+    )
     sp.set_defaults(func=cmd_audit)
 
     sp = sub.add_parser("certs", help="create a CA and a server certificate")
-    sp.add_argument("--out", required=True, type=Path)
+    sp.add_argument(
+        "--out", required=True, type=Path, help="directory for the CA, certificate and key"
+    )
     sp.add_argument(
         "--host",
         action="append",
         help="DNS name or IP for the certificate (repeat; default localhost, 127.0.0.1, ::1)",
     )
-    sp.add_argument("--days", type=int, default=365)
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument(
+        "--days", type=int, default=365, help="validity of the certificates (default 365)"
+    )
+    sp.add_argument("--json", action="store_true", help="print the written files as JSON")
     sp.set_defaults(func=cmd_certs)
     return p
 
@@ -434,16 +456,6 @@ def _many_targets(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "targets", None)) or len(getattr(args, "dsns", None) or []) > 1
 
 
-def _replica_json(args: argparse.Namespace, result: Any) -> dict[str, Any]:
-    if getattr(args, "wait_replicas", None) is None:
-        return {}
-    return {
-        "commit_lsn": result.commit_lsn,
-        "standbys": [s.name for s in result.replicas],
-        "replica_seconds": round(result.replica_seconds, 3),
-    }
-
-
 def _cmd_targets(args: argparse.Namespace, action: str) -> int:
     from tsaccess import targets as tg
 
@@ -455,6 +467,8 @@ def _cmd_targets(args: argparse.Namespace, action: str) -> int:
     found = tg.load_targets(args.targets) if args.targets else tg.targets_from_dsns(args.dsns)
     policy = _policy(args)
     pw = _passwords(args, [u.name for u in policy.users])
+    from tsaccess._steps import AUDIT_ONLY
+
     phases = AUDIT_ONLY if getattr(args, "audit_only", False) else None
     if action == "plan":
         report = tg.plan_targets(found, policy, passwords=pw, phases=phases)
@@ -487,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except _Fail as exc:
+    except (_Fail, PlanFail) as exc:
         print(f"tsaccess: error: {exc}", file=sys.stderr)
         return exc.code
     except TsaccessError as exc:

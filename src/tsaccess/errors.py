@@ -16,6 +16,7 @@ __all__ = [
     "NoPrimaryError",
     "PasswordSourceError",
     "PolicyError",
+    "PolicyErrors",
     "PreflightDenied",
     "ReplicaLagError",
     "RoleScopeError",
@@ -58,6 +59,26 @@ class PolicyError(TsaccessError):
         self.source = source
         where = " ".join(p for p in (source, f"[{path}]" if path else "") if p)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class PolicyErrors(PolicyError):
+    """Several errors in one policy, all reported at once; ``errors`` holds each of them.
+
+    ``path`` and ``source`` are those of the first error.
+    """
+
+    __module__ = "tsaccess"
+
+    def __init__(self, errors: Sequence[PolicyError]) -> None:
+        self.errors = tuple(errors)
+        first = self.errors[0]
+        Exception.__init__(
+            self,
+            f"{len(self.errors)} errors in the policy:\n"
+            + "\n".join(f"  {e}" for e in self.errors),
+        )
+        self.path = first.path
+        self.source = first.source
 
 
 class PasswordSourceError(TsaccessError):

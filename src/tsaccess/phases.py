@@ -233,6 +233,7 @@ def role_steps(
     # memberships: exactly the policy's, for managed users and roles
     managed = {u.name for u in policy.users} | {r.name for r in policy.roles}
     want = {(r, u.name) for u in policy.users for r in u.roles}
+    want |= {(parent, r.name) for r in policy.roles for parent in r.member_of}
     exempt = {cat.current_user} if cat else set()
     exempt |= {n for n, ri in (cat.roles.items() if cat else ()) if ri.superuser}
     have = {
@@ -301,7 +302,9 @@ def acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
             continue
         info = cat.tables.get(name) if cat else None
         t_owner = info.owner if info else (policy.audit.owner if t is None else None)
-        have = {g for g in (info.acl if info else ()) if g[0] != t_owner}
+        # a table created by this plan starts with the schema's default privileges
+        born = cat.default_acl if cat else frozenset()
+        have = {g for g in (info.acl if info else born) if g[0] != t_owner}
         want: set[tuple[str, str]] = {
             (r.name, str(p)) for r in policy.roles for p in r.privileges_on(name)
         }
@@ -316,12 +319,19 @@ def acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
                 sql.Identifier(policy.schema, view),
                 f"view {view}",
                 "TABLE",
-                {g for g in (vinfo.acl if vinfo else ()) if g[0] != v_owner},
+                {g for g in (vinfo.acl if vinfo else born) if g[0] != v_owner},
                 want,
                 phase,
             )
+        wanted_cols = {
+            (c, r.name, p)
+            for r in policy.roles
+            for tbl, p, cols in r.column_grants
+            if tbl == name
+            for c in cols
+        }
         for col, grantee, priv in sorted(info.column_acl if info else ()):
-            if grantee == t_owner:
+            if grantee == t_owner or (col, grantee, priv) in wanted_cols:
                 continue
             steps.append(
                 Step(

@@ -43,6 +43,11 @@ __all__ = ["AccessMatrix", "Cell", "verify"]
 
 log = get_logger("tsaccess.verify")
 
+UNTRIED_DETAIL = "no password available for this user"
+LEGEND = (
+    "allowed/denied: what happened when the user tried it; ?: not tried; "
+    "!!: the policy, the catalog and the try disagree"
+)
 DATABASE_OBJECT = "<database>"
 SCHEMA_OBJECT = "<schema>"
 
@@ -129,7 +134,7 @@ class AccessMatrix:
             ]
             for r in rows
         ]
-        out = [text_table(headers, pretty)]
+        out = [text_table(headers, pretty), "", LEGEND]
         bad = self.disagreements
         out.append(
             f"\n{len(self.cells)} checks, {len(bad)} disagreement(s)"
@@ -140,6 +145,15 @@ class AccessMatrix:
                 "read side only (hot standby): SELECT and CONNECT were tried; run verify "
                 "against the primary for the write side"
             )
+        untried = [c for c in bad if c.actual is None and c.detail == UNTRIED_DETAIL]
+        if untried:
+            users = sorted({c.user for c in untried})
+            out.append(
+                f"  ? {len(untried)} check(s) not tried: no password for "
+                f"{', '.join(users)}. Set TSACCESS_PASSWORD_<USER> or give --passwords-file "
+                "(the file apply --generate-passwords wrote) to try them"
+            )
+            bad = tuple(c for c in bad if c not in untried)
         for c in bad:
             out.append(
                 f"  !! {c.user} {c.privilege} on {c.object}: policy "
@@ -186,8 +200,23 @@ class AccessMatrix:
         )
 
 
-def _probe(policy: Policy, table: str, privilege: str, last_column: str) -> sql.Composed:
+def _probe(
+    policy: Policy, table: str, privilege: str, last_column: str, columns: tuple[str, ...] = ()
+) -> sql.Composed:
+    """A statement needing ``privilege`` on the table; with ``columns``, on every column (a
+    privilege on some columns only is not the table privilege, and must not pass for it)."""
     t = sql.Identifier(policy.schema, table)
+    if columns and privilege in ("SELECT", "INSERT", "UPDATE"):
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        if privilege == "SELECT":
+            return sql.SQL("SELECT {} FROM {} WHERE false").format(cols, t)
+        if privilege == "INSERT":
+            nulls = sql.SQL(", ").join(sql.SQL("NULL") for _ in columns)
+            return sql.SQL("INSERT INTO {} ({}) SELECT {} WHERE false").format(t, cols, nulls)
+        sets = sql.SQL(", ").join(
+            sql.SQL("{} = DEFAULT").format(sql.Identifier(c)) for c in columns
+        )
+        return sql.SQL("UPDATE {} SET {} WHERE false").format(t, sets)
     if privilege == "SELECT":
         return sql.SQL("SELECT 1 FROM {} WHERE false").format(t)
     if privilege == "INSERT":
@@ -263,6 +292,12 @@ def verify(
     admin.rollback()
     catalog_db = {r[0]: (bool(r[1]), bool(r[2])) for r in rows}
     last_col = {name: info.columns[-1].name for name, info in cat.tables.items() if info.columns}
+    column_granted = {t for r in policy.roles for t, _, _ in r.column_grants}
+    all_cols = {
+        name: tuple(c.name for c in info.columns)
+        for name, info in cat.tables.items()
+        if name in column_granted
+    }
 
     cells: list[Cell] = []
     tls: dict[str, TlsStatus | None] = {}
@@ -273,7 +308,7 @@ def verify(
         conn: psycopg.Connection[Any] | None = None
         connect_detail = ""
         if pw is None:
-            connect_detail = "no password available for this user"
+            connect_detail = UNTRIED_DETAIL
         else:
             params = {
                 **conn_params,
@@ -308,7 +343,14 @@ def verify(
                         actual, detail = None, f"table {table} {absent}"
                     elif conn is not None:
                         actual, detail = _try(
-                            conn, _probe(policy, table, priv, last_col.get(table, "id"))
+                            conn,
+                            _probe(
+                                policy,
+                                table,
+                                priv,
+                                last_col.get(table, "id"),
+                                all_cols.get(table, ()),
+                            ),
                         )
                     cells.append(
                         Cell(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from tsaccess.errors import PolicyError
+from tsaccess.policy.extras import collect_errors, parse_settings, split_column_grants
 from tsaccess.policy.model import (
     TABLE_PRIVILEGES,
     AuditSettings,
@@ -110,7 +111,15 @@ def _only_keys(d: Mapping[str, Any], allowed: Iterable[str], path: str, source: 
 
 
 def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
-    """Build a :class:`Policy` from parsed TOML (a mapping); raises :class:`PolicyError`."""
+    """Build a :class:`Policy` from parsed TOML (a mapping); raises :class:`PolicyError`.
+
+    Every error of the policy is reported at once: with more than one, the error is a
+    :class:`~tsaccess.errors.PolicyErrors` listing each (key path and fix).
+    """
+    return collect_errors(_parse_once, data, source)
+
+
+def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
     _only_keys(data, {"database", "tables", "roles", "users", "audit"}, "", source)
     db = _expect(data.get("database"), dict, "database", source, 'a table with name = "..."')
     _only_keys(db, {"name", "schema", "timescaledb", "also_connect"}, "database", source)
@@ -189,7 +198,7 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
     for rname, r in _expect(data.get("roles", {}), dict, "roles", source, "a table").items():
         rp = f"roles.{rname}"
         _expect(r, dict, rp, source, "a table")
-        _only_keys(r, {"grants", "description"}, rp, source)
+        _only_keys(r, {"grants", "description", "roles", "default_grants"}, rp, source)
         grants = _expect(
             r.get("grants", {}),
             dict,
@@ -198,22 +207,36 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
             'a table of table = ["PRIVILEGE", ...]',
         )
         parsed = []
+        column_grants: list[tuple[str, str, tuple[str, ...]]] = []
         for table, privs in grants.items():
             names = _names(privs, f"{rp}.grants.{table}", source)
+            names, cols = split_column_grants(table, names, f"{rp}.grants.{table}", source)
+            column_grants += cols
             upper = [p.upper() for p in names]
             if "ALL" in upper:
                 upper = list(TABLE_PRIVILEGES)
-            parsed.append((table, frozenset(cast(list[Privilege], upper))))
+            if upper or not cols:
+                parsed.append((table, frozenset(cast(list[Privilege], upper))))
+        default_grants = [
+            p.upper() for p in _names(r.get("default_grants", []), f"{rp}.default_grants", source)
+        ]
+        if "ALL" in default_grants:
+            default_grants = list(TABLE_PRIVILEGES)
         roles.append(
             GroupRole(
-                rname, tuple(sorted(parsed, key=lambda g: g[0])), str(r.get("description", ""))
+                rname,
+                tuple(sorted(parsed, key=lambda g: g[0])),
+                str(r.get("description", "")),
+                member_of=_names(r.get("roles", []), f"{rp}.roles", source),
+                column_grants=tuple(sorted(column_grants)),
+                default_grants=frozenset(cast(list[Privilege], default_grants)),
             )
         )
     users: list[User] = []
     for uname, u in _expect(data.get("users", {}), dict, "users", source, "a table").items():
         up = f"users.{uname}"
         _expect(u, dict, up, source, "a table")
-        _only_keys(u, {"roles", "connection_limit", "password"}, up, source)
+        _only_keys(u, {"roles", "connection_limit", "password", "settings"}, up, source)
         if "password" in u:
             raise PolicyError(
                 f"passwords never live in the policy; remove it and set {password_env_var(uname)}"
@@ -234,6 +257,7 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
                         "an integer",
                     )
                 ),
+                settings=parse_settings(u.get("settings", {}), f"{up}.settings", source),
             )
         )
     return Policy(

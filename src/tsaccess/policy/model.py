@@ -28,6 +28,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from tsaccess.policy.extras import validate_extras
 from tsaccess.policy.validate import (
     TABLE_PRIVILEGES,
     AuditMode,
@@ -106,6 +107,12 @@ class GroupRole:
     name: str
     grants: tuple[tuple[str, frozenset[Privilege]], ...] = ()
     description: str = ""
+    member_of: tuple[str, ...] = ()
+    """Group roles this role is a member of (it inherits their privileges): ``roles = [...]``."""
+    column_grants: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    """(table, privilege, columns) from entries like ``"SELECT (a, b)"`` or ``"UPDATE (c)"``."""
+    default_grants: frozenset[Privilege] = frozenset()
+    """Privileges on tables the administrator creates later in the schema (default privileges)."""
 
     def privileges_on(self, table: str) -> frozenset[Privilege]:
         return next((p for t, p in self.grants if t == table), frozenset())
@@ -118,6 +125,8 @@ class User:
     name: str
     roles: tuple[str, ...]
     connection_limit: int = -1
+    settings: tuple[tuple[str, str], ...] = ()
+    """Session settings for this user in the policy's database (``ALTER ROLE ... SET``)."""
 
     @property
     def password_env(self) -> str:
@@ -166,6 +175,7 @@ class Policy:
 
     def __post_init__(self) -> None:
         validate(self)
+        validate_extras(self)
 
     def table(self, name: str) -> Table | None:
         return next((t for t in self.tables if t.name == name), None)
@@ -196,13 +206,27 @@ class Policy:
         out: dict[str, frozenset[Privilege]] = {t: frozenset() for t in self.managed_tables}
         if u is None:
             return out
-        for rname in u.roles:
+        for rname in self.roles_of(user):
             role = self.role(rname)
             if role is None:
                 continue
             for table, privs in role.grants:
                 out[table] = out.get(table, frozenset()) | privs
         return out
+
+    def roles_of(self, user: str) -> tuple[str, ...]:
+        """The group roles ``user`` holds, directly or through nested roles (sorted)."""
+        u = next((x for x in self.users if x.name == user), None)
+        todo = list(u.roles) if u else []
+        seen: set[str] = set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            r = self.role(name)
+            todo += list(r.member_of) if r else []
+        return tuple(sorted(seen))
 
     def with_database(self, name: str) -> Policy:
         """The same policy for another database name (tests, staging copies)."""

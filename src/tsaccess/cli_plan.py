@@ -1,0 +1,344 @@
+"""``tsaccess plan`` and ``tsaccess apply``: markers and counts, ``--detailed-exitcode``, SQL
+only on stdout, saved plans, plans for a database that does not exist yet, confirmation on a
+terminal, and no new database left behind by a failed apply.
+
+The helpers every command shares (admin connection, passwords, policy, JSON) come from
+:mod:`tsaccess.cli` as a :class:`Tools`, so this module does not import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from tsaccess._steps import AUDIT_ONLY
+
+__all__ = [
+    "Fail",
+    "Tools",
+    "add_apply_options",
+    "add_plan_options",
+    "apply_command",
+    "plan_command",
+]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_CHANGES = 2
+"""``plan --detailed-exitcode``: the plan has changes (0: none, 1: error), as terraform."""
+
+
+class Fail(Exception):
+    """An error to print as one line, with its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Tools:
+    """What the commands borrow from :mod:`tsaccess.cli`."""
+
+    admin: Callable[..., psycopg.Connection[Any]]
+    passwords: Callable[..., dict[str, Any]]
+    policy: Callable[[argparse.Namespace], Any]
+    print_json: Callable[[Any], None]
+
+
+def maintenance_dbname(args: argparse.Namespace, policy_db: str) -> str:
+    """Where to connect when the policy's database is missing: the DSN's, else ``postgres``."""
+    try:
+        name = conninfo_to_dict(args.dsn or "").get("dbname")
+    except psycopg.ProgrammingError:
+        name = None
+    name = name or os.environ.get("PGDATABASE") or "postgres"
+    return "postgres" if name == policy_db else str(name)
+
+
+def _policy_db_exists(args: argparse.Namespace, policy: Any, tools: Tools) -> bool:
+    from tsaccess.savedplan import database_exists
+
+    with tools.admin(args, maintenance_dbname(args, policy.database)) as conn:
+        return database_exists(conn, policy.database)
+
+
+def _make_plan(args: argparse.Namespace, policy: Any, pw: dict[str, Any], tools: Tools) -> Any:
+    from tsaccess.bootstrap import plan
+    from tsaccess.savedplan import plan_new_database
+
+    try:
+        conn = tools.admin(args, policy.database)
+    except psycopg.OperationalError:
+        if _policy_db_exists(args, policy, tools):
+            raise
+        if args.audit_only:
+            raise Fail(
+                f"database {policy.database!r} does not exist; --audit-only needs its tables"
+            ) from None
+        with tools.admin(args, maintenance_dbname(args, policy.database)) as other:
+            return plan_new_database(other, policy, passwords=pw)
+    with conn:
+        return plan(
+            conn,
+            policy,
+            passwords=pw,
+            phases=AUDIT_ONLY if args.audit_only else None,
+            drop_removed=args.drop_removed,
+            drop_removed_tables=args.drop_removed_tables,
+        )
+
+
+def _plan_json(p: Any, verbose: bool) -> dict[str, Any]:
+    from tsaccess.plan_format import action_of, object_of
+
+    return {
+        "steps": [
+            {
+                "summary": s.summary,
+                "phase": s.phase,
+                "sql": s.text(),
+                "action": action_of(s),
+                "object": object_of(s, p.logins),
+            }
+            for s in p.steps
+        ],
+        "counts": p.counts(verbose=verbose),
+        "warnings": list(p.warnings),
+        "timescaledb": p.timescaledb,
+        "catalog_queries": p.catalog_queries,
+        "fingerprint": p.fingerprint,
+    }
+
+
+def plan_command(args: argparse.Namespace, tools: Tools) -> int:
+    """``tsaccess plan``."""
+    from tsaccess.savedplan import save_plan
+
+    policy = tools.policy(args)
+    pw = tools.passwords(args, [u.name for u in policy.users])
+    p = _make_plan(args, policy, pw, tools)
+    if args.out:
+        save_plan(
+            args.out,
+            p,
+            policy,
+            Path(args.policy).read_text(encoding="utf-8"),
+            audit_only=args.audit_only,
+            drop_removed=args.drop_removed,
+            drop_removed_tables=args.drop_removed_tables,
+        )
+    if args.json:
+        tools.print_json(_plan_json(p, args.verbose))
+    elif args.sql:
+        # runnable SQL only on stdout; the summary and warnings go to stderr
+        print(p.summary(verbose=args.verbose), file=sys.stderr)
+        if p:
+            print(p.sql(), end="")
+    else:
+        print(p.summary(verbose=args.verbose))
+    if args.out:
+        print(
+            f"saved the plan to {args.out}; apply exactly it with: tsaccess apply {args.out}",
+            file=sys.stderr,
+        )
+    if args.detailed_exitcode:
+        return EXIT_CHANGES if p else EXIT_OK
+    return EXIT_OK
+
+
+def _confirm(shown: Any) -> Any:
+    """Show the plan, ask on the terminal; the returned check refuses any other plan."""
+    from tsaccess.errors import ApplyError
+    from tsaccess.savedplan import plan_digest
+
+    print(shown.summary())
+    answer = input("\nApply these changes? Only 'yes' is accepted: ").strip()
+    if answer != "yes":
+        raise Fail("apply cancelled; nothing changed")
+    want = plan_digest(shown)
+
+    def check(fresh: Any) -> None:
+        if plan_digest(fresh) != want or fresh.fingerprint != shown.fingerprint:
+            raise ApplyError(
+                "the database changed while you were reading the plan; nothing was applied. "
+                "Run tsaccess apply again"
+            )
+
+    return check
+
+
+def apply_command(args: argparse.Namespace, tools: Tools) -> int:
+    """``tsaccess apply [PLANFILE]``."""
+    from psycopg import sql
+
+    from tsaccess.bootstrap import apply
+    from tsaccess.passwords import write_pgpass
+    from tsaccess.savedplan import apply_saved, load_plan
+
+    saved = load_plan(args.plan_file) if args.plan_file else None
+    if saved is None and args.policy is None:
+        raise Fail("give --policy FILE, or a saved plan (tsaccess apply PLANFILE)", EXIT_USAGE)
+    if saved is not None and getattr(args, "wait_replicas", None) is not None:
+        raise Fail(
+            "--wait-replicas is not available with a saved plan yet; apply it, then run "
+            "'tsaccess apply --policy FILE --wait-replicas' (an empty plan waits too)",
+            EXIT_USAGE,
+        )
+    if saved is not None and (args.policy or args.audit_only or args.drop_removed):
+        raise Fail(
+            "a saved plan carries its policy and options; give only the plan file", EXIT_USAGE
+        )
+    policy = saved.policy if saved else tools.policy(args)
+    pw = tools.passwords(
+        args, [u.name for u in policy.users], generate=bool(args.generate_passwords)
+    )
+    if args.generate_passwords:
+        gen = Path(args.generate_passwords)
+        if gen.exists():
+            raise Fail(f"{gen} exists; choose a new file for generated passwords")
+    ident = sql.Identifier(policy.database)
+    created = False
+    exists = _policy_db_exists(args, policy, tools)
+    if saved is not None and saved.creates_database and exists:
+        raise Fail(
+            f"the plan was made before database {policy.database!r} existed, and now it "
+            "exists: the database moved; nothing was applied. Make the plan again"
+        )
+    if not exists and (args.create_database or (saved is not None and saved.creates_database)):
+        with tools.admin(args, maintenance_dbname(args, policy.database)) as conn:
+            conn.autocommit = True
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+            created = True
+    try:
+        if saved is not None:
+            with tools.admin(args, policy.database) as conn:
+                result = apply_saved(conn, saved, passwords=pw)
+        else:
+            with tools.admin(args, policy.database) as conn:
+                opts: dict[str, Any] = {
+                    "phases": AUDIT_ONLY if args.audit_only else None,
+                    "drop_removed": args.drop_removed,
+                    "drop_removed_tables": args.drop_removed_tables,
+                }
+                check = None
+                if sys.stdin.isatty() and not args.yes and not args.json:
+                    from tsaccess.bootstrap import plan
+
+                    shown = plan(conn, policy, passwords=pw, **opts)
+                    conn.rollback()
+                    if not shown:
+                        print(shown.summary())
+                        return EXIT_OK
+                    check = _confirm(shown)
+                result = apply(
+                    conn,
+                    policy,
+                    passwords=pw,
+                    check=check,
+                    wait_replicas=getattr(args, "wait_replicas", None),
+                    **opts,
+                )
+    except BaseException:
+        if created:  # a failed or cancelled apply leaves no new database behind
+            with tools.admin(args, maintenance_dbname(args, policy.database)) as conn:
+                conn.autocommit = True
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        raise
+    if args.generate_passwords:
+        write_pgpass(args.generate_passwords, pw, dbname=policy.database)
+    if args.json:
+        tools.print_json(
+            {
+                "applied": result.applied,
+                "seconds": round(result.seconds, 3),
+                "steps": [s.summary for s in result.plan.steps],
+                **_replica_json(args, result),
+            }
+        )
+    else:
+        print(result.plan.summary(verbose=args.verbose))
+        print(f"applied {result.applied} statement(s) in {result.seconds * 1000:.0f} ms")
+        if getattr(args, "wait_replicas", None) is not None:
+            print(
+                f"replayed on {len(result.replicas)} standby(s) in "
+                f"{result.replica_seconds * 1000:.0f} ms (LSN {result.commit_lsn})"
+            )
+        if args.generate_passwords:
+            print(f"generated passwords written to {args.generate_passwords} (mode 0600)")
+    return EXIT_OK
+
+
+def _replica_json(args: argparse.Namespace, result: Any) -> dict[str, Any]:
+    if getattr(args, "wait_replicas", None) is None:
+        return {}
+    return {
+        "commit_lsn": result.commit_lsn,
+        "standbys": [s.name for s in result.replicas],
+        "replica_seconds": round(result.replica_seconds, 3),
+    }
+
+
+def _prune_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--drop-removed",
+        action="store_true",
+        help="drop users and roles tsaccess managed that the policy no longer names "
+        "(default: NOLOGIN, memberships and privileges revoked); never those owning objects",
+    )
+    sp.add_argument(
+        "--drop-removed-tables",
+        action="store_true",
+        help="drop tables tsaccess managed that the policy no longer names, WITH THEIR DATA "
+        "(default: kept, grants revoked)",
+    )
+    sp.add_argument(
+        "--verbose",
+        action="store_true",
+        help="list every statement (audit internals and bookkeeping are folded otherwise)",
+    )
+
+
+def add_plan_options(sp: argparse.ArgumentParser) -> None:
+    """The options of ``plan`` beyond the policy, DSN and passwords."""
+    sp.add_argument(
+        "--sql",
+        action="store_true",
+        help="print only the runnable SQL on stdout (the summary goes to stderr)",
+    )
+    _prune_flags(sp)
+    sp.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="save the plan (mode 0600); tsaccess apply FILE applies exactly it, or refuses if "
+        "the database changed since",
+    )
+    sp.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when nothing changes, 2 when the plan has changes, 1 on error (for CI)",
+    )
+
+
+def add_apply_options(sp: argparse.ArgumentParser) -> None:
+    """The options of ``apply`` beyond the policy, DSN and passwords."""
+    sp.add_argument(
+        "plan_file",
+        nargs="?",
+        type=Path,
+        metavar="PLANFILE",
+        help="a plan saved by tsaccess plan --out: applied exactly, or refused if the "
+        "database changed since",
+    )
+    _prune_flags(sp)
+    sp.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask for confirmation on a terminal"
+    )
