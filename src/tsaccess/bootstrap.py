@@ -23,10 +23,13 @@ from psycopg import sql
 from tsaccess._log import get_logger
 from tsaccess._steps import Phase, Step
 from tsaccess.audit.ddl import audit_steps
+from tsaccess.audit.retention import retention_steps
 from tsaccess.catalog import CatalogSnapshot, read_catalog
+from tsaccess.catalog_timescale import TimescaleCatalog, read_timescale
 from tsaccess.errors import ApplyError, PolicyError
 from tsaccess.passwords import Secret
 from tsaccess.phases import acl_steps, role_steps, table_steps
+from tsaccess.phases_timescale import timescale_steps
 from tsaccess.policy import Policy
 
 __all__ = ["ApplyResult", "Plan", "Step", "apply", "plan", "render_init"]
@@ -73,6 +76,7 @@ def _build(
     *,
     timescaledb: bool,
     require_passwords: bool = False,
+    tsc: TimescaleCatalog | None = None,
 ) -> tuple[list[Step], list[str]]:
     warnings: list[str] = []
     schema: list[Step] = []
@@ -99,7 +103,11 @@ def _build(
     audit = audit_steps(policy, cat, timescaledb)
     acl_security = [s for s in acl if s.phase == "security"]
     acl_audit = [s for s in acl if s.phase == "audit"]
-    return [*schema, *security, *acl_security, *audit, *acl_audit], warnings
+    # after the audit phase: it switches DELETE triggers before compression is enabled, and
+    # chunk ACLs are predicted from the hypertable grants planned above
+    timescale = timescale_steps(policy, cat, tsc, timescaledb, warnings)
+    timescale += retention_steps(policy, cat, tsc, timescaledb, warnings)
+    return [*schema, *security, *acl_security, *audit, *acl_audit, *timescale], warnings
 
 
 def _timescaledb_decision(policy: Policy, cat: CatalogSnapshot) -> tuple[bool, list[str]]:
@@ -160,6 +168,7 @@ def plan(
             source=policy.source,
         )
     cat = read_catalog(conn, policy.schema, policy.audit.data_schema)
+    tsc = read_timescale(conn, policy.schema, timescaledb=cat.timescaledb)
     ts, warnings = _timescaledb_decision(policy, cat)
     if phases is not None:
         if "schema" not in phases:
@@ -169,13 +178,18 @@ def plan(
             require_passwords = False
             _require_roles(policy, cat)
     steps, more = _build(
-        policy, cat, passwords or {}, timescaledb=ts, require_passwords=require_passwords
+        policy,
+        cat,
+        passwords or {},
+        timescaledb=ts,
+        require_passwords=require_passwords,
+        tsc=tsc,
     )
     if phases is not None:
         steps = [s for s in steps if s.phase in phases]
         if not {"schema", "security"} & set(phases):
             more = []  # about tables and users, which this plan leaves alone
-    return Plan(tuple(steps), tuple(warnings + more), ts, cat.queries + 1)
+    return Plan(tuple(steps), tuple(warnings + more), ts, cat.queries + tsc.queries + 1)
 
 
 def _require_schema(policy: Policy, cat: CatalogSnapshot) -> None:

@@ -20,6 +20,13 @@ from tsaccess.policy.model import (
     User,
     password_env_var,
 )
+from tsaccess.policy.timescale import (
+    parse_aggregates,
+    parse_attributes,
+    parse_compression,
+    parse_retention,
+    parse_slices,
+)
 from tsaccess.policy.validate import BASE_TYPES, DEFAULT_FUNCS, TYPE_RE
 
 __all__ = ["load_policy", "parse_policy"]
@@ -111,7 +118,7 @@ def _only_keys(d: Mapping[str, Any], allowed: Iterable[str], path: str, source: 
 
 def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
     """Build a :class:`Policy` from parsed TOML (a mapping); raises :class:`PolicyError`."""
-    _only_keys(data, {"database", "tables", "roles", "users", "audit"}, "", source)
+    _only_keys(data, {"database", "tables", "roles", "users", "audit", "aggregates"}, "", source)
     db = _expect(data.get("database"), dict, "database", source, 'a table with name = "..."')
     _only_keys(db, {"name", "schema", "timescaledb"}, "database", source)
     ts = db.get("timescaledb", "prefer")
@@ -149,6 +156,8 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
                 "audit",
                 "audit_columns",
                 "audit_exclude",
+                "compression",
+                "retention",
             },
             tp,
             source,
@@ -175,6 +184,12 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
                 if "audit_columns" in t
                 else None,
                 audit_exclude=_names(t.get("audit_exclude", []), f"{tp}.audit_exclude", source),
+                compression=parse_compression(t["compression"], f"{tp}.compression", source)
+                if "compression" in t
+                else None,
+                retention=parse_retention(t["retention"], f"{tp}.retention", source)
+                if "retention" in t
+                else None,
             )
         )
         if tables[-1].chunk_interval is not None and not re.fullmatch(
@@ -189,7 +204,7 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
     for rname, r in _expect(data.get("roles", {}), dict, "roles", source, "a table").items():
         rp = f"roles.{rname}"
         _expect(r, dict, rp, source, "a table")
-        _only_keys(r, {"grants", "description"}, rp, source)
+        _only_keys(r, {"grants", "description", "slices"}, rp, source)
         grants = _expect(
             r.get("grants", {}),
             dict,
@@ -206,14 +221,17 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
             parsed.append((table, frozenset(cast(list[Privilege], upper))))
         roles.append(
             GroupRole(
-                rname, tuple(sorted(parsed, key=lambda g: g[0])), str(r.get("description", ""))
+                rname,
+                tuple(sorted(parsed, key=lambda g: g[0])),
+                str(r.get("description", "")),
+                parse_slices(r["slices"], f"{rp}.slices", source) if "slices" in r else (),
             )
         )
     users: list[User] = []
     for uname, u in _expect(data.get("users", {}), dict, "users", source, "a table").items():
         up = f"users.{uname}"
         _expect(u, dict, up, source, "a table")
-        _only_keys(u, {"roles", "connection_limit", "password"}, up, source)
+        _only_keys(u, {"roles", "connection_limit", "password", "attributes"}, up, source)
         if "password" in u:
             raise PolicyError(
                 f"passwords never live in the policy; remove it and set {password_env_var(uname)}"
@@ -234,6 +252,9 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
                         "an integer",
                     )
                 ),
+                parse_attributes(u["attributes"], f"{up}.attributes", source)
+                if "attributes" in u
+                else (),
             )
         )
     return Policy(
@@ -245,6 +266,7 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
         users=tuple(users),
         audit=audit,
         source=source,
+        aggregates=parse_aggregates(data["aggregates"], source) if "aggregates" in data else (),
     )
 
 

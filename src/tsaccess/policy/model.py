@@ -28,6 +28,13 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from tsaccess.policy.timescale import (
+    Aggregate,
+    AggregateColumn,
+    Compression,
+    Retention,
+    RowSlice,
+)
 from tsaccess.policy.validate import (
     TABLE_PRIVILEGES,
     AuditMode,
@@ -38,12 +45,17 @@ from tsaccess.policy.validate import (
 
 __all__ = [
     "TABLE_PRIVILEGES",
+    "Aggregate",
+    "AggregateColumn",
     "AuditMode",
     "AuditSettings",
     "Column",
+    "Compression",
     "GroupRole",
     "Policy",
     "Privilege",
+    "Retention",
+    "RowSlice",
     "Table",
     "TimescaleMode",
     "User",
@@ -86,6 +98,10 @@ class Table:
     """With ``audit = "row"``: only these columns go into the row data (None: all)."""
     audit_exclude: tuple[str, ...] = ()
     """With ``audit = "row"``: these columns never go into the row data."""
+    compression: Compression | None = None
+    """TimescaleDB compression (``[tables.<name>.compression]``)."""
+    retention: Retention | None = None
+    """Chunks dropped by tsaccess's audited retention job (``[tables.<name>.retention]``)."""
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -106,6 +122,11 @@ class GroupRole:
     name: str
     grants: tuple[tuple[str, frozenset[Privilege]], ...] = ()
     description: str = ""
+    slices: tuple[RowSlice, ...] = ()
+    """Row slices: on these tables the role sees only its members' rows (row-level security)."""
+
+    def slice_of(self, table: str) -> RowSlice | None:
+        return next((s for s in self.slices if s.table == table), None)
 
     def privileges_on(self, table: str) -> frozenset[Privilege]:
         return next((p for t, p in self.grants if t == table), frozenset())
@@ -118,6 +139,8 @@ class User:
     name: str
     roles: tuple[str, ...]
     connection_limit: int = -1
+    attributes: tuple[tuple[str, str], ...] = ()
+    """(name, value) pairs row slices compare with (e.g. ``department = "Sales"``)."""
 
     @property
     def password_env(self) -> str:
@@ -159,6 +182,8 @@ class Policy:
     audit: AuditSettings = field(default_factory=AuditSettings)
     source: str = ""
     """Where the policy came from (a file name), used in error messages."""
+    aggregates: tuple[Aggregate, ...] = ()
+    """Continuous aggregates (``[aggregates.<name>]``)."""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -168,6 +193,13 @@ class Policy:
 
     def role(self, name: str) -> GroupRole | None:
         return next((r for r in self.roles if r.name == name), None)
+
+    def aggregate(self, name: str) -> Aggregate | None:
+        return next((a for a in self.aggregates if a.name == name), None)
+
+    def sliced_roles(self, table: str) -> tuple[str, ...]:
+        """Group roles that see only a slice of ``table``'s rows."""
+        return tuple(r.name for r in self.roles if r.slice_of(table) is not None)
 
     @property
     def managed_tables(self) -> tuple[str, ...]:
