@@ -85,6 +85,9 @@ class TimescaleCatalog:
     """(user, attribute, value) rows."""
     queries: int = 0
     event_triggers: frozenset[str] = frozenset()
+    view_sources: Mapping[str, tuple[bool, frozenset[str]]] = field(default_factory=dict)
+    """View or materialized view of the schema -> (security_invoker, relations of the schema it
+    reads directly). A continuous aggregate counts as reading its source hypertable."""
 
     def chunks_of(self, parent: str) -> tuple[ChunkInfo, ...]:
         return tuple(c for c in self.chunks if c.parent == parent)
@@ -104,12 +107,12 @@ def read_timescale(
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
         row = cur.execute(
             _BASE_PART + ts_part,
-            (schema, schema, SLICE_SCHEMA, SLICE_SCHEMA, ATTRIBUTE_FUNCTION)
-            + ((schema,) * 6 if timescaledb else ()),
+            (schema, schema, SLICE_SCHEMA, SLICE_SCHEMA, ATTRIBUTE_FUNCTION, schema)
+            + ((schema,) * 8 if timescaledb else ()),
         ).fetchone()
         assert row is not None
         queries = 1
-        rls_j, byp_j, pol_j, evt_j, ns_j, fn_j, has_table = row[:7]
+        rls_j, byp_j, pol_j, evt_j, ns_j, fn_j, has_table, views_j = row[:8]
         attributes: frozenset[tuple[str, str, str]] = frozenset()
         if has_table:
             queries += 1
@@ -134,10 +137,11 @@ def read_timescale(
         attributes=attributes,
         event_triggers=frozenset(evt_j or ()),
         queries=queries,
+        view_sources=_views(views_j),
     )
     if not timescaledb:
         return base
-    cagg_j, chunk_j, comp_j, job_j = row[7:]
+    cagg_j, chunk_j, comp_j, job_j, cagg_src_j = row[8:]
     aggregates = {r[0]: AggregateInfo(r[0], bool(r[1]), (r[2], r[3])) for r in cagg_j or ()}
     meta: dict[tuple[str, str, str], tuple[str, str]] = {}
     acl: dict[tuple[str, str, str], set[Grant]] = defaultdict(set)
@@ -159,13 +163,26 @@ def read_timescale(
         if oi is not None:
             order[table].append(_order_item(att, bool(asc), bool(nf)))
     jobs = tuple(JobInfo(r[0], r[1], r[2], r[3], r[4] or {}, r[5]) for r in job_j or ())
+    views = dict(base.view_sources)
+    for view, source in cagg_src_j or ():
+        views[view] = (False, frozenset({source}))
     return replace(
         base,
+        view_sources=views,
         chunks=chunks,
         compression={t: (tuple(seg[t]), tuple(order[t])) for t in seg},
         jobs=jobs,
         aggregates=aggregates,
     )
+
+
+def _views(items: Any) -> dict[str, tuple[bool, frozenset[str]]]:
+    out: dict[str, tuple[bool, set[str]]] = {}
+    for view, invoker, source in items or ():
+        entry = out.setdefault(view, (bool(invoker), set()))
+        if source is not None:
+            entry[1].add(source)
+    return {k: (v[0], frozenset(v[1])) for k, v in out.items()}
 
 
 def _grants(items: Any) -> frozenset[Grant]:
@@ -194,7 +211,18 @@ _BASE_PART = (
     + _ACL.format(acl="p.proacl", kind="f", owner="p.proowner")
     + ") FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
     "  WHERE n.nspname = %s AND p.proname = %s LIMIT 1),"
-    f" pg_catalog.to_regclass('{SLICE_SCHEMA}.{ATTRIBUTE_TABLE}') IS NOT NULL"
+    f" pg_catalog.to_regclass('{SLICE_SCHEMA}.{ATTRIBUTE_TABLE}') IS NOT NULL,"
+    " (SELECT json_agg(json_build_array(v.relname, EXISTS (SELECT FROM"
+    "   pg_catalog.unnest(v.reloptions) o WHERE o ~* '^security_invoker=(true|on|yes|1)$'),"
+    "   t.relname))"
+    "  FROM pg_catalog.pg_class v"
+    "  JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace AND n.nspname = %s"
+    "  JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid"
+    "  LEFT JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass"
+    "   AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass"
+    "   AND d.refobjid <> v.oid"
+    "  LEFT JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.relnamespace = n.oid"
+    "  WHERE v.relkind IN ('v', 'm'))"
 )
 
 # children to watch: chunks of the schema's hypertables (and of their compressed hypertables),
@@ -235,7 +263,11 @@ _TS_PART = (
     "   segmentby_column_index NULLS LAST, orderby_column_index NULLS LAST)"
     "  FROM timescaledb_information.compression_settings WHERE hypertable_schema = %s),"
     " (SELECT json_agg(json_build_array(job_id, proc_schema, proc_name, hypertable_name,"
-    "   config, schedule_interval::text)) FROM timescaledb_information.jobs)"
+    "   config, schedule_interval::text)) FROM timescaledb_information.jobs),"
+    " (SELECT json_agg(json_build_array(ca.user_view_name, h.table_name))"
+    "  FROM _timescaledb_catalog.continuous_agg ca"
+    "  JOIN _timescaledb_catalog.hypertable h ON h.id = ca.raw_hypertable_id"
+    "  WHERE ca.user_view_schema = %s AND h.schema_name = %s)"
 )
 
 

@@ -569,6 +569,60 @@ def _bypass_steps(policy: Policy, tsc: TimescaleCatalog | None) -> list[Step]:
     return steps
 
 
+def _leaking_views(policy: Policy, tsc: TimescaleCatalog) -> dict[str, set[str]]:
+    """Views (and aggregates outside the policy) that read a sliced table with their owner's
+    rights somewhere on the way (not ``security_invoker``): view -> the sliced tables."""
+    sliced = {s.table for r in policy.roles for s in r.slices}
+    memo: dict[str, set[tuple[str, bool]]] = {}
+
+    def reach(view: str, seen: frozenset[str]) -> set[tuple[str, bool]]:
+        if view in memo:
+            return memo[view]
+        invoker, sources = tsc.view_sources[view]
+        out: set[tuple[str, bool]] = set()
+        for src in sources:
+            if src in sliced:
+                out.add((src, not invoker))
+            elif src in tsc.view_sources and src not in seen:
+                out |= {(t, d or not invoker) for t, d in reach(src, seen | {view})}
+        memo[view] = out
+        return out
+
+    leaks: dict[str, set[str]] = {}
+    for view in sorted(tsc.view_sources):
+        if policy.aggregate(view) is not None or view == policy.audit.rows_view:
+            continue
+        tables = {t for t, definer in reach(view, frozenset()) if definer}
+        if tables:
+            leaks[view] = tables
+    return leaks
+
+
+def _view_steps(
+    policy: Policy, cat: CatalogSnapshot | None, tsc: TimescaleCatalog, warnings: list[str]
+) -> list[Step]:
+    steps: list[Step] = []
+    for view, tables in _leaking_views(policy, tsc).items():
+        roles = {r for t in tables for r in policy.sliced_roles(t)} | {"PUBLIC"}
+        info = cat.tables.get(view) if cat else None
+        have = {g for g in (info.acl if info else ()) if info and g[0] != info.owner}
+        warnings.append(
+            f"view {view} reads {', '.join(sorted(tables))} with its owner's rights (not "
+            "security_invoker), around the row slices: the sliced roles and PUBLIC get no "
+            f"privilege on it (ALTER VIEW {view} SET (security_invoker = true) lets readers "
+            "see their slice through it)"
+        )
+        steps += grant_steps(
+            sql.Identifier(policy.schema, view),
+            f"view {view} (reads sliced {', '.join(sorted(tables))} as its owner)",
+            "TABLE",
+            have,
+            {g for g in have if g[0] not in roles},
+            "security",
+        )
+    return steps
+
+
 def timescale_steps(
     policy: Policy,
     cat: CatalogSnapshot | None,
@@ -580,6 +634,8 @@ def timescale_steps(
     steps: list[Step] = []
     if any(r.slices for r in policy.roles) or (tsc and tsc.slice_schema is not None):
         steps += _slice_steps(policy, cat, tsc, timescaledb)
+    if tsc is not None:
+        steps += _view_steps(policy, cat, tsc, warnings)
     for t in policy.tables:
         others = sorted(
             p

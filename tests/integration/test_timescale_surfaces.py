@@ -461,3 +461,40 @@ def test_verify_probes_chunks_and_the_aggregate(ts):
         conn.commit()
         matrix = verify(conn, ts.policy, ts.passwords, **ts.user_params())
     assert [(c.user, c.privilege) for c in matrix.disagreements] == [("carol", "SELECT")]
+
+
+def test_a_view_that_reads_a_sliced_table_as_its_owner_is_closed(ts):
+    """An owner's view (not security_invoker) reads with the owner's rights, around row-level
+    security: plan revokes it from the sliced roles and PUBLIC and says why; an invoker view
+    keeps working and shows the slice."""
+    _seed_finance(ts.db, days=(0,))
+    with ts.db.admin() as conn:
+        conn.execute("CREATE VIEW fm_all AS SELECT * FROM financial_metrics")
+        conn.execute("CREATE VIEW fm_nested WITH (security_invoker = true) AS SELECT * FROM fm_all")
+        conn.execute(
+            "CREATE VIEW fm_mine WITH (security_invoker = true) AS"
+            " SELECT department, amount FROM financial_metrics"
+        )
+        conn.execute("GRANT SELECT ON fm_all, fm_nested, fm_mine TO department_managers")
+        conn.execute("GRANT SELECT ON fm_all TO PUBLIC")
+        conn.commit()
+    with ts.connect("carol") as conn:  # the door, before the plan closes it
+        assert {r[0] for r in conn.execute("SELECT department FROM fm_all")} == {
+            "Sales",
+            "Ops",
+            "HR",
+        }
+    with ts.db.admin() as conn:
+        the_plan = plan(conn, ts.policy)
+        conn.rollback()
+        assert any("view fm_all reads financial_metrics" in w for w in the_plan.warnings)
+        assert any("view fm_nested reads financial_metrics" in w for w in the_plan.warnings)
+        assert not any("fm_mine" in w for w in the_plan.warnings)
+        apply(conn, ts.policy, passwords=ts.passwords)
+        assert not plan(conn, ts.policy)
+    with ts.connect("carol") as conn:
+        _denied(conn, "SELECT * FROM fm_all")
+        _denied(conn, "SELECT * FROM fm_nested")
+        assert {r[0] for r in conn.execute("SELECT department FROM fm_mine")} == {"Sales"}
+    with ts.connect("alice") as conn:
+        _denied(conn, "SELECT * FROM fm_all")
