@@ -161,6 +161,16 @@ def test_a_chunk_created_after_apply_is_closed_from_the_moment_it_is_visible(ts)
         assert _departments(carol) == {"Sales": 2}
         # the writer keeps direct access to the chunks his role may read
         writer.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(copied[0])))
+    # inside a savepoint of a transaction that began long before the chunk was made
+    with ts.connect("david") as writer:
+        writer.execute("SELECT pg_sleep(0)")  # the transaction (and its timestamp) starts here
+        writer.execute("SAVEPOINT s")
+        writer.execute(
+            "INSERT INTO financial_metrics (time, metric_type, department)"
+            " VALUES ('2033-03-03', 'sp', 'Ops')"
+        )
+        writer.execute("RELEASE SAVEPOINT s")
+        writer.commit()
     # a chunk created by the owner is closed too
     with ts.db.admin() as conn:
         conn.execute(
