@@ -394,6 +394,10 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
             lambda name, ok, detail="": result.checks.append(Check(name, ok, detail)),
             out,
         )
+        out("\n== 11. Access matrix again, now that the hypertables have chunks")
+        with connect(**db_params) as admin:
+            result.matrix = verify(admin, policy, passwords, **without_login(info.params()))
+        out(result.matrix.to_text())
 
     for login in policy.users:
         result.connect_info.append(

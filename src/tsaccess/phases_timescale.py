@@ -549,11 +549,9 @@ def _internal_revoke(policy: Policy, a: Aggregate, roles: list[str]) -> Step:
 
 def _bypass_steps(policy: Policy, tsc: TimescaleCatalog | None) -> list[Step]:
     """COPY FROM is refused on a table with row-level security for anyone subject to it:
-    users in no sliced role who may INSERT into a sliced table get BYPASSRLS, users in a
-    sliced role never have it."""
+    users in no sliced role who may INSERT into a sliced table get BYPASSRLS; the policy's
+    other users never have it (it would bypass every row-level security policy)."""
     sliced_tables = {s.table for r in policy.roles for s in r.slices}
-    if not sliced_tables:
-        return []
     steps: list[Step] = []
     for u in policy.users:
         roles = [policy.role(r) for r in u.roles]

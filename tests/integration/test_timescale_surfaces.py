@@ -163,7 +163,7 @@ def test_a_chunk_created_after_apply_is_closed_from_the_moment_it_is_visible(ts)
         writer.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(copied[0])))
     # inside a savepoint of a transaction that began long before the chunk was made
     with ts.connect("david") as writer:
-        writer.execute("SELECT pg_sleep(0)")  # the transaction (and its timestamp) starts here
+        writer.execute("SELECT 1")  # the transaction (and its timestamp) starts before the chunk
         writer.execute("SAVEPOINT s")
         writer.execute(
             "INSERT INTO financial_metrics (time, metric_type, department)"
@@ -311,7 +311,12 @@ def test_row_mode_on_a_compressed_hypertable_counts_every_deleted_row(db):
 
 
 def test_the_retention_job_records_every_chunk_it_drops(ts):
-    with ts.db.admin() as conn:
+    with ts.db.admin() as conn:  # an unaudited TimescaleDB retention policy is replaced
+        conn.execute("SELECT add_retention_policy('sensor_readings', INTERVAL '400 days')")
+        conn.commit()
+        assert "remove TimescaleDB's unaudited retention job" in plan(conn, ts.policy).summary()
+        conn.rollback()
+        apply(conn, ts.policy, passwords=ts.passwords)
         conn.execute(
             "INSERT INTO sensor_readings (time, sensor_id) SELECT t, 's'"
             " FROM unnest(ARRAY[now() - interval '500 days', now() - interval '500 days',"
@@ -386,6 +391,8 @@ def test_plan_repairs_chunk_acls_that_drifted(ts):
         conn.execute(
             sql.SQL("REVOKE SELECT ON {} FROM data_analysts").format(sql.SQL(sensor_chunk))
         )
+        conn.execute("ALTER ROLE carol BYPASSRLS")  # would lift her slice everywhere
+        conn.execute("ALTER ROLE david NOBYPASSRLS")  # would break his COPY
         conn.commit()
         the_plan = plan(conn, ts.policy)
         conn.rollback()
@@ -395,6 +402,7 @@ def test_plan_repairs_chunk_acls_that_drifted(ts):
     )
     assert f"revoke DELETE, SELECT on chunk {sensor_chunk} of sensor_readings from eve" in text
     assert f"grant SELECT on chunk {sensor_chunk} of sensor_readings to data_analysts" in text
+    assert "carol: NOBYPASSRLS" in text and "david: BYPASSRLS (COPY into sliced tables)" in text
     with ts.connect("carol") as conn:  # the drift is a real leak before the repair
         assert "Ops" in {
             r[0]
@@ -405,6 +413,7 @@ def test_plan_repairs_chunk_acls_that_drifted(ts):
         assert not plan(conn, ts.policy)
     with ts.connect("carol") as conn:
         _denied(conn, sql.SQL("SELECT * FROM {}").format(sql.SQL(fin_chunk)))
+        assert _departments(conn) == {"Sales": 2}
     with ts.connect("eve") as conn:
         _denied(conn, sql.SQL("SELECT * FROM {}").format(sql.SQL(sensor_chunk)))
     with ts.connect("alice") as conn:
@@ -508,3 +517,73 @@ def test_a_view_that_reads_a_sliced_table_as_its_owner_is_closed(ts):
         assert {r[0] for r in conn.execute("SELECT department FROM fm_mine")} == {"Sales"}
     with ts.connect("alice") as conn:
         _denied(conn, "SELECT * FROM fm_all")
+
+
+def test_changed_compression_and_retention_settings_are_planned(ts):
+    import dataclasses
+
+    from tsaccess.policy import Compression, Retention
+
+    sensor = ts.policy.table("sensor_readings")
+    changed = dataclasses.replace(
+        sensor,
+        compression=Compression("14 days", ("sensor_id", "location"), ("time DESC",)),
+        retention=Retention("730 days"),
+    )
+    policy = dataclasses.replace(
+        ts.policy,
+        tables=tuple(changed if t.name == "sensor_readings" else t for t in ts.policy.tables),
+    )
+    with ts.db.admin() as conn:
+        summary = plan(conn, policy).summary()
+        conn.rollback()
+        assert "change compression settings of sensor_readings" in summary
+        assert "remove the compression job of sensor_readings" in summary
+        assert "compress chunks of sensor_readings older than 14 days (job)" in summary
+        assert "remove retention job" in summary and "older than 730 days" in summary
+        apply(conn, policy, passwords=ts.passwords)
+        assert not plan(conn, policy)
+        settings = conn.execute(
+            "SELECT attname FROM timescaledb_information.compression_settings"
+            " WHERE hypertable_name = 'sensor_readings' AND segmentby_column_index IS NOT NULL"
+            " ORDER BY segmentby_column_index"
+        ).fetchall()
+        config = conn.execute(
+            "SELECT config->>'drop_after' FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'tsaccess_retention'"
+        ).fetchall()
+    assert settings == [("sensor_id",), ("location",)] and config == [("730 days",)]
+
+
+def test_demo_with_the_timescale_policy_shows_each_door():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "tsaccess", "demo", "--policy", str(EXAMPLE), "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+        check=False,
+    )
+    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
+    out = json.loads(res.stdout)
+    assert out["ok"] is True and out["matrix"]["disagreements"] == 0
+    checks = {c["name"]: c["ok"] for c in out["checks"]}
+    for name in (
+        "frank reads sensor_hourly (real-time buckets included)",
+        "frank's raw query on sensor_readings is refused",
+        "carol sees only Sales rows",
+        "DML on compressed chunks is audited with exact counts",
+        "the retention job's chunk drop is in the audit trail",
+    ):
+        assert checks.get(name) is True, name
+    assert any(n.startswith("carol's direct read of chunk") and ok for n, ok in checks.items()), (
+        checks
+    )
+    objects = {c["object"] for c in out["matrix"]["cells"]}
+    assert "sensor_hourly (continuous aggregate)" in objects
+    assert any("(chunk of financial_metrics)" in o for o in objects)

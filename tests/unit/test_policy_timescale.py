@@ -123,6 +123,12 @@ BAD = [
         "unknown key",
     ),
     (
+        "retention on an integer time column",
+        lambda d: d["tables"]["sensor_readings"]["columns"].update(time="bigint not null"),
+        "tables.sensor_readings.retention",
+        "timestamp or date",
+    ),
+    (
         "an aggregate named like a table",
         lambda d: d["aggregates"].update(financial_metrics=d["aggregates"]["sensor_hourly"]),
         "aggregates.financial_metrics",

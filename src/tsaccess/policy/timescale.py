@@ -304,6 +304,15 @@ def validate_timescale(p: Policy) -> None:
         for what, present in (("compression", t.compression), ("retention", t.retention)):
             if present is not None and not t.hypertable:
                 raise _err(f"{what} needs a hypertable: set hypertable = true", f"{tp}.{what}", src)
+        if t.retention is not None and t.time_column:
+            col = t.column(t.time_column)
+            if col is not None and not col.type.startswith(("timestamp", "date")):
+                raise _err(
+                    f"retention by age needs a timestamp or date time column; "
+                    f"{t.time_column!r} is {col.type}",
+                    f"{tp}.retention",
+                    src,
+                )
         if t.compression is not None:
             for c in (*t.compression.segment_by, *(o.split()[0] for o in t.compression.order_by)):
                 if t.column(c) is None:
