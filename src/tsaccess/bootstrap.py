@@ -29,6 +29,7 @@ from tsaccess.catalog_timescale import TimescaleCatalog, read_timescale
 from tsaccess.errors import ApplyError, PolicyError
 from tsaccess.passwords import Secret
 from tsaccess.phases import acl_steps, role_steps, table_steps
+from tsaccess.phases_slices import slice_steps
 from tsaccess.phases_timescale import timescale_steps
 from tsaccess.policy import Policy
 
@@ -105,7 +106,8 @@ def _build(
     acl_audit = [s for s in acl if s.phase == "audit"]
     # after the audit phase: it switches DELETE triggers before compression is enabled, and
     # chunk ACLs are predicted from the hypertable grants planned above
-    timescale = timescale_steps(policy, cat, tsc, timescaledb, warnings)
+    timescale = slice_steps(policy, cat, tsc, timescaledb, warnings)
+    timescale += timescale_steps(policy, cat, tsc, timescaledb, warnings)
     timescale += retention_steps(policy, cat, tsc, timescaledb, warnings)
     return [*schema, *security, *acl_security, *audit, *acl_audit, *timescale], warnings
 

@@ -587,3 +587,29 @@ def test_demo_with_the_timescale_policy_shows_each_door():
     objects = {c["object"] for c in out["matrix"]["cells"]}
     assert "sensor_hourly (continuous aggregate)" in objects
     assert any("(chunk of financial_metrics)" in o for o in objects)
+
+
+@pytest.mark.parametrize(
+    "interval",
+    [
+        "1 hour",
+        "12 hours",
+        "90 minutes",
+        "45 seconds",
+        "1 day",
+        "7 days",
+        "2 weeks",
+        "1 month",
+        "3 months",
+        "1 year",
+        "2 years",
+    ],
+)
+def test_job_intervals_compare_like_the_server_prints_them(db, interval):
+    """Compression-job drift is found by comparing the policy's interval with the job's config,
+    which holds the server's text of it."""
+    from tsaccess.phases_timescale import _interval_text
+
+    with db.admin() as conn:
+        (server,) = conn.execute("SELECT %s::interval::text", (interval,)).fetchone()
+    assert _interval_text(interval) == server
