@@ -214,7 +214,19 @@ def _aggregate_steps(
             steps.append(
                 Step(_aggregate_sql(policy, a), f"create continuous aggregate {a.name}", "schema")
             )
-        elif live.materialized_only == a.real_time:
+        else:
+            want_cols = [a.bucket_column, *a.group_by, *(c.name for c in a.columns)]
+            have_cols = [c.name for c in info.columns] if info else want_cols
+            if have_cols != want_cols:
+                raise PolicyError(
+                    f"continuous aggregate {policy.schema}.{a.name} has columns "
+                    f"{', '.join(have_cols)} but the policy declares {', '.join(want_cols)}; "
+                    "tsaccess does not rebuild an aggregate (its materialized data would be "
+                    f"lost): drop it (DROP MATERIALIZED VIEW {a.name}) and apply, or rename it",
+                    path=f"aggregates.{a.name}",
+                    source=policy.source,
+                )
+        if live is not None and live.materialized_only == a.real_time:
             steps.append(
                 Step(
                     sql.SQL(
@@ -225,6 +237,30 @@ def _aggregate_steps(
                 )
             )
         jobs = tsc.jobs_for(a.name, "policy_refresh_continuous_aggregate") if tsc and live else ()
+        want_job = (
+            _interval_text(a.refresh_start),
+            _interval_text(a.refresh_end),
+            _interval_text(a.refresh_every),
+        )
+        if any(
+            (
+                str(j.config.get("start_offset")),
+                str(j.config.get("end_offset")),
+                j.schedule_interval,
+            )
+            != want_job
+            for j in jobs
+        ):
+            steps.append(
+                Step(
+                    sql.SQL("SELECT remove_continuous_aggregate_policy({}::regclass)").format(
+                        sql.Literal(ident.as_string(None))
+                    ),
+                    f"remove the refresh job of {a.name} (other offsets or schedule)",
+                    "schema",
+                )
+            )
+            jobs = ()
         if not jobs:
             steps.append(
                 Step(

@@ -613,3 +613,85 @@ def test_job_intervals_compare_like_the_server_prints_them(db, interval):
     with db.admin() as conn:
         (server,) = conn.execute("SELECT %s::interval::text", (interval,)).fetchone()
     assert _interval_text(interval) == server
+
+
+def test_cli_apply_then_verify_exits_zero_with_chunks_and_the_aggregate(db, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    policy_file = tmp_path / "timescale.toml"
+    policy_file.write_text(
+        EXAMPLE.read_text().replace('name = "company_db"', f'name = "{db.name}"')
+    )
+    dsn = " ".join(f"{k}={v}" for k, v in db.params().items() if v is not None)
+    pwfile = tmp_path / "passwords.pgpass"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tsaccess", *args],
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
+            timeout=300,
+            check=False,
+        )
+
+    res = run(
+        "apply", "--dsn", dsn, "--policy", str(policy_file), "--generate-passwords", str(pwfile)
+    )
+    assert res.returncode == 0, res.stderr
+    _seed_finance(db, days=(0, 8))
+    with db.admin() as conn:
+        conn.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 's')")
+        conn.commit()
+    res = run(
+        "verify",
+        "--dsn",
+        dsn,
+        "--policy",
+        str(policy_file),
+        "--passwords-file",
+        str(pwfile),
+        "--json",
+    )
+    assert res.returncode == 0, res.stdout[-3000:]
+    matrix = json.loads(res.stdout)
+    objects = {c["object"] for c in matrix["cells"]}
+    assert matrix["ok"] is True
+    assert "sensor_hourly (continuous aggregate)" in objects
+    assert any("(chunk of financial_metrics)" in o for o in objects)
+    assert any("(chunk of sensor_readings)" in o for o in objects)
+    assert {c["user"] for c in matrix["cells"]} == {
+        "alice",
+        "bob",
+        "carol",
+        "david",
+        "eve",
+        "frank",
+    }
+
+
+def test_changed_aggregates_are_replanned_or_refused(ts):
+    import dataclasses
+
+    from tsaccess import PolicyError
+    from tsaccess.policy import AggregateColumn
+
+    hourly = ts.policy.aggregate("sensor_hourly")
+    slower = dataclasses.replace(hourly, refresh_every="2 hours", refresh_start="7 days")
+    policy = dataclasses.replace(ts.policy, aggregates=(slower,))
+    with ts.db.admin() as conn:
+        summary = plan(conn, policy).summary()
+        conn.rollback()
+        assert "remove the refresh job of sensor_hourly" in summary
+        assert "refresh sensor_hourly every 2 hours (job)" in summary
+        apply(conn, policy, passwords=ts.passwords)
+        assert not plan(conn, policy)
+        conn.rollback()
+        renamed = dataclasses.replace(
+            hourly, columns=(AggregateColumn("max_temperature", "max", "temperature"),)
+        )
+        with pytest.raises(PolicyError, match="does not rebuild an aggregate"):
+            plan(conn, dataclasses.replace(ts.policy, aggregates=(renamed,)))

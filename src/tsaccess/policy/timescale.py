@@ -109,8 +109,8 @@ class Aggregate:
     bucket_column: str = "bucket"
     real_time: bool = True
     """``materialized_only = false``: recent buckets are computed from the raw rows at read."""
-    refresh_start: str | None = "3 days"
-    refresh_end: str | None = "1 hour"
+    refresh_start: str = "3 days"
+    refresh_end: str = "1 hour"
     refresh_every: str = "1 hour"
 
 
