@@ -227,15 +227,17 @@ def _rls_steps(
             if not r.privileges_on(t.name):
                 continue
             s = r.slice_of(t.name)
-            cond = (
-                sql.SQL("{} = (SELECT {}({}))").format(
+            cond: sql.Composable = sql.SQL("true")
+            if s:
+                col = t.column(s.column)
+                typ = col.type if col else "text"
+                cond = sql.SQL("{} = (SELECT {}({})){}").format(
                     sql.Identifier(s.column),
                     sql.Identifier(SLICE_SCHEMA, ATTRIBUTE_FUNCTION),
                     sql.Literal(s.attribute),
+                    # the attribute is text; compare in the column's type (validated name)
+                    sql.SQL("" if typ == "text" else "::" + typ),
                 )
-                if s
-                else sql.SQL("true")
-            )
             name = POLICY_PREFIX + _digest(r.name, cond.as_string(None))
             want[name] = sql.SQL(
                 "CREATE POLICY {} ON {} FOR ALL TO {} USING ({}) WITH CHECK ({})"

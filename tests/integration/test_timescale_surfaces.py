@@ -695,3 +695,70 @@ def test_changed_aggregates_are_replanned_or_refused(ts):
         )
         with pytest.raises(PolicyError, match="does not rebuild an aggregate"):
             plan(conn, dataclasses.replace(ts.policy, aggregates=(renamed,)))
+
+
+def test_a_non_superuser_owner_can_drop_a_chunk_and_it_is_recorded(ts):
+    """The event trigger fires for every DROP TABLE of a chunk; it must neither block an owner
+    who may not call the audit function nor let the drop go unrecorded."""
+    password = ts.db.create_login("chunk_owner")
+    with ts.db.admin() as conn:
+        conn.execute("CREATE SCHEMA own AUTHORIZATION chunk_owner")
+        conn.execute("GRANT USAGE ON SCHEMA public TO chunk_owner")  # TimescaleDB's functions
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO chunk_owner").format(
+                sql.Identifier(ts.db.name)
+            )
+        )
+        conn.commit()
+    with ts.db.connect_as("chunk_owner", password) as conn:
+        conn.execute("CREATE TABLE own.m (time timestamptz NOT NULL, v int)")
+        conn.execute("SELECT create_hypertable('own.m', by_range('time'))")
+        conn.execute("INSERT INTO own.m VALUES (now(), 1), (now() - interval '30 days', 2)")
+        chunk = conn.execute(
+            "SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks"
+            " WHERE hypertable_schema = 'own' ORDER BY range_start LIMIT 1"
+        ).fetchone()[0]
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.SQL(chunk)))
+        conn.commit()
+        _denied(conn, "SELECT public.tsaccess_audit_chunk_drop('m', 'x', NULL, NULL, 1, 1)")
+    with ts.db.admin() as conn:
+        rows = conn.execute(
+            "SELECT username, table_name, description FROM activity_audit"
+            " WHERE operation = 'DROP CHUNK'"
+        ).fetchall()
+    assert len(rows) == 1
+    assert rows[0][0] == "chunk_owner" and rows[0][1] == "m" and chunk in rows[0][2]
+
+
+def test_a_slice_on_an_integer_column_compares_in_the_column_type(db):
+    import copy
+
+    from tsaccess import PolicyError
+    from tsaccess.policy import parse_policy
+
+    data = {
+        "database": {"name": db.name},
+        "tables": {
+            "readings": {
+                "time_column": "time",
+                "hypertable": True,
+                "audit": "off",
+                "columns": {"time": "timestamptz not null", "site": "integer", "v": "int"},
+            }
+        },
+        "roles": {
+            "site_viewers": {"grants": {"readings": ["SELECT"]}, "slices": {"readings": "site"}}
+        },
+        "users": {"gina": {"roles": ["site_viewers"], "attributes": {"site": "2"}}},
+    }
+    company = apply_company(db, parse_policy(data))
+    with db.admin() as conn:
+        conn.execute("INSERT INTO readings SELECT now(), s, 1 FROM generate_series(1, 3) s")
+        conn.commit()
+    with company.connect("gina") as conn:
+        assert conn.execute("SELECT site FROM readings").fetchall() == [(2,)]
+    bad = copy.deepcopy(data)
+    bad["users"]["gina"]["attributes"]["site"] = "two"
+    with pytest.raises(PolicyError, match="give a whole number") as err:
+        parse_policy(bad)
+    assert err.value.path == "users.gina.attributes.site"

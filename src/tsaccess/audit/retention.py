@@ -91,7 +91,9 @@ BEGIN
 END
 """
 
-# DROP TABLE of a chunk (outside the job). TimescaleDB has already removed the chunk's catalog
+# DROP TABLE of a chunk (outside the job), by whoever owns it: the function runs as its owner
+# (the superuser who created the event trigger), so it may call the audit function, which
+# nobody else may execute. TimescaleDB has already removed the chunk's catalog
 # row when sql_drop fires; the hypertable id is in the chunk's name (_hyper_<id>_<n>_chunk, or
 # compress_hyper_<id>_<n>_chunk for the compressed hypertable of <id>'s hypertable).
 _EVENT_BODY = """
@@ -269,10 +271,10 @@ def retention_steps(
                 policy,
                 cat,
                 EVENT_FUNCTION,
-                "FUNCTION {}() RETURNS event_trigger LANGUAGE plpgsql"
+                "FUNCTION {}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER"
                 " SET search_path = pg_catalog, pg_temp AS",
                 _EVENT_BODY.format(drop_function=drop_fn),
-                definer=False,
+                definer=True,
                 owner=None,
                 want_acl=set(),
                 ident_args="()",

@@ -52,6 +52,7 @@ __all__ = [
 
 INTERVAL_RE = re.compile(r"\d+\s*(second|minute|hour|day|week|month|year)s?")
 AGGREGATE_FUNCTIONS = ("avg", "min", "max", "sum", "count")
+_INTEGER_TYPES = {"integer", "int", "int4", "bigint", "int8", "smallint", "int2"}
 _AGG_RE = re.compile(r"\s*(?P<f>[a-z_]+)\s*\(\s*(?P<c>[A-Za-z_][A-Za-z0-9_]*|\*)\s*\)\s*")
 _ORDER_RE = re.compile(
     r"\s*(?P<c>[A-Za-z_][A-Za-z0-9_]*)(?:\s+(?P<d>asc|desc))?"
@@ -290,8 +291,23 @@ def validate_timescale(p: Policy) -> None:
                     src,
                 )
             sliced.setdefault(s.table, []).append(r.name)
+            col = t.column(s.column)
+            integer = col is not None and col.type.split("(")[0] in _INTEGER_TYPES
             for u in p.users:
-                if r.name in u.roles and s.attribute not in dict(u.attributes):
+                value = dict(u.attributes).get(s.attribute)
+                if (
+                    r.name in u.roles
+                    and integer
+                    and value is not None
+                    and not re.fullmatch(r"-?\d{1,18}", value)
+                ):
+                    raise _err(
+                        f"{s.attribute} = {value!r} is compared with the integer column "
+                        f"{s.table}.{s.column}; give a whole number",
+                        f"users.{u.name}.attributes.{s.attribute}",
+                        src,
+                    )
+                if r.name in u.roles and value is None:
                     raise _err(
                         f"user {u.name!r} is in role {r.name!r}, which sees the rows of "
                         f"{s.table!r} by the user's {s.attribute!r}; give the user "
