@@ -27,7 +27,9 @@ from tsaccess._docker import entrypoint_script
 from tsaccess._log import get_logger
 from tsaccess._steps import Phase, Step
 from tsaccess.audit.ddl import audit_steps
+from tsaccess.audit.retention import retention_steps
 from tsaccess.catalog import CatalogSnapshot, read_catalog
+from tsaccess.catalog_timescale import TimescaleCatalog, read_timescale
 from tsaccess.drift import (
     column_drift_steps,
     column_grant_steps,
@@ -38,6 +40,8 @@ from tsaccess.drift import (
 from tsaccess.errors import ApplyError, PolicyError
 from tsaccess.passwords import Secret
 from tsaccess.phases import acl_steps, role_steps, table_steps
+from tsaccess.phases_slices import slice_steps
+from tsaccess.phases_timescale import timescale_steps
 from tsaccess.plan_format import counts, render
 from tsaccess.policy import Policy
 from tsaccess.prune import PruneInfo, prune_steps, read_prune
@@ -102,6 +106,7 @@ def _build(
     prune: PruneInfo | None = None,
     drop_roles: bool = False,
     drop_tables: bool = False,
+    tsc: TimescaleCatalog | None = None,
 ) -> tuple[list[Step], list[str]]:
     warnings: list[str] = []
     schema: list[Step] = []
@@ -139,12 +144,18 @@ def _build(
         if cat is not None and prune is not None
         else []
     )
+    # after the audit phase: it switches DELETE triggers before compression is enabled, and
+    # chunk ACLs are predicted from the hypertable grants planned above
+    timescale = slice_steps(policy, cat, tsc, timescaledb, warnings)
+    timescale += timescale_steps(policy, cat, tsc, timescaledb, warnings)
+    timescale += retention_steps(policy, cat, tsc, timescaledb, warnings)
     return [
         *schema,
         *security,
         *acl_security,
         *audit,
         *acl_audit,
+        *timescale,
         *markers,
         *pruned,
         *defaults,
@@ -218,6 +229,7 @@ def plan(
             source=policy.source,
         )
     cat = read_catalog(conn, policy.schema, policy.audit.data_schema)
+    tsc = read_timescale(conn, policy.schema, timescaledb=cat.timescaledb)
     ts, warnings = _timescaledb_decision(policy, cat)
     if phases is not None:
         if "schema" not in phases:
@@ -236,6 +248,7 @@ def plan(
         prune=pinfo,
         drop_roles=drop_removed,
         drop_tables=drop_removed_tables,
+        tsc=tsc,
     )
     if phases is not None:
         steps = [s for s in steps if s.phase in phases]
@@ -245,7 +258,7 @@ def plan(
         tuple(steps),
         tuple(warnings + more),
         ts,
-        cat.queries + 1,
+        cat.queries + tsc.queries + 1,
         fingerprint=digest(cat, dataclasses.replace(pinfo, rows={}), skip=frozenset({"queries"})),
         logins=frozenset(
             {u.name for u in policy.users} | {n for n, r in cat.roles.items() if r.login}

@@ -252,7 +252,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tsaccess.demo import run_demo
 
     lines: list[str] = []
-    result = run_demo(keep=args.keep, out=(lines.append if args.json else print))
+    policy = _policy(args) if args.policy else None
+    result = run_demo(keep=args.keep, out=(lines.append if args.json else print), policy=policy)
     if args.json:
         _print_json(result.as_dict())
     return EXIT_OK if result.ok else EXIT_DENIED
@@ -318,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("demo", help="the whole tutorial on a throwaway TLS server")
     sp.add_argument("--keep", action="store_true", help="leave the server running")
     sp.add_argument("--json", action="store_true", help="print the results as JSON")
+    sp.add_argument(
+        "--policy",
+        type=Path,
+        help="run the demo with this policy (default: the company policy); "
+        "examples/timescale.toml adds row slices, compression, retention and an aggregate",
+    )
     sp.set_defaults(func=cmd_demo)
 
     audit_only_help = (

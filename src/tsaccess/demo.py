@@ -99,11 +99,19 @@ def _user_params(info: ServerInfo, user: str, pw: Secret, dbname: str) -> dict[s
 
 
 def run_demo(
-    *, keep: bool = False, out: Callable[[str], None] = print, server: EphemeralServer | None = None
+    *,
+    keep: bool = False,
+    out: Callable[[str], None] = print,
+    server: EphemeralServer | None = None,
+    policy: Policy | None = None,
 ) -> DemoResult:
-    """Run the demo; ``out`` receives the human-readable report line by line."""
+    """Run the demo; ``out`` receives the human-readable report line by line.
+
+    ``policy`` (default: the company policy) may add TimescaleDB's doors
+    (``examples/timescale.toml``): the demo then shows each of them too.
+    """
     result = DemoResult()
-    policy = company_policy()
+    policy = policy or company_policy()
     srv = server or EphemeralServer(keep=keep)
     t0 = time.perf_counter()
     info = srv.start()
@@ -370,6 +378,26 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
             except psycopg.errors.InsufficientPrivilege:
                 pass
         result.checks.append(Check("alice cannot read the audit trail", alice_audit))
+
+    if info.timescaledb and (
+        policy.aggregates
+        or any(r.slices for r in policy.roles)
+        or any(t.compression or t.retention for t in policy.tables)
+    ):
+        from tsaccess.demo_timescale import timescale_chapter
+
+        timescale_chapter(
+            db_params,
+            lambda user: _user_params(info, user, passwords[user], policy.database),
+            policy,
+            passwords,
+            lambda name, ok, detail="": result.checks.append(Check(name, ok, detail)),
+            out,
+        )
+        out("\n== 11. Access matrix again, now that the hypertables have chunks")
+        with connect(**db_params) as admin:
+            result.matrix = verify(admin, policy, passwords, **without_login(info.params()))
+        out(result.matrix.to_text())
 
     for login in policy.users:
         result.connect_info.append(

@@ -38,6 +38,7 @@ from tsaccess.passwords import Secret
 from tsaccess.policy import TABLE_PRIVILEGES, Policy
 from tsaccess.tls import TlsStatus, tls_status
 from tsaccess.topology import in_recovery, same_server
+from tsaccess.verify_timescale import ExtraObject, timescale_objects
 
 __all__ = ["AccessMatrix", "Cell", "verify"]
 
@@ -230,6 +231,38 @@ def _probe(
     return sql.SQL("TRUNCATE {}").format(t)
 
 
+def _probe_ident(t: sql.Identifier, privilege: str, last_column: str) -> sql.Composed:
+    """:func:`_probe` for an object outside the policy's schema (a chunk)."""
+    if privilege == "SELECT":
+        return sql.SQL("SELECT 1 FROM {} WHERE false").format(t)
+    if privilege == "INSERT":
+        return sql.SQL("INSERT INTO {} DEFAULT VALUES").format(t)
+    if privilege == "UPDATE":
+        return sql.SQL("UPDATE {} SET {} = DEFAULT WHERE false").format(
+            t, sql.Identifier(last_column)
+        )
+    if privilege == "DELETE":
+        return sql.SQL("DELETE FROM {} WHERE false").format(t)
+    return sql.SQL("TRUNCATE {}").format(t)
+
+
+def _extra_cells(
+    admin: psycopg.Connection[Any],
+    extras: list[ExtraObject],
+    users: list[str],
+) -> dict[tuple[str, str, str], bool]:
+    if not extras:
+        return {}
+    rows = admin.execute(
+        "SELECT u, t, p, pg_catalog.has_table_privilege(u, t, p)"
+        " FROM unnest(%s::text[]) u, unnest(%s::text[]) t, unnest(%s::text[]) p"
+        " WHERE EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = u)",
+        (users, [e.qualified for e in extras], list(TABLE_PRIVILEGES)),
+    ).fetchall()
+    admin.rollback()
+    return {(r[0], r[1], r[2]): bool(r[3]) for r in rows}
+
+
 def _try(conn: psycopg.Connection[Any], stmt: sql.Composed) -> tuple[bool, str]:
     """Run ``stmt`` in a transaction that is always rolled back: (privilege check passed, why)."""
     try:
@@ -291,6 +324,9 @@ def verify(
     ).fetchall()
     admin.rollback()
     catalog_db = {r[0]: (bool(r[1]), bool(r[2])) for r in rows}
+    extras = timescale_objects(admin, policy)
+    admin.rollback()
+    catalog_extra = _extra_cells(admin, extras, users)
     last_col = {name: info.columns[-1].name for name, info in cat.tables.items() if info.columns}
     column_granted = {t for r in policy.roles for t, _, _ in r.column_grants}
     all_cols = {
@@ -381,6 +417,27 @@ def verify(
                         detail,
                     )
                 )
+            for extra in extras:
+                for xpriv in extra.privileges:
+                    if read_only and xpriv != "SELECT":
+                        continue  # a standby refuses every write before any privilege check
+                    actual = None if pw is None else False
+                    detail = connect_detail
+                    if conn is not None:
+                        actual, detail = _try(
+                            conn, _probe_ident(extra.ident, xpriv, extra.last_column)
+                        )
+                    cells.append(
+                        Cell(
+                            user,
+                            extra.label,
+                            xpriv,
+                            xpriv in extra.expected.get(user, frozenset()),
+                            catalog_extra.get((user, extra.qualified, xpriv), False),
+                            actual,
+                            detail,
+                        )
+                    )
             if read_only:
                 continue
             actual_create: bool | None = None if pw is None else False

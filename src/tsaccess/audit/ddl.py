@@ -36,12 +36,15 @@ from psycopg import sql
 from tsaccess._steps import Step, grant_steps
 from tsaccess.audit.templates import (
     DENIED_FUNCTION,
+    PENDING_FUNCTION,
+    PENDING_TABLE,
     ROW_TYPE_SUFFIX,
     STMT_FUNCTION,
     TRIGGER_PREFIX,
     audit_table_ddl,
     display_name,
     function_sources,
+    pending_function_source,
     qualified,
     row_attributes,
     rows_function_source,
@@ -50,7 +53,7 @@ from tsaccess.audit.templates import (
 )
 
 if TYPE_CHECKING:
-    from tsaccess.catalog import CatalogSnapshot, FunctionInfo
+    from tsaccess.catalog import AuditDataInfo, CatalogSnapshot, FunctionInfo
     from tsaccess.policy import Policy, Table
 
 __all__ = ["TriggerSpec", "audit_steps"]
@@ -91,10 +94,27 @@ def _trigger_specs(policy: Policy, table: Table, compressed: bool) -> list[Trigg
         level = "ROW" if fallback and row_mode else "STATEMENT"
         if fallback:
             referencing = ""
+        if fallback and not row_mode:  # a row trigger counts, the statement trigger records
+            counter = sql.Identifier(policy.audit.data_schema, PENDING_FUNCTION)
+            name = (
+                f"{TRIGGER_PREFIX}cnt_"
+                + hashlib.sha256("|".join([text(counter), shown]).encode()).hexdigest()[:10]
+            )
+            specs.append(
+                TriggerSpec(
+                    table.name,
+                    name,
+                    sql.SQL(
+                        "CREATE TRIGGER {} AFTER DELETE ON {} FOR EACH ROW EXECUTE FUNCTION {}({})"
+                    ).format(sql.Identifier(name), target, counter, sql.Literal(shown)),
+                )
+            )
         if row_mode and event != "TRUNCATE":
             func, args = rows_func, [shown]
+        elif fallback:
+            func, args = sql.Identifier(policy.audit.data_schema, PENDING_FUNCTION), [shown]
         else:
-            func, args = stmt_func, [shown, "plain" if fallback or not referencing else "counted"]
+            func, args = stmt_func, [shown, "plain" if not referencing else "counted"]
         digest = hashlib.sha256(
             "|".join([event, text(func), level, referencing, *args]).encode()
         ).hexdigest()[:10]
@@ -227,6 +247,8 @@ def _data_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
         # private: nobody but the owner has any privilege on it
         have = {g for g in data.acl if g[0] != data.owner}
         steps += grant_steps(schema_ident, f"schema {ds}", "SCHEMA", have, set(), "audit")
+    if any(t.audit == "statement" and _compressed(t, cat, timescaledb) for t in policy.tables):
+        steps += _pending_steps(policy, data)
     for table in policy.row_audited:
         type_name = table.name + ROW_TYPE_SUFFIX
         row_type = sql.Identifier(ds, type_name)
@@ -287,6 +309,47 @@ def _data_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
             data.functions.get(table.name) if data else None,
             set(),
         )
+    return steps
+
+
+def _compressed(table: Table, cat: CatalogSnapshot | None, timescaledb: bool) -> bool:
+    """Compression is on, or will be after this plan (it is enabled after the audit phase,
+    which first puts the DELETE fallback triggers in place)."""
+    info = cat.tables.get(table.name) if cat else None
+    return bool(info and info.compressed) or (
+        timescaledb and table.hypertable and table.compression is not None
+    )
+
+
+def _pending_steps(policy: Policy, data: AuditDataInfo | None) -> list[Step]:
+    """The table and row function that count rows deleted from compressed hypertables."""
+    ds = policy.audit.data_schema
+    table = sql.Identifier(ds, PENDING_TABLE)
+    steps: list[Step] = []
+    have = data.relations.get(("r", PENDING_TABLE)) if data else None
+    if have is None:
+        steps.append(
+            Step(
+                sql.SQL(
+                    "CREATE UNLOGGED TABLE {} (txid bigint NOT NULL, table_name text NOT NULL)"
+                ).format(table),
+                f"create {ds}.{PENDING_TABLE} (counts rows deleted from compressed chunks)",
+                "audit",
+            )
+        )
+    if have is None or have.owner != policy.audit.owner:
+        steps.append(_owned(policy, "TABLE", table, f"{ds}.{PENDING_TABLE}"))
+    fq = sql.Identifier(ds, PENDING_FUNCTION)
+    body = pending_function_source(policy)
+    steps += _function_steps(
+        policy,
+        sql.SQL("{}()").format(fq),
+        f"{ds}.{PENDING_FUNCTION}()",
+        _definer(fq, "()", "trigger", "plpgsql", body),
+        body,
+        data.functions.get(PENDING_FUNCTION) if data else None,
+        set(),
+    )
     return steps
 
 
@@ -363,8 +426,7 @@ def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
         steps += _function_steps(policy, ident, fname, create, body, existing, want_acl)
 
     for table in policy.tables:
-        tinfo = cat.tables.get(table.name) if cat else None
-        specs = _trigger_specs(policy, table, bool(tinfo and tinfo.compressed))
+        specs = _trigger_specs(policy, table, _compressed(table, cat, timescaledb))
         wanted = {s.name for s in specs}
         existing_trg = {
             name: trg

@@ -19,12 +19,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DENIED_FUNCTION",
+    "PENDING_FUNCTION",
+    "PENDING_TABLE",
     "ROW_TYPE_SUFFIX",
     "STMT_FUNCTION",
     "TRIGGER_PREFIX",
     "audit_table_ddl",
     "display_name",
     "function_sources",
+    "pending_function_source",
     "qualified",
     "row_attributes",
     "rows_function_source",
@@ -33,6 +36,11 @@ __all__ = [
 ]
 
 STMT_FUNCTION = "tsaccess_audit_stmt"
+PENDING_TABLE = "tsaccess_deleted"
+"""In the data schema: one row per row deleted by the current statement where transition tables
+are refused (DELETE on a compressed hypertable), written by a row trigger and counted (and
+removed) by the statement trigger. Nobody but the audit owner can write it."""
+PENDING_FUNCTION = "tsaccess_count_deleted"
 DENIED_FUNCTION = "tsaccess_audit_denied"
 TRIGGER_PREFIX = "tsaccess_audit_"
 ROW_TYPE_SUFFIX = "_row"
@@ -322,3 +330,33 @@ def rows_view_sql(policy: Policy, data: AuditDataInfo | None) -> sql.Composed:
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in _ROWS_VIEW_COLUMNS),
         body=sql.SQL(" UNION ALL ").join(parts),
     )
+
+
+def pending_function_source(policy: Policy) -> str:
+    """DELETE on a compressed hypertable (no transition tables): as a row trigger it notes each
+    deleted row in :data:`PENDING_TABLE`, as the statement trigger it counts and removes them
+    and writes the statement's audit row with that exact count."""
+    return _PENDING_BODY.format(
+        context=_CONTEXT,
+        audit=text(qualified(policy, policy.audit.table)),
+        columns=_COLUMNS,
+        pending=text(sql.Identifier(policy.audit.data_schema, PENDING_TABLE)),
+    )
+
+
+_PENDING_BODY = """
+DECLARE{context}
+  n bigint;
+BEGIN
+  IF TG_LEVEL = 'ROW' THEN
+    INSERT INTO {pending} (txid, table_name) VALUES (tx, tbl);
+    RETURN NULL;
+  END IF;
+  DELETE FROM {pending} p WHERE p.txid = tx AND p.table_name = tbl;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  INSERT INTO {audit} ({columns})
+  VALUES (session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr, app, act,
+          req, n);
+  RETURN NULL;
+END
+"""

@@ -21,6 +21,13 @@ from tsaccess.policy.model import (
     User,
     password_env_var,
 )
+from tsaccess.policy.timescale import (
+    parse_aggregates,
+    parse_attributes,
+    parse_compression,
+    parse_retention,
+    parse_slices,
+)
 from tsaccess.policy.validate import BASE_TYPES, DEFAULT_FUNCS, TYPE_RE
 
 __all__ = ["load_policy", "parse_policy"]
@@ -120,7 +127,7 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
 
 
 def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
-    _only_keys(data, {"database", "tables", "roles", "users", "audit"}, "", source)
+    _only_keys(data, {"database", "tables", "roles", "users", "audit", "aggregates"}, "", source)
     db = _expect(data.get("database"), dict, "database", source, 'a table with name = "..."')
     _only_keys(db, {"name", "schema", "timescaledb", "also_connect"}, "database", source)
     ts = db.get("timescaledb", "prefer")
@@ -158,6 +165,8 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
                 "audit",
                 "audit_columns",
                 "audit_exclude",
+                "compression",
+                "retention",
             },
             tp,
             source,
@@ -184,6 +193,12 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
                 if "audit_columns" in t
                 else None,
                 audit_exclude=_names(t.get("audit_exclude", []), f"{tp}.audit_exclude", source),
+                compression=parse_compression(t["compression"], f"{tp}.compression", source)
+                if "compression" in t
+                else None,
+                retention=parse_retention(t["retention"], f"{tp}.retention", source)
+                if "retention" in t
+                else None,
             )
         )
         if tables[-1].chunk_interval is not None and not re.fullmatch(
@@ -198,7 +213,7 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
     for rname, r in _expect(data.get("roles", {}), dict, "roles", source, "a table").items():
         rp = f"roles.{rname}"
         _expect(r, dict, rp, source, "a table")
-        _only_keys(r, {"grants", "description", "roles", "default_grants"}, rp, source)
+        _only_keys(r, {"grants", "description", "roles", "default_grants", "slices"}, rp, source)
         grants = _expect(
             r.get("grants", {}),
             dict,
@@ -230,13 +245,16 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
                 member_of=_names(r.get("roles", []), f"{rp}.roles", source),
                 column_grants=tuple(sorted(column_grants)),
                 default_grants=frozenset(cast(list[Privilege], default_grants)),
+                slices=parse_slices(r["slices"], f"{rp}.slices", source) if "slices" in r else (),
             )
         )
     users: list[User] = []
     for uname, u in _expect(data.get("users", {}), dict, "users", source, "a table").items():
         up = f"users.{uname}"
         _expect(u, dict, up, source, "a table")
-        _only_keys(u, {"roles", "connection_limit", "password", "settings"}, up, source)
+        _only_keys(
+            u, {"roles", "connection_limit", "password", "settings", "attributes"}, up, source
+        )
         if "password" in u:
             raise PolicyError(
                 f"passwords never live in the policy; remove it and set {password_env_var(uname)}"
@@ -258,6 +276,9 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
                     )
                 ),
                 settings=parse_settings(u.get("settings", {}), f"{up}.settings", source),
+                attributes=parse_attributes(u["attributes"], f"{up}.attributes", source)
+                if "attributes" in u
+                else (),
             )
         )
     return Policy(
@@ -270,6 +291,7 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
         audit=audit,
         source=source,
         also_connect=_names(db.get("also_connect", []), "database.also_connect", source),
+        aggregates=parse_aggregates(data["aggregates"], source) if "aggregates" in data else (),
     )
 
 

@@ -29,6 +29,13 @@ import re
 from dataclasses import dataclass, field
 
 from tsaccess.policy.extras import validate_extras
+from tsaccess.policy.timescale import (
+    Aggregate,
+    AggregateColumn,
+    Compression,
+    Retention,
+    RowSlice,
+)
 from tsaccess.policy.validate import (
     TABLE_PRIVILEGES,
     AuditMode,
@@ -39,12 +46,17 @@ from tsaccess.policy.validate import (
 
 __all__ = [
     "TABLE_PRIVILEGES",
+    "Aggregate",
+    "AggregateColumn",
     "AuditMode",
     "AuditSettings",
     "Column",
+    "Compression",
     "GroupRole",
     "Policy",
     "Privilege",
+    "Retention",
+    "RowSlice",
     "Table",
     "TimescaleMode",
     "User",
@@ -87,6 +99,10 @@ class Table:
     """With ``audit = "row"``: only these columns go into the row data (None: all)."""
     audit_exclude: tuple[str, ...] = ()
     """With ``audit = "row"``: these columns never go into the row data."""
+    compression: Compression | None = None
+    """TimescaleDB compression (``[tables.<name>.compression]``)."""
+    retention: Retention | None = None
+    """Chunks dropped by tsaccess's audited retention job (``[tables.<name>.retention]``)."""
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -113,6 +129,11 @@ class GroupRole:
     """(table, privilege, columns) from entries like ``"SELECT (a, b)"`` or ``"UPDATE (c)"``."""
     default_grants: frozenset[Privilege] = frozenset()
     """Privileges on tables the administrator creates later in the schema (default privileges)."""
+    slices: tuple[RowSlice, ...] = ()
+    """Row slices: on these tables the role sees only its members' rows (row-level security)."""
+
+    def slice_of(self, table: str) -> RowSlice | None:
+        return next((s for s in self.slices if s.table == table), None)
 
     def privileges_on(self, table: str) -> frozenset[Privilege]:
         return next((p for t, p in self.grants if t == table), frozenset())
@@ -127,6 +148,8 @@ class User:
     connection_limit: int = -1
     settings: tuple[tuple[str, str], ...] = ()
     """Session settings for this user in the policy's database (``ALTER ROLE ... SET``)."""
+    attributes: tuple[tuple[str, str], ...] = ()
+    """(name, value) pairs row slices compare with (e.g. ``department = "Sales"``)."""
 
     @property
     def password_env(self) -> str:
@@ -172,6 +195,8 @@ class Policy:
     """Roles outside the policy that keep ``CONNECT`` on the database (``[database]
     also_connect``): e.g. PgBouncer's ``auth_user``, whose ``auth_query`` runs in the client's
     database before PgBouncer 1.20. Plan grants it when missing and never revokes it."""
+    aggregates: tuple[Aggregate, ...] = ()
+    """Continuous aggregates (``[aggregates.<name>]``)."""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -182,6 +207,13 @@ class Policy:
 
     def role(self, name: str) -> GroupRole | None:
         return next((r for r in self.roles if r.name == name), None)
+
+    def aggregate(self, name: str) -> Aggregate | None:
+        return next((a for a in self.aggregates if a.name == name), None)
+
+    def sliced_roles(self, table: str) -> tuple[str, ...]:
+        """Group roles that see only a slice of ``table``'s rows."""
+        return tuple(r.name for r in self.roles if r.slice_of(table) is not None)
 
     @property
     def managed_tables(self) -> tuple[str, ...]:

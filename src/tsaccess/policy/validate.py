@@ -252,6 +252,13 @@ def validate(p: Policy) -> None:
                         path=gp,
                         source=src,
                     )
+            elif table not in tables and any(a.name == table for a in p.aggregates):
+                if privs - {"SELECT"}:
+                    raise PolicyError(
+                        "a continuous aggregate is read-only; grant at most SELECT on it",
+                        path=gp,
+                        source=src,
+                    )
             elif table not in tables:
                 raise PolicyError(
                     f"unknown table {table!r}; declare it under [tables.{table}] or fix the name"
@@ -302,3 +309,6 @@ def validate(p: Policy) -> None:
                     path=f"{up}.roles",
                     source=src,
                 )
+    from tsaccess.policy.timescale import validate_timescale
+
+    validate_timescale(p)

@@ -1,0 +1,416 @@
+"""Row slices as plan steps: each login user sees only the rows of its slice, by every path.
+
+* The login user's attributes live in ``tsaccess_rls.user_attributes``, a table nobody but its
+  owner can read or write; ``tsaccess_rls.attribute(name)`` (``SECURITY DEFINER``, ``STABLE``)
+  returns the value for ``session_user``, which ``SET ROLE``, ``set_config`` and
+  ``application_name`` cannot change. The sliced table gets row-level security with one policy
+  per granted role (``column = (SELECT tsaccess_rls.attribute('...'))`` for sliced roles,
+  ``true`` for the others).
+* Chunks copy the hypertable's ACL and never carry row-level security, and chunk creation fires
+  no event trigger. A statement trigger ``AFTER INSERT OR UPDATE`` on the hypertable
+  (``tsaccess_chunk_acl()``, owned by the table owner) revokes the sliced roles' privileges on
+  every new chunk that has them, in the transaction that created the chunk: before it commits,
+  no other session can see the chunk. (Existing chunks: :mod:`tsaccess.phases_timescale`.)
+* Views that read a sliced table with their owner's rights lose the sliced roles' and PUBLIC's
+  privileges; users who may INSERT into a sliced table and are in no sliced role get
+  ``BYPASSRLS`` (``COPY FROM`` is refused under row-level security).
+
+See ``docs/timescaledb.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from psycopg import sql
+
+from tsaccess._steps import Step, grant_steps
+from tsaccess.catalog import CatalogSnapshot
+from tsaccess.catalog_timescale import (
+    ATTRIBUTE_FUNCTION,
+    ATTRIBUTE_TABLE,
+    SLICE_SCHEMA,
+    TimescaleCatalog,
+)
+from tsaccess.policy import Policy, Table
+
+__all__ = [
+    "ATTRIBUTE_BODY",
+    "CHUNK_ACL_BODY",
+    "CHUNK_ACL_FUNCTION",
+    "CHUNK_TRIGGER_PREFIX",
+    "POLICY_PREFIX",
+    "slice_steps",
+]
+
+CHUNK_ACL_FUNCTION = "tsaccess_chunk_acl"
+CHUNK_TRIGGER_PREFIX = "tsaccess_chunk_acl_"
+POLICY_PREFIX = "tsaccess_"
+
+Grant = tuple[str, str]
+
+ATTRIBUTE_BODY = (
+    "SELECT value FROM tsaccess_rls.user_attributes"
+    " WHERE username = pg_catalog.session_user() AND attribute = $1"
+)
+
+# Revoke every privilege of the roles named in TG_ARGV on the chunks of the trigger's table
+# that hold one (new chunks copy the hypertable's ACL). Runs as the table owner. Only chunks
+# created since shortly before this transaction began are looked at (TimescaleDB stamps a chunk
+# with the wall clock when it creates it): a chunk made by this statement is always among them,
+# and the check costs the same with 10 or 10,000 chunks. Older chunks are plan's and verify's.
+CHUNK_ACL_BODY = """
+DECLARE
+  ch regclass;
+  who text;
+BEGIN
+  FOR ch IN
+    SELECT k.oid::regclass
+    FROM _timescaledb_catalog.hypertable h
+    JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = h.id
+    JOIN pg_catalog.pg_class k
+      ON k.oid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', c.schema_name, c.table_name))
+    WHERE h.schema_name = TG_TABLE_SCHEMA AND h.table_name = TG_TABLE_NAME
+      AND c.creation_time >= pg_catalog.transaction_timestamp() - interval '5 minutes'
+      AND EXISTS (SELECT FROM pg_catalog.aclexplode(k.relacl) a
+                  JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+                  WHERE g.rolname = ANY (TG_ARGV))
+  LOOP
+    IF who IS NULL THEN
+      SELECT pg_catalog.string_agg(pg_catalog.quote_ident(r), ', ') INTO who
+      FROM pg_catalog.unnest(TG_ARGV) r;
+    END IF;
+    EXECUTE pg_catalog.format('REVOKE ALL ON TABLE %s FROM %s', ch, who);
+  END LOOP;
+  RETURN NULL;
+END
+"""
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def _slice_steps(
+    policy: Policy, cat: CatalogSnapshot | None, tsc: TimescaleCatalog | None, ts: bool
+) -> list[Step]:
+    steps: list[Step] = []
+    sliced = sorted({r.name for r in policy.roles if r.slices})
+    schema = sql.Identifier(SLICE_SCHEMA)
+    owner = cat.current_user if cat else None
+    if tsc is None or tsc.slice_schema is None:
+        steps.append(
+            Step(
+                sql.SQL("CREATE SCHEMA {}").format(schema),
+                f"create schema {SLICE_SCHEMA} (user attributes for row slices, private)",
+                "security",
+            )
+        )
+        have_ns: set[Grant] = set()
+    else:
+        owner = tsc.slice_schema[0]
+        have_ns = {g for g in tsc.slice_schema[1] if g[0] != owner}
+    steps += grant_steps(
+        schema,
+        f"schema {SLICE_SCHEMA}",
+        "SCHEMA",
+        have_ns,
+        {(r, "USAGE") for r in sliced},
+        "security",
+    )
+    table = sql.Identifier(SLICE_SCHEMA, ATTRIBUTE_TABLE)
+    if tsc is None or not tsc.attribute_table:
+        steps.append(
+            Step(
+                sql.SQL(
+                    "CREATE TABLE {} (username text NOT NULL, attribute text NOT NULL,"
+                    " value text NOT NULL, PRIMARY KEY (username, attribute))"
+                ).format(table),
+                f"create {SLICE_SCHEMA}.{ATTRIBUTE_TABLE} (readable by its owner only)",
+                "security",
+            )
+        )
+    want = {(u.name, k, v) for u in policy.users for k, v in u.attributes}
+    have = set(tsc.attributes) if tsc else set()
+    for user, attr, _ in sorted(have - want):
+        if (user, attr) in {(w[0], w[1]) for w in want}:
+            continue  # updated below
+        steps.append(
+            Step(
+                sql.SQL("DELETE FROM {} WHERE username = {} AND attribute = {}").format(
+                    table, sql.Literal(user), sql.Literal(attr)
+                ),
+                f"remove attribute {attr} of {user}",
+                "security",
+            )
+        )
+    for user, attr, value in sorted(want - have):
+        steps.append(
+            Step(
+                sql.SQL(
+                    "INSERT INTO {} VALUES ({}, {}, {}) ON CONFLICT (username, attribute)"
+                    " DO UPDATE SET value = EXCLUDED.value"
+                ).format(table, sql.Literal(user), sql.Literal(attr), sql.Literal(value)),
+                f"set attribute {attr} of {user}",
+                "security",
+            )
+        )
+    fn = sql.Identifier(SLICE_SCHEMA, ATTRIBUTE_FUNCTION)
+    existing = tsc.attribute_function if tsc else None
+    if existing is None or existing[0] != ATTRIBUTE_BODY:
+        steps.append(
+            Step(
+                sql.SQL(
+                    "CREATE OR REPLACE FUNCTION {}(text) RETURNS text LANGUAGE sql STABLE"
+                    " SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {}"
+                ).format(fn, sql.Literal(ATTRIBUTE_BODY)),
+                f"create function {SLICE_SCHEMA}.{ATTRIBUTE_FUNCTION}(text): the login user's "
+                "attribute",
+                "security",
+            )
+        )
+    have_fn = (
+        {("PUBLIC", "EXECUTE")} if existing is None else {g for g in existing[1] if g[0] != owner}
+    )
+    steps += grant_steps(
+        sql.SQL("{}(text)").format(fn),
+        f"function {SLICE_SCHEMA}.{ATTRIBUTE_FUNCTION}",
+        "FUNCTION",
+        have_fn,
+        {(r, "EXECUTE") for r in sliced},
+        "security",
+    )
+    chunk_fn = sql.Identifier(policy.schema, CHUNK_ACL_FUNCTION)
+    fn_info = cat.functions.get(CHUNK_ACL_FUNCTION) if cat else None
+    if ts:
+        if fn_info is None or fn_info.source != CHUNK_ACL_BODY or not fn_info.security_definer:
+            steps.append(
+                Step(
+                    sql.SQL(
+                        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
+                        " VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {}"
+                    ).format(chunk_fn, sql.Literal(CHUNK_ACL_BODY)),
+                    f"create function {CHUNK_ACL_FUNCTION}(): sliced roles lose new chunks",
+                    "security",
+                )
+            )
+        have_cf = (
+            {("PUBLIC", "EXECUTE")}
+            if fn_info is None
+            else {g for g in fn_info.acl if g[0] != fn_info.owner}
+        )
+        steps += grant_steps(
+            sql.SQL("{}()").format(chunk_fn),
+            f"function {CHUNK_ACL_FUNCTION}",
+            "FUNCTION",
+            have_cf,
+            set(),
+            "security",
+        )
+    for t in policy.tables:
+        steps += _rls_steps(policy, t, cat, tsc, ts)
+    return steps
+
+
+def _rls_steps(
+    policy: Policy, t: Table, cat: CatalogSnapshot | None, tsc: TimescaleCatalog | None, ts: bool
+) -> list[Step]:
+    target = sql.Identifier(policy.schema, t.name)
+    sliced = policy.sliced_roles(t.name)
+    enabled = bool(tsc and tsc.rls.get(t.name))
+    have = {p for p in (tsc.policies.get(t.name, frozenset()) if tsc else ())}
+    ours = {p for p in have if p.startswith(POLICY_PREFIX)}
+    steps: list[Step] = []
+    want: dict[str, sql.Composed] = {}
+    if sliced:
+        for r in policy.roles:
+            if not r.privileges_on(t.name):
+                continue
+            s = r.slice_of(t.name)
+            cond: sql.Composable = sql.SQL("true")
+            if s:
+                col = t.column(s.column)
+                typ = col.type if col else "text"
+                cond = sql.SQL("{} = (SELECT {}({})){}").format(
+                    sql.Identifier(s.column),
+                    sql.Identifier(SLICE_SCHEMA, ATTRIBUTE_FUNCTION),
+                    sql.Literal(s.attribute),
+                    # the attribute is text; compare in the column's type (validated name)
+                    sql.SQL("" if typ == "text" else "::" + typ),
+                )
+            name = POLICY_PREFIX + _digest(r.name, cond.as_string(None))
+            want[name] = sql.SQL(
+                "CREATE POLICY {} ON {} FOR ALL TO {} USING ({}) WITH CHECK ({})"
+            ).format(sql.Identifier(name), target, sql.Identifier(r.name), cond, cond)
+    for name in sorted(ours - set(want)):
+        steps.append(
+            Step(
+                sql.SQL("DROP POLICY {} ON {}").format(sql.Identifier(name), target),
+                f"drop outdated row policy {name} on {t.name}",
+                "security",
+            )
+        )
+    if sliced and not enabled:
+        steps.append(
+            Step(
+                sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(target),
+                f"enable row-level security on {t.name} (slices for {', '.join(sliced)})",
+                "security",
+            )
+        )
+    if not sliced and enabled and ours:
+        steps.append(
+            Step(
+                sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(target),
+                f"disable row-level security on {t.name} (no slices left)",
+                "security",
+            )
+        )
+    for name in sorted(set(want) - ours):
+        steps.append(Step(want[name], f"row policy {name} on {t.name}", "security"))
+    # the chunk trigger: only on hypertables with slices
+    trig = {
+        n
+        for (tn, n) in (cat.triggers if cat else {})
+        if tn == t.name and n.startswith(CHUNK_TRIGGER_PREFIX)
+    }
+    want_trig: dict[str, sql.Composed] = {}
+    if sliced and t.hypertable and ts:
+        name = CHUNK_TRIGGER_PREFIX + _digest(*sliced)
+        want_trig[name] = sql.SQL(
+            "CREATE TRIGGER {} AFTER INSERT OR UPDATE ON {} FOR EACH STATEMENT"
+            " EXECUTE FUNCTION {}({})"
+        ).format(
+            sql.Identifier(name),
+            target,
+            sql.Identifier(policy.schema, CHUNK_ACL_FUNCTION),
+            sql.SQL(", ").join(sql.Literal(r) for r in sliced),
+        )
+    for name in sorted(trig - set(want_trig)):
+        steps.append(
+            Step(
+                sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(name), target),
+                f"drop outdated chunk ACL trigger {name} on {t.name}",
+                "security",
+            )
+        )
+    for name in sorted(set(want_trig) - trig):
+        steps.append(
+            Step(
+                want_trig[name],
+                f"new chunks of {t.name} lose the privileges of {', '.join(sliced)}",
+                "security",
+            )
+        )
+    return steps
+
+
+def _bypass_steps(policy: Policy, tsc: TimescaleCatalog | None) -> list[Step]:
+    """COPY FROM is refused on a table with row-level security for anyone subject to it:
+    users in no sliced role who may INSERT into a sliced table get BYPASSRLS; the policy's
+    other users never have it (it would bypass every row-level security policy)."""
+    sliced_tables = {s.table for r in policy.roles for s in r.slices}
+    steps: list[Step] = []
+    for u in policy.users:
+        roles = [policy.role(r) for r in u.roles]
+        in_slice = any(r is not None and r.slices for r in roles)
+        writes = any(
+            r is not None and "INSERT" in r.privileges_on(t) for r in roles for t in sliced_tables
+        )
+        want = writes and not in_slice
+        have = bool(tsc and tsc.bypassrls.get(u.name))
+        if tsc is not None and u.name not in tsc.bypassrls and not want:
+            continue  # created by this plan without BYPASSRLS
+        if have != want:
+            steps.append(
+                Step(
+                    sql.SQL("ALTER ROLE {} {}").format(
+                        sql.Identifier(u.name), sql.SQL("BYPASSRLS" if want else "NOBYPASSRLS")
+                    ),
+                    f"{u.name}: {'BYPASSRLS (COPY into sliced tables)' if want else 'NOBYPASSRLS'}",
+                    "security",
+                )
+            )
+    return steps
+
+
+def _leaking_views(policy: Policy, tsc: TimescaleCatalog) -> dict[str, set[str]]:
+    """Views (and aggregates outside the policy) that read a sliced table with their owner's
+    rights somewhere on the way (not ``security_invoker``): view -> the sliced tables."""
+    sliced = {s.table for r in policy.roles for s in r.slices}
+    memo: dict[str, set[tuple[str, bool]]] = {}
+
+    def reach(view: str, seen: frozenset[str]) -> set[tuple[str, bool]]:
+        if view in memo:
+            return memo[view]
+        invoker, sources = tsc.view_sources[view]
+        out: set[tuple[str, bool]] = set()
+        for src in sources:
+            if src in sliced:
+                out.add((src, not invoker))
+            elif src in tsc.view_sources and src not in seen:
+                out |= {(t, d or not invoker) for t, d in reach(src, seen | {view})}
+        memo[view] = out
+        return out
+
+    leaks: dict[str, set[str]] = {}
+    for view in sorted(tsc.view_sources):
+        if policy.aggregate(view) is not None or view == policy.audit.rows_view:
+            continue
+        tables = {t for t, definer in reach(view, frozenset()) if definer}
+        if tables:
+            leaks[view] = tables
+    return leaks
+
+
+def _view_steps(
+    policy: Policy, cat: CatalogSnapshot | None, tsc: TimescaleCatalog, warnings: list[str]
+) -> list[Step]:
+    steps: list[Step] = []
+    for view, tables in _leaking_views(policy, tsc).items():
+        roles = {r for t in tables for r in policy.sliced_roles(t)} | {"PUBLIC"}
+        info = cat.tables.get(view) if cat else None
+        have = {g for g in (info.acl if info else ()) if info and g[0] != info.owner}
+        warnings.append(
+            f"view {view} reads {', '.join(sorted(tables))} with its owner's rights (not "
+            "security_invoker), around the row slices: the sliced roles and PUBLIC get no "
+            f"privilege on it (ALTER VIEW {view} SET (security_invoker = true) lets readers "
+            "see their slice through it)"
+        )
+        steps += grant_steps(
+            sql.Identifier(policy.schema, view),
+            f"view {view} (reads sliced {', '.join(sorted(tables))} as its owner)",
+            "TABLE",
+            have,
+            {g for g in have if g[0] not in roles},
+            "security",
+        )
+    return steps
+
+
+def slice_steps(
+    policy: Policy,
+    cat: CatalogSnapshot | None,
+    tsc: TimescaleCatalog | None,
+    timescaledb: bool,
+    warnings: list[str],
+) -> list[Step]:
+    """Steps for the row slices (``tsc`` None: an empty database)."""
+    steps: list[Step] = []
+    if any(r.slices for r in policy.roles) or (tsc and tsc.slice_schema is not None):
+        steps += _slice_steps(policy, cat, tsc, timescaledb)
+    if tsc is not None:
+        steps += _view_steps(policy, cat, tsc, warnings)
+    for t in policy.tables:
+        others = sorted(
+            p
+            for p in (tsc.policies.get(t.name, ()) if tsc else ())
+            if not p.startswith(POLICY_PREFIX)
+        )
+        if others:
+            warnings.append(
+                f"table {t.name} has row policies tsaccess does not manage: {', '.join(others)}"
+                " (permissive policies widen every slice; left alone)"
+            )
+    steps += _bypass_steps(policy, tsc)
+    return steps
