@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import textwrap
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -149,6 +150,7 @@ def _build(
     timescale = slice_steps(policy, cat, tsc, timescaledb, warnings)
     timescale += timescale_steps(policy, cat, tsc, timescaledb, warnings)
     timescale += retention_steps(policy, cat, tsc, timescaledb, warnings)
+    timescale = [_with_object(policy, s) for s in timescale]
     return [
         *schema,
         *security,
@@ -160,6 +162,21 @@ def _build(
         *pruned,
         *defaults,
     ], warnings
+
+
+def _with_object(policy: Policy, step: Step) -> Step:
+    """TimescaleDB steps are changes of a table or aggregate, never folded audit internals."""
+    if step.object is not None:
+        return step
+    words = set(re.findall(r"[\w$]+", step.summary))
+    for kind, names in (
+        ("aggregate", [a.name for a in policy.aggregates]),
+        ("table", [t.name for t in policy.tables]),
+    ):
+        hits = [n for n in names if n in words]
+        if len(hits) == 1:
+            return dataclasses.replace(step, object=f"{kind} {hits[0]}")
+    return dataclasses.replace(step, object="timescaledb")
 
 
 def _timescaledb_decision(policy: Policy, cat: CatalogSnapshot) -> tuple[bool, list[str]]:

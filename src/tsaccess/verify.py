@@ -206,7 +206,13 @@ def _probe(
 ) -> sql.Composed:
     """A statement needing ``privilege`` on the table; with ``columns``, on every column (a
     privilege on some columns only is not the table privilege, and must not pass for it)."""
-    t = sql.Identifier(policy.schema, table)
+    return _probe_ident(sql.Identifier(policy.schema, table), privilege, last_column, columns)
+
+
+def _probe_ident(
+    t: sql.Identifier, privilege: str, last_column: str, columns: tuple[str, ...] = ()
+) -> sql.Composed:
+    """:func:`_probe` for any relation (a chunk, an aggregate)."""
     if columns and privilege in ("SELECT", "INSERT", "UPDATE"):
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         if privilege == "SELECT":
@@ -218,21 +224,6 @@ def _probe(
             sql.SQL("{} = DEFAULT").format(sql.Identifier(c)) for c in columns
         )
         return sql.SQL("UPDATE {} SET {} WHERE false").format(t, sets)
-    if privilege == "SELECT":
-        return sql.SQL("SELECT 1 FROM {} WHERE false").format(t)
-    if privilege == "INSERT":
-        return sql.SQL("INSERT INTO {} DEFAULT VALUES").format(t)
-    if privilege == "UPDATE":
-        return sql.SQL("UPDATE {} SET {} = DEFAULT WHERE false").format(
-            t, sql.Identifier(last_column)
-        )
-    if privilege == "DELETE":
-        return sql.SQL("DELETE FROM {} WHERE false").format(t)
-    return sql.SQL("TRUNCATE {}").format(t)
-
-
-def _probe_ident(t: sql.Identifier, privilege: str, last_column: str) -> sql.Composed:
-    """:func:`_probe` for an object outside the policy's schema (a chunk)."""
     if privilege == "SELECT":
         return sql.SQL("SELECT 1 FROM {} WHERE false").format(t)
     if privilege == "INSERT":
@@ -425,7 +416,8 @@ def verify(
                     detail = connect_detail
                     if conn is not None:
                         actual, detail = _try(
-                            conn, _probe_ident(extra.ident, xpriv, extra.last_column)
+                            conn,
+                            _probe_ident(extra.ident, xpriv, extra.last_column, extra.columns),
                         )
                     cells.append(
                         Cell(

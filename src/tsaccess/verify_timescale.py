@@ -32,12 +32,13 @@ class ExtraObject:
     expected: dict[str, frozenset[str]]
     """Per user: the privileges the policy implies."""
     last_column: str = ""
+    columns: tuple[str, ...] = ()
+    """Every column: a table privilege is probed on all of them (a column grant is not one)."""
 
 
 def _user_privs(policy: Policy, user: str, table: str, *, chunk: bool) -> frozenset[str]:
-    u = next((x for x in policy.users if x.name == user), None)
     out: set[str] = set()
-    for rname in u.roles if u else ():
+    for rname in policy.roles_of(user):  # nested roles too
         role = policy.role(rname)
         if role is None or (chunk and role.slice_of(table) is not None):
             continue
@@ -56,9 +57,10 @@ def timescale_objects(admin: psycopg.Connection[Any], policy: Policy) -> list[Ex
             return []
         chunk_rows = cur.execute(
             "SELECT DISTINCT ON (hypertable_name) hypertable_name, chunk_schema, chunk_name,"
-            " (SELECT a.attname FROM pg_catalog.pg_attribute a"
+            " (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum)"
+            "  FROM pg_catalog.pg_attribute a"
             "  WHERE a.attrelid = pg_catalog.format('%%I.%%I', chunk_schema, chunk_name)::regclass"
-            "  AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum DESC LIMIT 1)"
+            "  AND a.attnum > 0 AND NOT a.attisdropped)"
             " FROM timescaledb_information.chunks WHERE hypertable_schema = %s"
             " ORDER BY hypertable_name, range_end DESC NULLS LAST, chunk_name DESC",
             (policy.schema,),
@@ -71,7 +73,7 @@ def timescale_objects(admin: psycopg.Connection[Any], policy: Policy) -> list[Ex
         ).fetchall()
     users = [u.name for u in policy.users]
     out: list[ExtraObject] = []
-    for table, schema, name, last in chunk_rows:
+    for table, schema, name, columns in chunk_rows:
         if policy.table(table) is None:
             continue
         ident = sql.Identifier(schema, name)
@@ -82,7 +84,8 @@ def timescale_objects(admin: psycopg.Connection[Any], policy: Policy) -> list[Ex
                 ident,
                 TABLE_PRIVILEGES,
                 {u: _user_privs(policy, u, table, chunk=True) for u in users},
-                last or "",
+                columns[-1] if columns else "",
+                tuple(columns or ()),
             )
         )
     live = {r[0]: (r[1], r[2]) for r in agg_rows}
