@@ -80,7 +80,7 @@ def test_weak_or_unknown_modes_refused(clean_env, mode):
 
 def test_precedence_is_libpq_s(clean_env, tmp_path):
     svc = tmp_path / "svc"
-    svc.write_text("[s]\nsslmode=verify-ca\n[weak]\nsslmode=allow\n")
+    svc.write_text("[s]\nhost=h\nsslmode=verify-ca\n[weak]\nhost=h\nsslmode=allow\n")
     clean_env.setenv("PGSERVICEFILE", str(svc))
     clean_env.setenv("PGSSLMODE", "disable")
     # explicit beats service beats environment

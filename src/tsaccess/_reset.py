@@ -1,0 +1,162 @@
+"""What a pool's reset puts back between two borrowers of one connection.
+
+Server side, one batch (one round trip): ``DEALLOCATE ALL`` (every prepared statement, psycopg's
+``_pg3_*`` included: a borrower can replace one of them with a statement of its own),
+``RESET ROLE``, ``RESET ALL``, temporary objects, sequences state, listeners, cursors, advisory
+locks, then the pool's scope again. Client side: psycopg's prepared-statement cache is emptied
+*before* the batch (so it agrees with ``DEALLOCATE ALL`` without a second round trip), and the
+connection's Python state (:class:`ClientState`: row and cursor factories, adapters, notice and
+notify handlers, prepare settings) is put back as the pool configured it.
+
+A custom setting (``SET myapp.x = 'y'``) leaves a placeholder that no SQL can list (PostgreSQL
+hides placeholders from ``pg_settings``) and that ``RESET ALL`` turns into ``''`` instead of
+removing: for the names the pool is told about (``custom_settings``), the batch reports which
+exist, and a connection with one the borrower created is discarded (fail closed).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg._preparing import PrepareManager
+from psycopg.adapt import AdaptersMap
+from psycopg.rows import tuple_row
+
+from tsaccess.errors import TsaccessError
+
+__all__ = [
+    "ClientState",
+    "check_custom_names",
+    "custom_settings_present",
+    "forget_prepared",
+    "reset_batch",
+    "run_reset",
+]
+
+_CLEANUP = (
+    "DEALLOCATE ALL; RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL; DISCARD TEMP;"
+    " DISCARD SEQUENCES; UNLISTEN *; CLOSE ALL; SELECT pg_catalog.pg_advisory_unlock_all()"
+)
+
+_CUSTOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)+")
+
+
+def check_custom_names(names: Sequence[str]) -> tuple[str, ...]:
+    """The names as given, or :class:`TsaccessError` for one that is not a custom setting name
+    (``prefix.name``)."""
+    if isinstance(names, str):
+        raise TsaccessError("custom_settings takes a list of names, not one string")
+    for name in names:
+        if not _CUSTOM_NAME.fullmatch(name):
+            raise TsaccessError(
+                f"custom_settings: {name!r} is not a custom setting name; give names such as "
+                "'myapp.tenant_id' (a prefix, a dot, a name)"
+            )
+    return tuple(names)
+
+
+def _present_sql(names: Sequence[str]) -> sql.Composed:
+    return sql.SQL(
+        "SELECT coalesce(pg_catalog.array_agg(n), '{{}}')"
+        " FROM pg_catalog.unnest({}::text[]) AS n"
+        " WHERE pg_catalog.current_setting(n, true) IS NOT NULL"
+    ).format(sql.Literal(list(names)))
+
+
+def custom_settings_present(conn: psycopg.Connection[Any], names: Sequence[str]) -> frozenset[str]:
+    """Which of ``names`` exist in this session (set by the server, database or role, or a
+    placeholder left by ``SET``)."""
+    if not names:
+        return frozenset()
+    with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
+        row = cur.execute(_present_sql(names), prepare=False).fetchone()
+    return frozenset(row[0] if row else ())
+
+
+def reset_batch(scope: sql.Composable, custom: Sequence[str]) -> sql.Composed:
+    """The one batch of a reset: the custom settings check first (its result is the first the
+    cursor reads), then the cleanup, then ``scope`` (``SET ROLE``, ``application_name``)."""
+    parts: list[sql.Composable] = [_present_sql(custom)] if custom else []
+    parts += [sql.SQL(_CLEANUP), scope]
+    return sql.SQL("; ").join(parts)
+
+
+def forget_prepared(conn: psycopg.Connection[Any]) -> None:
+    """Empty psycopg's prepared-statement cache without queueing its own ``DEALLOCATE ALL``:
+    the reset batch deallocates on the server in the same round trip.
+
+    psycopg keeps the cache in ``conn._prepared`` (a ``PrepareManager``); ``clear()`` would queue
+    a second round trip, so a fresh manager replaces it (threshold and size are restored from
+    :class:`ClientState` afterwards).
+    """
+    conn._prepared = PrepareManager()
+
+
+@dataclass(frozen=True)
+class ClientState:
+    """The Python side of a pooled connection as the pool configured it."""
+
+    row_factory: Any
+    cursor_factory: Any
+    server_cursor_factory: Any
+    adapters: AdaptersMap
+    notice_handlers: tuple[Any, ...]
+    notify_handlers: tuple[Any, ...]
+    prepare_threshold: int | None
+    prepared_max: int | None
+    custom_present: frozenset[str]
+    """Custom settings that existed when the connection was configured."""
+
+    @classmethod
+    def capture(cls, conn: psycopg.Connection[Any], custom: Sequence[str]) -> ClientState:
+        return cls(
+            row_factory=conn.row_factory,
+            cursor_factory=conn.cursor_factory,
+            server_cursor_factory=conn.server_cursor_factory,
+            adapters=AdaptersMap(conn.adapters),  # a copy: the borrower's registrations stay out
+            notice_handlers=tuple(conn._notice_handlers),
+            notify_handlers=tuple(conn._notify_handlers),
+            prepare_threshold=conn.prepare_threshold,
+            prepared_max=conn.prepared_max,
+            custom_present=custom_settings_present(conn, custom),
+        )
+
+    def restore(self, conn: psycopg.Connection[Any]) -> None:
+        conn.row_factory = self.row_factory
+        conn.cursor_factory = self.cursor_factory
+        conn.server_cursor_factory = self.server_cursor_factory
+        conn._adapters = AdaptersMap(self.adapters)
+        conn._notice_handlers[:] = self.notice_handlers
+        conn._notify_handlers[:] = self.notify_handlers
+        if conn._notifies_backlog is not None:
+            conn._notifies_backlog.clear()  # notifications for the previous borrower
+        conn.prepare_threshold = self.prepare_threshold
+        conn.prepared_max = self.prepared_max
+
+
+def run_reset(
+    conn: psycopg.Connection[Any], batch: sql.Composed, custom: Sequence[str], state: ClientState
+) -> None:
+    """Run the reset ``batch`` (autocommit) and put the client state back.
+
+    Raises:
+        TsaccessError: the borrower created one of the ``custom`` settings (the pool then
+            discards the connection).
+    """
+    forget_prepared(conn)
+    conn.autocommit = True
+    with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
+        cur.execute(batch, prepare=False)  # one round trip
+        row = cur.fetchone() if custom else None
+    created = frozenset(row[0] if row else ()) - state.custom_present
+    if created:
+        raise TsaccessError(
+            f"the borrower created custom settings {sorted(created)}; RESET ALL leaves them as "
+            "'' (not NULL), so this connection is discarded rather than handed on"
+        )
+    state.restore(conn)
