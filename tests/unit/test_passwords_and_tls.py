@@ -118,7 +118,7 @@ def test_secure_params_repr_hides_password(clean_env):
     ],
 )
 def test_unix_socket_hosts_refused(clean_env, conninfo):
-    with pytest.raises(InsecureConnectionError, match="Unix-domain socket|no host given"):
+    with pytest.raises(InsecureConnectionError, match=r"Unix-domain socket|no host given"):
         secure_params(conninfo)
 
 
