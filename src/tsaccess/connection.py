@@ -10,9 +10,11 @@ URI plus libpq keywords) and add three guarantees:
 * ``role=`` scopes the session to a group role with ``SET ROLE`` (a convenience that narrows
   privileges, *not* a security boundary: the session can ``RESET ROLE``; the login user is the
   boundary), and ``application_name`` names the login user and role;
-* pooled connections are reset when handed back (role, settings, temporary objects, prepared
-  statements of the borrower, locks, listeners, client-side flags) so nothing leaks to the next
-  borrower; a reset that fails discards the connection.
+* pooled connections are reset when handed back, in one round trip (role, settings, temporary
+  objects, every prepared statement — psycopg's own included —, locks, listeners) and on the
+  client (flags, factories, adapters, handlers, psycopg's statement cache: see
+  :mod:`tsaccess._reset`) so nothing leaks to the next borrower; a reset that fails discards
+  the connection.
 """
 
 from __future__ import annotations
