@@ -73,8 +73,13 @@ def custom_settings_present(conn: psycopg.Connection[Any], names: Sequence[str])
     placeholder left by ``SET``)."""
     if not names:
         return frozenset()
-    with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
-        row = cur.execute(_present_sql(names), prepare=False).fetchone()
+    autocommit = conn.autocommit
+    conn.autocommit = True  # no transaction left open (a pool refuses a configured one)
+    try:
+        with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
+            row = cur.execute(_present_sql(names), prepare=False).fetchone()
+    finally:
+        conn.autocommit = autocommit
     return frozenset(row[0] if row else ())
 
 

@@ -162,7 +162,7 @@ def test_custom_setting_reads_null_for_the_next_borrower(shop):
     db, pw = shop
     with db.admin(autocommit=True) as admin:
         admin.execute("ALTER ROLE shop_user SET myapp.tenant = 't1'")
-    pool = _pool(db, pw, autocommit=True, custom_settings=["myapp.x", "myapp.tenant"])
+    pool = _pool(db, pw, custom_settings=["myapp.x", "myapp.tenant"])  # in transactions
     probe = "SELECT current_setting('myapp.x', true), current_setting('myapp.tenant', true)"
     try:
         with pool.connection() as conn:
