@@ -2,11 +2,12 @@
 
 Server side, one batch (one round trip): ``DEALLOCATE ALL`` (every prepared statement, psycopg's
 ``_pg3_*`` included: a borrower can replace one of them with a statement of its own),
-``RESET ROLE``, ``RESET ALL``, temporary objects, sequences state, listeners, cursors, advisory
-locks, then the pool's scope again. Client side: psycopg's prepared-statement cache is emptied
-*before* the batch (so it agrees with ``DEALLOCATE ALL`` without a second round trip), and the
-connection's Python state (:class:`ClientState`: row and cursor factories, adapters, notice and
-notify handlers, prepare settings) is put back as the pool configured it.
+``RESET ROLE``, ``RESET ALL``, temporary objects, sequences state, listeners, cursors, then the
+pool's role again and one ``SELECT`` (advisory locks, ``application_name``, custom settings).
+Client side: psycopg's prepared-statement cache is emptied *before* the batch (so it agrees
+with ``DEALLOCATE ALL`` without a second round trip), and the connection's Python state
+(:class:`ClientState`: row and cursor factories, adapters, notice and notify handlers, prepare
+settings) is put back as the pool configured it.
 
 A custom setting (``SET myapp.x = 'y'``) leaves a placeholder that no SQL can list (PostgreSQL
 hides placeholders from ``pg_settings``) and that ``RESET ALL`` turns into ``''`` instead of
@@ -40,7 +41,7 @@ __all__ = [
 
 _CLEANUP = (
     "DEALLOCATE ALL; RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL; DISCARD TEMP;"
-    " DISCARD SEQUENCES; UNLISTEN *; CLOSE ALL; SELECT pg_catalog.pg_advisory_unlock_all()"
+    " DISCARD SEQUENCES; UNLISTEN *; CLOSE ALL"
 )
 
 _CUSTOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)+")
@@ -60,12 +61,12 @@ def check_custom_names(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _present_sql(names: Sequence[str]) -> sql.Composed:
-    return sql.SQL(
-        "SELECT coalesce(pg_catalog.array_agg(n), '{{}}')"
-        " FROM pg_catalog.unnest({}::text[]) AS n"
-        " WHERE pg_catalog.current_setting(n, true) IS NOT NULL"
-    ).format(sql.Literal(list(names)))
+def _present_cols(names: Sequence[str]) -> list[sql.Composable]:
+    """One boolean column per name: does the setting exist in this session?"""
+    return [
+        sql.SQL("pg_catalog.current_setting({}, true) IS NOT NULL").format(sql.Literal(n))
+        for n in names
+    ]
 
 
 def custom_settings_present(conn: psycopg.Connection[Any], names: Sequence[str]) -> frozenset[str]:
@@ -77,17 +78,28 @@ def custom_settings_present(conn: psycopg.Connection[Any], names: Sequence[str])
     conn.autocommit = True  # no transaction left open (a pool refuses a configured one)
     try:
         with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
-            row = cur.execute(_present_sql(names), prepare=False).fetchone()
+            query = sql.SQL("SELECT {}").format(sql.SQL(", ").join(_present_cols(names)))
+            row = cur.execute(query, prepare=False).fetchone()
     finally:
         conn.autocommit = autocommit
-    return frozenset(row[0] if row else ())
+    return frozenset(n for n, present in zip(names, row or (), strict=False) if present)
 
 
-def reset_batch(scope: sql.Composable, custom: Sequence[str]) -> sql.Composed:
-    """The one batch of a reset: the custom settings check first (its result is the first the
-    cursor reads), then the cleanup, then ``scope`` (``SET ROLE``, ``application_name``)."""
-    parts: list[sql.Composable] = [_present_sql(custom)] if custom else []
-    parts += [sql.SQL(_CLEANUP), scope]
+def reset_batch(role: str | None, app_name: str, custom: Sequence[str]) -> sql.Composed:
+    """The one batch of a reset: the cleanup, ``SET ROLE`` again, and one final ``SELECT`` that
+    releases advisory locks, sets ``application_name`` again (after ``RESET ALL``) and reports
+    which ``custom`` settings exist (columns 3...)."""
+    cols: list[sql.Composable] = [
+        sql.SQL("pg_catalog.pg_advisory_unlock_all()"),
+        sql.SQL("pg_catalog.set_config('application_name', {}, false)").format(
+            sql.Literal(app_name)
+        ),
+        *_present_cols(custom),
+    ]
+    parts: list[sql.Composable] = [sql.SQL(_CLEANUP)]
+    if role:
+        parts.append(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+    parts.append(sql.SQL("SELECT {}").format(sql.SQL(", ").join(cols)))
     return sql.SQL("; ").join(parts)
 
 
@@ -157,8 +169,13 @@ def run_reset(
     conn.autocommit = True
     with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
         cur.execute(batch, prepare=False)  # one round trip
-        row = cur.fetchone() if custom else None
-    created = frozenset(row[0] if row else ()) - state.custom_present
+        row: tuple[Any, ...] | None = None
+        if custom:
+            while cur.nextset():  # the final SELECT's result
+                pass
+            row = cur.fetchone()
+    present = zip(custom, (row or ())[2:], strict=False)
+    created = frozenset(n for n, exists in present if exists) - state.custom_present
     if created:
         raise TsaccessError(
             f"the borrower created custom settings {sorted(created)}; RESET ALL leaves them as "

@@ -331,7 +331,7 @@ def _probe_first(probe: Callable[[], None]) -> psycopg.OperationalError | None:
 def _make_reset(
     role: str | None, app_name: str, autocommit: bool, custom: Sequence[str]
 ) -> Callable[[TsConnection], None]:
-    batch = reset_batch(_scope_sql(role, app_name), custom)
+    batch = reset_batch(role, app_name, custom)
 
     def reset(conn: TsConnection) -> None:
         state = conn._client_state
