@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 import tsaccess
 from tsaccess.bootstrap import apply, plan
@@ -69,23 +70,60 @@ def bench_connections(info: ServerInfo, quick: bool) -> None:
     with psycopg.connect(**raw, autocommit=True) as conn:
         conn.execute("SELECT 1", prepare=True)
         plain = median_of(lambda: conn.execute("SELECT 1", prepare=True).fetchone(), loops)
-    pool = tsaccess.create_pool(**params, min_size=1, max_size=1, autocommit=True)
-
-    def pooled() -> None:
-        with pool.connection() as c:
-            c.execute("SELECT 1", prepare=True).fetchone()
-
-    pooled()
-    pool_t = median_of(pooled, loops)
-    pool.close()
     report("SELECT 1 round trip: plain psycopg (prepared)", plain * 1e6, "us")
-    report(
-        "SELECT 1 round trip: borrow + query + reset via pool",
-        pool_t * 1e6,
-        "us",
-        f"{pool_t / plain:.2f}x plain (includes the reset on return)",
-    )
     RESULTS["select1_us"] = plain * 1e6
+    bench_pool_borrow(params, raw, plain, quick)
+
+
+def bench_pool_borrow(
+    params: dict[str, Any], raw: dict[str, Any], plain: float, quick: bool
+) -> None:
+    """Borrow + ``SELECT 1`` + return, through pools that differ only in what they do on borrow
+    and return; rounds alternate so that machine drift hits every pool alike."""
+    pools: dict[str, ConnectionPool[Any]] = {
+        "psycopg_pool.ConnectionPool, no check, no reset": ConnectionPool(
+            "", kwargs={**raw, "autocommit": True}, min_size=1, max_size=1, open=True
+        ),
+        "psycopg_pool.ConnectionPool + check on borrow": ConnectionPool(
+            "",
+            kwargs={**raw, "autocommit": True},
+            min_size=1,
+            max_size=1,
+            open=True,
+            check=ConnectionPool.check_connection,
+        ),
+        "tsaccess pool (check + one-round-trip reset)": tsaccess.create_pool(
+            **params, min_size=1, max_size=1, autocommit=True
+        ),
+        "tsaccess pool, custom_settings=[1 name]": tsaccess.create_pool(
+            **params, min_size=1, max_size=1, autocommit=True, custom_settings=["myapp.x"]
+        ),
+    }
+    n = 500 if quick else 2000
+    times: dict[str, list[float]] = {k: [] for k in pools}
+    try:
+        for _ in range(5):
+            for label, pool in pools.items():
+
+                def borrow(pool: ConnectionPool[Any] = pool) -> None:
+                    with pool.connection() as c:
+                        c.execute("SELECT 1").fetchone()
+
+                borrow()
+                times[label].append(median_of(borrow, n))
+    finally:
+        for pool in pools.values():
+            pool.close()
+    base = statistics.median(times["psycopg_pool.ConnectionPool, no check, no reset"])
+    for label in pools:
+        t = statistics.median(times[label])
+        RESULTS[f"borrow+SELECT 1+return: {label}"] = t * 1e6
+        report(
+            f"borrow+SELECT 1+return: {label}",
+            t * 1e6,
+            "us",
+            f"{t / plain:.2f}x prepared query, {t / base:.2f}x plain pool",
+        )
 
 
 # -- audit ------------------------------------------------------------------------------------

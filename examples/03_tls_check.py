@@ -17,3 +17,11 @@ for weak in ("disable", "allow", "prefer"):
         print(f"sslmode={weak}: refused ({exc})"[:110])
     else:
         raise SystemExit(f"sslmode={weak} was accepted!")
+
+# a Unix-domain socket never carries TLS: refused before libpq opens it
+try:
+    tsaccess.connect(host="/var/run/postgresql", user="alice", password=password("alice"))
+except tsaccess.InsecureConnectionError as exc:
+    print(f"host=/var/run/postgresql: refused ({exc})"[:110])
+else:
+    raise SystemExit("a Unix-domain socket was accepted!")

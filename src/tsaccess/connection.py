@@ -10,25 +10,36 @@ URI plus libpq keywords) and add three guarantees:
 * ``role=`` scopes the session to a group role with ``SET ROLE`` (a convenience that narrows
   privileges, *not* a security boundary: the session can ``RESET ROLE``; the login user is the
   boundary), and ``application_name`` names the login user and role;
-* pooled connections are reset when handed back (role, settings, temporary objects, prepared
-  statements of the borrower, locks, listeners, client-side flags) so nothing leaks to the next
-  borrower; a reset that fails discards the connection.
+* pooled connections are reset when handed back, in one round trip (role, settings, temporary
+  objects, every prepared statement — psycopg's own included —, locks, listeners) and on the
+  client (flags, factories, adapters, handlers, psycopg's statement cache: see
+  :mod:`tsaccess._reset`) so nothing leaks to the next borrower; a reset that fails discards
+  the connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import psycopg
 from psycopg import generators, pq, sql
-from psycopg_pool import ConnectionPool
+from psycopg.rows import tuple_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tsaccess._log import get_logger
+from tsaccess._reset import ClientState, check_custom_names, reset_batch, run_reset
 from tsaccess.errors import InsecureConnectionError, RoleScopeError, TsaccessError
 from tsaccess.hosts import check_host_list
-from tsaccess.params import SECURE_SSLMODES, SecureParams, secure_params, without_login
+from tsaccess.params import (
+    SECURE_SSLMODES,
+    SecureParams,
+    secure_params,
+    split_connection_kwargs,
+    without_login,
+)
 from tsaccess.pooler import autocommit_refused, check_pooler, scope_statement
 from tsaccess.tls import TlsStatus, tls_status
 
@@ -82,6 +93,22 @@ class TsConnection(psycopg.Connection[Any]):
     list has several; the session is on ``info.host`` / ``info.port``)."""
     _tx_scope: bytes | None = None
     _unscoped: int = 0
+    _client_state: ClientState | None = None
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+        """``psycopg.Connection.connect``; a server that does not offer TLS raises
+        :class:`~tsaccess.InsecureConnectionError` (the libpq error as its ``__cause__``)."""
+        try:
+            return super().connect(conninfo, **kwargs)
+        except psycopg.OperationalError as exc:
+            if _NO_TLS.search(str(exc)):
+                raise InsecureConnectionError(
+                    "the server does not offer TLS, and tsaccess connects with TLS only; "
+                    "enable it on the server (ssl = on, ssl_cert_file, ssl_key_file) and accept "
+                    "logins on hostssl lines of pg_hba.conf"
+                ) from exc
+            raise
 
     def after_connect(self, *, preflight: bool) -> None:
         """Hook: the connection is verified and scoped (``preflight``: as asked of
@@ -196,6 +223,8 @@ def _opener(secure: SecureParams, pooler: str | None = None) -> Callable[..., Ts
     return open_side
 
 
+_NO_TLS = re.compile(r"server does not support SSL")  # libpq's message (fe-connect.c)
+
 _preflight_class: type[TsConnection] | None = None
 
 
@@ -258,9 +287,10 @@ def _apply_scope(
     ``pooler``: only the membership check; the role is set per transaction)."""
     autocommit = conn.autocommit
     conn.autocommit = True
+    cur = psycopg.Cursor(conn, row_factory=tuple_row)  # whatever the connection's factories
     try:
         if role:
-            row = conn.execute(
+            row = cur.execute(
                 "SELECT pg_catalog.pg_has_role(session_user, oid, 'MEMBER')"
                 " FROM pg_catalog.pg_roles WHERE rolname = %s",
                 (role,),
@@ -278,13 +308,14 @@ def _apply_scope(
         if pooler is not None:
             return  # scoped per transaction: tsaccess.pooler
         try:
-            conn.execute(_scope_sql(role, app_name))
+            cur.execute(_scope_sql(role, app_name))
         except psycopg.errors.InsufficientPrivilege as exc:
             raise RoleScopeError(
                 f"login user {conn.info.user!r} may not SET ROLE {role!r} "
                 f"({exc.diag.message_primary}); grant the role WITH SET in the policy"
             ) from exc
     finally:
+        cur.close()
         conn.autocommit = autocommit
 
 
@@ -321,24 +352,28 @@ def connect(
             and audit actor are then set in every transaction instead of the session,
             autocommit is refused, prepared statements are off (see :mod:`tsaccess.pooler`).
         params: any libpq keyword (``host``, ``port``, ``dbname``, ``user``, ``password``,
-            ``sslmode``, ``sslrootcert``, ``application_name``...).
+            ``sslmode``, ``sslrootcert``, ``application_name``...), and psycopg's connection
+            arguments ``row_factory``, ``cursor_factory``, ``prepare_threshold``, ``context``.
 
     Returns:
         the open connection (a :class:`TsConnection`;
         a :class:`~tsaccess.preflight.PreflightConnection` with ``preflight=True``).
 
     Raises:
-        InsecureConnectionError: TLS would not be, or is not, in use.
+        InsecureConnectionError: TLS would not be, or is not, in use (a Unix-domain socket, a
+            weak ``sslmode``, a server without TLS...).
         RoleScopeError: ``role`` does not exist or the user is not a member (or, behind a
             ``pooler``, autocommit was asked for).
+        TsaccessError: an unknown connection parameter.
     """
-    secure = secure_params(conninfo, **params)
+    libpq, python = split_connection_kwargs(params)
+    secure = secure_params(conninfo, **libpq)
     check_host_list(secure.kwargs)
     pooler = check_pooler(pooler)
     if pooler is not None and autocommit:
         raise autocommit_refused(secure.user, role)
     cls = _connection_class(preflight, connection_class)
-    conn = cls.connect(**_startup_params(secure, role, pooler), autocommit=autocommit)
+    conn = cls.connect(**_startup_params(secure, role, pooler), autocommit=autocommit, **python)
     try:
         status = _verify_tls(conn)
         app = _app_name(secure.kwargs.get("application_name"), conn.info.user, role)
@@ -359,14 +394,6 @@ def connect(
     return conn
 
 
-_RESET_SQL = (
-    "SELECT coalesce(pg_catalog.array_agg(name), '{}')"
-    " FROM pg_catalog.pg_prepared_statements WHERE name !~ '^_pg3_';"
-    " RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES;"
-    " UNLISTEN *; CLOSE ALL; SELECT pg_catalog.pg_advisory_unlock_all()"
-)
-
-
 class ScopedPool(ConnectionPool[TsConnection]):
     """A ``psycopg_pool.ConnectionPool`` of :class:`TsConnection` for one login user and
     optional role.
@@ -381,25 +408,55 @@ class ScopedPool(ConnectionPool[TsConnection]):
     """The group role every connection is scoped to."""
     pooler: str | None = None
     """The transaction-mode pooler the connections go through (see :mod:`tsaccess.pooler`)."""
+    _probe: Callable[[], None] | None = None
+
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool (as ``psycopg_pool.ConnectionPool.open``) after one connection attempt
+        made here: a refused login (wrong password, unknown user or database, ``pg_hba.conf``),
+        a role the user cannot take, or a server without TLS raises at once, not as a
+        ``PoolTimeout`` later. Other failures (server not up yet) leave the pool retrying as
+        psycopg_pool does; a ``PoolTimeout`` then has the first failure as its cause."""
+        first = _probe_first(self._probe) if self.closed and self._probe else None
+        try:
+            super().open(wait=wait, timeout=timeout)
+        except PoolTimeout as exc:
+            if first is None:
+                raise
+            raise PoolTimeout(f"{exc}; the first connection attempt failed: {first}") from first
+
+
+# libpq / server messages of a login that retrying will not fix
+_LOGIN_REFUSED = re.compile(
+    r"authentication failed|pg_hba\.conf|does not exist|not permitted to log in"
+    r"|certificate verify failed|does not match host name|SSL"
+)
+
+
+def _probe_first(probe: Callable[[], None]) -> psycopg.OperationalError | None:
+    """Run ``probe``; raise what retrying cannot fix, return (not raise) other failures."""
+    try:
+        probe()
+    except psycopg.OperationalError as exc:
+        if _LOGIN_REFUSED.search(str(exc)):
+            raise
+        return exc
+    return None
 
 
 def _make_reset(
-    role: str | None, app_name: str, autocommit: bool
+    role: str | None, app_name: str, autocommit: bool, custom: Sequence[str]
 ) -> Callable[[TsConnection], None]:
-    batch = sql.SQL("; ").join([sql.SQL(_RESET_SQL), _scope_sql(role, app_name)])
+    batch = reset_batch(role, app_name, custom)
 
     def reset(conn: TsConnection) -> None:
-        conn.autocommit = True
-        with psycopg.Cursor(conn, row_factory=psycopg.rows.tuple_row) as cur:  # no pre-flight
-            cur.execute(batch)  # one round trip: clean up, then scope again
-            leftovers: list[str] = (cur.fetchone() or [[]])[0]
-            for name in leftovers:  # statements the borrower PREPAREd by hand
-                cur.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)))
+        state = conn._client_state
+        if state is None:  # pragma: no cover - configure() always sets it
+            raise TsaccessError("this connection was not configured by create_pool()")
+        run_reset(conn, batch, custom, state)  # one round trip: clean up, then scope again
         conn.autocommit = autocommit
         conn.read_only = None
         conn.isolation_level = None
         conn.deferrable = None
-        conn.row_factory = psycopg.rows.tuple_row
         conn.set_scoped_settings()  # the borrower's actor (RESET ALL dropped it server-side)
         conn.after_reset()
 
@@ -416,13 +473,32 @@ def _pooled_reset(conn: TsConnection) -> None:
     """Behind a pooler the server connection is not ours between transactions: nothing to
     clean there (each transaction sets role and settings locally); forget the borrower's
     actor and client-side flags."""
+    state = conn._client_state
+    if state is None:  # pragma: no cover - configure() always sets it
+        raise TsaccessError("this connection was not configured by create_pool()")
+    state.restore(conn)  # adapters, handlers, factories (no server round trip)
     conn.set_scoped_settings()
     conn.read_only = None
     conn.isolation_level = None
     conn.deferrable = None
-    conn.row_factory = psycopg.rows.tuple_row
     conn.prepare_threshold = None
     conn.after_reset()
+
+
+def _pool_kwargs(
+    kwargs: Mapping[str, Any] | None, params: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """libpq parameters and psycopg connection arguments from ``kwargs`` (as psycopg_pool's)
+    and ``params``."""
+    merged = dict(kwargs or {})
+    if "autocommit" in merged:
+        raise TsaccessError("give create_pool(autocommit=...) itself, not in kwargs")
+    overlap = sorted(set(merged) & set(params))
+    if overlap:
+        raise TsaccessError(
+            f"{', '.join(overlap)} given both in kwargs and as a keyword argument; give it once"
+        )
+    return split_connection_kwargs({**merged, **params})
 
 
 def create_pool(
@@ -437,6 +513,8 @@ def create_pool(
     preflight: bool = False,
     timeout: float = 30.0,
     pooler: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    custom_settings: Sequence[str] = (),
     **params: Any,
 ) -> ScopedPool:
     """A pool of TLS-verified connections for one login user, optionally scoped to ``role``.
@@ -446,24 +524,37 @@ def create_pool(
     whose reset fails is discarded.
 
     Args:
-        conninfo, params: as in :func:`connect`.
+        conninfo, params: as in :func:`connect` (libpq keywords, and psycopg's connection
+            arguments such as ``row_factory``).
         min_size, max_size, open, name, timeout: as in ``psycopg_pool.ConnectionPool``.
         role: group role to ``SET ROLE`` on every connection.
         autocommit: the state every borrower gets.
         preflight: check statements before sending them.
         pooler: ``"pgbouncer"``: the connections go through a transaction-mode pooler (see
             :func:`connect`); the reset on return is then client-side only.
+        kwargs: as psycopg_pool's ``kwargs``: arguments of each ``connect()`` call, psycopg's
+            (``row_factory``, ``cursor_factory``, ``prepare_threshold``, ``context``) or libpq's.
+        custom_settings: names of custom settings the application uses (``myapp.tenant``): a
+            connection whose borrower created one is discarded on return, so the next borrower
+            reads NULL, not ``''`` (see :mod:`tsaccess._reset`).
 
     Returns:
         the pool (opened, unless ``open=False``); its connections are :class:`TsConnection`
         (:class:`~tsaccess.preflight.PreflightConnection` with ``preflight=True``).
+
+    Raises:
+        InsecureConnectionError, RoleScopeError, psycopg.OperationalError: when opening, the
+            first connection's failure if retrying cannot fix it (see :meth:`ScopedPool.open`).
     """
-    secure = secure_params(conninfo, **params)
+    libpq, python = _pool_kwargs(kwargs, params)
+    custom = check_custom_names(custom_settings)
+    secure = secure_params(conninfo, **libpq)
     base_app = secure.kwargs.get("application_name")
     check_host_list(secure.kwargs)
     pooler = check_pooler(pooler)
     if pooler is not None and autocommit:
         raise autocommit_refused(secure.user, role)
+    cls = _connection_class(preflight)
 
     def configure(conn: TsConnection) -> None:
         status = _verify_tls(conn)
@@ -471,6 +562,7 @@ def create_pool(
         conn._init_state(secure, role, status, pooler)
         conn.after_connect(preflight=preflight)
         conn.autocommit = autocommit
+        conn._client_state = ClientState.capture(conn, custom)
 
     resets: dict[str, Callable[[TsConnection], None]] = {}
 
@@ -481,13 +573,22 @@ def create_pool(
         fn = resets.get(conn.info.user)  # one login user per pool: built once
         if fn is None:
             app = _app_name(base_app, conn.info.user, role)
-            fn = resets[conn.info.user] = _make_reset(role, app, autocommit)
+            fn = resets[conn.info.user] = _make_reset(role, app, autocommit, custom)
         fn(conn)
+
+    connect_kwargs = {**_startup_params(secure, role, pooler), **python}
+
+    def probe() -> None:
+        conn = cls.connect(**connect_kwargs)
+        try:
+            configure(conn)
+        finally:
+            conn.close()
 
     pool = ScopedPool(
         "",
-        kwargs=_startup_params(secure, role, pooler),
-        connection_class=_connection_class(preflight),
+        kwargs=connect_kwargs,
+        connection_class=cls,
         min_size=min_size,
         max_size=max_size,
         open=False,
@@ -500,6 +601,7 @@ def create_pool(
     pool.user = secure.user
     pool.role = role
     pool.pooler = pooler
+    pool._probe = probe
     if open:
         pool.open(wait=True, timeout=timeout)
     return pool

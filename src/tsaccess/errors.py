@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg.errors
+from psycopg.pq import DiagnosticField
 
 __all__ = [
     "ApplyError",
@@ -116,11 +120,13 @@ class MissingPrivilege:
         return f"{self.privilege}{cols} on {kind} {self.object}"
 
 
-class PreflightDenied(TsaccessError):
+class PreflightDenied(TsaccessError, psycopg.errors.InsufficientPrivilege):
     """Pre-flight found that the server would refuse a statement; nothing was sent.
 
-    ``missing`` lists every missing privilege, ``user`` and ``role`` say whose privileges were
-    checked.
+    It is also a ``psycopg.errors.InsufficientPrivilege`` (SQLSTATE 42501, as the server's own
+    refusal would be), so an application's ``except InsufficientPrivilege`` catches it; ``diag``
+    answers ``sqlstate``, ``message_primary`` and ``message_hint``. ``missing`` lists every
+    missing privilege, ``user`` and ``role`` say whose privileges were checked.
     """
 
     __module__ = "tsaccess"
@@ -143,10 +149,26 @@ class PreflightDenied(TsaccessError):
         self.role = role
         who = f"user {user!r}" + (f" (as role {role!r})" if role else "")
         needs = "; ".join(str(m) for m in self.missing)
-        super().__init__(
-            f"permission denied before sending: {who} lacks {needs}. "
-            "Ask an administrator to grant it in the policy, or connect as a role that has it."
-        )
+        primary = f"permission denied before sending: {who} lacks {needs}"
+        hint = "Ask an administrator to grant it in the policy, or connect as a role that has it."
+        info: dict[int, bytes | None] = {
+            DiagnosticField.SEVERITY: b"ERROR",
+            DiagnosticField.SEVERITY_NONLOCALIZED: b"ERROR",
+            DiagnosticField.SQLSTATE: b"42501",
+            DiagnosticField.MESSAGE_PRIMARY: primary.encode(),
+            DiagnosticField.MESSAGE_HINT: hint.encode(),
+        }
+        super().__init__(f"{primary}. {hint}", info=info)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_preflight_denied, (self.statement, self.missing, self.user, self.role))
+
+
+def _preflight_denied(
+    statement: str, missing: Sequence[MissingPrivilege], user: str, role: str | None
+) -> PreflightDenied:
+    """Rebuild a pickled :class:`PreflightDenied`."""
+    return PreflightDenied(statement, missing, user=user, role=role)
 
 
 class StandbyError(TsaccessError):

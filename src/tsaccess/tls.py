@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from psycopg.rows import tuple_row
 
 from tsaccess._files import write_private
 
@@ -184,10 +185,12 @@ def tls_status(conn: psycopg.Connection[Any]) -> TlsStatus:
         taken when :func:`tsaccess.connect` verified the session, else libpq's view.
     """
     was_idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    row = conn.execute(
-        "SELECT ssl, version, cipher, bits FROM pg_catalog.pg_stat_ssl"
-        " WHERE pid = pg_catalog.pg_backend_pid()"
-    ).fetchone()
+    # a plain tuple cursor: whatever row_factory / cursor_factory the connection has
+    with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
+        row = cur.execute(
+            "SELECT ssl, version, cipher, bits FROM pg_catalog.pg_stat_ssl"
+            " WHERE pid = pg_catalog.pg_backend_pid()"
+        ).fetchone()
     if was_idle and not conn.autocommit:
         conn.rollback()  # leave the connection as we found it
     if row is None or row[0] is None:

@@ -176,7 +176,7 @@ def test_pool_leaks_nothing_between_borrowers_under_8_threads(db):
                 conn.execute("SELECT pg_try_advisory_lock(42 + %s)", (n,))
                 conn.execute("LISTEN chan")
                 conn.commit()
-                for _ in range(6):  # auto-prepared by psycopg: must survive the reset
+                for _ in range(6):  # auto-prepared: the reset deallocates it, psycopg agrees
                     conn.execute("SELECT %s::int", (i,))
                 conn.commit()
                 conn.autocommit = True

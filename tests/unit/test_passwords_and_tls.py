@@ -80,7 +80,7 @@ def test_weak_or_unknown_modes_refused(clean_env, mode):
 
 def test_precedence_is_libpq_s(clean_env, tmp_path):
     svc = tmp_path / "svc"
-    svc.write_text("[s]\nsslmode=verify-ca\n[weak]\nsslmode=allow\n")
+    svc.write_text("[s]\nhost=h\nsslmode=verify-ca\n[weak]\nhost=h\nsslmode=allow\n")
     clean_env.setenv("PGSERVICEFILE", str(svc))
     clean_env.setenv("PGSSLMODE", "disable")
     # explicit beats service beats environment
@@ -103,3 +103,56 @@ def test_gssencmode_require_refused(clean_env):
 def test_secure_params_repr_hides_password(clean_env):
     p = secure_params("host=h user=u password=topsecret")
     assert "topsecret" not in repr(p)
+
+
+@pytest.mark.parametrize(
+    "conninfo",
+    [
+        "host=/var/run/postgresql",
+        "host=@abstract",
+        "host=h,/tmp",
+        "host=h, port=1,2",
+        "postgresql://u@%2Fvar%2Frun%2Fpostgresql/db",
+        "postgresql:///db?host=/tmp",
+        "",
+    ],
+)
+def test_unix_socket_hosts_refused(clean_env, conninfo):
+    with pytest.raises(InsecureConnectionError, match=r"Unix-domain socket|no host given"):
+        secure_params(conninfo)
+
+
+def test_hostaddr_makes_a_host_tcp(clean_env):
+    assert secure_params("hostaddr=127.0.0.1").sslmode == "require"
+    assert secure_params("host=/tmp hostaddr=127.0.0.1").sslmode == "require"
+    with pytest.raises(InsecureConnectionError, match="Unix-domain socket"):
+        secure_params("host=db,/tmp hostaddr=10.0.0.1,")
+
+
+def test_tls_version_floor(clean_env):
+    assert secure_params("host=h").kwargs["ssl_min_protocol_version"] == "TLSv1.2"
+    assert (
+        secure_params("host=h ssl_min_protocol_version=TLSv1.3").kwargs["ssl_min_protocol_version"]
+        == "TLSv1.3"
+    )
+    for bad in ("TLSv1", "TLSv1.1", "SSLv3", "bogus"):
+        with pytest.raises(InsecureConnectionError, match="ssl_min_protocol_version"):
+            secure_params(f"host=h ssl_min_protocol_version={bad}")
+
+
+def test_requiressl_1_means_require_and_is_folded_in(clean_env):
+    p = secure_params(host="h", requiressl="1")
+    assert (p.sslmode, p.sslmode_source) == ("require", "argument requiressl")
+    assert "requiressl" not in p.kwargs
+
+
+def test_connection_kwargs_split_from_libpq_parameters():
+    from psycopg.rows import dict_row
+
+    from tsaccess import TsaccessError
+    from tsaccess.params import split_connection_kwargs
+
+    libpq, python = split_connection_kwargs({"host": "h", "row_factory": dict_row})
+    assert (libpq, python) == ({"host": "h"}, {"row_factory": dict_row})
+    with pytest.raises(TsaccessError, match="unknown connection parameter 'kwargs'"):
+        split_connection_kwargs({"kwargs": {}})

@@ -121,7 +121,10 @@ class PreflightConnection(TsConnection):
     """Called with the statement and the verdict before :class:`~tsaccess.PreflightDenied` is
     raised."""
 
+    _preflight_asked: bool = False
+
     def after_connect(self, *, preflight: bool) -> None:
+        self._preflight_asked = preflight
         self.preflight_enabled = preflight
         self.preflight = Checker(self)
         self.cursor_factory = PreflightCursor
@@ -133,6 +136,7 @@ class PreflightConnection(TsConnection):
             self.preflight.invalidate()
             self.preflight.session_changed = False
         self.on_denied = None
+        self.preflight_enabled = self._preflight_asked
 
 
 plug_preflight(PreflightConnection)

@@ -1,0 +1,184 @@
+"""What a pool's reset puts back between two borrowers of one connection.
+
+Server side, one batch (one round trip): ``DEALLOCATE ALL`` (every prepared statement, psycopg's
+``_pg3_*`` included: a borrower can replace one of them with a statement of its own),
+``RESET ROLE``, ``RESET ALL``, temporary objects, sequences state, listeners, cursors, then the
+pool's role again and one ``SELECT`` (advisory locks, ``application_name``, custom settings).
+Client side: psycopg's prepared-statement cache is emptied *before* the batch (so it agrees
+with ``DEALLOCATE ALL`` without a second round trip), and the connection's Python state
+(:class:`ClientState`: row and cursor factories, adapters, notice and notify handlers, prepare
+settings) is put back as the pool configured it.
+
+A custom setting (``SET myapp.x = 'y'``) leaves a placeholder that no SQL can list (PostgreSQL
+hides placeholders from ``pg_settings``) and that ``RESET ALL`` turns into ``''`` instead of
+removing: for the names the pool is told about (``custom_settings``), the batch reports which
+exist, and a connection with one the borrower created is discarded (fail closed).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg._preparing import PrepareManager
+from psycopg.adapt import AdaptersMap
+from psycopg.rows import tuple_row
+
+from tsaccess.errors import TsaccessError
+
+__all__ = [
+    "ClientState",
+    "check_custom_names",
+    "custom_settings_present",
+    "forget_prepared",
+    "reset_batch",
+    "run_reset",
+]
+
+_CLEANUP = (
+    "DEALLOCATE ALL; RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL; DISCARD TEMP;"
+    " DISCARD SEQUENCES; UNLISTEN *; CLOSE ALL"
+)
+
+_CUSTOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)+")
+
+
+def check_custom_names(names: Sequence[str]) -> tuple[str, ...]:
+    """The names as given, or :class:`TsaccessError` for one that is not a custom setting name
+    (``prefix.name``)."""
+    if isinstance(names, str):
+        raise TsaccessError("custom_settings takes a list of names, not one string")
+    for name in names:
+        if not _CUSTOM_NAME.fullmatch(name):
+            raise TsaccessError(
+                f"custom_settings: {name!r} is not a custom setting name; give names such as "
+                "'myapp.tenant_id' (a prefix, a dot, a name)"
+            )
+    return tuple(names)
+
+
+def _present_cols(names: Sequence[str]) -> list[sql.Composable]:
+    """One boolean column per name: does the setting exist in this session?"""
+    return [
+        sql.SQL("pg_catalog.current_setting({}, true) IS NOT NULL").format(sql.Literal(n))
+        for n in names
+    ]
+
+
+def custom_settings_present(conn: psycopg.Connection[Any], names: Sequence[str]) -> frozenset[str]:
+    """Which of ``names`` exist in this session (set by the server, database or role, or a
+    placeholder left by ``SET``)."""
+    if not names:
+        return frozenset()
+    autocommit = conn.autocommit
+    conn.autocommit = True  # no transaction left open (a pool refuses a configured one)
+    try:
+        with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
+            query = sql.SQL("SELECT {}").format(sql.SQL(", ").join(_present_cols(names)))
+            row = cur.execute(query, prepare=False).fetchone()
+    finally:
+        conn.autocommit = autocommit
+    return frozenset(n for n, present in zip(names, row or (), strict=False) if present)
+
+
+def reset_batch(role: str | None, app_name: str, custom: Sequence[str]) -> sql.Composed:
+    """The one batch of a reset: the cleanup, ``SET ROLE`` again, and one final ``SELECT`` that
+    releases advisory locks, sets ``application_name`` again (after ``RESET ALL``) and reports
+    which ``custom`` settings exist (columns 3...)."""
+    cols: list[sql.Composable] = [
+        sql.SQL("pg_catalog.pg_advisory_unlock_all()"),
+        sql.SQL("pg_catalog.set_config('application_name', {}, false)").format(
+            sql.Literal(app_name)
+        ),
+        *_present_cols(custom),
+    ]
+    parts: list[sql.Composable] = [sql.SQL(_CLEANUP)]
+    if role:
+        parts.append(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+    parts.append(sql.SQL("SELECT {}").format(sql.SQL(", ").join(cols)))
+    return sql.SQL("; ").join(parts)
+
+
+def forget_prepared(conn: psycopg.Connection[Any]) -> None:
+    """Empty psycopg's prepared-statement cache without queueing its own ``DEALLOCATE ALL``:
+    the reset batch deallocates on the server in the same round trip.
+
+    psycopg keeps the cache in ``conn._prepared`` (a ``PrepareManager``); ``clear()`` would queue
+    a second round trip, so a fresh manager replaces it (threshold and size are restored from
+    :class:`ClientState` afterwards).
+    """
+    conn._prepared = PrepareManager()
+
+
+@dataclass(frozen=True)
+class ClientState:
+    """The Python side of a pooled connection as the pool configured it."""
+
+    row_factory: Any
+    cursor_factory: Any
+    server_cursor_factory: Any
+    adapters: AdaptersMap
+    notice_handlers: tuple[Any, ...]
+    notify_handlers: tuple[Any, ...]
+    prepare_threshold: int | None
+    prepared_max: int | None
+    custom_present: frozenset[str]
+    """Custom settings that existed when the connection was configured."""
+
+    @classmethod
+    def capture(cls, conn: psycopg.Connection[Any], custom: Sequence[str]) -> ClientState:
+        return cls(
+            row_factory=conn.row_factory,
+            cursor_factory=conn.cursor_factory,
+            server_cursor_factory=conn.server_cursor_factory,
+            adapters=AdaptersMap(conn.adapters),  # a copy: the borrower's registrations stay out
+            notice_handlers=tuple(conn._notice_handlers),
+            notify_handlers=tuple(conn._notify_handlers),
+            prepare_threshold=conn.prepare_threshold,
+            prepared_max=conn.prepared_max,
+            custom_present=custom_settings_present(conn, custom),
+        )
+
+    def restore(self, conn: psycopg.Connection[Any]) -> None:
+        conn.row_factory = self.row_factory
+        conn.cursor_factory = self.cursor_factory
+        conn.server_cursor_factory = self.server_cursor_factory
+        conn._adapters = AdaptersMap(self.adapters)
+        conn._notice_handlers[:] = self.notice_handlers
+        conn._notify_handlers[:] = self.notify_handlers
+        if conn._notifies_backlog is not None:
+            conn._notifies_backlog.clear()  # notifications for the previous borrower
+        conn.prepare_threshold = self.prepare_threshold
+        conn.prepared_max = self.prepared_max
+
+
+def run_reset(
+    conn: psycopg.Connection[Any], batch: sql.Composed, custom: Sequence[str], state: ClientState
+) -> None:
+    """Run the reset ``batch`` (autocommit) and put the client state back.
+
+    Raises:
+        TsaccessError: the borrower created one of the ``custom`` settings (the pool then
+            discards the connection).
+    """
+    forget_prepared(conn)
+    conn.autocommit = True
+    with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
+        cur.execute(batch, prepare=False)  # one round trip
+        row: tuple[Any, ...] | None = None
+        if custom:
+            while cur.nextset():  # the final SELECT's result
+                pass
+            row = cur.fetchone()
+    present = zip(custom, (row or ())[2:], strict=False)
+    created = frozenset(n for n, exists in present if exists) - state.custom_present
+    if created:
+        raise TsaccessError(
+            f"the borrower created custom settings {sorted(created)}; RESET ALL leaves them as "
+            "'' (not NULL), so this connection is discarded rather than handed on"
+        )
+    state.restore(conn)

@@ -1,0 +1,293 @@
+"""A pool's borrowers attack each other (same login user, one connection, borrower after
+borrower): nothing the first leaves behind may change what the next one runs or reads."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.adapt import Dumper, Loader
+from psycopg.rows import args_row, class_row, dict_row, namedtuple_row, tuple_row
+from psycopg_pool import PoolTimeout
+
+import tsaccess
+from tests.helpers import apply_company
+
+
+@pytest.fixture
+def shop(db):
+    """A login user with a table of prices and a table of events (12 rows)."""
+    pw = db.create_login("shop_user")
+    with db.admin(autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE prices (item text, price numeric);"
+            " INSERT INTO prices VALUES ('tea', 3.50);"
+            " CREATE TABLE events (id int); INSERT INTO events SELECT generate_series(1, 12);"
+            " GRANT SELECT, INSERT, DELETE ON prices, events TO shop_user"
+        )
+    return db, pw
+
+
+def _pool(db, pw: str, **kw: Any) -> tsaccess.ScopedPool:
+    return tsaccess.create_pool(
+        **db.params(user="shop_user", password=pw), min_size=1, max_size=1, **kw
+    )
+
+
+def _psycopg_name(conn: psycopg.Connection[Any], like: str) -> tuple[sql.Identifier, sql.SQL]:
+    """The name psycopg gave the statement it auto-prepared for a query text like ``like``,
+    and its parameter types (a forger uses the same, so psycopg's Bind message fits)."""
+    row = conn.execute(
+        "SELECT name, parameter_types::text[] FROM pg_prepared_statements"
+        " WHERE statement LIKE %s AND NOT from_sql",
+        (like,),
+        prepare=False,
+    ).fetchone()
+    assert row is not None, "psycopg did not auto-prepare the query"
+    return sql.Identifier(row[0]), sql.SQL(", ").join(sql.SQL(t) for t in row[1])
+
+
+PRICE = "SELECT item, price FROM prices WHERE item = %s"
+
+
+def test_forged_psycopg_statement_never_reaches_the_next_borrower(shop):
+    db, pw = shop
+    pool = _pool(db, pw, autocommit=True)
+    try:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+            for _ in range(6):  # prepare_threshold=5: psycopg prepares it as _pg3_N
+                assert conn.execute(PRICE, ("tea",)).fetchone() == ("tea", Decimal("3.50"))
+            name, types = _psycopg_name(conn, "SELECT item, price FROM prices%")
+            forge = sql.SQL(
+                "DEALLOCATE {n}; PREPARE {n}({t}) AS SELECT 'FORGED'::text, 99.99::numeric"
+            ).format(n=name, t=types)
+            conn.execute(forge, prepare=False)
+            conn.execute("PREPARE _pg3_evil AS SELECT 'evil'", prepare=False)
+            # the attack works within the borrow: psycopg runs the forged statement
+            assert conn.execute(PRICE, ("tea",)).fetchone() == ("FORGED", Decimal("99.99"))
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == pid  # the same session, reset
+            assert (
+                conn.execute("SELECT name FROM pg_prepared_statements", prepare=False).fetchall()
+                == []
+            )
+            for _ in range(7):  # before, at and after psycopg prepares it again
+                assert conn.execute(PRICE, ("tea",)).fetchone() == ("tea", Decimal("3.50"))
+    finally:
+        pool.close()
+
+
+def test_forged_insert_does_not_become_a_delete(shop):
+    db, pw = shop
+    pool = _pool(db, pw)
+    insert = "INSERT INTO events VALUES (%s)"
+    try:
+        with pool.connection() as conn:
+            for i in range(100, 106):
+                conn.execute(insert, (i,))
+            conn.commit()
+            name, types = _psycopg_name(conn, "INSERT INTO events%")
+            forge = "DEALLOCATE {n}; PREPARE {n}({t}) AS DELETE FROM events WHERE id <> $1"
+            conn.execute(sql.SQL(forge).format(n=name, t=types), prepare=False)
+            conn.commit()
+        with pool.connection() as conn:
+            before = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            cur = conn.execute(insert, (200,))
+            assert cur.statusmessage == "INSERT 0 1"
+            after = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            assert (before, after) == (18, 19)
+    finally:
+        pool.close()
+
+
+class _Hijack(Loader):
+    def load(self, data: Any) -> str:
+        return "HIJACKED"
+
+
+class _HijackDumper(Dumper):
+    def dump(self, obj: Any) -> bytes:
+        return b"HIJACKED"
+
+
+class _MyCursor(psycopg.Cursor[Any]):
+    pass
+
+
+def test_client_state_is_restored_for_the_next_borrower(shop):
+    db, pw = shop
+    pool = _pool(db, pw, autocommit=True)
+    heard: list[str] = []
+    try:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+            conn.adapters.register_loader("numeric", _Hijack)
+            conn.adapters.register_dumper(str, _HijackDumper)
+            conn.add_notice_handler(lambda d: heard.append(f"notice {d.message_primary}"))
+            conn.add_notify_handler(lambda n: heard.append(f"notify {n.payload}"))
+            conn.cursor_factory = _MyCursor
+            conn.row_factory = dict_row
+            conn.prepare_threshold = None
+            conn.prepared_max = 1
+            assert conn.execute("SELECT 1.5::numeric AS n").fetchone() == {"n": "HIJACKED"}
+            conn.execute("LISTEN chan")
+            conn.execute("NOTIFY chan, 'left behind'")  # delivered while this borrower listens
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == pid
+            heard.clear()
+            assert conn.execute("SELECT 1.5::numeric, %s::text", ("tea",)).fetchone() == (
+                Decimal("1.5"),
+                "tea",
+            )
+            assert type(conn.cursor()) is psycopg.Cursor
+            assert (conn.prepare_threshold, conn.prepared_max) == (5, 100)
+            conn.execute("DO $$ BEGIN RAISE NOTICE 'hello'; END $$")
+            conn.execute("LISTEN chan")
+            conn.execute("NOTIFY chan, 'for the second borrower'")
+            assert [n.payload for n in conn.notifies(timeout=0, stop_after=5)] == [
+                "for the second borrower"
+            ]
+            assert heard == []
+    finally:
+        pool.close()
+
+
+def test_custom_setting_reads_null_for_the_next_borrower(shop):
+    db, pw = shop
+    with db.admin(autocommit=True) as admin:
+        admin.execute("ALTER ROLE shop_user SET myapp.tenant = 't1'")
+    pool = _pool(db, pw, custom_settings=["myapp.x", "myapp.tenant"])  # in transactions
+    probe = "SELECT current_setting('myapp.x', true), current_setting('myapp.tenant', true)"
+    try:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+            conn.execute("SET myapp.tenant = 'evil'")  # a setting of the role: RESET ALL restores
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == pid  # kept: nothing the reset cannot undo
+            assert conn.execute(probe).fetchone() == (None, "t1")
+            conn.execute("SET myapp.x = 'y'")
+        with pool.connection() as conn:
+            assert conn.execute(probe).fetchone() == (None, "t1")
+            assert conn.info.backend_pid != pid  # the placeholder's session was discarded
+    finally:
+        pool.close()
+
+
+def test_kwargs_are_connection_arguments_as_in_psycopg_pool(shop):
+    db, pw = shop
+    params = db.params(user="shop_user", password=pw)
+    t0 = time.monotonic()
+    pool = tsaccess.create_pool(**params, kwargs={"row_factory": dict_row}, timeout=60)
+    try:
+        assert time.monotonic() - t0 < 30  # not retried until the timeout
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+            conn.row_factory = tuple_row
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+    finally:
+        pool.close()
+    with pytest.raises(tsaccess.TsaccessError, match="unknown connection parameter 'bogus'"):
+        tsaccess.create_pool(**params, kwargs={"bogus": 1})
+
+
+@pytest.mark.parametrize("open_how", ["create_pool", "with"])
+def test_wrong_password_or_role_raises_the_cause_at_once(shop, open_how):
+    db, pw = shop
+    with db.admin(autocommit=True) as admin:
+        admin.execute("CREATE ROLE not_granted NOLOGIN")
+    cases = [
+        (
+            db.params(user="shop_user", password=pw + "x"),
+            {},
+            psycopg.OperationalError,
+            "password authentication failed",
+        ),
+        (
+            db.params(user="shop_user", password=pw),
+            {"role": "not_granted"},
+            tsaccess.RoleScopeError,
+            "not a member of role 'not_granted'",
+        ),
+    ]
+    for params, extra, error, message in cases:
+        t0 = time.monotonic()
+        with pytest.raises(error, match=message) as caught:
+            if open_how == "create_pool":
+                tsaccess.create_pool(**params, **extra, timeout=120)
+            else:
+                with tsaccess.create_pool(**params, **extra, timeout=120, open=False) as pool:
+                    pool.getconn()
+        assert not isinstance(caught.value, PoolTimeout)
+        assert time.monotonic() - t0 < 60  # the cause, long before the timeout
+
+
+FACTORIES = {
+    "tuple": tuple_row,
+    "dict": dict_row,
+    "namedtuple": namedtuple_row,
+    "class": class_row(lambda **kw: kw),
+    "args": args_row(lambda *a: a),
+}
+
+
+@pytest.mark.parametrize("factory", FACTORIES.values(), ids=FACTORIES.keys())
+def test_every_row_factory_works(db, factory):
+    company = apply_company(db)
+    pw = company.passwords["alice"].reveal()
+    params = db.params(user="alice", password=pw)
+    for preflight in (False, True):
+        with tsaccess.connect(
+            **params, role="data_analysts", row_factory=factory, preflight=preflight
+        ) as conn:
+            assert conn.row_factory is factory
+            assert tsaccess.tls_status(conn).ssl
+            conn.execute("SELECT count(*) FROM sensor_readings").fetchone()
+    pool = tsaccess.create_pool(
+        **params, role="data_analysts", kwargs={"row_factory": factory}, preflight=True, max_size=1
+    )
+    try:
+        for _ in range(2):
+            with pool.connection() as conn:
+                assert conn.row_factory is factory
+                assert tsaccess.tls_status(conn).ssl
+                conn.execute("SELECT count(*) FROM sensor_readings").fetchone()
+                conn.execute("SET work_mem = '8MB'")  # a change the reset undoes
+    finally:
+        pool.close()
+
+
+def test_preflight_denied_is_insufficient_privilege(db):
+    company = apply_company(db)
+    with company.connect("alice", preflight=True) as conn:
+        try:
+            conn.execute("UPDATE sensor_readings SET temperature = 0")
+        except psycopg.errors.InsufficientPrivilege as exc:  # an application's existing handler
+            caught = exc
+        assert isinstance(caught, tsaccess.PreflightDenied)
+        assert isinstance(caught, tsaccess.TsaccessError)
+        assert caught.sqlstate == caught.diag.sqlstate == "42501"
+        assert "UPDATE" in (caught.diag.message_primary or "")
+        assert (caught.user, caught.role) == ("alice", None)
+        assert [m.privilege for m in caught.missing] == ["UPDATE"]
+        assert caught.statement == "UPDATE sensor_readings SET temperature = 0"
+        assert type(caught).__module__ == "tsaccess"
+        again = pickle.loads(pickle.dumps(caught))  # noqa: S301  our own bytes
+        assert (type(again), str(again), again.missing, again.diag.sqlstate) == (
+            tsaccess.PreflightDenied,
+            str(caught),
+            caught.missing,
+            "42501",
+        )
+        # the server's own refusal of the same statement carries the same SQLSTATE
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as server:
+            conn.rollback()
+            conn.cursor_factory = psycopg.Cursor
+            conn.execute("UPDATE sensor_readings SET temperature = 0")
+        assert server.value.sqlstate == caught.sqlstate
