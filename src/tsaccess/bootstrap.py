@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from tsaccess._log import get_logger
+from tsaccess._secret_sql import CONCURRENT_ERRORS, run_secret
 from tsaccess._steps import Phase, Step
 from tsaccess.audit.ddl import audit_steps
 from tsaccess.catalog import CatalogSnapshot, read_catalog
@@ -44,6 +45,8 @@ class Plan:
     warnings: tuple[str, ...] = ()
     timescaledb: bool = False
     catalog_queries: int = 0
+    generated: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+    """Passwords generated for users that need one (``generate_passwords``); never shown."""
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -73,6 +76,7 @@ def _build(
     *,
     timescaledb: bool,
     require_passwords: bool = False,
+    generated: dict[str, Secret] | None = None,
 ) -> tuple[list[Step], list[str]]:
     warnings: list[str] = []
     schema: list[Step] = []
@@ -94,7 +98,7 @@ def _build(
         )
     for t in policy.tables:
         schema += table_steps(policy, t, cat, timescaledb, warnings)
-    security = role_steps(policy, cat, passwords, warnings, require_passwords)
+    security = role_steps(policy, cat, passwords, warnings, require_passwords, generated=generated)
     acl = acl_steps(policy, cat)
     audit = audit_steps(policy, cat, timescaledb)
     acl_security = [s for s in acl if s.phase == "security"]
@@ -131,6 +135,7 @@ def plan(
     passwords: Mapping[str, Secret] | None = None,
     require_passwords: bool = False,
     phases: Collection[Phase] | None = None,
+    generate_passwords: bool = False,
 ) -> Plan:
     """The statements that bring the connected database to ``policy``.
 
@@ -148,9 +153,15 @@ def plan(
     Raises:
         PolicyError: connected to another database than the policy's, the live objects
             cannot be reconciled without data changes, or (with ``phases``) an object an
-            omitted phase would create is missing.
+            omitted phase would create is missing, or the policy names the connected
+            administrator itself.
+        generate_passwords: generate a password for each user that needs one and has none in
+            ``passwords`` (a new user, or an existing login user without a password); they are
+            in ``Plan.generated``. Existing passwords are never replaced by generated ones.
     """
-    current = conn.execute("SELECT pg_catalog.current_database()").fetchone()
+    current = conn.execute(
+        "SELECT pg_catalog.current_database(), session_user, current_user"
+    ).fetchone()
     if current is None or current[0] != policy.database:
         raise PolicyError(
             f"connected to database {current[0] if current else '?'!r} but the policy is for "
@@ -159,6 +170,7 @@ def plan(
             path="database.name",
             source=policy.source,
         )
+    _refuse_admin(policy, {str(current[1]), str(current[2])})
     cat = read_catalog(conn, policy.schema, policy.audit.data_schema)
     ts, warnings = _timescaledb_decision(policy, cat)
     if phases is not None:
@@ -168,14 +180,39 @@ def plan(
         if "security" not in phases:
             require_passwords = False
             _require_roles(policy, cat)
+    generated: dict[str, Secret] | None = {} if generate_passwords else None
     steps, more = _build(
-        policy, cat, passwords or {}, timescaledb=ts, require_passwords=require_passwords
+        policy,
+        cat,
+        passwords or {},
+        timescaledb=ts,
+        require_passwords=require_passwords,
+        generated=generated,
     )
     if phases is not None:
         steps = [s for s in steps if s.phase in phases]
         if not {"schema", "security"} & set(phases):
             more = []  # about tables and users, which this plan leaves alone
-    return Plan(tuple(steps), tuple(warnings + more), ts, cat.queries + 1)
+    if phases is not None and "security" not in phases:
+        generated = None  # no step of this plan sets a password
+    return Plan(tuple(steps), tuple(warnings + more), ts, cat.queries + 1, generated or {})
+
+
+def _refuse_admin(policy: Policy, admins: set[str]) -> None:
+    """The connected administrator cannot be one of the policy's roles: apply would take its
+    own privileges away half-way (NOSUPERUSER, NOLOGIN, revoked memberships)."""
+    named = [(f"users.{u.name}", u.name) for u in policy.users]
+    named += [(f"roles.{r.name}", r.name) for r in policy.roles]
+    named.append(("audit.owner", policy.audit.owner))
+    for path, name in named:
+        if name in admins:
+            raise PolicyError(
+                f"{name!r} is the administrator this plan is made with; a policy cannot manage "
+                "the role that applies it. Connect as another administrator (e.g. postgres) or "
+                "rename the policy's role",
+                path=path,
+                source=policy.source,
+            )
 
 
 def _require_schema(policy: Policy, cat: CatalogSnapshot) -> None:
@@ -232,6 +269,8 @@ def apply(
     passwords: Mapping[str, Secret] | None = None,
     on_step: Callable[[int, Step], None] | None = None,
     phases: Collection[Phase] | None = None,
+    generate_passwords: bool = False,
+    before_commit: Callable[[Plan], None] | None = None,
 ) -> ApplyResult:
     """Plan and apply ``policy`` (or only some ``phases`` of it, see :func:`plan`) in one
     transaction; all or nothing.
@@ -242,6 +281,11 @@ def apply(
 
     Args:
         on_step: called before each step with its index (progress display, fault injection).
+        generate_passwords: see :func:`plan`; the generated passwords are in
+            ``result.plan.generated``.
+        before_commit: called with the plan after every step ran and the database was checked,
+            before the commit; an exception rolls everything back. Write generated passwords
+            down here, so a failure after the commit cannot lose them.
 
     Returns:
         the plan that was applied and how long it took.
@@ -253,19 +297,36 @@ def apply(
         with conn.transaction():
             conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             the_plan = plan(
-                conn, policy, passwords=passwords, require_passwords=True, phases=phases
+                conn,
+                policy,
+                passwords=passwords,
+                require_passwords=True,
+                phases=phases,
+                generate_passwords=generate_passwords,
             )
+            passwords = {**(passwords or {}), **the_plan.generated}
             for i, step in enumerate(the_plan.steps):
                 try:
                     if on_step is not None:
                         on_step(i, step)
-                    conn.execute(step.statement)
+                    if step.secret:
+                        run_secret(conn, step.statement)
+                    else:
+                        conn.execute(step.statement)
                 except psycopg.Error as exc:
                     if conn.broken:
                         raise ApplyError(
                             f"connection lost at step {i + 1}/{len(the_plan)} ({step.summary}); "
                             "the server rolls the transaction back: nothing changed. Run it "
                             "again."
+                        ) from exc
+                    if isinstance(exc, CONCURRENT_ERRORS):
+                        raise ApplyError(
+                            f"step {i + 1}/{len(the_plan)} ({step.summary}) failed: "
+                            f"{exc.diag.message_primary}: another apply (or administrator) "
+                            "changed the same objects at the same time; the transaction was "
+                            "rolled back, nothing changed. Run it again when the other one "
+                            "has finished."
                         ) from exc
                     raise ApplyError(
                         f"step {i + 1}/{len(the_plan)} ({step.summary}) failed: "
@@ -278,6 +339,8 @@ def apply(
                     "after applying, the database still differs from the policy (rolled back, "
                     f"nothing changed): {'; '.join(s.summary for s in after.steps[:5])}"
                 )
+            if before_commit is not None:
+                before_commit(the_plan)
     except psycopg.OperationalError as exc:
         raise ApplyError(
             f"connection lost during apply ({exc.__class__.__name__}); the "

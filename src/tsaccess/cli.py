@@ -8,6 +8,7 @@ interactive prompt — never from a flag. Only the CLI configures logging.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import getpass
 import json
@@ -128,39 +129,75 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from psycopg import sql
 
-    from tsaccess.bootstrap import apply
+    from tsaccess.bootstrap import Plan, apply
     from tsaccess.passwords import write_pgpass
 
     policy = _policy(args)
-    pw = _passwords(args, [u.name for u in policy.users], generate=bool(args.generate_passwords))
-    if args.generate_passwords:
-        gen = Path(args.generate_passwords)
-        if gen.exists():
-            raise _Fail(f"{gen} exists; choose a new file for generated passwords")
+    pw = _passwords(args, [u.name for u in policy.users])
+    gen = Path(args.generate_passwords) if args.generate_passwords else None
+    if gen is not None and (gen.exists() or gen.is_symlink()):
+        raise _Fail(f"{gen} exists; choose a new file for generated passwords")
     if args.create_database:
         with _admin(args) as conn:
             conn.autocommit = True
             if not conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (policy.database,)
             ).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(policy.database)))
-    with _admin(args, policy.database) as conn:
-        result = apply(conn, policy, passwords=pw, phases=AUDIT_ONLY if args.audit_only else None)
-    if args.generate_passwords:
-        write_pgpass(args.generate_passwords, pw, dbname=policy.database)
+                # created meanwhile by another apply: use it
+                with contextlib.suppress(
+                    psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
+                ):
+                    conn.execute(
+                        sql.SQL("CREATE DATABASE {}").format(sql.Identifier(policy.database))
+                    )
+
+    written: list[Path] = []
+
+    def write_generated(p: Plan) -> None:
+        # before the commit: a failure after it cannot lose the passwords it set
+        assert gen is not None
+        write_pgpass(gen, p.generated, dbname=policy.database)
+        written.append(gen)
+
+    try:
+        with _admin(args, policy.database) as conn:
+            result = apply(
+                conn,
+                policy,
+                passwords=pw,
+                phases=AUDIT_ONLY if args.audit_only else None,
+                generate_passwords=gen is not None,
+                before_commit=write_generated if gen is not None else None,
+            )
+    except BaseException as exc:
+        lost = isinstance(exc, psycopg.OperationalError) or isinstance(
+            exc.__cause__, psycopg.OperationalError
+        )
+        for f in written:
+            if lost:  # the commit may have happened: the passwords may be in use
+                print(
+                    f"tsaccess: warning: the connection was lost at the end of apply; {f} is "
+                    "kept: run 'tsaccess plan' to see whether its users exist",
+                    file=sys.stderr,
+                )
+            else:  # rolled back: these passwords were never set
+                f.unlink(missing_ok=True)
+        raise
     if args.json:
         _print_json(
             {
                 "applied": result.applied,
                 "seconds": round(result.seconds, 3),
                 "steps": [s.summary for s in result.plan.steps],
+                "generated_passwords": sorted(result.plan.generated),
             }
         )
     else:
         print(result.plan.summary())
         print(f"applied {result.applied} statement(s) in {result.seconds * 1000:.0f} ms")
-        if args.generate_passwords:
-            print(f"generated passwords written to {args.generate_passwords} (mode 0600)")
+        if gen is not None:
+            users = ", ".join(sorted(result.plan.generated)) or "none (no new user)"
+            print(f"generated passwords for {users} written to {gen} (mode 0600)")
     return EXIT_OK
 
 
@@ -326,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--generate-passwords",
         metavar="FILE",
-        help="generate missing passwords and write them to FILE (mode 0600)",
+        help="generate passwords for new users (never replacing existing passwords) and "
+        "write them to FILE (mode 0600) before committing",
     )
     sp.add_argument("--audit-only", action="store_true", help=audit_only_help)
     sp.set_defaults(func=cmd_apply)

@@ -33,6 +33,9 @@ from tsaccess.policy.validate import (
     AuditMode,
     Privilege,
     TimescaleMode,
+    check_column,
+    check_connection_limit,
+    check_interval,
     validate,
 )
 
@@ -67,6 +70,20 @@ class Column:
     default_function: str | None = None
     """One of ``now()``, ``CURRENT_TIMESTAMP``, ``gen_random_uuid()``."""
 
+    def __post_init__(self) -> None:
+        # the same check as the TOML loader's: only a known type reaches SQL, in its canonical
+        # spelling (``NUMERIC(5, 2)`` -> ``numeric(5,2)``)
+        canonical = check_column(
+            self.name,
+            self.type,
+            self.nullable,
+            self.default,
+            self.default_function,
+            f"columns.{self.name}",
+            "",
+        )
+        object.__setattr__(self, "type", canonical)
+
 
 @dataclass(frozen=True)
 class Table:
@@ -86,6 +103,9 @@ class Table:
     """With ``audit = "row"``: only these columns go into the row data (None: all)."""
     audit_exclude: tuple[str, ...] = ()
     """With ``audit = "row"``: these columns never go into the row data."""
+
+    def __post_init__(self) -> None:
+        check_interval(self.chunk_interval, f"tables.{self.name}.chunk_interval", "")
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -118,6 +138,9 @@ class User:
     name: str
     roles: tuple[str, ...]
     connection_limit: int = -1
+
+    def __post_init__(self) -> None:
+        check_connection_limit(self.connection_limit, f"users.{self.name}.connection_limit", "")
 
     @property
     def password_env(self) -> str:
