@@ -119,11 +119,20 @@ def run_demo(
         if keep:
             pwfile = (info.workdir or Path(".")) / "passwords.pgpass"
             out(f"\n== Server kept running. Passwords: {pwfile} (mode 0600)")
+            out(f"   with PGPASSFILE={pwfile}:")
             for line in result.connect_info:
                 out(f"   {line}")
+            if info.workdir is not None:
+                out(
+                    f"   stop it: pg_ctl -D {info.workdir / 'data'} stop (as the server's OS "
+                    f"user), then delete {info.workdir}"
+                )
     finally:
-        if not keep:
-            srv.stop()
+        # with keep, stop() only lets go of the server: it stays running (also after the
+        # EphemeralServer is garbage collected and at interpreter exit)
+        if keep:
+            srv.keep = True
+        srv.stop()
     return result
 
 
@@ -141,9 +150,9 @@ def _show_hypertables(
         for name, chunks in rows:
             out(f"   hypertable {name:40} {chunks} chunk(s)")
         landed = admin.execute(
-            sql.SQL(
-                "SELECT string_agg(DISTINCT tableoid::regclass::text, ', ') FROM {}"
-            ).format(sql.Identifier(policy.schema, "sensor_readings"))
+            sql.SQL("SELECT string_agg(DISTINCT tableoid::regclass::text, ', ') FROM {}").format(
+                sql.Identifier(policy.schema, "sensor_readings")
+            )
         ).fetchone()
         chunks = sorted((landed[0] if landed and landed[0] else "").split(", "))
         audited = admin.execute(

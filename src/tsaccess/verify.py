@@ -52,10 +52,13 @@ class Cell:
     """None when it could not be tried (no password for the user)."""
     detail: str = ""
     """The server's answer when the try failed (SQLSTATE and message)."""
+    error: bool = False
+    """The try ended in an error that says nothing about the privilege (lost connection, lock
+    or statement timeout...): ``actual`` is None and the matrix is not ok."""
 
     @property
     def ok(self) -> bool:
-        return self.expected == self.catalog == self.actual
+        return not self.error and self.expected == self.catalog == self.actual
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,11 @@ class AccessMatrix:
     @property
     def disagreements(self) -> tuple[Cell, ...]:
         return tuple(c for c in self.cells if not c.ok)
+
+    @property
+    def errors(self) -> tuple[Cell, ...]:
+        """Cells whose try failed for a reason other than privileges (nothing was proved)."""
+        return tuple(c for c in self.cells if c.error)
 
     def cell(self, user: str, obj: str, privilege: str) -> Cell:
         return next(
@@ -97,7 +105,15 @@ class AccessMatrix:
                         row.append("")
                         cls.append("")
                         continue
-                    mark = "allowed" if c.actual else "denied" if c.actual is False else "?"
+                    mark = (
+                        "ERROR"
+                        if c.error
+                        else "allowed"
+                        if c.actual
+                        else "denied"
+                        if c.actual is False
+                        else "?"
+                    )
                     row.append(mark if c.ok else f"{mark} !!")
                     cls.append("ok" if c.ok else "mismatch")
                 tls = self.tls.get(u)
@@ -126,7 +142,15 @@ class AccessMatrix:
             f"\n{len(self.cells)} checks, {len(bad)} disagreement(s)"
             + ("" if bad else ": the database enforces exactly the policy")
         )
+        if self.errors:
+            out.append(
+                f"{len(self.errors)} check(s) ended in an error, not in an answer: nothing is "
+                "proved for them; fix the cause and run verify again"
+            )
         for c in bad:
+            if c.error:
+                out.append(f"  !! {c.user} {c.privilege} on {c.object}: error ({c.detail})")
+                continue
             out.append(
                 f"  !! {c.user} {c.privilege} on {c.object}: policy "
                 f"{'allows' if c.expected else 'denies'}, catalog "
@@ -145,6 +169,7 @@ class AccessMatrix:
             "schema": self.schema,
             "ok": self.ok,
             "disagreements": len(self.disagreements),
+            "errors": len(self.errors),
             "tls": {u: (asdict(t) if t else None) for u, t in self.tls.items()},
             "cells": [{**asdict(c), "ok": c.ok} for c in self.cells],
         }
@@ -186,24 +211,39 @@ def _probe(policy: Policy, table: str, privilege: str, last_column: str) -> sql.
     return sql.SQL("TRUNCATE {}").format(t)
 
 
-def _try(conn: psycopg.Connection[Any], stmt: sql.Composed) -> tuple[bool, str]:
-    """Run ``stmt`` in a transaction that is always rolled back: (privilege check passed, why)."""
+# A statement that failed past the privilege check: it was allowed (the probe's own data
+# broke a constraint, a value did not fit...). Anything else (lost connection, lock or
+# statement timeout, out of memory...) proves nothing: an error of the check.
+_PASSED = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
+
+
+def _try(
+    conn: psycopg.Connection[Any], stmt: sql.Composed, lock_timeout: str
+) -> tuple[bool | None, str]:
+    """Run ``stmt`` in a transaction that is always rolled back: (privilege check passed, why);
+    None when the try ended in an error that says nothing about privileges."""
     try:
-        conn.execute("SET LOCAL lock_timeout = '5s'")
+        conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (lock_timeout,))
         conn.execute(stmt)
         return True, ""
     except psycopg.errors.InsufficientPrivilege as exc:
         return False, f"42501 {exc.diag.message_primary}"
-    except psycopg.Error as exc:
+    except _PASSED as exc:
         return True, f"{exc.sqlstate} {exc.diag.message_primary}"  # passed the privilege check
+    except psycopg.Error as exc:
+        why = exc.diag.message_primary or str(exc).strip() or exc.__class__.__name__
+        return None, f"{exc.sqlstate or exc.__class__.__name__} {why}"
     finally:
-        conn.rollback()
+        if not conn.closed and not conn.broken:
+            conn.rollback()
 
 
 def verify(
     admin: psycopg.Connection[Any],
     policy: Policy,
     passwords: Mapping[str, Secret],
+    *,
+    lock_timeout: str = "5s",
     **conn_params: Any,
 ) -> AccessMatrix:
     """Build the access matrix.
@@ -213,6 +253,9 @@ def verify(
         passwords: the login users' passwords, to try each privilege as that user.
         conn_params: how users reach the server (host, port, sslrootcert, ...); ``user``,
             ``password`` and ``dbname`` are set per user.
+        lock_timeout: how long one try waits for a lock (a busy table); a try that times out,
+            or fails for any reason other than privileges, is an error of the matrix
+            (``AccessMatrix.errors``), never counted as allowed.
     """
     users = [u.name for u in policy.users]
     tables = list(policy.managed_tables)
@@ -290,7 +333,9 @@ def verify(
                         actual, detail = None, f"table {table} {absent}"
                     elif conn is not None:
                         actual, detail = _try(
-                            conn, _probe(policy, table, priv, last_col.get(table, "id"))
+                            conn,
+                            _probe(policy, table, priv, last_col.get(table, "id")),
+                            lock_timeout,
                         )
                     cells.append(
                         Cell(
@@ -301,6 +346,7 @@ def verify(
                             catalog_tables.get((user, table, priv), False),
                             actual,
                             detail,
+                            error=actual is None and conn is not None and table not in missing,
                         )
                     )
             if view is not None:
@@ -309,7 +355,7 @@ def verify(
                 if view in missing:
                     actual, detail = None, f"view {view} {absent}"
                 elif conn is not None:
-                    actual, detail = _try(conn, _probe(policy, view, "SELECT", ""))
+                    actual, detail = _try(conn, _probe(policy, view, "SELECT", ""), lock_timeout)
                 cells.append(
                     Cell(
                         user,
@@ -319,6 +365,7 @@ def verify(
                         catalog_tables.get((user, view, "SELECT"), False),
                         actual,
                         detail,
+                        error=actual is None and conn is not None and view not in missing,
                     )
                 )
             actual_create: bool | None = None if pw is None else False
@@ -327,9 +374,18 @@ def verify(
                 probe = sql.SQL("CREATE TABLE {} ()").format(
                     sql.Identifier(policy.schema, f"tsaccess_probe_{secrets.token_hex(4)}")
                 )
-                actual_create, detail = _try(conn, probe)
+                actual_create, detail = _try(conn, probe, lock_timeout)
             cells.append(
-                Cell(user, SCHEMA_OBJECT, "CREATE", False, can_create, actual_create, detail)
+                Cell(
+                    user,
+                    SCHEMA_OBJECT,
+                    "CREATE",
+                    False,
+                    can_create,
+                    actual_create,
+                    detail,
+                    error=actual_create is None and conn is not None,
+                )
             )
         finally:
             if conn is not None:
@@ -340,5 +396,6 @@ def verify(
         database=policy.database,
         checks=len(cells),
         disagreements=len(matrix.disagreements),
+        errors=len(matrix.errors),
     )
     return matrix
