@@ -1,16 +1,19 @@
 """The access matrix: every privilege tried as every user, compared with the policy.
 
 For each login user x each managed table x {SELECT, INSERT, UPDATE, DELETE, TRUNCATE}, SELECT
-on the per-row audit view, CONNECT to the database and CREATE in the policy's schema, the matrix
-holds three answers:
+on the per-row audit view, each column recorded per row as seen through that view
+(``activity_audit_rows:<table>.<column>``, see :mod:`tsaccess.audit.visibility`), CONNECT to the
+database and CREATE in the policy's schema, the matrix holds three answers:
 
 * **expected**: what the policy grants (through the user's group roles);
 * **catalog**: what the server's ``has_*_privilege`` functions say;
 * **actual**: what happens when the user tries it, over TLS, inside a transaction that is always
-  rolled back (SQLSTATE 42501 means denied; success or any other error means the privilege
-  check passed).
+  rolled back (SQLSTATE 42501 means denied; success, an integrity or data error means the
+  privilege check passed).
 
-Any cell where the three disagree is a failure (``AccessMatrix.ok`` is False).
+Any cell where the three disagree is a failure (``AccessMatrix.ok`` is False). A try that ends
+in any other error (lost connection, lock or statement timeout) proves nothing: the cell is an
+error (``Cell.error``, ``AccessMatrix.errors``), never counted as allowed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from psycopg import sql
 
 from tsaccess._log import get_logger
 from tsaccess._render import html_table, text_table
+from tsaccess.audit.visibility import row_data_visibility, visibility_catalog
 from tsaccess.catalog import read_catalog
 from tsaccess.connection import connect
 from tsaccess.passwords import Secret
@@ -238,6 +242,34 @@ def _try(
             conn.rollback()
 
 
+def _row_data_cells(admin: psycopg.Connection[Any], policy: Policy, users: list[str]) -> list[Cell]:
+    """One cell per user and column recorded per row: may the user see that column's values
+    through the per-row audit view? Only if the user may also read it in the source table."""
+    catalog = visibility_catalog(admin, policy, users)
+    admin.rollback()
+    seen = row_data_visibility(admin, policy, users)
+    cells: list[Cell] = []
+    for user in users:
+        expected = policy.expected_privileges(user)
+        reads_view = "SELECT" in expected.get(policy.audit.table, ())
+        for t in policy.row_audited:
+            for c in t.audited_data_columns:
+                actual, detail = seen.get((user, t.name, c), (None, "not tried"))
+                cells.append(
+                    Cell(
+                        user,
+                        f"{policy.audit.rows_view}:{t.name}.{c}",
+                        "SELECT",
+                        reads_view and "SELECT" in expected.get(t.name, ()),
+                        catalog.get((user, t.name, c), False),
+                        actual,
+                        detail,
+                        error=actual is None,
+                    )
+                )
+    return cells
+
+
 def verify(
     admin: psycopg.Connection[Any],
     policy: Policy,
@@ -390,6 +422,8 @@ def verify(
         finally:
             if conn is not None:
                 conn.close()
+    if view is not None and view not in missing:
+        cells += _row_data_cells(admin, policy, users)
     matrix = AccessMatrix(policy.database, policy.schema, tuple(cells), tls)
     log.info(
         "access matrix",

@@ -67,7 +67,19 @@ def test_company_policy_matrix_matches_model_cell_by_cell(db):
         assert matrix.tls[user].ssl
         view = matrix.cell(user, "activity_audit_rows", "SELECT")  # per-row audit data
         assert view.actual is (user == "eve"), user
-    assert len(matrix.cells) == 5 * (3 * 5 + 1 + 2)
+    # per-row audit data: a column is seen through the view only by who may read it in the
+    # table too; in the company policy eve (auditors) reads the view but not financial_metrics
+    audited = company.policy.table("financial_metrics").audited_data_columns
+    assert len(audited) == 6
+    for user in MODEL:
+        for col in audited:
+            cell = matrix.cell(user, f"activity_audit_rows:financial_metrics.{col}", "SELECT")
+            assert (cell.expected, cell.catalog, cell.actual) == (False, False, False), cell
+    assert (
+        "hidden"
+        in matrix.cell("eve", "activity_audit_rows:financial_metrics.amount", "SELECT").detail
+    )
+    assert len(matrix.cells) == 5 * (3 * 5 + 1 + 2) + 5 * len(audited)
 
 
 def test_public_cannot_connect_and_outsiders_are_refused(db):

@@ -150,9 +150,8 @@ def test_audit_subcommands(db, applied):
     res = run(
         "audit", "changes", "--dsn", eve, "--json", "--table", "financial_metrics", check_code=0
     )
-    assert [(r["username"], r["new_data"]["metric_type"]) for r in json.loads(res.stdout)] == [
-        ("david", "tax")
-    ]
+    # eve may not read financial_metrics: the change, none of its values
+    assert [(r["username"], r["new_data"]) for r in json.loads(res.stdout)] == [("david", {})]
     res = run("audit", "changes", "--dsn", eve, "--table", "sensor_readings", check_code=0)
     assert "tax" not in res.stdout
     for what in ("recent", "summary", "activity", "sessions", "roles"):

@@ -272,6 +272,23 @@ def audit_table_ddl(policy: Policy) -> sql.Composed:
     ).format(t=qualified(policy, policy.audit.table))
 
 
+def _readable(value: sql.Composable, strip: sql.Composable, source: sql.Literal) -> sql.Composed:
+    """A recorded row as jsonb with only the columns the reader (``current_user``, the one who
+    queries the view) may SELECT in the source table now: the audit trail never shows a value
+    its reader could not read in the table itself. NULL stays NULL (a composite whose fields are
+    all NULL is not NULL here: ``IS NULL`` would say it is); a row none of whose columns
+    the reader may read is ``{}``; a source table that is gone shows nothing."""
+    return sql.SQL(
+        "CASE WHEN pg_catalog.to_jsonb({v}) IS NULL THEN NULL ELSE COALESCE(("
+        "SELECT pg_catalog.jsonb_object_agg(e.key, e.value)"
+        " FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb({v}){strip}) e"
+        " JOIN pg_catalog.pg_attribute c ON c.attrelid = pg_catalog.to_regclass({source})"
+        " AND c.attname OPERATOR(pg_catalog.=) e.key AND c.attnum > 0 AND NOT c.attisdropped"
+        " WHERE pg_catalog.has_column_privilege(c.attrelid, c.attnum, 'SELECT')),"
+        " '{{}}'::jsonb) END"
+    ).format(v=value, strip=strip, source=source)
+
+
 def rows_view_sql(policy: Policy, data: AuditDataInfo | None) -> sql.Composed:
     """The ``<audit table>_rows`` view: one row per changed row, for every data table (also
     those of tables no longer audited per row: their history stays readable)."""
@@ -298,15 +315,16 @@ def rows_view_sql(policy: Policy, data: AuditDataInfo | None) -> sql.Composed:
             if hidden
             else sql.SQL("")
         )
+        source = sql.Literal(text(qualified(policy, name)))
         parts.append(
             sql.SQL(
-                "SELECT {context}, pg_catalog.to_jsonb(d.old_data){strip},"
-                " pg_catalog.to_jsonb(d.new_data){strip}"
+                "SELECT {context}, {old_data}, {new_data}"
                 " FROM {data} d JOIN {audit} a ON a.id = d.audit_id"
                 " AND a.event_time = d.event_time"
             ).format(
                 context=context.format(shown=sql.Literal(display_name(policy, name))),
-                strip=strip,
+                old_data=_readable(sql.SQL("d.old_data"), strip, source),
+                new_data=_readable(sql.SQL("d.new_data"), strip, source),
                 data=sql.Identifier(policy.audit.data_schema, name),
                 audit=audit_t,
             )
