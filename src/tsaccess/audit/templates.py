@@ -72,6 +72,14 @@ def _size(tt: str, indent: int) -> str:
     return textwrap.indent(_SIZE.format(tt=tt), " " * indent)
 
 
+# A MERGE fires the statement triggers of every action it names, and a data-modifying WITH
+# those of every part, also where nothing changed: one statement is recorded as the actions
+# that changed rows. A plain statement that changed no row is still recorded (it was tried).
+_SKIP_EMPTY = """
+IF n = 0 AND pg_catalog.current_query() ~* '^\\s*(/\\*.*?\\*/\\s*|--[^\\n]*\\n\\s*)*(merge|with)\\M' THEN
+  RETURN NULL;  -- an action of a MERGE or WITH statement that changed no row
+END IF;"""
+
 _STMT_BODY = """
 DECLARE{context}
   n bigint;
@@ -80,7 +88,7 @@ BEGIN
   IF TG_ARGV[1] = 'counted' THEN
     IF TG_OP = 'DELETE' THEN{size_old}
     ELSIF TG_OP <> 'TRUNCATE' THEN{size_new}
-    END IF;
+    END IF;{skip_empty}
   END IF;
   INSERT INTO {audit} ({columns})
   VALUES (session_user, TG_OP, tbl,
@@ -148,7 +156,7 @@ BEGIN
       CLOSE o_cur;
       CLOSE n_cur;
     END IF;
-  END IF;
+  END IF;{skip_empty}
   INSERT INTO {audit} (id, event_time, {columns}) OVERRIDING SYSTEM VALUE
   VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
           app, act, req, n);
@@ -211,6 +219,7 @@ def function_sources(policy: Policy) -> dict[str, str]:
             columns=_COLUMNS,
             size_old=_size("tsaccess_old", 6),
             size_new=_size("tsaccess_new", 6),
+            skip_empty=textwrap.indent(_SKIP_EMPTY, " " * 4),
         ),
         DENIED_FUNCTION: _DENIED_BODY.format(audit=audit, columns=_COLUMNS),
     }
@@ -228,6 +237,7 @@ def rows_function_source(policy: Policy, table: Table, attrs: Sequence[str]) -> 
         r_row=_row_value(policy, table, attrs, "r"),
         old_row=_row_value(policy, table, attrs, "old"),
         size_new=_size("tsaccess_new", 4),
+        skip_empty=textwrap.indent(_SKIP_EMPTY, " " * 2),
     )
 
 
