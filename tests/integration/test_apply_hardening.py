@@ -293,3 +293,32 @@ def test_verifier_stays_out_of_the_log_for_a_non_superuser_admin(db, pg_server):
     assert 'role "taken" already exists' in log
     assert verifier.split("$")[2] not in log
     assert "SCRAM-SHA-256$" not in log
+
+
+@pytest.mark.parametrize("attempt", range(3))  # a race: each try loses it about half the time
+def test_two_cli_applies_creating_the_database_at_once(db, pg_server, tmp_path, attempt):
+    """Both create the database if missing: the one that loses the race uses the other's
+    (it failed with 'duplicate key value violates unique constraint pg_database_datname_index')."""
+    from tests.integration.test_cli import POLICY_TEXT
+
+    name = f"{db.name}_cli{attempt}"
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(POLICY_TEXT.replace('name = "company_db"', f'name = "{name}"'))
+    env = {
+        f"TSACCESS_PASSWORD_{u.upper()}": f"pw-{u}-0123456789"
+        for u in ("alice", "bob", "carol", "david", "eve")
+    }
+    args = ["apply", "--dsn", dsn(db), "--policy", str(policy_file), "--create-database"]
+    results = []
+    try:
+        errors = _race([lambda: results.append(run(*args, env=env)) for _ in range(2)])
+        assert errors == []
+        for res in results:
+            assert res.returncode == 0, res.stderr
+        with tsaccess.connect(**pg_server.params(dbname=name)) as conn:
+            assert not plan(conn, company_policy().with_database(name))
+    finally:
+        with tsaccess.connect(**pg_server.params(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
