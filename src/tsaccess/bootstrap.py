@@ -60,7 +60,10 @@ class Plan:
 
     def summary(self) -> str:
         if not self.steps:
-            return "Nothing to do: the database matches the policy."
+            return "\n".join(
+                ["Nothing to do: the database matches the policy."]
+                + [f"warning: {w}" for w in self.warnings]
+            )
         lines = [f"{len(self.steps)} change(s):"] + [f"  - {s.summary}" for s in self.steps]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -149,15 +152,15 @@ def plan(
         phases: only these phases (``schema``, ``security``, ``audit``); without ``schema``
             and ``security`` the tables, columns and group roles they would create must exist
             already (see :func:`tsaccess.audit.install`).
+        generate_passwords: generate a password for each user that needs one and has none in
+            ``passwords`` (a new user, or an existing login user without a password); they are
+            in ``Plan.generated``. Existing passwords are never replaced by generated ones.
 
     Raises:
         PolicyError: connected to another database than the policy's, the live objects
             cannot be reconciled without data changes, or (with ``phases``) an object an
             omitted phase would create is missing, or the policy names the connected
             administrator itself.
-        generate_passwords: generate a password for each user that needs one and has none in
-            ``passwords`` (a new user, or an existing login user without a password); they are
-            in ``Plan.generated``. Existing passwords are never replaced by generated ones.
     """
     current = conn.execute(
         "SELECT pg_catalog.current_database(), session_user, current_user"

@@ -232,6 +232,11 @@ def role_steps(
                     "security",
                 )
             )
+        if pw is None and no_password and info.login:
+            warnings.append(
+                f"login user {u.name!r} has no password and cannot log in: set "
+                f"{u.password_env} or give a 0600 passwords file, then apply"
+            )
         if pw is not None and no_password:
             steps.append(
                 Step(

@@ -149,7 +149,11 @@ def test_existing_login_without_password_gets_the_policy_password(db):
         apply(conn, policy, passwords=pw)
         with db.admin(autocommit=True) as c2:
             c2.execute("ALTER ROLE bob PASSWORD NULL")
+        without = plan(conn, policy)  # no password given: said, not silently "nothing"
+        conn.rollback()
         p = plan(conn, policy, passwords=pw)
+    assert not without
+    assert "warning: login user 'bob' has no password and cannot log in" in without.summary()
     assert [s.summary for s in p.steps] == ["set password of bob (it has none: it cannot log in)"]
     with db.admin() as conn:
         apply(conn, policy, passwords=pw)
