@@ -26,6 +26,8 @@ with tsaccess.connect(user="david", password=password("david")) as conn:  # audi
 with tsaccess.connect(user="eve", password=password("eve")) as conn:
     print("Recent activity:\n" + audit.recent(conn, 5).to_text(), end="\n\n")
     changed = audit.changes(conn, "financial_metrics", since=dt.timedelta(hours=1), limit=5)
+    # eve may not read financial_metrics: she sees who changed which rows, not their values
+    # ({} below); readers of both the audit and the table see the values (docs/audit-data.md)
     print("Changed rows of financial_metrics (old -> new):")
     for c in changed:
         print(f"  {c.event_time:%H:%M:%S} {c.username} {c.operation} {c.old_data} -> {c.new_data}")

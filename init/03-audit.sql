@@ -96,6 +96,9 @@ BEGIN
       CLOSE n_cur;
     END IF;
   END IF;
+  IF n = 0 AND pg_catalog.current_query() ~* '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M' THEN
+    RETURN NULL;  -- an action of a MERGE or WITH statement that changed no row
+  END IF;
   INSERT INTO "public"."activity_audit" (id, event_time, username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count) OVERRIDING SYSTEM VALUE
   VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
           app, act, req, n);
@@ -142,6 +145,9 @@ BEGIN
           EXECUTE 'SELECT pg_catalog.count(*) FROM tsaccess_new' INTO n;
         END IF;
       END IF;
+    END IF;
+    IF n = 0 AND pg_catalog.current_query() ~* '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M' THEN
+      RETURN NULL;  -- an action of a MERGE or WITH statement that changed no row
     END IF;
   END IF;
   INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count)
@@ -198,9 +204,9 @@ CREATE TRIGGER "tsaccess_audit_del_69c42f1ada" AFTER DELETE ON "public"."financi
 -- audit row-level on financial_metrics (tsaccess_audit_trn_5517015dfc)
 CREATE TRIGGER "tsaccess_audit_trn_5517015dfc" AFTER TRUNCATE ON "public"."financial_metrics"  FOR EACH STATEMENT EXECUTE FUNCTION "public"."tsaccess_audit_stmt"('financial_metrics', 'plain');
 -- create or replace view activity_audit_rows (one row per changed row)
-CREATE OR REPLACE VIEW "public"."activity_audit_rows" ("audit_id", "event_time", "username", "operation", "table_name", "effective_role", "txid", "client_addr", "application_name", "actor", "request_id", "old_data", "new_data") AS SELECT a.id, a.event_time, a.username, a.operation, 'financial_metrics'::text, a.effective_role, a.txid, a.client_addr, a.application_name, a.actor, a.request_id, pg_catalog.to_jsonb(d.old_data), pg_catalog.to_jsonb(d.new_data) FROM "tsaccess_audit"."financial_metrics" d JOIN "public"."activity_audit" a ON a.id = d.audit_id AND a.event_time = d.event_time;
+CREATE OR REPLACE VIEW "public"."activity_audit_rows" ("audit_id", "event_time", "username", "operation", "table_name", "effective_role", "txid", "client_addr", "application_name", "actor", "request_id", "old_data", "new_data") AS SELECT a.id, a.event_time, a.username, a.operation, 'financial_metrics'::text, a.effective_role, a.txid, a.client_addr, a.application_name, a.actor, a.request_id, CASE WHEN pg_catalog.to_jsonb(d.old_data) IS NULL THEN NULL ELSE COALESCE((SELECT pg_catalog.jsonb_object_agg(e.key, e.value) FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb(d.old_data)) e JOIN pg_catalog.pg_attribute c ON c.attrelid = pg_catalog.to_regclass('"public"."financial_metrics"') AND c.attname OPERATOR(pg_catalog.=) e.key AND c.attnum > 0 AND NOT c.attisdropped WHERE pg_catalog.has_column_privilege(c.attrelid, c.attnum, 'SELECT')), '{}'::jsonb) END, CASE WHEN pg_catalog.to_jsonb(d.new_data) IS NULL THEN NULL ELSE COALESCE((SELECT pg_catalog.jsonb_object_agg(e.key, e.value) FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb(d.new_data)) e JOIN pg_catalog.pg_attribute c ON c.attrelid = pg_catalog.to_regclass('"public"."financial_metrics"') AND c.attname OPERATOR(pg_catalog.=) e.key AND c.attnum > 0 AND NOT c.attisdropped WHERE pg_catalog.has_column_privilege(c.attrelid, c.attnum, 'SELECT')), '{}'::jsonb) END FROM "tsaccess_audit"."financial_metrics" d JOIN "public"."activity_audit" a ON a.id = d.audit_id AND a.event_time = d.event_time;
 -- mark activity_audit_rows as tsaccess's (definition digest)
-COMMENT ON VIEW "public"."activity_audit_rows" IS 'tsaccess 6a2ed2023e92ad52';
+COMMENT ON VIEW "public"."activity_audit_rows" IS 'tsaccess 88c973fbb5be22a8';
 -- view activity_audit_rows owned by tsaccess_audit
 ALTER VIEW "public"."activity_audit_rows" OWNER TO "tsaccess_audit";
 -- grant USAGE on schema public to tsaccess_audit

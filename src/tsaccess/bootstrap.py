@@ -26,6 +26,7 @@ from psycopg import sql
 from tsaccess._canon import digest
 from tsaccess._docker import entrypoint_script
 from tsaccess._log import get_logger
+from tsaccess._secret_sql import CONCURRENT_ERRORS, run_secret
 from tsaccess._steps import Phase, Step
 from tsaccess.audit.ddl import audit_steps
 from tsaccess.audit.retention import retention_steps
@@ -70,6 +71,8 @@ class Plan:
     """Login roles (policy users and live ones), to name membership changes ``user ...``."""
     tables: tuple[str, ...] = ()
     """The policy's tables (audit internals fold into one line per table)."""
+    generated: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+    """Passwords generated for users that need one (``generate_passwords``); never shown."""
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -108,6 +111,7 @@ def _build(
     drop_roles: bool = False,
     drop_tables: bool = False,
     tsc: TimescaleCatalog | None = None,
+    generated: dict[str, Secret] | None = None,
 ) -> tuple[list[Step], list[str]]:
     warnings: list[str] = []
     schema: list[Step] = []
@@ -130,7 +134,7 @@ def _build(
     for t in policy.tables:
         schema += table_steps(policy, t, cat, timescaledb, warnings)
         schema += column_drift_steps(policy, t, cat)
-    security = role_steps(policy, cat, passwords, warnings, require_passwords)
+    security = role_steps(policy, cat, passwords, warnings, require_passwords, generated=generated)
     security += settings_steps(policy, cat)
     markers = marker_steps(policy, cat)
     acl = acl_steps(policy, cat)
@@ -210,6 +214,7 @@ def plan(
     phases: Collection[Phase] | None = None,
     drop_removed: bool = False,
     drop_removed_tables: bool = False,
+    generate_passwords: bool = False,
 ) -> Plan:
     """The statements that bring the connected database to ``policy``.
 
@@ -228,15 +233,21 @@ def plan(
             their memberships and privileges (see :mod:`tsaccess.prune`).
         drop_removed_tables: drop the tables tsaccess managed that the policy no longer names,
             with their data; by default they are kept and only lose their grants.
+        generate_passwords: generate a password for each user that needs one and has none in
+            ``passwords`` (a new user, or an existing login user without a password); they are
+            in ``Plan.generated``. Existing passwords are never replaced by generated ones.
 
     Raises:
         PolicyError: connected to another database than the policy's, the live objects
             cannot be reconciled without data changes, or (with ``phases``) an object an
-            omitted phase would create is missing.
+            omitted phase would create is missing, or the policy names the connected
+            administrator itself.
         StandbyError: ``conn`` is on a hot standby (connect to the primary).
     """
     require_primary(conn, "plan")
-    current = conn.execute("SELECT pg_catalog.current_database()").fetchone()
+    current = conn.execute(
+        "SELECT pg_catalog.current_database(), session_user, current_user"
+    ).fetchone()
     if current is None or current[0] != policy.database:
         raise PolicyError(
             f"connected to database {current[0] if current else '?'!r} but the policy is for "
@@ -245,6 +256,7 @@ def plan(
             path="database.name",
             source=policy.source,
         )
+    _refuse_admin(policy, {str(current[1]), str(current[2])})
     cat = read_catalog(conn, policy.schema, policy.audit.data_schema)
     tsc = read_timescale(conn, policy.schema, timescaledb=cat.timescaledb)
     ts, warnings = _timescaledb_decision(policy, cat)
@@ -256,6 +268,7 @@ def plan(
             require_passwords = False
             _require_roles(policy, cat)
     pinfo = read_prune(conn, policy, cat)
+    generated: dict[str, Secret] | None = {} if generate_passwords else None
     steps, more = _build(
         policy,
         cat,
@@ -266,11 +279,14 @@ def plan(
         drop_roles=drop_removed,
         drop_tables=drop_removed_tables,
         tsc=tsc,
+        generated=generated,
     )
     if phases is not None:
         steps = [s for s in steps if s.phase in phases]
         if not {"schema", "security"} & set(phases):
             more = []  # about tables and users, which this plan leaves alone
+    if phases is not None and "security" not in phases:
+        generated = None  # no step of this plan sets a password
     return Plan(
         tuple(steps),
         tuple(warnings + more),
@@ -281,7 +297,25 @@ def plan(
             {u.name for u in policy.users} | {n for n, r in cat.roles.items() if r.login}
         ),
         tables=tuple(t.name for t in policy.tables),
+        generated=generated or {},
     )
+
+
+def _refuse_admin(policy: Policy, admins: set[str]) -> None:
+    """The connected administrator cannot be one of the policy's roles: apply would take its
+    own privileges away half-way (NOSUPERUSER, NOLOGIN, revoked memberships)."""
+    named = [(f"users.{u.name}", u.name) for u in policy.users]
+    named += [(f"roles.{r.name}", r.name) for r in policy.roles]
+    named.append(("audit.owner", policy.audit.owner))
+    for path, name in named:
+        if name in admins:
+            raise PolicyError(
+                f"{name!r} is the administrator this plan is made with; a policy cannot manage "
+                "the role that applies it. Connect as another administrator (e.g. postgres) or "
+                "rename the policy's role",
+                path=path,
+                source=policy.source,
+            )
 
 
 def _require_schema(policy: Policy, cat: CatalogSnapshot) -> None:
@@ -348,6 +382,8 @@ def apply(
     drop_removed: bool = False,
     drop_removed_tables: bool = False,
     check: Callable[[Plan], None] | None = None,
+    generate_passwords: bool = False,
+    before_commit: Callable[[Plan], None] | None = None,
 ) -> ApplyResult:
     """Plan and apply ``policy`` (or only some ``phases`` of it, see :func:`plan`) in one
     transaction; all or nothing.
@@ -365,6 +401,11 @@ def apply(
         check: called with the plan made under the lock, before anything runs; raise (an
             :class:`ApplyError`) to refuse it, e.g. because it is not the plan that was shown
             or saved (see :mod:`tsaccess.savedplan`).
+        generate_passwords: see :func:`plan`; the generated passwords are in
+            ``result.plan.generated``.
+        before_commit: called with the plan after every step ran and the database was checked,
+            before the commit; an exception rolls everything back. Write generated passwords
+            down here, so a failure after the commit cannot lose them.
 
     Returns:
         the plan that was applied and how long it took.
@@ -388,20 +429,33 @@ def apply(
                 phases=phases,
                 drop_removed=drop_removed,
                 drop_removed_tables=drop_removed_tables,
+                generate_passwords=generate_passwords,
             )
             if check is not None:
                 check(the_plan)
+            passwords = {**(passwords or {}), **the_plan.generated}
             for i, step in enumerate(the_plan.steps):
                 try:
                     if on_step is not None:
                         on_step(i, step)
-                    conn.execute(step.statement)
+                    if step.secret:
+                        run_secret(conn, step.statement)
+                    else:
+                        conn.execute(step.statement)
                 except psycopg.Error as exc:
                     if conn.broken:
                         raise ApplyError(
                             f"connection lost at step {i + 1}/{len(the_plan)} ({step.summary}); "
                             "the server rolls the transaction back: nothing changed. Run it "
                             "again."
+                        ) from exc
+                    if isinstance(exc, CONCURRENT_ERRORS):
+                        raise ApplyError(
+                            f"step {i + 1}/{len(the_plan)} ({step.summary}) failed: "
+                            f"{exc.diag.message_primary}: another apply (or administrator) "
+                            "changed the same objects at the same time; the transaction was "
+                            "rolled back, nothing changed. Run it again when the other one "
+                            "has finished."
                         ) from exc
                     raise ApplyError(
                         f"step {i + 1}/{len(the_plan)} ({step.summary}) failed: "
@@ -421,6 +475,8 @@ def apply(
                     "after applying, the database still differs from the policy (rolled back, "
                     f"nothing changed): {'; '.join(s.summary for s in after.steps[:5])}"
                 )
+            if before_commit is not None:
+                before_commit(the_plan)
     except psycopg.OperationalError as exc:
         raise ApplyError(
             f"connection lost during apply ({exc.__class__.__name__}); the "

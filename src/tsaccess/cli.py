@@ -148,8 +148,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     policy = _policy(args)
     pw = _passwords(args, [u.name for u in policy.users])
     with _admin(args, policy.database) as conn:
-        matrix = verify(conn, policy, pw, **_user_params(args))
+        matrix = verify(conn, policy, pw, lock_timeout=args.lock_timeout, **_user_params(args))
     print(matrix.to_json() if args.json else matrix.to_text())
+    if matrix.errors:  # nothing proved for some checks: an error, not a verdict
+        return EXIT_ERROR
     return EXIT_OK if matrix.ok else EXIT_DENIED
 
 
@@ -237,7 +239,10 @@ def cmd_certs(args: argparse.Namespace) -> int:
     from tsaccess.tls import DEFAULT_HOSTS, create_certificates
 
     paths = create_certificates(
-        args.out, tuple(args.host) if args.host else DEFAULT_HOSTS, days=args.days
+        args.out,
+        tuple(args.host) if args.host else DEFAULT_HOSTS,
+        days=args.days,
+        replace=args.replace,
     )
     data = {k: str(v) for k, v in paths.__dict__.items()}
     if args.json:
@@ -354,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--generate-passwords",
         metavar="FILE",
-        help="generate missing passwords and write them to FILE (mode 0600)",
+        help="generate passwords for new users (never replacing existing passwords) and "
+        "write them to FILE (mode 0600) before committing",
     )
     sp.add_argument("--audit-only", action="store_true", help=audit_only_help)
     sp.add_argument(
@@ -369,8 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(func=cmd_apply)
 
-    sp = sub.add_parser("verify", help="prove the policy: the access matrix (exit 3 on mismatch)")
+    sp = sub.add_parser(
+        "verify",
+        help="prove the policy: the access matrix (exit 3 on mismatch, 1 when a check errs)",
+    )
     common(sp, policy=True)
+    sp.add_argument(
+        "--lock-timeout",
+        default="5s",
+        help="how long one check waits for a lock on a busy table (PostgreSQL interval, "
+        "default 5s); a check that times out is an error",
+    )
     sp.set_defaults(func=cmd_verify)
 
     sp = sub.add_parser("render-init", help="write init/*.sql and docker-compose.yml")
@@ -438,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument(
         "--days", type=int, default=365, help="validity of the certificates (default 365)"
+    )
+    sp.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace an existing CA and server certificate in --out (clients then need the "
+        "new ca.crt); without it existing files are refused",
     )
     sp.add_argument("--json", action="store_true", help="print the written files as JSON")
     sp.set_defaults(func=cmd_certs)

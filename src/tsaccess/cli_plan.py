@@ -197,13 +197,16 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
             "a saved plan carries its policy and options; give only the plan file", EXIT_USAGE
         )
     policy = saved.policy if saved else tools.policy(args)
-    pw = tools.passwords(
-        args, [u.name for u in policy.users], generate=bool(args.generate_passwords)
-    )
-    if args.generate_passwords:
-        gen = Path(args.generate_passwords)
-        if gen.exists():
-            raise Fail(f"{gen} exists; choose a new file for generated passwords")
+    pw = tools.passwords(args, [u.name for u in policy.users])
+    gen = Path(args.generate_passwords) if args.generate_passwords else None
+    if gen is not None and saved is not None:
+        raise Fail(
+            "--generate-passwords cannot be used with a saved plan (it holds no passwords); "
+            "apply the policy with --policy, or give the passwords",
+            EXIT_USAGE,
+        )
+    if gen is not None and (gen.exists() or gen.is_symlink()):
+        raise Fail(f"{gen} exists; choose a new file for generated passwords")
     ident = sql.Identifier(policy.database)
     created = False
     exists = _policy_db_exists(args, policy, tools)
@@ -215,8 +218,19 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
     if not exists and (args.create_database or (saved is not None and saved.creates_database)):
         with tools.admin(args, maintenance_dbname(args, policy.database)) as conn:
             conn.autocommit = True
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-            created = True
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+                created = True
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                pass  # created meanwhile by another apply: use it (and never drop it)
+    written: list[Path] = []
+
+    def write_generated(p: Any) -> None:
+        # before the commit: a failure after it cannot lose the passwords it set
+        assert gen is not None
+        write_pgpass(gen, p.generated, dbname=policy.database)
+        written.append(gen)
+
     try:
         if saved is not None:
             with tools.admin(args, policy.database) as conn:
@@ -244,22 +258,35 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
                     passwords=pw,
                     check=check,
                     wait_replicas=getattr(args, "wait_replicas", None),
+                    generate_passwords=gen is not None,
+                    before_commit=write_generated if gen is not None else None,
                     **opts,
                 )
-    except BaseException:
-        if created:  # a failed or cancelled apply leaves no new database behind
+    except BaseException as exc:
+        lost = isinstance(exc, psycopg.OperationalError) or isinstance(
+            exc.__cause__, psycopg.OperationalError
+        )
+        for f in written:
+            if lost:  # the commit may have happened: the passwords may be in use
+                print(
+                    f"tsaccess: warning: the connection was lost at the end of apply; {f} is "
+                    "kept: run 'tsaccess plan' to see whether its users exist",
+                    file=sys.stderr,
+                )
+            else:  # rolled back: these passwords were never set
+                f.unlink(missing_ok=True)
+        if created and not lost:  # a failed or cancelled apply leaves no new database behind
             with tools.admin(args, maintenance_dbname(args, policy.database)) as conn:
                 conn.autocommit = True
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
         raise
-    if args.generate_passwords:
-        write_pgpass(args.generate_passwords, pw, dbname=policy.database)
     if args.json:
         tools.print_json(
             {
                 "applied": result.applied,
                 "seconds": round(result.seconds, 3),
                 "steps": [s.summary for s in result.plan.steps],
+                "generated_passwords": sorted(result.plan.generated),
                 **_replica_json(args, result),
             }
         )
@@ -271,8 +298,9 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
                 f"replayed on {len(result.replicas)} standby(s) in "
                 f"{result.replica_seconds * 1000:.0f} ms (LSN {result.commit_lsn})"
             )
-        if args.generate_passwords:
-            print(f"generated passwords written to {args.generate_passwords} (mode 0600)")
+        if gen is not None:
+            users = ", ".join(sorted(result.plan.generated)) or "none (no new user)"
+            print(f"generated passwords for {users} written to {gen} (mode 0600)")
     return EXIT_OK
 
 

@@ -127,11 +127,20 @@ def run_demo(
         if keep:
             pwfile = (info.workdir or Path(".")) / "passwords.pgpass"
             out(f"\n== Server kept running. Passwords: {pwfile} (mode 0600)")
+            out(f"   with PGPASSFILE={pwfile}:")
             for line in result.connect_info:
                 out(f"   {line}")
+            if info.workdir is not None:
+                out(
+                    f"   stop it: pg_ctl -D {info.workdir / 'data'} stop (as the server's OS "
+                    f"user), then delete {info.workdir}"
+                )
     finally:
-        if not keep:
-            srv.stop()
+        # with keep, stop() only lets go of the server: it stays running (also after the
+        # EphemeralServer is garbage collected and at interpreter exit)
+        if keep:
+            srv.keep = True
+        srv.stop()
     return result
 
 
@@ -342,16 +351,23 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         )
         changed = audit.changes(conn, "financial_metrics")
         result.changed_rows = changed.as_dicts()
-        out("\n   Changed rows of financial_metrics (audited per row):")
+        out(
+            "\n   Changed rows of financial_metrics (audited per row), as eve sees them: only "
+            "columns she may read in the table (none)"
+        )
         for change in changed:
             out(
                 f"   {change.username} {change.operation}"
                 f" {json.dumps(change.new_data, default=str)}"
             )
+        with connect(**info.params(dbname=policy.database)) as admin:
+            recorded = audit.changes(admin, "financial_metrics")
         result.checks.append(
             Check(
-                "per-row audit keeps david's 2 rows with their data",
-                sorted(x.username for x in changed if x.new_data) == ["david", "david"],
+                "per-row audit keeps david's 2 rows with their data; eve sees the events but "
+                "no value she may not read in financial_metrics",
+                sorted(x.username for x in recorded if x.new_data) == ["david", "david"]
+                and [(x.username, x.new_data) for x in changed] == [("david", {})] * 2,
             )
         )
         summ = audit.summary(conn, dt.timedelta(hours=1))

@@ -29,6 +29,7 @@ from tsaccess.policy import password_env_var
 __all__ = [
     "Secret",
     "check_private_file",
+    "generate_password",
     "read_pgpass",
     "resolve_passwords",
     "scram_matches",
@@ -63,6 +64,11 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def generate_password() -> Secret:
+    """A new random password (24 random bytes, URL-safe text)."""
+    return Secret(secrets.token_urlsafe(24))
 
 
 def scram_verifier(
@@ -197,5 +203,5 @@ def resolve_passwords(
         elif user in from_file:
             out[user] = from_file[user]
         elif generate:
-            out[user] = Secret(secrets.token_urlsafe(24))
+            out[user] = generate_password()
     return out

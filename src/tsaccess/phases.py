@@ -18,7 +18,7 @@ from psycopg import sql
 from tsaccess._steps import Phase, Step, grant_steps, role_ident
 from tsaccess.catalog import CatalogSnapshot
 from tsaccess.errors import PasswordSourceError, PolicyError
-from tsaccess.passwords import Secret, scram_matches, scram_verifier
+from tsaccess.passwords import Secret, generate_password, scram_matches, scram_verifier
 from tsaccess.policy import Column, Policy, Table
 
 __all__ = ["acl_steps", "role_steps", "table_steps"]
@@ -148,7 +148,16 @@ def role_steps(
     passwords: Mapping[str, Secret],
     warnings: list[str],
     require_passwords: bool,
+    *,
+    generated: dict[str, Secret] | None = None,
 ) -> list[Step]:
+    """Group roles, login users and memberships.
+
+    With ``generated`` (a dict to fill), a user that needs a password and has none in
+    ``passwords`` gets a new random one, recorded there: a new user, or an existing login
+    user known to have no password (readable only by a superuser). An existing password is
+    never replaced by a generated one.
+    """
     steps: list[Step] = []
     for r in policy.roles:
         info = cat.roles.get(r.name) if cat else None
@@ -170,7 +179,11 @@ def role_steps(
             )
     for u in policy.users:
         info = cat.roles.get(u.name) if cat else None
+        # a password is known to be missing only where the verifiers are readable (superuser)
+        no_password = info is not None and cat is not None and cat.superuser and not info.password
         pw = passwords.get(u.name)
+        if pw is None and generated is not None and (info is None or no_password):
+            pw = generated[u.name] = generate_password()
         ident = sql.Identifier(u.name)
         limit = sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(u.connection_limit))
         if info is None:
@@ -219,7 +232,23 @@ def role_steps(
                     "security",
                 )
             )
-        if pw is not None and info.password is not None and not scram_matches(pw, info.password):
+        if pw is None and no_password and info.login:
+            warnings.append(
+                f"login user {u.name!r} has no password and cannot log in: set "
+                f"{u.password_env} or give a 0600 passwords file, then apply"
+            )
+        if pw is not None and no_password:
+            steps.append(
+                Step(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        ident, sql.Literal(scram_verifier(pw))
+                    ),
+                    f"set password of {u.name} (it has none: it cannot log in)",
+                    "security",
+                    secret=True,
+                )
+            )
+        elif pw is not None and info.password is not None and not scram_matches(pw, info.password):
             steps.append(
                 Step(
                     sql.SQL("ALTER ROLE {} PASSWORD {}").format(

@@ -23,8 +23,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from psycopg.rows import tuple_row
 
 from tsaccess._files import write_private
+from tsaccess.errors import TsaccessError
 
 __all__ = [
+    "CertificateExistsError",
     "CertificatePaths",
     "TlsStatus",
     "VerifiedTls",
@@ -48,6 +50,10 @@ class CertificatePaths:
     """``ssl_key_file`` for the server (mode 0600)."""
 
 
+class CertificateExistsError(TsaccessError, FileExistsError):
+    """:func:`create_certificates` would replace existing files (``replace=False``)."""
+
+
 def _san(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
@@ -61,6 +67,7 @@ def create_certificates(
     *,
     days: int = 365,
     common_name: str = "tsaccess",
+    replace: bool = False,
 ) -> CertificatePaths:
     """Create a CA and a server certificate signed by it in ``out_dir``.
 
@@ -71,10 +78,22 @@ def create_certificates(
             ``verify-full`` accepts exactly these.
         days: validity.
         common_name: prefix of the subjects' common names.
+        replace: replace existing files. Without it, an existing CA or server certificate or
+            key in ``out_dir`` raises :class:`CertificateExistsError` and nothing is written:
+            a new CA breaks every client that verifies the server with the old ``ca.crt``.
     """
     if not hosts:
         raise ValueError("create_certificates needs at least one host name or IP address")
     out = Path(out_dir)
+    names = ("ca.crt", "ca.key", "server.crt", "server.key")
+    existing = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
+    if existing and not replace:
+        raise CertificateExistsError(
+            f"{out} already has {', '.join(existing)}; a new CA would break every client that "
+            "verifies the server with the current ca.crt (sslrootcert). Choose another folder, "
+            "or replace them on purpose (tsaccess certs --replace, create_certificates(..., "
+            "replace=True)) and give clients the new ca.crt"
+        )
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     not_before = now - dt.timedelta(minutes=5)

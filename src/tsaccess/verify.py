@@ -1,14 +1,15 @@
 """The access matrix: every privilege tried as every user, compared with the policy.
 
 For each login user x each managed table x {SELECT, INSERT, UPDATE, DELETE, TRUNCATE}, SELECT
-on the per-row audit view, CONNECT to the database and CREATE in the policy's schema, the matrix
-holds three answers:
+on the per-row audit view, each column recorded per row as seen through that view
+(``activity_audit_rows:<table>.<column>``, see :mod:`tsaccess.audit.visibility`), CONNECT to the
+database and CREATE in the policy's schema, the matrix holds three answers:
 
 * **expected**: what the policy grants (through the user's group roles);
 * **catalog**: what the server's ``has_*_privilege`` functions say;
 * **actual**: what happens when the user tries it, over TLS, inside a transaction that is always
-  rolled back (SQLSTATE 42501 means denied; success or any other error means the privilege
-  check passed).
+  rolled back (SQLSTATE 42501 means denied; success, an integrity or data error means the
+  privilege check passed).
 
 Any cell where the three disagree is a failure (``AccessMatrix.ok`` is False).
 
@@ -17,6 +18,9 @@ each table and the audit view, and CONNECT; write probes need the primary (a sta
 every write before checking privileges), so the matrix has no write cells and says so
 (``AccessMatrix.read_only``). With a host list, the users connect to the server ``admin`` landed
 on.
+Any cell where the three disagree is a failure (``AccessMatrix.ok`` is False). A try that ends
+in any other error (lost connection, lock or statement timeout) proves nothing: the cell is an
+error (``Cell.error``, ``AccessMatrix.errors``), never counted as allowed.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from psycopg import sql
 
 from tsaccess._log import get_logger
 from tsaccess._render import html_table, text_table
+from tsaccess.audit.visibility import row_data_visibility, visibility_catalog
 from tsaccess.catalog import read_catalog
 from tsaccess.connection import connect
 from tsaccess.passwords import Secret
@@ -65,10 +70,13 @@ class Cell:
     """None when it could not be tried (no password for the user)."""
     detail: str = ""
     """The server's answer when the try failed (SQLSTATE and message)."""
+    error: bool = False
+    """The try ended in an error that says nothing about the privilege (lost connection, lock
+    or statement timeout...): ``actual`` is None and the matrix is not ok."""
 
     @property
     def ok(self) -> bool:
-        return self.expected == self.catalog == self.actual
+        return not self.error and self.expected == self.catalog == self.actual
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,11 @@ class AccessMatrix:
     @property
     def disagreements(self) -> tuple[Cell, ...]:
         return tuple(c for c in self.cells if not c.ok)
+
+    @property
+    def errors(self) -> tuple[Cell, ...]:
+        """Cells whose try failed for a reason other than privileges (nothing was proved)."""
+        return tuple(c for c in self.cells if c.error)
 
     def cell(self, user: str, obj: str, privilege: str) -> Cell:
         return next(
@@ -112,7 +125,15 @@ class AccessMatrix:
                         row.append("")
                         cls.append("")
                         continue
-                    mark = "allowed" if c.actual else "denied" if c.actual is False else "?"
+                    mark = (
+                        "ERROR"
+                        if c.error
+                        else "allowed"
+                        if c.actual
+                        else "denied"
+                        if c.actual is False
+                        else "?"
+                    )
                     row.append(mark if c.ok else f"{mark} !!")
                     cls.append("ok" if c.ok else "mismatch")
                 tls = self.tls.get(u)
@@ -155,7 +176,15 @@ class AccessMatrix:
                 "(the file apply --generate-passwords wrote) to try them"
             )
             bad = tuple(c for c in bad if c not in untried)
+        if self.errors:
+            out.append(
+                f"{len(self.errors)} check(s) ended in an error, not in an answer: nothing is "
+                "proved for them; fix the cause and run verify again"
+            )
         for c in bad:
+            if c.error:
+                out.append(f"  !! {c.user} {c.privilege} on {c.object}: error ({c.detail})")
+                continue
             out.append(
                 f"  !! {c.user} {c.privilege} on {c.object}: policy "
                 f"{'allows' if c.expected else 'denies'}, catalog "
@@ -175,6 +204,7 @@ class AccessMatrix:
             "ok": self.ok,
             "read_only": self.read_only,
             "disagreements": len(self.disagreements),
+            "errors": len(self.errors),
             "tls": {u: (asdict(t) if t else None) for u, t in self.tls.items()},
             "cells": [{**asdict(c), "ok": c.ok} for c in self.cells],
         }
@@ -254,24 +284,67 @@ def _extra_cells(
     return {(r[0], r[1], r[2]): bool(r[3]) for r in rows}
 
 
-def _try(conn: psycopg.Connection[Any], stmt: sql.Composed) -> tuple[bool, str]:
-    """Run ``stmt`` in a transaction that is always rolled back: (privilege check passed, why)."""
+# A statement that failed past the privilege check: it was allowed (the probe's own data
+# broke a constraint, a value did not fit...). Anything else (lost connection, lock or
+# statement timeout, out of memory...) proves nothing: an error of the check.
+_PASSED = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
+
+
+def _try(
+    conn: psycopg.Connection[Any], stmt: sql.Composed, lock_timeout: str
+) -> tuple[bool | None, str]:
+    """Run ``stmt`` in a transaction that is always rolled back: (privilege check passed, why);
+    None when the try ended in an error that says nothing about privileges."""
     try:
-        conn.execute("SET LOCAL lock_timeout = '5s'")
+        conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, true)", (lock_timeout,))
         conn.execute(stmt)
         return True, ""
     except psycopg.errors.InsufficientPrivilege as exc:
         return False, f"42501 {exc.diag.message_primary}"
-    except psycopg.Error as exc:
+    except _PASSED as exc:
         return True, f"{exc.sqlstate} {exc.diag.message_primary}"  # passed the privilege check
+    except psycopg.Error as exc:
+        why = exc.diag.message_primary or str(exc).strip() or exc.__class__.__name__
+        return None, f"{exc.sqlstate or exc.__class__.__name__} {why}"
     finally:
-        conn.rollback()
+        if not conn.closed and not conn.broken:
+            conn.rollback()
+
+
+def _row_data_cells(admin: psycopg.Connection[Any], policy: Policy, users: list[str]) -> list[Cell]:
+    """One cell per user and column recorded per row: may the user see that column's values
+    through the per-row audit view? Only if the user may also read it in the source table."""
+    catalog = visibility_catalog(admin, policy, users)
+    admin.rollback()
+    seen = row_data_visibility(admin, policy, users)
+    cells: list[Cell] = []
+    for user in users:
+        expected = policy.expected_privileges(user)
+        reads_view = "SELECT" in expected.get(policy.audit.table, ())
+        for t in policy.row_audited:
+            for c in t.audited_data_columns:
+                actual, detail = seen.get((user, t.name, c), (None, "not tried"))
+                cells.append(
+                    Cell(
+                        user,
+                        f"{policy.audit.rows_view}:{t.name}.{c}",
+                        "SELECT",
+                        reads_view and "SELECT" in expected.get(t.name, ()),
+                        catalog.get((user, t.name, c), False),
+                        actual,
+                        detail,
+                        error=actual is None,
+                    )
+                )
+    return cells
 
 
 def verify(
     admin: psycopg.Connection[Any],
     policy: Policy,
     passwords: Mapping[str, Secret],
+    *,
+    lock_timeout: str = "5s",
     **conn_params: Any,
 ) -> AccessMatrix:
     """Build the access matrix.
@@ -281,6 +354,9 @@ def verify(
         passwords: the login users' passwords, to try each privilege as that user.
         conn_params: how users reach the server (host, port, sslrootcert, ...); ``user``,
             ``password`` and ``dbname`` are set per user.
+        lock_timeout: how long one try waits for a lock (a busy table); a try that times out,
+            or fails for any reason other than privileges, is an error of the matrix
+            (``AccessMatrix.errors``), never counted as allowed.
     """
     users = [u.name for u in policy.users]
     tables = list(policy.managed_tables)
@@ -378,6 +454,7 @@ def verify(
                                 last_col.get(table, "id"),
                                 all_cols.get(table, ()),
                             ),
+                            lock_timeout,
                         )
                     cells.append(
                         Cell(
@@ -388,6 +465,7 @@ def verify(
                             catalog_tables.get((user, table, priv), False),
                             actual,
                             detail,
+                            error=actual is None and conn is not None and table not in missing,
                         )
                     )
             if view is not None:
@@ -396,7 +474,7 @@ def verify(
                 if view in missing:
                     actual, detail = None, f"view {view} {absent}"
                 elif conn is not None:
-                    actual, detail = _try(conn, _probe(policy, view, "SELECT", ""))
+                    actual, detail = _try(conn, _probe(policy, view, "SELECT", ""), lock_timeout)
                 cells.append(
                     Cell(
                         user,
@@ -406,6 +484,7 @@ def verify(
                         catalog_tables.get((user, view, "SELECT"), False),
                         actual,
                         detail,
+                        error=actual is None and conn is not None and view not in missing,
                     )
                 )
             for extra in extras:
@@ -418,6 +497,7 @@ def verify(
                         actual, detail = _try(
                             conn,
                             _probe_ident(extra.ident, xpriv, extra.last_column, extra.columns),
+                            lock_timeout,
                         )
                     cells.append(
                         Cell(
@@ -428,6 +508,7 @@ def verify(
                             catalog_extra.get((user, extra.qualified, xpriv), False),
                             actual,
                             detail,
+                            error=actual is None and conn is not None,
                         )
                     )
             if read_only:
@@ -438,18 +519,30 @@ def verify(
                 probe = sql.SQL("CREATE TABLE {} ()").format(
                     sql.Identifier(policy.schema, f"tsaccess_probe_{secrets.token_hex(4)}")
                 )
-                actual_create, detail = _try(conn, probe)
+                actual_create, detail = _try(conn, probe, lock_timeout)
             cells.append(
-                Cell(user, SCHEMA_OBJECT, "CREATE", False, can_create, actual_create, detail)
+                Cell(
+                    user,
+                    SCHEMA_OBJECT,
+                    "CREATE",
+                    False,
+                    can_create,
+                    actual_create,
+                    detail,
+                    error=actual_create is None and conn is not None,
+                )
             )
         finally:
             if conn is not None:
                 conn.close()
+    if view is not None and view not in missing:
+        cells += _row_data_cells(admin, policy, users)
     matrix = AccessMatrix(policy.database, policy.schema, tuple(cells), tls, read_only)
     log.info(
         "access matrix",
         database=policy.database,
         checks=len(cells),
         disagreements=len(matrix.disagreements),
+        errors=len(matrix.errors),
     )
     return matrix

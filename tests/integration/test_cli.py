@@ -150,9 +150,8 @@ def test_audit_subcommands(db, applied):
     res = run(
         "audit", "changes", "--dsn", eve, "--json", "--table", "financial_metrics", check_code=0
     )
-    assert [(r["username"], r["new_data"]["metric_type"]) for r in json.loads(res.stdout)] == [
-        ("david", "tax")
-    ]
+    # eve may not read financial_metrics: the change, none of its values
+    assert [(r["username"], r["new_data"]) for r in json.loads(res.stdout)] == [("david", {})]
     res = run("audit", "changes", "--dsn", eve, "--table", "sensor_readings", check_code=0)
     assert "tax" not in res.stdout
     for what in ("recent", "summary", "activity", "sessions", "roles"):
@@ -265,4 +264,63 @@ def test_demo_json_exits_zero(pg_server):
     assert out["matrix"]["disagreements"] == 0
     assert {"bob", "david"} <= {r["username"] for r in out["audit"] if r["operation"] == "INSERT"}
     assert all(t["ssl"] for t in out["matrix"]["tls"].values())
-    assert company_policy().database == "company_db"
+    # the printed connection commands name the database the demo made
+    assert len(out["connect"]) == len(company_policy().users)
+    assert all(f"dbname={company_policy().database} " in line for line in out["connect"])
+
+
+def test_demo_keep_leaves_a_server_the_printed_commands_reach(tmp_path):
+    import re
+    import shlex
+    import shutil
+
+    from tsaccess.ephemeral import find_installation
+    from tsaccess.ephemeral.local import stop_node, unprivileged_user
+
+    res = run("demo", "--keep", check_code=0)
+    assert "Server kept running" in res.stdout
+    pwfile = Path(re.search(r"Passwords: (\S+)", res.stdout).group(1))
+    workdir = pwfile.parent
+    try:
+        line = next(x for x in res.stdout.splitlines() if x.strip().startswith("carol  psql"))
+        conninfo = shlex.split(line)[2]  # carol psql "<conninfo>"
+        psql = shutil.which("psql") or str(find_installation().bindir / "psql")
+        got = subprocess.run(
+            [
+                psql,
+                "-X",
+                "-A",
+                "-t",
+                "-c",
+                "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                conninfo,
+            ],
+            env={**os.environ, "PGPASSFILE": str(pwfile)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert got.returncode == 0, got.stderr
+        assert got.stdout.strip() == "carol|t"
+    finally:  # the kept server is ours to clean up
+        stop_node(find_installation().bindir, workdir / "data", unprivileged_user(), workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert not workdir.exists()
+
+
+def test_certs_refuse_to_replace_an_existing_ca(tmp_path):
+    out = tmp_path / "ssl"
+    run("certs", "--out", str(out), check_code=0)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    res = run("certs", "--out", str(out), check_code=1)
+    assert "already has ca.crt, ca.key, server.crt, server.key" in res.stderr
+    assert "--replace" in res.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+    (out / "server.crt").unlink()  # even one file left is refused
+    res = run("certs", "--out", str(out), check_code=1)
+    assert "already has ca.crt, ca.key, server.key" in res.stderr
+    run("certs", "--out", str(out), "--replace", check_code=0)
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after["ca.crt"] != before["ca.crt"]
+    assert (out / "ca.key").stat().st_mode & 0o777 == 0o600

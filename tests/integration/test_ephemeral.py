@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
@@ -50,21 +52,33 @@ def test_server_rejects_password_less_and_md5_logins():
             tsaccess.connect(**info.params(password="wrong"))
 
 
-def test_cli_demo_cleans_up_on_sigterm(tmp_path):
-    before = set(Path(tempfile.gettempdir()).glob("tsaccess-pg-*"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tsaccess", "demo"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    lines = [proc.stdout.readline() for _ in range(3)]  # a warning may come first
-    assert any("Throwaway server" in line for line in lines), lines  # the server is up
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    time.sleep(0.2)
-    assert set(Path(tempfile.gettempdir()).glob("tsaccess-pg-*")) - before == set()
+def test_cli_demo_cleans_up_on_sigterm():
+    # a temp folder of its own (readable by the server's OS user): other test runs on this
+    # machine make tsaccess-pg-* folders in the shared one at the same time
+    private_tmp = Path(tempfile.mkdtemp(prefix="tsaccess-sigterm-"))
+    private_tmp.chmod(0o755)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tsaccess", "demo"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "TMPDIR": str(private_tmp)},
+        )
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]  # a warning may come first
+        up = next((x for x in lines if "Throwaway server" in x), None)
+        assert up is not None, lines  # the server is up
+        port = int(re.search(r"on 127\.0\.0\.1:(\d+)", up).group(1))
+        assert [p.name.startswith("tsaccess-pg-") for p in private_tmp.iterdir()] == [True]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        # the process unwinds before it exits: the server is stopped and its folder deleted
+        assert list(private_tmp.iterdir()) == []
+        with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+            s.connect(("127.0.0.1", port))
+    finally:
+        shutil.rmtree(private_tmp, ignore_errors=True)
 
 
 def test_missing_binaries_say_what_to_install(monkeypatch, tmp_path):

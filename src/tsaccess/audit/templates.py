@@ -80,6 +80,14 @@ def _size(tt: str, indent: int) -> str:
     return textwrap.indent(_SIZE.format(tt=tt), " " * indent)
 
 
+# A MERGE fires the statement triggers of every action it names, and a data-modifying WITH
+# those of every part, also where nothing changed: one statement is recorded as the actions
+# that changed rows. A plain statement that changed no row is still recorded (it was tried).
+_SKIP_EMPTY = """
+IF n = 0 AND pg_catalog.current_query() ~* '^\\s*(/\\*.*?\\*/\\s*|--[^\\n]*\\n\\s*)*(merge|with)\\M' THEN
+  RETURN NULL;  -- an action of a MERGE or WITH statement that changed no row
+END IF;"""
+
 _STMT_BODY = """
 DECLARE{context}
   n bigint;
@@ -88,7 +96,7 @@ BEGIN
   IF TG_ARGV[1] = 'counted' THEN
     IF TG_OP = 'DELETE' THEN{size_old}
     ELSIF TG_OP <> 'TRUNCATE' THEN{size_new}
-    END IF;
+    END IF;{skip_empty}
   END IF;
   INSERT INTO {audit} ({columns})
   VALUES (session_user, TG_OP, tbl,
@@ -156,7 +164,7 @@ BEGIN
       CLOSE o_cur;
       CLOSE n_cur;
     END IF;
-  END IF;
+  END IF;{skip_empty}
   INSERT INTO {audit} (id, event_time, {columns}) OVERRIDING SYSTEM VALUE
   VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
           app, act, req, n);
@@ -219,6 +227,7 @@ def function_sources(policy: Policy) -> dict[str, str]:
             columns=_COLUMNS,
             size_old=_size("tsaccess_old", 6),
             size_new=_size("tsaccess_new", 6),
+            skip_empty=textwrap.indent(_SKIP_EMPTY, " " * 4),
         ),
         DENIED_FUNCTION: _DENIED_BODY.format(audit=audit, columns=_COLUMNS),
     }
@@ -236,6 +245,7 @@ def rows_function_source(policy: Policy, table: Table, attrs: Sequence[str]) -> 
         r_row=_row_value(policy, table, attrs, "r"),
         old_row=_row_value(policy, table, attrs, "old"),
         size_new=_size("tsaccess_new", 4),
+        skip_empty=textwrap.indent(_SKIP_EMPTY, " " * 2),
     )
 
 
@@ -280,6 +290,23 @@ def audit_table_ddl(policy: Policy) -> sql.Composed:
     ).format(t=qualified(policy, policy.audit.table))
 
 
+def _readable(value: sql.Composable, strip: sql.Composable, source: sql.Literal) -> sql.Composed:
+    """A recorded row as jsonb with only the columns the reader (``current_user``, the one who
+    queries the view) may SELECT in the source table now: the audit trail never shows a value
+    its reader could not read in the table itself. NULL stays NULL (a composite whose fields are
+    all NULL is not NULL here: ``IS NULL`` would say it is); a row none of whose columns
+    the reader may read is ``{}``; a source table that is gone shows nothing."""
+    return sql.SQL(
+        "CASE WHEN pg_catalog.to_jsonb({v}) IS NULL THEN NULL ELSE COALESCE(("
+        "SELECT pg_catalog.jsonb_object_agg(e.key, e.value)"
+        " FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb({v}){strip}) e"
+        " JOIN pg_catalog.pg_attribute c ON c.attrelid = pg_catalog.to_regclass({source})"
+        " AND c.attname OPERATOR(pg_catalog.=) e.key AND c.attnum > 0 AND NOT c.attisdropped"
+        " WHERE pg_catalog.has_column_privilege(c.attrelid, c.attnum, 'SELECT')),"
+        " '{{}}'::jsonb) END"
+    ).format(v=value, strip=strip, source=source)
+
+
 def rows_view_sql(policy: Policy, data: AuditDataInfo | None) -> sql.Composed:
     """The ``<audit table>_rows`` view: one row per changed row, for every data table (also
     those of tables no longer audited per row: their history stays readable)."""
@@ -306,15 +333,16 @@ def rows_view_sql(policy: Policy, data: AuditDataInfo | None) -> sql.Composed:
             if hidden
             else sql.SQL("")
         )
+        source = sql.Literal(text(qualified(policy, name)))
         parts.append(
             sql.SQL(
-                "SELECT {context}, pg_catalog.to_jsonb(d.old_data){strip},"
-                " pg_catalog.to_jsonb(d.new_data){strip}"
+                "SELECT {context}, {old_data}, {new_data}"
                 " FROM {data} d JOIN {audit} a ON a.id = d.audit_id"
                 " AND a.event_time = d.event_time"
             ).format(
                 context=context.format(shown=sql.Literal(display_name(policy, name))),
-                strip=strip,
+                old_data=_readable(sql.SQL("d.old_data"), strip, source),
+                new_data=_readable(sql.SQL("d.new_data"), strip, source),
                 data=sql.Identifier(policy.audit.data_schema, name),
                 audit=audit_t,
             )

@@ -28,7 +28,14 @@ from tsaccess.policy.timescale import (
     parse_retention,
     parse_slices,
 )
-from tsaccess.policy.validate import BASE_TYPES, DEFAULT_FUNCS, TYPE_RE
+from tsaccess.policy.validate import (
+    BASE_TYPES,
+    DEFAULT_FUNCS,
+    canonical_type,
+    check_column,
+    check_connection_limit,
+    check_interval,
+)
 
 __all__ = ["load_policy", "parse_policy"]
 
@@ -74,11 +81,8 @@ def _parse_column(name: str, spec: object, path: str, source: str) -> Column:
         nullable, low = False, low[: -len(" not null")]
     elif low.endswith(" null"):
         low = low[: -len(" null")]
-    tm = TYPE_RE.match(low.strip())
-    base = tm.group("base").strip() if tm else ""
-    if not tm or (
-        (base + ("[]" if tm.group("arr") else "")) not in BASE_TYPES and base not in BASE_TYPES
-    ):
+    typ = canonical_type(low)
+    if typ is None:
         raise PolicyError(
             f"unsupported column type in {spec!r}; use one of: {', '.join(sorted(BASE_TYPES))}"
             " (with (precision[, scale]) where it applies), then optional 'not null' and "
@@ -86,11 +90,7 @@ def _parse_column(name: str, spec: object, path: str, source: str) -> Column:
             path=path,
             source=source,
         )
-    typ = base
-    if tm.group("p"):
-        typ += f"({tm.group('p')}" + (f",{tm.group('s')}" if tm.group("s") else "") + ")"
-    if tm.group("arr"):
-        typ += "[]"
+    check_column(name, typ, nullable, default, default_function, path, source)
     return Column(name, typ, nullable, default, default_function)
 
 
@@ -174,6 +174,7 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
         cols = _expect(
             t.get("columns"), dict, f"{tp}.columns", source, 'a table of column = "type"'
         )
+        check_interval(t.get("chunk_interval"), f"{tp}.chunk_interval", source)
         tables.append(
             Table(
                 name=tname,
@@ -201,14 +202,6 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
                 else None,
             )
         )
-        if tables[-1].chunk_interval is not None and not re.fullmatch(
-            r"\d+\s*(second|minute|hour|day|week|month)s?", str(tables[-1].chunk_interval)
-        ):
-            raise PolicyError(
-                'chunk_interval must look like "7 days" or "1 hour"',
-                path=f"{tp}.chunk_interval",
-                source=source,
-            )
     roles: list[GroupRole] = []
     for rname, r in _expect(data.get("roles", {}), dict, "roles", source, "a table").items():
         rp = f"roles.{rname}"
@@ -262,19 +255,13 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
                 path=f"{up}.password",
                 source=source,
             )
+        limit = u.get("connection_limit", -1)
+        check_connection_limit(limit, f"{up}.connection_limit", source)
         users.append(
             User(
                 uname,
                 _names(u.get("roles", []), f"{up}.roles", source),
-                int(
-                    _expect(
-                        u.get("connection_limit", -1),
-                        int,
-                        f"{up}.connection_limit",
-                        source,
-                        "an integer",
-                    )
-                ),
+                limit,
                 settings=parse_settings(u.get("settings", {}), f"{up}.settings", source),
                 attributes=parse_attributes(u["attributes"], f"{up}.attributes", source)
                 if "attributes" in u

@@ -41,6 +41,9 @@ from tsaccess.policy.validate import (
     AuditMode,
     Privilege,
     TimescaleMode,
+    check_column,
+    check_connection_limit,
+    check_interval,
     validate,
 )
 
@@ -80,6 +83,20 @@ class Column:
     default_function: str | None = None
     """One of ``now()``, ``CURRENT_TIMESTAMP``, ``gen_random_uuid()``."""
 
+    def __post_init__(self) -> None:
+        # the same check as the TOML loader's: only a known type reaches SQL, in its canonical
+        # spelling (``NUMERIC(5, 2)`` -> ``numeric(5,2)``)
+        canonical = check_column(
+            self.name,
+            self.type,
+            self.nullable,
+            self.default,
+            self.default_function,
+            f"columns.{self.name}",
+            "",
+        )
+        object.__setattr__(self, "type", canonical)
+
 
 @dataclass(frozen=True)
 class Table:
@@ -103,6 +120,9 @@ class Table:
     """TimescaleDB compression (``[tables.<name>.compression]``)."""
     retention: Retention | None = None
     """Chunks dropped by tsaccess's audited retention job (``[tables.<name>.retention]``)."""
+
+    def __post_init__(self) -> None:
+        check_interval(self.chunk_interval, f"tables.{self.name}.chunk_interval", "")
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -150,6 +170,9 @@ class User:
     """Session settings for this user in the policy's database (``ALTER ROLE ... SET``)."""
     attributes: tuple[tuple[str, str], ...] = ()
     """(name, value) pairs row slices compare with (e.g. ``department = "Sales"``)."""
+
+    def __post_init__(self) -> None:
+        check_connection_limit(self.connection_limit, f"users.{self.name}.connection_limit", "")
 
     @property
     def password_env(self) -> str:

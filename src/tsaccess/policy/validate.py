@@ -22,7 +22,11 @@ __all__ = [
     "AuditMode",
     "Privilege",
     "TimescaleMode",
+    "canonical_type",
+    "check_column",
+    "check_connection_limit",
     "check_ident",
+    "check_interval",
     "validate",
 ]
 
@@ -86,6 +90,97 @@ DEFAULT_FUNCS = {
 }
 
 
+INTERVAL_RE = re.compile(r"\d+\s*(second|minute|hour|day|week|month)s?")
+_INT4_MAX = 2**31 - 1
+
+
+def canonical_type(spec: str) -> str | None:
+    """``spec`` as one of the allowed column types (``numeric(5,2)``, ``text[]``), or None.
+
+    The one check of a column type, whatever built the column (TOML or Python): only a known
+    base type with an optional ``(precision[, scale])`` and ``[]`` reaches SQL.
+    """
+    tm = TYPE_RE.match(" ".join(spec.strip().lower().split()))
+    if not tm:
+        return None
+    base = tm.group("base").strip()
+    arr = "[]" if tm.group("arr") else ""
+    if (base + arr) not in BASE_TYPES and base not in BASE_TYPES:
+        return None
+    typ = base
+    if tm.group("p"):
+        typ += f"({tm.group('p')}" + (f",{tm.group('s')}" if tm.group("s") else "") + ")"
+    return typ + arr
+
+
+def check_column(
+    name: object,
+    type_: object,
+    nullable: object,
+    default: object,
+    default_function: object,
+    path: str,
+    source: str,
+) -> str:
+    """Check a column's fields; returns its canonical type. Raises :class:`PolicyError`."""
+    check_ident(name, path, source)
+    canonical = canonical_type(type_) if isinstance(type_, str) else None
+    if canonical is None:
+        raise PolicyError(
+            f"unsupported column type {type_!r}; use one of: {', '.join(sorted(BASE_TYPES))}"
+            " (with (precision[, scale]) where it applies); nullability and defaults are "
+            "separate fields",
+            path=f"{path}.type",
+            source=source,
+        )
+    if not isinstance(nullable, bool):
+        raise PolicyError("nullable must be true or false", path=f"{path}.nullable", source=source)
+    if default is not None and (
+        not isinstance(default, str | int | float | bool)
+        or (isinstance(default, str) and "\x00" in default)
+    ):
+        raise PolicyError(
+            f"default {default!r} is not a string, number or boolean literal (without NUL)",
+            path=f"{path}.default",
+            source=source,
+        )
+    if default_function is not None:
+        if default_function not in DEFAULT_FUNCS.values():
+            raise PolicyError(
+                f"default_function {default_function!r} is not allowed; use one of "
+                f"{', '.join(DEFAULT_FUNCS.values())}",
+                path=f"{path}.default_function",
+                source=source,
+            )
+        if default is not None:
+            raise PolicyError(
+                "a column has a default or a default_function, not both",
+                path=f"{path}.default",
+                source=source,
+            )
+    return canonical
+
+
+def check_interval(value: object, path: str, source: str) -> None:
+    """A chunk interval: None or text like ``7 days`` / ``1 hour``."""
+    if value is not None and not (isinstance(value, str) and INTERVAL_RE.fullmatch(value)):
+        raise PolicyError(
+            f'chunk_interval {value!r} must look like "7 days" or "1 hour"',
+            path=path,
+            source=source,
+        )
+
+
+def check_connection_limit(value: object, path: str, source: str) -> None:
+    """-1 (no limit) or a connection count PostgreSQL accepts."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= _INT4_MAX:
+        raise PolicyError(
+            f"connection_limit {value!r} must be an integer from -1 (no limit) to {_INT4_MAX}",
+            path=path,
+            source=source,
+        )
+
+
 def check_ident(name: object, path: str, source: str, *, role: bool = False) -> str:
     if not isinstance(name, str) or not name:
         raise PolicyError("must be a non-empty string", path=path, source=source)
@@ -114,6 +209,18 @@ def check_ident(name: object, path: str, source: str, *, role: bool = False) -> 
 def validate(p: Policy) -> None:
     src = p.source
     check_ident(p.database, "database.name", src)
+    if p.timescaledb not in ("prefer", "require", "off"):
+        raise PolicyError(
+            f'timescaledb = {p.timescaledb!r}; use "prefer", "require" or "off"',
+            path="database.timescaledb",
+            source=src,
+        )
+    if p.audit.default_mode not in ("statement", "row", "off"):
+        raise PolicyError(
+            f'default_mode = {p.audit.default_mode!r}; use "statement", "row" or "off"',
+            path="audit.default_mode",
+            source=src,
+        )
     check_ident(p.schema, "database.schema", src)
     if p.schema.startswith(("pg_", "_timescaledb")) or p.schema == "information_schema":
         raise PolicyError(
@@ -160,9 +267,23 @@ def validate(p: Policy) -> None:
             )
         if not t.columns:
             raise PolicyError("a table needs at least one column", path=f"{tp}.columns", source=src)
+        if not isinstance(t.hypertable, bool):
+            raise PolicyError("must be true or false", path=f"{tp}.hypertable", source=src)
+        if t.time_column is not None and not isinstance(t.time_column, str):
+            raise PolicyError("must be a column name", path=f"{tp}.time_column", source=src)
+        check_interval(t.chunk_interval, f"{tp}.chunk_interval", src)
         seen: set[str] = set()
         for c in t.columns:
-            check_ident(c.name, f"{tp}.columns.{c.name}", src)
+            # the same check as Column.__post_init__, here with the table in the path
+            check_column(
+                c.name,
+                c.type,
+                c.nullable,
+                c.default,
+                c.default_function,
+                f"{tp}.columns.{c.name}",
+                src,
+            )
             if c.name in seen:
                 raise PolicyError(f"duplicate column {c.name!r}", path=f"{tp}.columns", source=src)
             seen.add(c.name)
@@ -284,6 +405,9 @@ def validate(p: Policy) -> None:
     for u in p.users:
         up = f"users.{u.name}"
         check_ident(u.name, up, src, role=True)
+        check_connection_limit(u.connection_limit, f"{up}.connection_limit", src)
+        for i, rname in enumerate(u.roles):
+            check_ident(rname, f"{up}.roles[{i}]", src, role=True)
         if u.name in user_names:
             raise PolicyError(f"duplicate user {u.name!r}", path=up, source=src)
         if u.name in role_names or u.name == p.audit.owner:
