@@ -199,12 +199,6 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
     policy = saved.policy if saved else tools.policy(args)
     pw = tools.passwords(args, [u.name for u in policy.users])
     gen = Path(args.generate_passwords) if args.generate_passwords else None
-    if gen is not None and saved is not None:
-        raise Fail(
-            "--generate-passwords cannot be used with a saved plan (it holds no passwords); "
-            "apply the policy with --policy, or give the passwords",
-            EXIT_USAGE,
-        )
     if gen is not None and (gen.exists() or gen.is_symlink()):
         raise Fail(f"{gen} exists; choose a new file for generated passwords")
     ident = sql.Identifier(policy.database)
@@ -234,7 +228,13 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
     try:
         if saved is not None:
             with tools.admin(args, policy.database) as conn:
-                result = apply_saved(conn, saved, passwords=pw)
+                result = apply_saved(
+                    conn,
+                    saved,
+                    passwords=pw,
+                    generate_passwords=gen is not None,
+                    before_commit=write_generated if gen is not None else None,
+                )
         else:
             with tools.admin(args, policy.database) as conn:
                 opts: dict[str, Any] = {

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,8 +213,13 @@ def apply_saved(
     saved: SavedPlan,
     *,
     passwords: Mapping[str, Secret] | None = None,
+    generate_passwords: bool = False,
+    before_commit: Callable[[Plan], None] | None = None,
 ) -> ApplyResult:
     """Apply exactly the saved plan, or nothing: refuses if the database moved since.
+
+    ``generate_passwords`` and ``before_commit`` are passed to :func:`tsaccess.bootstrap.apply`
+    (passwords for new users, written down before the commit).
 
     ``conn`` is connected to the plan's database (created by the caller for a plan made
     before the database existed: its ``create database`` step runs outside any transaction).
@@ -247,6 +252,8 @@ def apply_saved(
         conn,
         saved.policy,
         passwords=passwords,
+        generate_passwords=generate_passwords,
+        before_commit=before_commit,
         phases=AUDIT_ONLY if saved.options.get("audit_only") else None,
         drop_removed=saved.options.get("drop_removed", False),
         drop_removed_tables=saved.options.get("drop_removed_tables", False),

@@ -535,7 +535,7 @@ def verify(
         finally:
             if conn is not None:
                 conn.close()
-    if view is not None and view not in missing:
+    if view is not None and view not in missing and not read_only:  # the probe row is a write
         cells += _row_data_cells(admin, policy, users)
     matrix = AccessMatrix(policy.database, policy.schema, tuple(cells), tls, read_only)
     log.info(
