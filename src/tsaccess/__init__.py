@@ -1,5 +1,6 @@
 """tsaccess: make a TimescaleDB/PostgreSQL database safe to share."""
 
+from tsaccess.audit import runtime as _audit  # noqa: F401  plugs TsConnection.record_refusal
 from tsaccess.connection import ScopedPool, TsConnection, connect, create_pool
 from tsaccess.errors import (
     ApplyError,
