@@ -1,5 +1,6 @@
 """tsaccess: make a TimescaleDB/PostgreSQL database safe to share."""
 
+from tsaccess._results import Results, results
 from tsaccess.audit import runtime as _audit  # noqa: F401  plugs TsConnection.record_refusal
 from tsaccess.connection import ScopedPool, TsConnection, connect, create_pool
 from tsaccess.errors import (
@@ -14,6 +15,7 @@ from tsaccess.errors import (
     TsaccessError,
 )
 from tsaccess.preflight import connection as _preflight  # noqa: F401  plugs connect(preflight=True)
+from tsaccess.preflight.access import my_access
 from tsaccess.tls import TlsStatus, create_certificates, tls_status
 
 __version__ = "0.1.0"
@@ -25,6 +27,7 @@ __all__ = [
     "PasswordSourceError",
     "PolicyError",
     "PreflightDenied",
+    "Results",
     "RoleScopeError",
     "ScopedPool",
     "ServerStartError",
@@ -35,5 +38,7 @@ __all__ = [
     "connect",
     "create_certificates",
     "create_pool",
+    "my_access",
+    "results",
     "tls_status",
 ]
