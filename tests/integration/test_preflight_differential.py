@@ -227,6 +227,13 @@ CORPUS = [
     "SELECT U&\"n!0061me\" UESCAPE '!' FROM app.items",
     'SELECT U&"\\0069d" FROM app.items',
     'SELECT 1 FROM app.U&"\\0069tems"',
+    # the fast path (no parse when every table named is readable in full) must stay exact
+    "SELECT b FROM app.pub WHERE a > 0",
+    "SELECT p.b FROM app.pub p, app.U&\"i!0074ems\" UESCAPE '!' i WHERE p.a = 1",
+    "SELECT b FROM app.pub WHERE a IN (SELECT x FROM hidden.h)",
+    "WITH p AS (SELECT a FROM app.pub) SELECT * FROM p, app.items",
+    "SELECT a FROM app.pub FOR UPDATE",
+    "SELECT a INTO TEMP t_new FROM app.pub",
     # multi-statement strings: every statement is checked
     "SELECT 1; SELECT secret FROM app.items",
     "SELECT a FROM app.pub; UPDATE app.items SET name = 'x' WHERE false",

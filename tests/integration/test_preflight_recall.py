@@ -106,3 +106,25 @@ def test_a_huge_statement_is_deferred_without_being_parsed(company):
     with company.connect("alice", preflight=True) as conn:  # collapsed, then analysed
         with pytest.raises(tsaccess.PreflightDenied):
             conn.execute(medium)
+
+
+def test_new_shapes_on_fully_readable_tables_skip_the_parse(company):
+    """The fast path: exact, because it only ever allows what no analysis could refuse."""
+    with company.connect("carol", preflight=True) as conn:  # SELECT on both tables
+        checker = conn.preflight
+        v = checker.check(
+            "SELECT f.department, avg(s.temperature) FROM financial_metrics f"
+            " JOIN sensor_readings s USING (department) GROUP BY 1"
+        )
+        assert v.status == "allowed" and not checker._analyses  # decided without sqlglot
+        for stmt in [  # each needs more than SELECT, or names a table only the parse sees
+            "SELECT amount FROM financial_metrics FOR UPDATE",
+            "WITH d AS (DELETE FROM sensor_readings RETURNING *) SELECT * FROM d",
+            "SELECT department FROM tsaccess_audit.financial_metrics",  # private per-row data
+            "SELECT 1 FROM sensor_readings, U&\"activity!005faudit\" UESCAPE '!'",
+        ]:
+            assert checker.check(stmt).status == "denied", stmt
+    with company.connect("alice", preflight=True) as conn:  # column grants: analysed
+        with pytest.raises(tsaccess.PreflightDenied):
+            conn.execute("SELECT amount, sensor_id FROM financial_metrics, sensor_readings")
+        assert conn.preflight._analyses

@@ -67,6 +67,9 @@ SELECT n.nspname, c.relname,
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
    AND n.nspname !~ '^pg_' AND n.nspname !~ '^_timescaledb' AND n.nspname <> 'information_schema'
    AND NOT c.relispartition
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d  -- an extension's own views and tables
+                    WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                      AND d.deptype = 'e')
    AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
    AND (pg_catalog.has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE')
         OR pg_catalog.has_table_privilege(c.oid, 'DELETE, TRUNCATE'))

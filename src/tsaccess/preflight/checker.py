@@ -8,10 +8,11 @@ refusal; whatever the analysis cannot decide is *deferred* to the server.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
@@ -30,6 +31,13 @@ from tsaccess.preflight.snapshot import (
 from tsaccess.preflight.text import shape
 
 __all__ = ["Checker", "Verdict"]
+
+_READ_ONLY_START = re.compile(r"\s*(?:select|with)\b", re.IGNORECASE)
+_WORD = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$]*')
+# words that make a statement need more than SELECT (or change what it means)
+_WRITES = frozenset(
+    {"insert", "update", "delete", "truncate", "merge", "copy", "for", "into", "lock"}
+)
 
 
 @dataclass(frozen=True)
@@ -149,8 +157,14 @@ class Checker:
         if skey != key:
             v = self._cached(skey)
             if v is not None:
-                v = replace(v, statement=text)
+                v = Verdict(v.status, text, v.missing, v.reason, v.generation, v.caveats)
                 self._remember(key, v)
+                return v
+        if shaped is not None and skey not in self._analyses:
+            v = self._readable_in_full(text, shaped)
+            if v is not None:
+                self._remember(key, v)
+                self._remember(skey, v)
                 return v
         a = self.analysis(text, has_params, shaped, skey)
         if a.deferred:
@@ -165,6 +179,46 @@ class Checker:
             if skey != key:
                 self._remember(skey, v)
         return v
+
+    def _readable_in_full(self, text: str, shaped: str) -> Verdict | None:
+        """The fast path for a new query shape, without parsing: a single read-only query
+        whose every word that names a relation names only relations the session may read in
+        full (table-level SELECT, schema USAGE) cannot be refused for privileges pre-flight
+        checks. None when that is not certain (the statement is then analysed)."""
+        if (
+            not _READ_ONLY_START.match(shaped)
+            or ";" in shaped.rstrip().rstrip(";")
+            or "&" in shaped  # U&"..." names a relation without spelling its name
+            or not shaped.isascii()  # unquoted names fold ASCII letters only
+        ):
+            return None
+        if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            return None
+        snap = self.snapshot()
+        caveats: set[str] = set()
+        named = False
+        if '"' in shaped:
+            words = {
+                w[1:-1].replace('""', '"') if w[0] == '"' else w.lower()
+                for w in _WORD.findall(shaped)
+            }
+        else:  # no quoted names: fold the whole text once
+            words = set(_WORD.findall(shaped.lower()))
+        if words & _WRITES:
+            return None
+        for name in words:
+            for rel in snap.named(name):
+                if not rel.usage and rel.schema not in words:
+                    continue  # unreachable unless qualified: the schema is not searched
+                if not (rel.table["SELECT"] and rel.usage):
+                    return None
+                named = True
+                caveats.update(rel.caveats)
+        if not named:
+            return None  # nothing known: let the analysis say what is unresolved
+        if "(" in shaped:
+            caveats.add("function bodies")
+        return Verdict("allowed", text, generation=snap.generation, caveats=tuple(sorted(caveats)))
 
     def _evaluate(self, text: str, a: Analysis) -> Verdict:
         snap = self.snapshot()

@@ -76,6 +76,16 @@ class Snapshot:
     catalog_names: frozenset[str]
     taken: float
     generation: int
+    _by_name: dict[str, list[Rel]] | None = None
+
+    def named(self, name: str) -> list[Rel]:
+        """Every relation called ``name``, in any schema."""
+        if self._by_name is None:
+            index: dict[str, list[Rel]] = {}
+            for rel in self.rels.values():
+                index.setdefault(rel.name, []).append(rel)
+            self._by_name = index
+        return self._by_name.get(name, [])
 
     def resolve(self, ref: TableRef) -> Rel | Literal["system"] | None:
         if ref.schema is not None:

@@ -23,8 +23,11 @@ MAX_SHAPED = 65_536
 about as much as the server's own parse)."""
 
 _UNSURE = re.compile(r"\\|/\*|\$(?!\d)")
-_SET_CONFIG = re.compile(r"(?i)set_config")  # its first constant matters: exact key
-_PREFIXED = re.compile(r"[\w&]''")  # E'..', U&'..', B'..', X'..' once constants are ''
+_PREFIXED = re.compile(r"[A-Za-z0-9_&]''")  # E'..', U&'..', B'..', X'..' once constants are ''
+_STRING = re.compile(r"'(?:[^']|'')*'")
+_NUMBER = re.compile(  # ASCII classes: twice as fast as \w (used on ASCII texts only)
+    r"(?<![A-Za-z0-9_$.])(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?![A-Za-z0-9_$])"
+)
 
 _LITERAL = re.compile(
     r"'(?:[^']|'')*'"  # string constant
@@ -58,9 +61,15 @@ def shape(text: str) -> str | None:
 
     The result parses to a statement that needs exactly the privileges ``text`` needs.
     """
-    if len(text) > MAX_SHAPED or _UNSURE.search(text) is not None or _SET_CONFIG.search(text):
+    if len(text) > MAX_SHAPED or _UNSURE.search(text) is not None:
         return None
-    out = _LITERAL.sub(_literal, text)
+    if "set_config" in text.lower():  # its first constant matters: exact key
+        return None
+    if text.isascii() and '"' not in text and "--" not in text:
+        # the common case, three times as fast: strings, then numbers outside them
+        out = _NUMBER.sub("0", _STRING.sub("''", text))
+    else:  # quoted names, comments, non-ASCII names: one scan, in order
+        out = _LITERAL.sub(_literal, text)
     if _PREFIXED.search(out) is not None:
         return None
     if len(out) > 256 and not (

@@ -22,6 +22,7 @@ from tsaccess.preflight.text import MAX_ANALYSED, decode_unicode_names, shape, s
 
 __all__ = ["analyze"]
 
+_POSTGRES = sqlglot.Dialect.get_or_raise("postgres")
 _PLACEHOLDER = re.compile(r"%%|%\(\w+\)[sbt]|%[sbt]")
 
 _ALLOWED_ROOTS = (
@@ -76,7 +77,7 @@ def _analyze(text: str, has_params: bool, shaped: str | None) -> Analysis:
         return Analysis(deferred=f"{first[:20]} statements are checked by the server")
     try:
         text = decode_unicode_names(text)
-        trees = sqlglot.parse(_sqlglot_text(text, has_params), read="postgres")
+        trees = _POSTGRES.parse(_sqlglot_text(text, has_params))
     except Exception as exc:
         return Analysis(deferred=f"not parsed ({exc.__class__.__name__})")
     trees = [t for t in trees if t is not None]
