@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = [
@@ -15,6 +16,20 @@ SCRIPTS = [
     "05_ingest_job.py",
     "04_monitoring.py",
 ]
+
+
+EXECUTED = HERE / "_executed" / "analyst.ipynb"
+
+
+def check_outputs(nb: Any) -> str:
+    """What is wrong with the executed notebook's saved outputs ("" when nothing): the plot
+    must be inline (an image/png output), the access table rendered as HTML."""
+    kinds = [set(o.get("data", {})) for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    if not any("image/png" in k for k in kinds):
+        return "no image/png output: the plot was not rendered inline"
+    if not any("text/html" in k for k in kinds):
+        return "no text/html output: tables did not render as HTML"
+    return ""
 
 
 def main() -> int:
@@ -39,6 +54,14 @@ def main() -> int:
             nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
         ).execute()
         print("notebook executed:", sum(1 for c in nb.cells if c.cell_type == "code"), "cells")
+        EXECUTED.parent.mkdir(exist_ok=True)
+        nbformat.write(nb, EXECUTED)
+        problem = check_outputs(nb)
+        if problem:
+            print(f"notebook output: {problem}")
+            failed.append("analyst.ipynb")
+        else:
+            print(f"notebook output has its plot (image/png): {EXECUTED.relative_to(HERE)}")
     except Exception as exc:
         print(f"notebook failed: {exc}"[:2000])
         failed.append("analyst.ipynb")

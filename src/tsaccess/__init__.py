@@ -1,5 +1,7 @@
 """tsaccess: make a TimescaleDB/PostgreSQL database safe to share."""
 
+from tsaccess._results import Results, results
+from tsaccess.audit import runtime as _audit  # noqa: F401  plugs TsConnection.record_refusal
 from tsaccess.connection import ScopedPool, TsConnection, connect, create_pool
 from tsaccess.errors import (
     ApplyError,
@@ -18,6 +20,7 @@ from tsaccess.errors import (
     TsaccessError,
 )
 from tsaccess.preflight import connection as _preflight  # noqa: F401  plugs connect(preflight=True)
+from tsaccess.preflight.access import my_access
 from tsaccess.tls import TlsStatus, create_certificates, tls_status
 
 __version__ = "0.1.0"
@@ -32,6 +35,7 @@ __all__ = [
     "PolicyErrors",
     "PreflightDenied",
     "ReplicaLagError",
+    "Results",
     "RoleScopeError",
     "ScopedPool",
     "ServerStartError",
@@ -44,5 +48,7 @@ __all__ = [
     "connect",
     "create_certificates",
     "create_pool",
+    "my_access",
+    "results",
     "tls_status",
 ]

@@ -50,6 +50,7 @@ __all__ = [
     "TsConnection",
     "connect",
     "create_pool",
+    "plug_denied_recorder",
     "plug_preflight",
     "secure_params",
     "without_login",
@@ -116,6 +117,17 @@ class TsConnection(psycopg.Connection[Any]):
 
     def after_reset(self) -> None:
         """Hook: a pool reset the connection for its next borrower. The default does nothing."""
+
+    def record_refusal(self, statement: str, reason: str, tables: Sequence[str] = ()) -> bool:
+        """Record a refused statement as a ``DENIED`` audit event, if the audit trail can.
+
+        The recorder is :func:`tsaccess.audit.record_denied` (``import tsaccess`` plugs it in:
+        this layer does not import the audit rooms). Returns False when nothing was recorded
+        (no recorder, the audit trail is not installed, the user may not write it).
+        """
+        if _denied_recorder is None:
+            return False
+        return _denied_recorder(self, statement, reason, tuple(tables))
 
     def open_side(
         self, *, autocommit: bool = True, target_session_attrs: str | None = None
@@ -226,6 +238,14 @@ def _opener(secure: SecureParams, pooler: str | None = None) -> Callable[..., Ts
 _NO_TLS = re.compile(r"server does not support SSL")  # libpq's message (fe-connect.c)
 
 _preflight_class: type[TsConnection] | None = None
+_denied_recorder: Callable[[TsConnection, str, str, tuple[str, ...]], bool] | None = None
+
+
+def plug_denied_recorder(fn: Callable[[TsConnection, str, str, tuple[str, ...]], bool]) -> None:
+    """Register what :meth:`TsConnection.record_refusal` calls (``tsaccess.audit`` does, when
+    imported): ``fn(conn, statement, reason, tables) -> recorded``."""
+    global _denied_recorder
+    _denied_recorder = fn
 
 
 def plug_preflight(cls: type[TsConnection]) -> None:

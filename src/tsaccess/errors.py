@@ -113,10 +113,12 @@ class MissingPrivilege:
     """Schema-qualified table (or schema, for ``USAGE``)."""
     columns: tuple[str, ...] = ()
     """The columns concerned, empty for a table-level need."""
+    kind: str = ""
+    """What ``object`` is when not a table (or a schema, for ``USAGE``): ``sequence``."""
 
     def __str__(self) -> str:
         cols = f" ({', '.join(self.columns)})" if self.columns else ""
-        kind = "schema" if self.privilege == "USAGE" else "table"
+        kind = self.kind or ("schema" if self.privilege == "USAGE" else "table")
         return f"{self.privilege}{cols} on {kind} {self.object}"
 
 

@@ -12,18 +12,22 @@ transaction-mode pooler the actor is set in every transaction, never on the shar
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg import sql
 
 from tsaccess._log import get_logger
 from tsaccess.audit.templates import DENIED_FUNCTION
-from tsaccess.connection import TsConnection
+from tsaccess.connection import TsConnection, plug_denied_recorder
+from tsaccess.errors import TsaccessError
 from tsaccess.topology import in_recovery, open_primary
 
 __all__ = ["record_denied", "set_actor"]
 
 log = get_logger("tsaccess.audit")
+
+_SIDE_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '500ms'"
 
 
 def set_actor(
@@ -64,7 +68,10 @@ def record_denied(
     """Record a refused statement as a ``DENIED`` audit event, in its own transaction.
 
     Uses ``conn`` when it is idle; otherwise (a transaction is open or failed) a second
-    connection with the same parameters, so the event survives the caller's rollback. The event
+    connection with the same parameters, so the event survives the caller's rollback. If the
+    second connection waits on a lock the caller's transaction holds (it created the audit
+    table's current chunk), the event is written in the caller's transaction instead (under a
+    savepoint: kept if that transaction commits). The event
     is client-asserted (``client_asserted = true``). Returns False, and logs, when the event
     could not be recorded (e.g. the user may not execute the function).
 
@@ -106,9 +113,22 @@ def record_denied(
                     db_user=conn.info.user,
                 )
                 return False
-            with conn.open_side(autocommit=False) as side, side.transaction():
-                _tag(side, conn)
-                side.execute(stmt, args)
+            with conn.open_side(autocommit=False) as side:
+                try:
+                    with side.transaction():
+                        side.execute(_SIDE_LOCK_TIMEOUT)
+                        _tag(side, conn)
+                        side.execute(stmt, args)
+                except psycopg.errors.LockNotAvailable:
+                    # the caller's own transaction holds the lock (it created the audit
+                    # table's current chunk): record inside it, kept if it commits
+                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+                        raise
+                    log.info(
+                        "denied event written in the caller's transaction", db_user=side.info.user
+                    )
+                    with conn.transaction():
+                        conn.execute(stmt, args)
     except psycopg.Error as exc:
         log.warning(
             "denied event not recorded", db_user=conn.info.user, error=exc.__class__.__name__
@@ -125,3 +145,53 @@ def _tag(side: TsConnection, conn: TsConnection) -> None:
             " pg_catalog.set_config('tsaccess.request_id', %s, true)",
             (conn.actor or "", conn.request_id or ""),
         )
+
+
+# per connection: the schema of the DENIED function this user may execute (None: none)
+_denied_schema: WeakKeyDictionary[TsConnection, str | None] = WeakKeyDictionary()
+
+_FIND_DENIED = (
+    "SELECT n.nspname FROM pg_catalog.pg_proc p"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
+    " WHERE p.proname = %s AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE')"
+    " ORDER BY pg_catalog.array_position(pg_catalog.current_schemas(false), n.nspname), 1"
+    " LIMIT 1"
+)
+
+
+def _find_schema(conn: TsConnection) -> str | None:
+    """Where the audit trail's DENIED function is (looked up once per connection)."""
+    if conn in _denied_schema:
+        return _denied_schema[conn]
+    schema: str | None = None
+    try:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            with conn.transaction(), psycopg.Cursor(conn) as cur:
+                row = cur.execute(_FIND_DENIED, (DENIED_FUNCTION,)).fetchone()
+        else:
+            with conn.open_side(autocommit=True) as side:
+                row = side.execute(_FIND_DENIED, (DENIED_FUNCTION,)).fetchone()
+        schema = row[0] if row else None
+    except (psycopg.Error, TsaccessError) as exc:
+        log.debug("denied events: lookup failed", error=exc.__class__.__name__)
+        return None
+    if schema is None:
+        log.debug("denied events: no audit trail this user may write", db_user=conn.info.user)
+    _denied_schema[conn] = schema
+    return schema
+
+
+def _record_refusal(
+    conn: TsConnection, statement: str, reason: str, tables: tuple[str, ...]
+) -> bool:
+    """The recorder behind :meth:`tsaccess.TsConnection.record_refusal`: a DENIED event with
+    the refused tables, when the database has the audit trail."""
+    schema = _find_schema(conn)
+    if schema is None:
+        return False
+    return record_denied(
+        conn, statement, reason, table_name=", ".join(tables) or None, schema=schema
+    )
+
+
+plug_denied_recorder(_record_refusal)

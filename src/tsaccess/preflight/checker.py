@@ -8,6 +8,7 @@ refusal; whatever the analysis cannot decide is *deferred* to the server.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -18,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from tsaccess.errors import MissingPrivilege
-from tsaccess.preflight.model import ALL, Analysis, ColNeed, Need, TableRef
+from tsaccess.preflight.model import ALL, Analysis, ColNeed, JoinNeed, Need, TableRef
 from tsaccess.preflight.snapshot import (
     COLUMN_PRIVS,
     Rel,
@@ -27,8 +28,16 @@ from tsaccess.preflight.snapshot import (
     load_columns,
     take_snapshot,
 )
+from tsaccess.preflight.text import shape
 
 __all__ = ["Checker", "Verdict"]
+
+_READ_ONLY_START = re.compile(r"\s*(?:select|with)\b", re.IGNORECASE)
+_WORD = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$]*')
+# words that make a statement need more than SELECT (or change what it means)
+_WRITES = frozenset(
+    {"insert", "update", "delete", "truncate", "merge", "copy", "for", "into", "lock"}
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ class Checker:
         self.ttl = ttl
         self._cache_size = cache_size
         self._analyses: OrderedDict[tuple[str, bool], Analysis] = OrderedDict()
-        self._verdicts: dict[tuple[str, bool], Verdict] = {}
+        self._verdicts: OrderedDict[tuple[str, bool], Verdict] = OrderedDict()
         self._snapshot: Snapshot | None = None
         self._generation = 0
         self.session_changed = False
@@ -103,20 +112,22 @@ class Checker:
             s = self._snapshot = take_snapshot(self._conn, self._generation)
         return s
 
-    def analysis(self, text: str, has_params: bool) -> Analysis:
-        key = (text, has_params)
+    def analysis(
+        self, text: str, has_params: bool, shaped: str | None = None, key: Any = None
+    ) -> Analysis:
+        """The analysis of ``text``, cached under ``key`` (default: the text)."""
+        key = key or (text, has_params)
         a = self._analyses.get(key)
         if a is None:
             from tsaccess.preflight.analysis import analyze  # sqlglot loads on first use
 
-            a = analyze(text, has_params=has_params)
+            a = analyze(text, has_params=has_params, shaped=shaped)
             self._analyses[key] = a
             if len(self._analyses) > self._cache_size:
                 self._analyses.popitem(last=False)
         return a
 
-    def check(self, text: str, *, has_params: bool = False) -> Verdict:
-        key = (text, has_params)
+    def _cached(self, key: tuple[str, bool]) -> Verdict | None:
         v = self._verdicts.get(key)
         s = self._snapshot
         if (
@@ -126,7 +137,36 @@ class Checker:
             and time.monotonic() - s.taken <= self.ttl
         ):
             return v
-        a = self.analysis(text, has_params)
+        return None
+
+    def _remember(self, key: tuple[str, bool], v: Verdict) -> None:
+        self._verdicts[key] = v
+        if len(self._verdicts) > self._cache_size:
+            self._verdicts.popitem(last=False)
+
+    def check(self, text: str, *, has_params: bool = False) -> Verdict:
+        """The verdict for ``text``: answered from the caches when the same text, or a text
+        differing only in its constants (:func:`~tsaccess.preflight.text.shape`), was checked
+        with the current snapshot."""
+        key = (text, has_params)
+        v = self._cached(key)
+        if v is not None:
+            return v
+        shaped = shape(text)
+        skey = (shaped, has_params) if shaped is not None else key
+        if skey != key:
+            v = self._cached(skey)
+            if v is not None:
+                v = Verdict(v.status, text, v.missing, v.reason, v.generation, v.caveats)
+                self._remember(key, v)
+                return v
+        if shaped is not None and skey not in self._analyses:
+            v = self._readable_in_full(text, shaped)
+            if v is not None:
+                self._remember(key, v)
+                self._remember(skey, v)
+                return v
+        a = self.analysis(text, has_params, shaped, skey)
         if a.deferred:
             v = Verdict("deferred", text, reason=a.deferred)
         else:
@@ -134,9 +174,51 @@ class Checker:
                 return Verdict("deferred", text, reason="transaction is aborted")
             v = self._evaluate(text, a)
         # denials are never cached: each one is confirmed live before it is reported
-        if v.status != "denied" and len(self._verdicts) < self._cache_size:
-            self._verdicts[key] = v
+        if v.status != "denied":
+            self._remember(key, v)
+            if skey != key:
+                self._remember(skey, v)
         return v
+
+    def _readable_in_full(self, text: str, shaped: str) -> Verdict | None:
+        """The fast path for a new query shape, without parsing: a single read-only query
+        whose every word that names a relation names only relations the session may read in
+        full (table-level SELECT, schema USAGE) cannot be refused for privileges pre-flight
+        checks. None when that is not certain (the statement is then analysed)."""
+        if (
+            not _READ_ONLY_START.match(shaped)
+            or ";" in shaped.rstrip().rstrip(";")
+            or "&" in shaped  # U&"..." names a relation without spelling its name
+            or not shaped.isascii()  # unquoted names fold ASCII letters only
+        ):
+            return None
+        if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            return None
+        snap = self.snapshot()
+        caveats: set[str] = set()
+        named = False
+        if '"' in shaped:
+            words = {
+                w[1:-1].replace('""', '"') if w[0] == '"' else w.lower()
+                for w in _WORD.findall(shaped)
+            }
+        else:  # no quoted names: fold the whole text once
+            words = set(_WORD.findall(shaped.lower()))
+        if words & _WRITES:
+            return None
+        for name in words:
+            for rel in snap.named(name):
+                if not rel.usage and rel.schema not in words:
+                    continue  # unreachable unless qualified: the schema is not searched
+                if not (rel.table["SELECT"] and rel.usage):
+                    return None
+                named = True
+                caveats.update(rel.caveats)
+        if not named:
+            return None  # nothing known: let the analysis say what is unresolved
+        if "(" in shaped:
+            caveats.add("function bodies")
+        return Verdict("allowed", text, generation=snap.generation, caveats=tuple(sorted(caveats)))
 
     def _evaluate(self, text: str, a: Analysis) -> Verdict:
         snap = self.snapshot()
@@ -151,6 +233,9 @@ class Checker:
             if isinstance(need, ColNeed):
                 self._col_need(snap, need, miss, unresolved)
                 continue
+            if isinstance(need, JoinNeed):
+                self._join_need(snap, need, miss)
+                continue
             rel = snap.resolve(need.table)
             if rel == "system":
                 continue
@@ -161,8 +246,13 @@ class Checker:
                 miss("USAGE", rel.schema)
                 continue
             caveats.update(rel.caveats)
-            if need.privilege == "INSERT" and rel.sequence_default:
-                caveats.add("sequence defaults")
+            if need.privilege == "INSERT" and rel.sequences:
+                supplied = self._supplied(need, rel)
+                if supplied is None:
+                    caveats.add("sequence defaults")
+                for col, seq_oid, seq in rel.sequences:
+                    if supplied is not None and col not in supplied:
+                        miss("USAGE", seq, oid=seq_oid)  # its default calls nextval()
             self._table_need(need, rel, miss)
         if missing:
             confirmed = self._confirm(missing)
@@ -177,6 +267,15 @@ class Checker:
                 generation=snap.generation,
             )
         return Verdict("allowed", text, generation=snap.generation, caveats=tuple(sorted(caveats)))
+
+    def _supplied(self, need: Need, rel: Rel) -> set[str] | None:
+        """The columns an INSERT gives values for (None: unknown)."""
+        if need.first_n:
+            load_columns(self._conn, [rel])
+            return set(rel.user_columns()[: need.first_n])
+        if need.columns is None:
+            return None
+        return set(rel.user_columns()) if ALL in need.columns else set(need.columns)
 
     def _table_need(self, need: Need, rel: Rel, miss: Any) -> None:
         p = need.privilege
@@ -195,9 +294,9 @@ class Checker:
         load_columns(self._conn, [rel])
         cols = rel.columns or []
         if need.first_n:
-            wanted = [c for c, _ in cols[: need.first_n]]
+            wanted = rel.user_columns()[: need.first_n]
         elif need.columns and ALL in need.columns:
-            wanted = [c for c, _ in cols]
+            wanted = rel.user_columns()
         else:
             wanted = [c for c in (need.columns or ()) if any(c == n for n, _ in cols)]
         privs = dict(cols)
@@ -235,7 +334,40 @@ class Checker:
                 return
             if len(owners) > 1:
                 return  # ambiguous: the server reports it
-        # not a column of any source: an output alias, a parameter... nothing to require
+        # no source has such a column: the name of a source is a whole-row reference
+        for refs, names in zip(need.levels, need.aliases, strict=False):
+            if need.column in names:
+                ref = refs[names.index(need.column)]
+                r = snap.resolve(ref) if ref is not None else None
+                if isinstance(r, Rel) and ref is not None:
+                    self._table_need(Need(need.privilege, ref, frozenset({ALL})), r, miss)
+                return
+        # else an output alias, a parameter... nothing to require
+
+    def _join_need(self, snap: Snapshot, need: JoinNeed, miss: Any) -> None:
+        """USING / NATURAL: each join column is read from the side's source that has it."""
+        sides: list[list[Rel]] = []
+        for refs in (need.left, need.right):
+            rels: list[Rel] = []
+            for ref in refs:
+                r = snap.resolve(ref) if ref is not None else None
+                if not isinstance(r, Rel):
+                    return  # a source with unknown columns: cannot tell which side has what
+                rels.append(r)
+            sides.append(rels)
+        load_columns(self._conn, sides[0] + sides[1])
+        names = [[set(r.user_columns()) for r in rels] for rels in sides]
+        cols = need.columns
+        if cols is None:  # NATURAL: the column names both sides have
+            cols = frozenset(set().union(*names[0]) & set().union(*names[1]))
+        for col in cols:
+            for rels, side_names in zip(sides, names, strict=True):
+                owners = [r for r, n in zip(rels, side_names, strict=True) if col in n]
+                if len(owners) == 1:
+                    o = owners[0]
+                    self._table_need(
+                        Need(need.privilege, TableRef(o.schema, o.name), frozenset({col})), o, miss
+                    )
 
     def _confirm(self, missing: dict[tuple[str, str, int], set[str]]) -> list[MissingPrivilege]:
         """Re-check every missing privilege live; return those that are really missing."""
@@ -243,7 +375,15 @@ class Checker:
         keys: list[MissingPrivilege] = []
         for (priv, obj, oid), cols in sorted(missing.items()):
             # by OID: a name cast (::regclass) would itself need USAGE on the schema
-            if priv == "USAGE":
+            if priv == "USAGE" and oid:  # a sequence: nextval() takes USAGE or UPDATE
+                parts.append(
+                    sql.SQL(
+                        "(pg_catalog.has_sequence_privilege({0}::oid, 'USAGE')"
+                        " OR pg_catalog.has_sequence_privilege({0}::oid, 'UPDATE'))"
+                    ).format(sql.Literal(oid))
+                )
+                keys.append(MissingPrivilege(priv, obj, kind="sequence"))
+            elif priv == "USAGE":
                 parts.append(
                     sql.SQL("pg_catalog.has_schema_privilege({}, 'USAGE')").format(sql.Literal(obj))
                 )
@@ -272,7 +412,7 @@ class Checker:
         really = [k for k, granted in zip(keys, row or (), strict=False) if not granted]
         if len(really) != len(keys):
             self.invalidate()  # the snapshot was stale
-        merged: dict[tuple[str, str], list[str]] = {}
+        merged: dict[tuple[str, str, str], list[str]] = {}
         for m in really:
-            merged.setdefault((m.privilege, m.object), []).extend(m.columns)
-        return [MissingPrivilege(p, o, tuple(c)) for (p, o), c in merged.items()]
+            merged.setdefault((m.privilege, m.object, m.kind), []).extend(m.columns)
+        return [MissingPrivilege(p, o, tuple(c), k) for (p, o, k), c in merged.items()]

@@ -21,7 +21,7 @@ from tsaccess.connection import TsConnection, plug_preflight
 from tsaccess.errors import PreflightDenied
 from tsaccess.preflight.checker import Checker, Verdict
 
-__all__ = ["PreflightConnection", "PreflightCursor", "check"]
+__all__ = ["PreflightConnection", "PreflightCursor", "PreflightServerCursor", "check"]
 
 log = get_logger("tsaccess.preflight")
 
@@ -30,6 +30,7 @@ _INVALIDATES = re.compile(
     r"reassign|refresh)\b",
     re.IGNORECASE,
 )
+_SET_CONFIG = re.compile(r"set_config", re.IGNORECASE)  # may change role or search_path
 
 
 def _text(conn: psycopg.Connection[Any], query: Any) -> str | None:
@@ -42,8 +43,10 @@ def _text(conn: psycopg.Connection[Any], query: Any) -> str | None:
     return None
 
 
-class PreflightCursor(psycopg.Cursor[Any]):
-    """A cursor that checks every statement before sending it (see :class:`PreflightConnection`)."""
+class _Checks:
+    """What both pre-flight cursors do: check a statement, refuse it, refresh after it."""
+
+    connection: Any
 
     def _checked(self) -> PreflightConnection | None:
         conn = self.connection
@@ -69,23 +72,40 @@ class PreflightCursor(psycopg.Cursor[Any]):
             )
             if conn.on_denied is not None:
                 conn.on_denied(text, verdict)
+            elif conn.record_denied:
+                conn.record_refusal(
+                    text,
+                    "pre-flight: missing " + "; ".join(str(m) for m in verdict.missing),
+                    sorted({m.object for m in verdict.missing}),
+                )
             raise PreflightDenied(text, verdict.missing, user=user, role=conn.role)
         return text
 
     def _after(self, text: str | None) -> None:
         conn = self.connection
-        if text is not None and _INVALIDATES.match(text) and isinstance(conn, PreflightConnection):
+        if (
+            text is not None
+            and (_INVALIDATES.match(text) or _SET_CONFIG.search(text))
+            and isinstance(conn, PreflightConnection)
+        ):
             conn.preflight.invalidate()
             conn.preflight.session_changed = True
+
+    def _refused(self) -> None:
+        conn = self.connection
+        if isinstance(conn, PreflightConnection):
+            conn.preflight.invalidate()  # the server refused what pre-flight allowed
+
+
+class PreflightCursor(_Checks, psycopg.Cursor[Any]):
+    """A cursor that checks every statement before sending it (see :class:`PreflightConnection`)."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         text = self._preflight(query, params is not None)
         try:
             result = super().execute(query, params, **kwargs)
         except psycopg.errors.InsufficientPrivilege:
-            conn = self.connection
-            if isinstance(conn, PreflightConnection):
-                conn.preflight.invalidate()  # the server refused what pre-flight allowed
+            self._refused()
             raise
         self._after(text)
         return result
@@ -103,14 +123,31 @@ class PreflightCursor(psycopg.Cursor[Any]):
         return super().stream(query, params, **kwargs)
 
 
+class PreflightServerCursor(_Checks, psycopg.ServerCursor[Any]):
+    """A named (server-side) cursor, ``conn.cursor(name=...)``, checked like
+    :class:`PreflightCursor`: its ``DECLARE`` is never sent for a refused statement."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        self._preflight(query, params is not None)
+        try:
+            return super().execute(query, params, **kwargs)
+        except psycopg.errors.InsufficientPrivilege:
+            self._refused()
+            raise
+
+    def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+        self._preflight(query, True)
+        super().executemany(query, params_seq, **kwargs)
+
+
 class PreflightConnection(TsConnection):
     """A :class:`~tsaccess.connection.TsConnection` whose cursors pre-flight every statement.
 
     Created by ``tsaccess.connect(..., preflight=True)`` / ``create_pool(..., preflight=True)``.
-    ``conn.preflight`` is the :class:`~tsaccess.preflight.Checker`; set ``conn.on_denied`` to a
-    callable ``(statement, verdict)`` to act on refusals (e.g. record a DENIED audit event with
-    :func:`tsaccess.audit.record_denied`). A pool forgets ``on_denied`` when the connection is
-    handed back.
+    ``conn.preflight`` is the :class:`~tsaccess.preflight.Checker`. Each refusal is recorded as
+    a ``DENIED`` audit event by default (``record_denied``); set ``conn.on_denied`` to a
+    callable ``(statement, verdict)`` to act on refusals yourself. A pool forgets both when the
+    connection is handed back.
     """
 
     preflight: Checker
@@ -119,7 +156,12 @@ class PreflightConnection(TsConnection):
     """Statements are checked (``preflight=True`` was asked for)."""
     on_denied: Callable[[str, Verdict], object] | None = None
     """Called with the statement and the verdict before :class:`~tsaccess.PreflightDenied` is
-    raised."""
+    raised (instead of the default recording)."""
+    record_denied: bool = True
+    """With no ``on_denied``: record each refusal as a ``DENIED`` audit event naming the refused
+    tables (:meth:`~tsaccess.TsConnection.record_refusal`), when the database has the audit
+    trail. Opt out with ``conn.record_denied = False`` (a pool restores the class default on
+    return), or for every connection with ``PreflightConnection.record_denied = False``."""
 
     _preflight_asked: bool = False
 
@@ -128,6 +170,7 @@ class PreflightConnection(TsConnection):
         self.preflight_enabled = preflight
         self.preflight = Checker(self)
         self.cursor_factory = PreflightCursor
+        self.server_cursor_factory = PreflightServerCursor
 
     def after_reset(self) -> None:
         # the pool reset restores role and settings: the snapshot stays valid unless the
@@ -137,6 +180,7 @@ class PreflightConnection(TsConnection):
             self.preflight.session_changed = False
         self.on_denied = None
         self.preflight_enabled = self._preflight_asked
+        self.__dict__.pop("record_denied", None)  # back to the class default
 
 
 plug_preflight(PreflightConnection)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ALL", "Analysis", "ColNeed", "Need", "Priv", "TableRef"]
+__all__ = ["ALL", "Analysis", "ColNeed", "JoinNeed", "Need", "Priv", "TableRef"]
 
 Priv = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"]
 
@@ -49,6 +49,22 @@ class ColNeed:
     levels: tuple[tuple[TableRef | None, ...], ...]
     """Candidate sources per scope level, innermost first; None = a source with unknown
     columns (CTE, subquery, function)."""
+    aliases: tuple[tuple[str, ...], ...] = ()
+    """The sources' names per level, as ``levels``: a name that is no column of any source is
+    a whole-row reference to the source of that name (``SELECT t FROM t``, ``row_to_json(f)``),
+    which needs the privilege on every column."""
+
+
+@dataclass(frozen=True)
+class JoinNeed:
+    """``USING (c, ...)`` or ``NATURAL`` (``columns`` None: the columns both sides have): the
+    join columns are read on both sides; resolved against the catalog at check time."""
+
+    privilege: Priv
+    left: tuple[TableRef | None, ...]
+    """The sources joined so far (None: columns unknown)."""
+    right: tuple[TableRef | None, ...]
+    columns: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +72,7 @@ class Analysis:
     """The result of :func:`tsaccess.preflight.analyze`: what a statement text needs, or why
     it is deferred to the server."""
 
-    needs: tuple[Need | ColNeed, ...] = ()
+    needs: tuple[Need | ColNeed | JoinNeed, ...] = ()
     """Every privilege the statements need."""
     deferred: str = ""
     """Why the analysis is not sure (then ``needs`` is empty and the server decides)."""

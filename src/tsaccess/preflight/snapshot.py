@@ -16,10 +16,19 @@ from psycopg.rows import tuple_row
 
 from tsaccess.preflight.model import Priv, TableRef
 
-__all__ = ["COLUMN_PRIVS", "Rel", "Snapshot", "catalog_rows", "load_columns", "take_snapshot"]
+__all__ = [
+    "COLUMN_PRIVS",
+    "SYSTEM_COLUMNS",
+    "Rel",
+    "Snapshot",
+    "catalog_rows",
+    "load_columns",
+    "take_snapshot",
+]
 
 _PRIVS: tuple[Priv, ...] = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
 COLUMN_PRIVS = ("SELECT", "INSERT", "UPDATE")
+SYSTEM_COLUMNS = frozenset({"tableoid", "ctid", "xmin", "xmax", "cmin", "cmax"})
 
 
 @dataclass
@@ -34,6 +43,13 @@ class Rel:
     rls: bool = False
     sequence_default: bool = False
     columns: list[tuple[str, dict[str, bool]]] | None = None
+    """Loaded on demand: the columns in order, then the system columns (``ctid``...)."""
+    sequences: tuple[tuple[str, int, str], ...] = ()
+    """Columns whose default calls ``nextval`` on a sequence the session may not use:
+    (column, sequence OID, sequence name)."""
+
+    def user_columns(self) -> list[str]:
+        return [c for c, _ in self.columns or [] if c not in SYSTEM_COLUMNS]
 
     @property
     def caveats(self) -> tuple[str, ...]:
@@ -49,7 +65,8 @@ class Rel:
 
 @dataclass
 class Snapshot:
-    """A session's effective privileges on every relation it can name."""
+    """A session's effective privileges on every relation it can name (TimescaleDB chunks
+    included: a chunk copies its hypertable's grants, and the server checks the chunk's)."""
 
     user: str
     role: str
@@ -59,16 +76,27 @@ class Snapshot:
     catalog_names: frozenset[str]
     taken: float
     generation: int
+    _by_name: dict[str, list[Rel]] | None = None
+
+    def named(self, name: str) -> list[Rel]:
+        """Every relation called ``name``, in any schema."""
+        if self._by_name is None:
+            index: dict[str, list[Rel]] = {}
+            for rel in self.rels.values():
+                index.setdefault(rel.name, []).append(rel)
+            self._by_name = index
+        return self._by_name.get(name, [])
 
     def resolve(self, ref: TableRef) -> Rel | Literal["system"] | None:
         if ref.schema is not None:
-            if (
+            rel = self.rels.get((ref.schema, ref.name))
+            if rel is None and (
                 ref.schema == "pg_catalog"
                 or ref.schema.startswith(("pg_toast", "_timescaledb", "timescaledb_"))
                 or ref.schema == "information_schema"
             ):
                 return "system"
-            return self.rels.get((ref.schema, ref.name))
+            return rel  # TimescaleDB chunks are in the snapshot: they carry their own grants
         for schema in self.search_path:
             if schema == "pg_catalog":
                 if ref.name in self.catalog_names:
@@ -91,16 +119,31 @@ SELECT n.nspname, c.relname, c.oid::bigint, pg_catalog.has_schema_privilege(n.oi
        NULL::text[], NULL::text, NULL::text,
        c.relkind::text, c.relrowsecurity,
        EXISTS (SELECT FROM pg_catalog.pg_attrdef d WHERE d.adrelid = c.oid
-                AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) ~ 'nextval')
+                AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) ~ 'nextval'),
+       (SELECT pg_catalog.array_agg(ARRAY[a.attname::text, s.oid::text,
+                 pg_catalog.format('%I.%I', sn.nspname, s.relname)])
+          FROM pg_catalog.pg_attrdef d
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+          JOIN pg_catalog.pg_depend dep ON dep.classid = 'pg_catalog.pg_attrdef'::regclass
+               AND dep.objid = d.oid AND dep.refclassid = 'pg_catalog.pg_class'::regclass
+          JOIN pg_catalog.pg_class s ON s.oid = dep.refobjid AND s.relkind = 'S'
+          JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace
+         WHERE d.adrelid = c.oid
+           AND CASE WHEN s.relkind = 'S'  -- CASE: evaluated only for sequences
+                    THEN NOT (pg_catalog.has_sequence_privilege(s.oid, 'USAGE')
+                              OR pg_catalog.has_sequence_privilege(s.oid, 'UPDATE')) END)
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
    AND ((n.nspname !~ '^pg_' AND n.nspname !~ '^_timescaledb' AND n.nspname <> 'information_schema')
-        OR n.oid = pg_catalog.pg_my_temp_schema())
+        OR n.oid = pg_catalog.pg_my_temp_schema()
+        -- TimescaleDB chunks: tables inheriting from a hypertable, granted as it is
+        OR (n.nspname ~ '^_timescaledb' AND c.relkind = 'r'
+            AND EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid)))
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        pg_catalog.current_schemas(true)::text[], current_user::text,
        (SELECT pg_catalog.string_agg(relname, ',') FROM pg_catalog.pg_class
-         WHERE relnamespace = 'pg_catalog'::regnamespace), NULL, NULL, NULL
+         WHERE relnamespace = 'pg_catalog'::regnamespace), NULL, NULL, NULL, NULL
 """
 
 
@@ -138,6 +181,7 @@ def take_snapshot(conn: psycopg.Connection[Any], generation: int = 0) -> Snapsho
             kind=r[15],
             rls=bool(r[16]),
             sequence_default=bool(r[17]),
+            sequences=tuple((c, int(oid), name) for c, oid, name in r[18] or ()),
         )
     # the implicit temp schema (pg_temp_N) shows in current_schemas only once it exists
     return Snapshot(
@@ -161,8 +205,8 @@ def load_columns(conn: psycopg.Connection[Any], rels: Iterable[Rel]) -> None:
         "SELECT attrelid::bigint, attname, pg_catalog.has_column_privilege(attrelid, attnum, 'SELECT'),"
         " pg_catalog.has_column_privilege(attrelid, attnum, 'INSERT'),"
         " pg_catalog.has_column_privilege(attrelid, attnum, 'UPDATE')"
-        " FROM pg_catalog.pg_attribute WHERE attrelid = ANY(%s::oid[]) AND attnum > 0"
-        " AND NOT attisdropped ORDER BY attrelid, attnum",
+        " FROM pg_catalog.pg_attribute WHERE attrelid = ANY(%s::oid[]) AND attnum <> 0"
+        " AND NOT attisdropped ORDER BY attrelid, attnum < 0, attnum",
         (list(todo),),
     )
     for rel in todo.values():

@@ -1,10 +1,4 @@
-"""Statement analysis: which privileges a SQL text needs — the only module that imports sqlglot.
-
-A statement is parsed (postgres dialect) and walked scope by scope; the result is an
-:class:`~tsaccess.preflight.model.Analysis` in tsaccess's own types. Whenever the analysis is not
-sure it *defers* (the server decides): parse errors, statements outside the allow-list (SELECT,
-set operations, INSERT, UPDATE, DELETE, TRUNCATE, COPY, MERGE), LATERAL, NATURAL JOIN, WINDOW
-clauses, column aliases on tables, ``ON CONFLICT ON CONSTRAINT``...
+"""The scope walker: a parsed statement's privileges, in tsaccess's own types.
 
 Scopes are resolved here rather than with ``sqlglot.optimizer.scope`` / ``qualify_columns``
 (measured with sqlglot 30.30): without a schema of every table, ``qualify`` raises
@@ -12,27 +6,30 @@ Scopes are resolved here rather than with ``sqlglot.optimizer.scope`` / ``qualif
 a correlated subquery ("missing source schemas"), and ``build_scope`` lists the sources but
 leaves the same unqualified columns to attribute. Pre-flight loads column privileges only for
 the tables a check needs, so an unqualified column becomes a
-:class:`~tsaccess.preflight.model.ColNeed` that the checker attributes against the live catalog.
+:class:`~tsaccess.preflight.model.ColNeed`, and ``USING`` / ``NATURAL`` a
+:class:`~tsaccess.preflight.model.JoinNeed`, that the checker attributes against the catalog.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+from typing import Any
 
-import sqlglot
 from sqlglot import exp
 
-from tsaccess.preflight.model import ALL, Analysis, ColNeed, Need, Priv, TableRef
+from tsaccess.preflight.model import ALL, ColNeed, JoinNeed, Need, Priv, TableRef
 
-__all__ = ["analyze"]
+__all__ = ["Analyzer", "Defer"]
 
-_SYSTEM_COLUMNS = {"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid", "oid"}
-_PLACEHOLDER = re.compile(r"%%|%\(\w+\)[sbt]|%[sbt]")
+# settings that change what later statements may do or which tables their names mean
+_SESSION_SETTINGS = {"role", "session_authorization", "search_path"}
 
 
-class _Defer(Exception):
-    pass
+class Defer(Exception):
+    """The analysis cannot be sure: the server decides."""
+
+
+_Defer = Defer
 
 
 def _ident(node: exp.Expression | str | None) -> str | None:
@@ -78,11 +75,29 @@ class _Scope:
             scope = scope.parent
         return tuple(out)
 
+    def aliases(self) -> tuple[tuple[str, ...], ...]:
+        out = []
+        scope: _Scope | None = self
+        while scope is not None:
+            out.append(tuple(s.alias for s in scope.sources))
+            scope = scope.parent
+        return tuple(out)
 
-class _Analyzer:
+
+def _alias(node: exp.Expression | exp.Func) -> str | None:
+    a = node.args.get("alias")
+    return _ident(a.this) if a is not None and a.this is not None else None
+
+
+class Analyzer:
+    """Walks statements, collecting what they need (``needs``)."""
+
     def __init__(self) -> None:
-        self.needs: list[Need | ColNeed] = []
+        self.needs: list[Need | ColNeed | JoinNeed] = []
         self.caveats: set[str] = set()
+        self.sets_config = False
+        """A ``set_config`` call that may change the role or ``search_path`` for the
+        statements after it (a name that is not a string constant, or one of those)."""
 
     # tables ---------------------------------------------------------------------------------
     def table_ref(self, t: exp.Table, ctes: frozenset[str]) -> TableRef | None:
@@ -92,6 +107,8 @@ class _Analyzer:
         if t.args.get("catalog") is not None:
             raise _Defer("three-part name")
         name = _ident(t.this) or ""
+        if not name:  # sqlglot reads a string constant where a name belongs ("FROM 'x'")
+            raise _Defer("zero-length name (a string where a table name belongs)")
         schema = _ident(t.args.get("db")) if t.args.get("db") is not None else None
         if schema is None and name in ctes:
             return None
@@ -100,31 +117,34 @@ class _Analyzer:
     def add_sources(
         self, node: exp.Expression, scope: _Scope, ctes: frozenset[str], parent: _Scope | None
     ) -> None:
-        """Add FROM / JOIN items of ``node`` to ``scope`` (subqueries analysed with ``parent``)."""
-        if isinstance(node, exp.Table):
+        """Add a FROM / JOIN item of ``node`` to ``scope`` (subqueries analysed with ``parent``;
+        LATERAL subqueries and functions also see the items before them)."""
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Func | exp.Anonymous):
+            self.function_source(node.this, _alias(node) or "", scope, ctes)
+        elif isinstance(node, exp.Table):
             ref = self.table_ref(node, ctes)
-            alias = (
-                _ident(node.args["alias"].this)
-                if node.args.get("alias") and node.args["alias"].this
-                else _ident(node.this)
-            )
+            alias = _alias(node) or _ident(node.this)
             scope.sources.append(_Source(alias or node.alias_or_name, ref))
             if ref is not None:
                 self.needs.append(Need("SELECT", ref))
             if node.args.get("alias") is not None and node.args["alias"].columns:
                 raise _Defer("column aliases on a table")
+        elif isinstance(node, exp.Lateral):
+            inner = node.this
+            if isinstance(inner, exp.Subquery):
+                self.query(inner.this, scope, ctes)  # sees the FROM items before it
+                scope.sources.append(_Source(_alias(node) or "", None))
+            elif isinstance(inner, exp.Func | exp.Anonymous):
+                self.function_source(inner, _alias(node) or _alias(inner) or "", scope, ctes)
+            else:
+                raise _Defer(f"unsupported LATERAL item {type(inner).__name__}")
+        elif isinstance(node, exp.Unnest):
+            self.function_source(node, _alias(node) or "", scope, ctes)
         elif isinstance(node, exp.Subquery):
-            if node.args.get("lateral") or isinstance(node.parent, exp.Lateral):
+            if node.args.get("lateral"):
                 raise _Defer("LATERAL subquery")
             self.query(node.this, parent, ctes)
-            scope.sources.append(
-                _Source(
-                    (_ident(node.args["alias"].this) or "")
-                    if node.args.get("alias") and node.args["alias"].this
-                    else "",
-                    None,
-                )
-            )
+            scope.sources.append(_Source(_alias(node) or "", None))
         elif isinstance(node, exp.Values):
             scope.sources.append(_Source(node.alias_or_name.lower(), None))
             for e in node.expressions:
@@ -132,40 +152,55 @@ class _Analyzer:
         else:
             raise _Defer(f"unsupported FROM item {type(node).__name__}")
 
+    def function_source(
+        self, fn: exp.Func, alias: str, scope: _Scope, ctes: frozenset[str]
+    ) -> None:
+        """A function in FROM: its arguments are read (it may see the items before it); its
+        columns are unknown; its body is the server's to check."""
+        if fn.args.get("alias") is not None and fn.args["alias"].columns:
+            raise _Defer("column aliases on a function")
+        self.caveats.add("function bodies")
+        args: list[Any] = list(fn.iter_expressions())
+        for arg in args:
+            if not isinstance(arg, exp.TableAlias):
+                self.exprs(arg, scope, ctes)
+        scope.sources.append(_Source(alias, None))
+
     def from_joins(
         self, node: exp.Expression, scope: _Scope, ctes: frozenset[str], outer: _Scope | None
     ) -> list[exp.Expression]:
         """Sources of FROM and JOINs; returns the join conditions to analyse in ``scope``."""
         conds: list[exp.Expression] = []
         frm = node.args.get("from_") or node.args.get("from")
+        group = len(scope.sources)  # where the current join tree starts (commas restart it)
         if frm is not None:
             for item in [frm.this, *frm.expressions]:
+                group = len(scope.sources)
                 self.add_sources(item, scope, ctes, outer)
         for j in node.args.get("joins") or []:
-            if (
-                j.args.get("method")
-                or (j.args.get("kind") or "").upper() == "NATURAL"
-                or "NATURAL" in str(j.args.get("method") or "").upper()
-            ):
-                raise _Defer("NATURAL JOIN")
+            method = str(j.args.get("method") or "").upper()
+            if method and method != "NATURAL":
+                raise _Defer(f"{method} JOIN")
+            comma = not any(j.args.get(k) for k in ("kind", "side", "on", "using", "method"))
+            if comma:
+                group = len(scope.sources)
+            before = len(scope.sources)
             self.add_sources(j.this, scope, ctes, outer)
+            left = tuple(s.table for s in scope.sources[group:before])
+            right = tuple(s.table for s in scope.sources[before:])
             if j.args.get("on") is not None:
                 conds.append(j.args["on"])
-            for u in j.args.get("using") or []:
-                col = _ident(u)
-                if col:  # USING (c): c is read from both sides
-                    for s in scope.sources[-2:]:
-                        if s.table is not None:
-                            self.needs.append(Need("SELECT", s.table, frozenset({col})))
+            using = [c for c in (_ident(u) for u in j.args.get("using") or []) if c]
+            if method == "NATURAL":
+                self.needs.append(JoinNeed("SELECT", left, right))
+            elif using:  # USING (c): c is read from both sides
+                self.needs.append(JoinNeed("SELECT", left, right, frozenset(using)))
         return conds
 
     # expressions ----------------------------------------------------------------------------
     def column(self, col: exp.Column, scope: _Scope, priv: Priv = "SELECT") -> None:
         name = _ident(col.this)
         if name is None:
-            return
-        if name in _SYSTEM_COLUMNS:
-            self.caveats.add("system columns")
             return
         if col.args.get("db") is not None or col.args.get("catalog") is not None:
             raise _Defer("schema-qualified column reference")
@@ -177,7 +212,7 @@ class _Analyzer:
             if src.table is not None:
                 self.needs.append(Need(priv, src.table, frozenset({name})))
             return
-        self.needs.append(ColNeed(priv, name, scope.levels()))
+        self.needs.append(ColNeed(priv, name, scope.levels(), scope.aliases()))
 
     def exprs(self, node: exp.Expression | None, scope: _Scope, ctes: frozenset[str]) -> None:
         """Columns read by an expression tree; nested queries analysed as correlated scopes."""
@@ -209,6 +244,14 @@ class _Analyzer:
                 # a function sqlglot does not know (user-defined, extension): EXECUTE and
                 # what its body reads are left to the server; its arguments are still read here
                 self.caveats.add("function bodies")
+                if str(n.this).lower() == "set_config":
+                    first = n.expressions[0] if n.expressions else None
+                    if not (
+                        isinstance(first, exp.Literal)
+                        and first.is_string
+                        and first.name.lower() not in _SESSION_SETTINGS
+                    ):
+                        self.sets_config = True
             stack.extend(v for v in n.iter_expressions())
 
     # statements -----------------------------------------------------------------------------
@@ -428,7 +471,10 @@ class _Analyzer:
             self.query(src, outer, ctes)
         elif src is not None:
             self.query(src, outer, ctes)
-        self.insert_need(ref, cols, n)
+        if node.args.get("default") and not cols:
+            self.needs.append(Need("INSERT", ref, frozenset()))  # DEFAULT VALUES: no column
+        else:
+            self.insert_need(ref, cols, n)
         scope = _Scope([_Source(alias, ref)], outer)
         conflict = node.args.get("conflict")
         if conflict is not None:
@@ -448,62 +494,3 @@ class _Analyzer:
                 self.needs.append(Need("UPDATE", ref, set_cols))
                 self.exprs(conflict.args.get("where"), excluded, ctes)
         self.returning(node, scope, ctes)
-
-
-_ALLOWED_ROOTS = (
-    exp.Select,
-    exp.SetOperation,
-    exp.Insert,
-    exp.Update,
-    exp.Delete,
-    exp.TruncateTable,
-    exp.Copy,
-    exp.Subquery,
-    exp.Merge,
-)
-
-
-def _sqlglot_text(text: str, has_params: bool) -> str:
-    if not has_params:
-        return text
-    return _PLACEHOLDER.sub(lambda m: "%" if m.group(0) == "%%" else "%s", text)
-
-
-_ANALYSED_START = re.compile(
-    r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(?:\(|select|with|insert|update|delete|truncate|"
-    r"copy|values|table|merge)\b",
-    re.IGNORECASE | re.DOTALL,
-)
-
-
-def analyze(text: str, *, has_params: bool = False) -> Analysis:
-    """The privileges ``text`` needs (every statement in it), or why it is deferred.
-
-    Never raises: anything unexpected is a deferral.
-    """
-    if not _ANALYSED_START.match(text):  # commands sqlglot would only half-parse: defer
-        first = text.strip().split(None, 1)[0].upper() if text.strip() else "empty"
-        return Analysis(deferred=f"{first[:20]} statements are checked by the server")
-    try:
-        trees = sqlglot.parse(_sqlglot_text(text, has_params), read="postgres")
-    except Exception as exc:
-        return Analysis(deferred=f"not parsed ({exc.__class__.__name__})")
-    trees = [t for t in trees if t is not None]
-    if not trees:
-        return Analysis(deferred="no statement", statements=0)
-    a = _Analyzer()
-    for tree in trees:
-        if not isinstance(tree, _ALLOWED_ROOTS):
-            return Analysis(
-                deferred=f"{type(tree).__name__} statement (checked by the server)",
-                statements=len(trees),
-            )
-        try:
-            a.statement(tree, frozenset())
-        except _Defer as d:
-            return Analysis(deferred=str(d), statements=len(trees))
-        except Exception as exc:
-            return Analysis(
-                deferred=f"analysis failed ({exc.__class__.__name__})", statements=len(trees)
-            )
-    return Analysis(tuple(a.needs), "", len(trees), tuple(sorted(a.caveats)))
