@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from structlog.testing import capture_logs
 
 import tsaccess
 from tsaccess import audit
@@ -155,8 +156,11 @@ def test_each_standby_preflights_with_its_own_grants(site: Site) -> None:
         with tsaccess.connect(
             **paused.params(**_login(site, "alice"), dbname="company_db"), preflight=True
         ) as conn:
-            with pytest.raises(tsaccess.PreflightDenied, match=table):
+            with capture_logs() as logs, pytest.raises(tsaccess.PreflightDenied, match=table):
                 conn.execute(query)
+        # a standby alone in its host list: the refusal is raised, its record's loss is loud
+        lost = [e for e in logs if e["event"] == "denied event not recorded"]
+        assert len(lost) == 1 and "no primary reachable" in lost[0]["why"]
     finally:
         with tsaccess.connect(**paused.params(), autocommit=True) as conn:
             conn.execute("SELECT pg_wal_replay_resume()")

@@ -20,7 +20,7 @@ from psycopg import sql
 from tsaccess._log import get_logger
 from tsaccess.audit.templates import DENIED_FUNCTION
 from tsaccess.connection import TsConnection, plug_denied_recorder
-from tsaccess.errors import TsaccessError
+from tsaccess.errors import NoPrimaryError, TsaccessError
 from tsaccess.topology import in_recovery, open_primary
 
 __all__ = ["record_denied", "set_actor"]
@@ -189,9 +189,15 @@ def _record_refusal(
     schema = _find_schema(conn)
     if schema is None:
         return False
-    return record_denied(
-        conn, statement, reason, table_name=", ".join(tables) or None, schema=schema
-    )
+    try:
+        return record_denied(
+            conn, statement, reason, table_name=", ".join(tables) or None, schema=schema
+        )
+    except NoPrimaryError as exc:
+        # the refusal itself (PreflightDenied) matters more than its record: say so loudly,
+        # but let the caller get the refusal
+        log.warning("denied event not recorded", db_user=conn.info.user, why=str(exc))
+        return False
 
 
 plug_denied_recorder(_record_refusal)
