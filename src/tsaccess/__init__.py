@@ -2,7 +2,7 @@
 
 from tsaccess._results import Results, results
 from tsaccess.audit import runtime as _audit  # noqa: F401  plugs TsConnection.record_refusal
-from tsaccess.connection import ScopedPool, TsConnection, connect, create_pool
+from tsaccess.connection import TsConnection, connect
 from tsaccess.errors import (
     ApplyError,
     InsecureConnectionError,
@@ -19,6 +19,7 @@ from tsaccess.errors import (
     TargetsError,
     TsaccessError,
 )
+from tsaccess.pool import ScopedPool, create_pool
 from tsaccess.preflight import connection as _preflight  # noqa: F401  plugs connect(preflight=True)
 from tsaccess.preflight.access import my_access
 from tsaccess.tls import TlsStatus, create_certificates, tls_status

@@ -21,12 +21,13 @@ from psycopg import sql
 
 from tsaccess import audit, monitoring
 from tsaccess.bootstrap import apply, plan
-from tsaccess.connection import connect, create_pool
+from tsaccess.connection import connect
 from tsaccess.ephemeral import EphemeralServer, ServerInfo
 from tsaccess.errors import PreflightDenied
 from tsaccess.params import without_login
 from tsaccess.passwords import Secret, resolve_passwords, write_pgpass
 from tsaccess.policy import Policy, parse_policy
+from tsaccess.pool import create_pool
 from tsaccess.tls import tls_status
 from tsaccess.verify import AccessMatrix, verify
 
