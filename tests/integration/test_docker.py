@@ -188,7 +188,7 @@ def test_rendered_init_on_the_image_equals_apply(docker_image, tmp_path, capsys)
     assert "Nothing to do" in plan_out, plan_out
     assert code == 0, verify_out
     assert " 0 disagreement(s): the database enforces exactly the policy" in verify_out
-    assert "not tried" not in verify_out  # every user logged in with its init/ password
+    assert "check(s) not tried" not in verify_out  # every user logged in with its init/ password
 
 
 def test_docker_host_is_honoured(docker_image, monkeypatch):
