@@ -6,47 +6,35 @@
 * :func:`apply` runs a plan in one transaction under an advisory lock, re-reads the catalog in
   the same transaction and rolls back unless the database now matches the policy.
 * :func:`render_init` writes the same plan as ``init/01-schema.sql``, ``02-security.sql``,
-  ``03-audit.sql`` and a ``docker-compose.yml`` for a ``docker-entrypoint-initdb.d`` setup.
+  ``03-audit.sql`` and a ``docker-compose.yml`` for a ``docker-entrypoint-initdb.d`` setup
+  (:mod:`tsaccess.render_init`).
+
+The steps themselves are assembled by :mod:`tsaccess.plan_steps`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-import textwrap
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from tsaccess._canon import digest
-from tsaccess._docker import entrypoint_script
 from tsaccess._log import get_logger
 from tsaccess._secret_sql import CONCURRENT_ERRORS, run_secret
 from tsaccess._steps import Phase, Step
-from tsaccess.audit.ddl import audit_steps
-from tsaccess.audit.retention import retention_steps
 from tsaccess.catalog import CatalogSnapshot, read_catalog
-from tsaccess.catalog_timescale import TimescaleCatalog, read_timescale
-from tsaccess.drift import (
-    column_drift_steps,
-    column_grant_steps,
-    default_privilege_steps,
-    marker_steps,
-    settings_steps,
-)
+from tsaccess.catalog_timescale import read_timescale
 from tsaccess.errors import ApplyError, PolicyError
 from tsaccess.passwords import Secret
-from tsaccess.phases import acl_steps, role_steps, table_steps
-from tsaccess.phases_slices import slice_steps
-from tsaccess.phases_timescale import timescale_steps
 from tsaccess.plan_format import counts, render
+from tsaccess.plan_steps import build_steps, timescaledb_decision
 from tsaccess.policy import Policy
-from tsaccess.prune import PruneInfo, prune_steps, read_prune
+from tsaccess.prune import read_prune
+from tsaccess.render_init import render_init
 from tsaccess.topology import ReplicaState, current_lsn, require_primary
 from tsaccess.topology import wait_replicas as wait_replicas_
 
@@ -98,111 +86,6 @@ class Plan:
 
     def __str__(self) -> str:
         return self.summary()
-
-
-def _build(
-    policy: Policy,
-    cat: CatalogSnapshot | None,
-    passwords: Mapping[str, Secret],
-    *,
-    timescaledb: bool,
-    require_passwords: bool = False,
-    prune: PruneInfo | None = None,
-    drop_roles: bool = False,
-    drop_tables: bool = False,
-    tsc: TimescaleCatalog | None = None,
-    generated: dict[str, Secret] | None = None,
-) -> tuple[list[Step], list[str]]:
-    warnings: list[str] = []
-    schema: list[Step] = []
-    if timescaledb and (cat is None or not cat.timescaledb):
-        schema.append(
-            Step(
-                sql.SQL("CREATE EXTENSION IF NOT EXISTS timescaledb"),
-                "create extension timescaledb",
-                "schema",
-            )
-        )
-    if cat is None or not cat.schema_exists:
-        schema.append(
-            Step(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(policy.schema)),
-                f"create schema {policy.schema}",
-                "schema",
-            )
-        )
-    for t in policy.tables:
-        schema += table_steps(policy, t, cat, timescaledb, warnings)
-        schema += column_drift_steps(policy, t, cat)
-    security = role_steps(policy, cat, passwords, warnings, require_passwords, generated=generated)
-    security += settings_steps(policy, cat)
-    markers = marker_steps(policy, cat)
-    acl = acl_steps(policy, cat)
-    acl += column_grant_steps(policy, cat)
-    # last: tables this plan creates start with the current default privileges
-    defaults = default_privilege_steps(policy, cat)
-    audit = audit_steps(policy, cat, timescaledb)
-    acl_security = [s for s in acl if s.phase == "security"]
-    acl_audit = [s for s in acl if s.phase == "audit"]
-    pruned = (
-        prune_steps(policy, cat, prune, warnings, drop_roles=drop_roles, drop_tables=drop_tables)
-        if cat is not None and prune is not None
-        else []
-    )
-    # after the audit phase: it switches DELETE triggers before compression is enabled, and
-    # chunk ACLs are predicted from the hypertable grants planned above
-    timescale = slice_steps(policy, cat, tsc, timescaledb, warnings)
-    timescale += timescale_steps(policy, cat, tsc, timescaledb, warnings)
-    timescale += retention_steps(policy, cat, tsc, timescaledb, warnings)
-    timescale = [_with_object(policy, s) for s in timescale]
-    return [
-        *schema,
-        *security,
-        *acl_security,
-        *audit,
-        *acl_audit,
-        *timescale,
-        *markers,
-        *pruned,
-        *defaults,
-    ], warnings
-
-
-def _with_object(policy: Policy, step: Step) -> Step:
-    """TimescaleDB steps are changes of a table or aggregate, never folded audit internals."""
-    if step.object is not None:
-        return step
-    words = set(re.findall(r"[\w$]+", step.summary))
-    for kind, names in (
-        ("aggregate", [a.name for a in policy.aggregates]),
-        ("table", [t.name for t in policy.tables]),
-    ):
-        hits = [n for n in names if n in words]
-        if len(hits) == 1:
-            return dataclasses.replace(step, object=f"{kind} {hits[0]}")
-    return dataclasses.replace(step, object="timescaledb")
-
-
-def _timescaledb_decision(policy: Policy, cat: CatalogSnapshot) -> tuple[bool, list[str]]:
-    if policy.timescaledb == "off":
-        return False, []
-    if cat.timescaledb or (cat.timescaledb_available and cat.timescaledb_preloaded):
-        return True, []
-    why = (
-        "the timescaledb extension is not installed on this server"
-        if not cat.timescaledb_available
-        else "timescaledb is not in shared_preload_libraries"
-    )
-    if policy.timescaledb == "require":
-        raise PolicyError(
-            f"the policy requires TimescaleDB but {why}; use a TimescaleDB server "
-            'or set timescaledb = "prefer"',
-            path="database.timescaledb",
-            source=policy.source,
-        )
-    if any(t.hypertable for t in policy.tables):
-        return False, [f"TimescaleDB unavailable ({why}): hypertables are created as plain tables"]
-    return False, []
 
 
 def plan(
@@ -259,7 +142,7 @@ def plan(
     _refuse_admin(policy, {str(current[1]), str(current[2])})
     cat = read_catalog(conn, policy.schema, policy.audit.data_schema)
     tsc = read_timescale(conn, policy.schema, timescaledb=cat.timescaledb)
-    ts, warnings = _timescaledb_decision(policy, cat)
+    ts, warnings = timescaledb_decision(policy, cat)
     if phases is not None:
         if "schema" not in phases:
             ts = ts and cat.timescaledb  # the extension is not created by the omitted phase
@@ -269,7 +152,7 @@ def plan(
             _require_roles(policy, cat)
     pinfo = read_prune(conn, policy, cat)
     generated: dict[str, Secret] | None = {} if generate_passwords else None
-    steps, more = _build(
+    steps, more = build_steps(
         policy,
         cat,
         passwords or {},
@@ -494,75 +377,3 @@ def apply(
     waited = time.perf_counter() - t1
     log.info("standbys replayed", lsn=lsn, standbys=len(states), seconds=round(waited, 3))
     return ApplyResult(the_plan, seconds, len(the_plan), lsn, states, waited)
-
-
-_COMPOSE = """\
-# Rendered by tsaccess: TimescaleDB with TLS on and only hostssl + SCRAM logins.
-# Put the server certificate and key in ../ssl (tsaccess certs --out ssl/) and the passwords in
-# the environment (TSACCESS_PASSWORD_<USER>, POSTGRES_PASSWORD), never in this file.
-services:
-  db:
-    image: timescale/timescaledb:latest-pg16
-    environment:
-      POSTGRES_DB: {database}
-      POSTGRES_PASSWORD: ${{POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}}
-      TIMESCALEDB_TELEMETRY: "off"
-{password_env}    ports:
-      - "127.0.0.1:5432:5432"
-    volumes:
-      - ./:/docker-entrypoint-initdb.d:ro     # this folder: 01-schema.sql, 02-..., 03-...
-      - ../ssl:/tsaccess-ssl:ro
-    entrypoint:
-      - sh
-      - -c
-      - >-
-{entrypoint}
-"""
-
-
-def render_init(
-    policy: Policy, out_dir: str | Path, *, timescaledb: bool | None = None
-) -> list[Path]:
-    """Write the policy as psql scripts plus a docker-compose.yml; returns the files written.
-
-    Passwords are psql variables read from ``TSACCESS_PASSWORD_<USER>`` with ``\\getenv``
-    (psql 15+); a missing variable stops the script. ``timescaledb`` defaults to the policy
-    (True unless ``timescaledb = "off"``).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ts = policy.timescaledb != "off" if timescaledb is None else timescaledb
-    steps, _ = _build(policy, None, {}, timescaledb=ts)
-    header = (
-        f"-- Rendered by tsaccess from {policy.source or 'a policy'}; do not edit by hand.\n"
-        "\\set ON_ERROR_STOP on\nBEGIN;\n"
-    )
-    files: list[Path] = []
-    for n, phase, title in (
-        (1, "schema", "schema"),
-        (2, "security", "security"),
-        (3, "audit", "audit"),
-    ):
-        body = "".join(
-            f"-- {s.summary}\n{s.psql if s.psql else s.text(redact=False)};\n"
-            for s in steps
-            if s.phase == phase
-        )
-        path = out / f"0{n}-{title}.sql"
-        path.write_text(header + body + "COMMIT;\n", encoding="utf-8")
-        files.append(path)
-    env_lines = "".join(
-        f"      {u.password_env}: ${{{u.password_env}:?set {u.password_env}}}\n"
-        for u in policy.users
-    )
-    compose = out / "docker-compose.yml"
-    compose.write_text(
-        _COMPOSE.format(
-            database=policy.database,
-            password_env=env_lines,
-            entrypoint=textwrap.indent(entrypoint_script(), " " * 8),
-        ),
-        encoding="utf-8",
-    )
-    files.append(compose)
-    return files

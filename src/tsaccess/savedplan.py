@@ -25,10 +25,11 @@ from psycopg import sql
 from tsaccess._canon import digest
 from tsaccess._files import write_private
 from tsaccess._steps import AUDIT_ONLY, Step
-from tsaccess.bootstrap import ApplyResult, Plan, _build, _timescaledb_decision, apply
+from tsaccess.bootstrap import ApplyResult, Plan, apply
 from tsaccess.catalog import read_catalog
 from tsaccess.errors import ApplyError, PolicyError
 from tsaccess.passwords import Secret
+from tsaccess.plan_steps import build_steps, timescaledb_decision
 from tsaccess.policy import Policy, parse_policy
 
 __all__ = [
@@ -105,8 +106,8 @@ def plan_new_database(
         role_settings={k: v for k, v in cat.role_settings.items() if not k[1]},
         default_acl=frozenset(),
     )
-    ts, warnings = _timescaledb_decision(policy, fresh)
-    steps, more = _build(policy, fresh, passwords or {}, timescaledb=ts)
+    ts, warnings = timescaledb_decision(policy, fresh)
+    steps, more = build_steps(policy, fresh, passwords or {}, timescaledb=ts)
     return Plan(
         (create_database_step(policy), *steps),
         tuple(warnings + more),
