@@ -1,0 +1,199 @@
+"""The access matrix as data: one :class:`Cell` per user, object and privilege, and the
+:class:`AccessMatrix` of them, shown as text, JSON, a pandas frame or HTML.
+
+:func:`tsaccess.verify.verify` fills it (and re-exports both classes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tsaccess._render import html_table, text_table
+from tsaccess.policy import TABLE_PRIVILEGES
+from tsaccess.tls import TlsStatus
+
+__all__ = ["DATABASE_OBJECT", "LEGEND", "SCHEMA_OBJECT", "UNTRIED_DETAIL", "AccessMatrix", "Cell"]
+
+UNTRIED_DETAIL = "no password available for this user"
+LEGEND = (
+    "allowed/denied: what happened when the user tried it; ?: not tried; "
+    "!!: the policy, the catalog and the try disagree"
+)
+DATABASE_OBJECT = "<database>"
+SCHEMA_OBJECT = "<schema>"
+
+
+@dataclass(frozen=True)
+class Cell:
+    user: str
+    object: str
+    """A managed table, ``<database>`` (CONNECT) or ``<schema>`` (CREATE)."""
+    privilege: str
+    expected: bool
+    catalog: bool
+    actual: bool | None
+    """None when it could not be tried (no password for the user)."""
+    detail: str = ""
+    """The server's answer when the try failed (SQLSTATE and message)."""
+    error: bool = False
+    """The try ended in an error that says nothing about the privilege (lost connection, lock
+    or statement timeout...): ``actual`` is None and the matrix is not ok."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.expected == self.catalog == self.actual
+
+
+@dataclass(frozen=True)
+class AccessMatrix:
+    database: str
+    schema: str
+    cells: tuple[Cell, ...]
+    tls: Mapping[str, TlsStatus | None]
+    read_only: bool = False
+    """Checked on a hot standby: read-side cells only (writes need the primary)."""
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.cells)
+
+    @property
+    def disagreements(self) -> tuple[Cell, ...]:
+        return tuple(c for c in self.cells if not c.ok)
+
+    @property
+    def errors(self) -> tuple[Cell, ...]:
+        """Cells whose try failed for a reason other than privileges (nothing was proved)."""
+        return tuple(c for c in self.cells if c.error)
+
+    def cell(self, user: str, obj: str, privilege: str) -> Cell:
+        return next(
+            c for c in self.cells if (c.user, c.object, c.privilege) == (user, obj, privilege)
+        )
+
+    def _grid(self) -> tuple[list[str], list[list[str]], list[list[str]]]:
+        headers = ["user", "object", *TABLE_PRIVILEGES, "TLS"]
+        rows: list[list[str]] = []
+        classes: list[list[str]] = []
+        users = list(dict.fromkeys(c.user for c in self.cells))
+        objects = list(dict.fromkeys(c.object for c in self.cells))
+        index = {(c.user, c.object, c.privilege): c for c in self.cells}
+        for u in users:
+            for o in objects:
+                row, cls = [u, o], ["", ""]
+                special = {DATABASE_OBJECT: "CONNECT", SCHEMA_OBJECT: "CREATE"}.get(o)
+                for p in TABLE_PRIVILEGES:
+                    # CONNECT / CREATE are shown in the first column of their object's row
+                    key = (u, o, special) if special and p == "SELECT" else (u, o, p)
+                    c = index.get(key)
+                    if c is None:
+                        row.append("")
+                        cls.append("")
+                        continue
+                    mark = (
+                        "ERROR"
+                        if c.error
+                        else "allowed"
+                        if c.actual
+                        else "denied"
+                        if c.actual is False
+                        else "?"
+                    )
+                    row.append(mark if c.ok else f"{mark} !!")
+                    cls.append("ok" if c.ok else "mismatch")
+                tls = self.tls.get(u)
+                row.append(str(tls) if o == objects[0] and tls else "")
+                cls.append("")
+                rows.append(row)
+                classes.append(cls)
+        return headers, rows, classes
+
+    def to_text(self) -> str:
+        """An aligned table; ``!!`` marks a cell where policy, catalog and reality disagree."""
+        headers, rows, _ = self._grid()
+        pretty = [
+            [
+                r[0],
+                r[1]
+                .replace(DATABASE_OBJECT, "database (CONNECT)")
+                .replace(SCHEMA_OBJECT, f"schema {self.schema} (CREATE)"),
+                *r[2:],
+            ]
+            for r in rows
+        ]
+        out = [text_table(headers, pretty), "", LEGEND]
+        bad = self.disagreements
+        out.append(
+            f"\n{len(self.cells)} checks, {len(bad)} disagreement(s)"
+            + ("" if bad else ": the database enforces exactly the policy")
+        )
+        if self.read_only:
+            out.append(
+                "read side only (hot standby): SELECT and CONNECT were tried; run verify "
+                "against the primary for the write side"
+            )
+        untried = [c for c in bad if c.actual is None and c.detail == UNTRIED_DETAIL]
+        if untried:
+            users = sorted({c.user for c in untried})
+            out.append(
+                f"  ? {len(untried)} check(s) not tried: no password for "
+                f"{', '.join(users)}. Set TSACCESS_PASSWORD_<USER> or give --passwords-file "
+                "(the file apply --generate-passwords wrote) to try them"
+            )
+            bad = tuple(c for c in bad if c not in untried)
+        if self.errors:
+            out.append(
+                f"{len(self.errors)} check(s) ended in an error, not in an answer: nothing is "
+                "proved for them; fix the cause and run verify again"
+            )
+        for c in bad:
+            if c.error:
+                out.append(f"  !! {c.user} {c.privilege} on {c.object}: error ({c.detail})")
+                continue
+            out.append(
+                f"  !! {c.user} {c.privilege} on {c.object}: policy "
+                f"{'allows' if c.expected else 'denies'}, catalog "
+                f"{'allows' if c.catalog else 'denies'}, actual "
+                f"{'allowed' if c.actual else 'denied' if c.actual is False else 'not tried'}"
+                + (f" ({c.detail})" if c.detail else "")
+            )
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "schema": self.schema,
+            "ok": self.ok,
+            "read_only": self.read_only,
+            "disagreements": len(self.disagreements),
+            "errors": len(self.errors),
+            "tls": {u: (asdict(t) if t else None) for u, t in self.tls.items()},
+            "cells": [{**asdict(c), "ok": c.ok} for c in self.cells],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+    def to_pandas(self) -> Any:
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas() needs pandas: pip install 'tsaccess[pandas]'") from None
+        return pd.DataFrame([{**asdict(c), "ok": c.ok} for c in self.cells])
+
+    def _repr_html_(self) -> str:
+        headers, rows, classes = self._grid()
+        style = (
+            "<style>table.tsaccess td.ok{background:#e8f5e9}"
+            "table.tsaccess td.mismatch{background:#ffcdd2;font-weight:bold}</style>"
+        )
+        verdict = "OK" if self.ok else f"{len(self.disagreements)} disagreement(s)"
+        return f"{style}<p><b>Access matrix for {self.database}</b>: {verdict}</p>" + html_table(
+            headers, rows, classes=classes
+        )
