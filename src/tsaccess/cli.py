@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -23,20 +21,24 @@ from typing import Any
 
 import psycopg
 import structlog
-from psycopg.conninfo import conninfo_to_dict
 
 from tsaccess.cli_plan import Fail as PlanFail
-from tsaccess.errors import PasswordSourceError, TsaccessError
+from tsaccess.cli_tools import (
+    audit_command,
+    certs_command,
+    check_command,
+    many_targets,
+    targets_command,
+    user_params,
+)
+from tsaccess.errors import TsaccessError
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_UNDECIDED = 0, 1, 2, 3, 4
 
 
-class _Fail(Exception):
-    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
+_Fail = PlanFail  # one error class for every command: a message and an exit code
 
 
 def _version() -> str:
@@ -90,17 +92,6 @@ def _admin(args: argparse.Namespace, dbname: str | None = None) -> psycopg.Conne
     return connect(args.dsn or "", dbname=dbname)
 
 
-def _user_params(args: argparse.Namespace) -> dict[str, Any]:
-    """Where users connect: the admin DSN's server settings without its login."""
-    from tsaccess.params import without_login
-
-    try:
-        d = conninfo_to_dict(args.dsn or "")
-    except psycopg.ProgrammingError:
-        raise _Fail("--dsn could not be parsed (not shown: it may contain a password)") from None
-    return without_login(d)
-
-
 def _passwords(
     args: argparse.Namespace, users: Sequence[str], *, generate: bool = False
 ) -> dict[str, Any]:
@@ -127,28 +118,28 @@ def _tools() -> Any:
 def cmd_plan(args: argparse.Namespace) -> int:
     from tsaccess.cli_plan import plan_command
 
-    if _many_targets(args):
-        return _cmd_targets(args, "plan")
+    if many_targets(args):
+        return targets_command(args, "plan", _tools())
     return plan_command(args, _tools())
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from tsaccess.cli_plan import apply_command
 
-    if _many_targets(args):
-        return _cmd_targets(args, "apply")
+    if many_targets(args):
+        return targets_command(args, "apply", _tools())
     return apply_command(args, _tools())
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from tsaccess.verify import verify
 
-    if _many_targets(args):
-        return _cmd_targets(args, "verify")
+    if many_targets(args):
+        return targets_command(args, "verify", _tools())
     policy = _policy(args)
     pw = _passwords(args, [u.name for u in policy.users])
     with _admin(args, policy.database) as conn:
-        matrix = verify(conn, policy, pw, lock_timeout=args.lock_timeout, **_user_params(args))
+        matrix = verify(conn, policy, pw, lock_timeout=args.lock_timeout, **user_params(args))
     print(matrix.to_json() if args.json else matrix.to_text())
     if matrix.errors:  # nothing proved for some checks: an error, not a verdict
         return EXIT_ERROR
@@ -167,90 +158,16 @@ def cmd_render_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _user_password(args: argparse.Namespace, user: str) -> str:
-    from tsaccess.policy import password_env_var
-
-    pw = _passwords(args, [user]).get(user)
-    if pw is not None:
-        return str(pw.reveal())
-    if sys.stdin.isatty():
-        return getpass.getpass(f"password for {user}: ")
-    raise PasswordSourceError(
-        f"no password for {user}: set {password_env_var(user)}, use --passwords-file, or run "
-        "interactively to be prompted"
-    )
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    from tsaccess.connection import connect
-    from tsaccess.preflight import check
-
-    params = _user_params(args)
-    if args.dbname:
-        params["dbname"] = args.dbname
-    else:
-        params["dbname"] = (
-            conninfo_to_dict(args.dsn or "").get("dbname")
-            or os.environ.get("PGDATABASE")
-            or args.user
-        )
-    with connect(
-        **params, user=args.user, password=_user_password(args, args.user), role=args.role
-    ) as conn:
-        verdict = check(conn, args.sql)
-    if args.json:
-        _print_json(verdict.as_dict())
-    else:
-        print(verdict)
-    return {"allowed": EXIT_OK, "denied": EXIT_DENIED}.get(verdict.status, EXIT_UNDECIDED)
+    return check_command(args, _tools())
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from tsaccess import monitoring
-    from tsaccess.audit import reports as audit
-    from tsaccess.connection import connect
-
-    schema, table = "public", "activity_audit"
-    if args.policy:
-        policy = _policy(args)
-        schema, table = policy.schema, policy.audit.table
-    where = {"schema": args.schema or schema, "table": args.audit_table or table}
-    with connect(args.dsn or "") as conn:
-        if args.what == "recent":
-            res: Any = audit.recent(conn, args.limit, **where)
-        elif args.what == "changes":
-            res = audit.changes(conn, args.table, since=args.since, limit=args.limit, **where)
-        elif args.what == "summary":
-            res = audit.summary(conn, args.since, **where)
-        elif args.what == "activity":
-            res = audit.activity(conn, args.bucket, args.since, **where)
-        elif args.what == "sessions":
-            res = monitoring.active_sessions(conn)
-        else:
-            res = monitoring.roles(conn)
-    if args.json:
-        _print_json(res.as_dicts())
-    else:
-        print(res.to_text())
-    return EXIT_OK
+    return audit_command(args, _tools())
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from tsaccess.tls import DEFAULT_HOSTS, create_certificates
-
-    paths = create_certificates(
-        args.out,
-        tuple(args.host) if args.host else DEFAULT_HOSTS,
-        days=args.days,
-        replace=args.replace,
-    )
-    data = {k: str(v) for k, v in paths.__dict__.items()}
-    if args.json:
-        _print_json(data)
-    else:
-        for k, v in data.items():
-            print(f"{k:12} {v}")
-    return EXIT_OK
+    return certs_command(args, _tools())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -480,42 +397,6 @@ class _DsnAction(argparse.Action):
         ns.dsns = [*(getattr(ns, "dsns", None) or []), value]
 
 
-def _many_targets(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "targets", None)) or len(getattr(args, "dsns", None) or []) > 1
-
-
-def _cmd_targets(args: argparse.Namespace, action: str) -> int:
-    from tsaccess import targets as tg
-
-    if args.targets and len(getattr(args, "dsns", None) or []) > 0:
-        raise _Fail("give the targets either with --dsn (repeated) or --targets, not both", 2)
-    for flag in ("create_database", "generate_passwords"):
-        if getattr(args, flag, None):
-            raise _Fail(f"--{flag.replace('_', '-')} works on one database only", EXIT_USAGE)
-    found = tg.load_targets(args.targets) if args.targets else tg.targets_from_dsns(args.dsns)
-    policy = _policy(args)
-    pw = _passwords(args, [u.name for u in policy.users])
-    from tsaccess._steps import AUDIT_ONLY
-
-    phases = AUDIT_ONLY if getattr(args, "audit_only", False) else None
-    if action == "plan":
-        report = tg.plan_targets(found, policy, passwords=pw, phases=phases)
-    elif action == "apply":
-        report = tg.apply_targets(
-            found, policy, passwords=pw, phases=phases, wait_replicas=args.wait_replicas
-        )
-    else:
-        report = tg.verify_targets(found, policy, pw)
-    if args.json:
-        _print_json(report.as_dict())
-    else:
-        print(report.to_text())
-    if report.ok:
-        return EXIT_OK
-    mismatch_only = action == "verify" and all(r.error is None for r in report.failed)
-    return EXIT_DENIED if mismatch_only else EXIT_ERROR
-
-
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # unwinds: the throwaway server is stopped and deleted
 
@@ -529,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except (_Fail, PlanFail) as exc:
+    except PlanFail as exc:
         print(f"tsaccess: error: {exc}", file=sys.stderr)
         return exc.code
     except TsaccessError as exc:
