@@ -327,6 +327,8 @@ class Analyzer:
     def target(self, node: exp.Expression, ctes: frozenset[str]) -> tuple[TableRef, str, list[str]]:
         cols: list[str] = []
         if isinstance(node, exp.Schema):
+            if not all(isinstance(c, exp.Identifier | exp.Column) for c in node.expressions):
+                raise _Defer("a target column list with something other than names")
             cols = [_ident(c) or "" for c in node.expressions]
             node = node.this
         if not isinstance(node, exp.Table):
