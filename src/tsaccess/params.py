@@ -9,12 +9,10 @@ same server).
 
 from __future__ import annotations
 
-import configparser
 import getpass
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -113,32 +111,142 @@ class SecureParams:
         )
 
 
+_WHITESPACE = b" \t\n\v\f\r"  # C isspace()
+_LINE_MAX = 1024  # libpq reads a service file with fgets() into a buffer of this size
+
+
 def _service_file_values(service: str, servicefile: str | None) -> tuple[dict[str, str], str]:
-    """The keywords of ``service`` as libpq would read them, and the file they came from."""
-    candidates: list[Path] = []
-    if servicefile:
-        candidates.append(Path(servicefile))
-    elif os.environ.get("PGSERVICEFILE"):
-        candidates.append(Path(os.environ["PGSERVICEFILE"]))
+    """The keywords of ``service`` as libpq reads them, and the file they came from.
+
+    libpq's ``parseServiceInfo``: the ``servicefile`` keyword, else ``PGSERVICEFILE`` (both
+    must name a readable file), else ``~/.pg_service.conf`` if it exists; when the service is
+    not in that file, ``$PGSYSCONFDIR/pg_service.conf`` if it exists. A service defined
+    nowhere is an error.
+
+    Raises:
+        InsecureConnectionError: libpq would not read the file the way it is checked here, or
+            would refuse it.
+    """
+    tried: list[str] = []
+    first: str | None
+    if servicefile is not None:
+        first = servicefile
+    elif os.environ.get("PGSERVICEFILE") is not None:
+        first = os.environ["PGSERVICEFILE"]
     else:
-        candidates.append(Path.home() / ".pg_service.conf")
-    sysconf = os.environ.get("PGSYSCONFDIR", "/etc/postgresql-common")
-    candidates.append(Path(sysconf) / "pg_service.conf")
-    for path in candidates:
-        if not path.is_file():
+        first = f"{_home_directory()}/.pg_service.conf"
+        if not os.path.exists(first):
+            first = None
+    if first is not None:
+        tried.append(first)
+        values, found = _parse_service_file(first, service)
+        if found:
+            return values, first
+    sysconf = f"{os.environ.get('PGSYSCONFDIR', '/etc/postgresql-common')}/pg_service.conf"
+    if os.path.exists(sysconf):
+        tried.append(sysconf)
+        values, found = _parse_service_file(sysconf, service)
+        if found:
+            return values, sysconf
+    raise InsecureConnectionError(
+        f"service {service!r} is not defined in "
+        + (" or ".join(tried) if tried else "any service file (none found)")
+        + "; libpq would not connect either. Define it, or give host and sslmode directly"
+    )
+
+
+def _home_directory() -> str:
+    """libpq's ``pqGetHomeDirectory``: ``$HOME`` if set and not empty, else the passwd entry."""
+    home = os.environ.get("HOME")
+    if home:
+        return home
+    try:
+        import pwd  # Unix only, like the rest of this lookup
+
+        return pwd.getpwuid(os.geteuid()).pw_dir
+    except (ImportError, KeyError):  # pragma: no cover - no passwd entry
+        return ""
+
+
+def _parse_service_file(path: str, service: str) -> tuple[dict[str, str], bool]:
+    """libpq's ``parseServiceFile``, line for line, refusing what libpq refuses.
+
+    Lines are read as ``fgets`` reads them (at most 1023 bytes, cut at a NUL byte; a line that
+    long is an error), trimmed of whitespace; empty lines and ``#`` comments are skipped. A line
+    starting with ``[`` ends the wanted section, or starts it when it begins with
+    ``[<service>]`` (anything may follow the ``]``). Inside the section every line must be
+    ``keyword=value``: the keyword is everything before the first ``=`` (no trimming), the value
+    everything after it, and the FIRST occurrence of a keyword wins. Nothing is inherited
+    (there is no ``[DEFAULT]``). Lines of other sections are never looked at, as in libpq.
+
+    Returns:
+        the keywords of the section and whether the section was found.
+    """
+
+    def refuse(lineno: int, why: str) -> InsecureConnectionError:
+        return InsecureConnectionError(
+            f"service file {path}, line {lineno}: {why}; fix that line so the service "
+            f"{service!r} can be checked (libpq would refuse it or read it differently)"
+        )
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InsecureConnectionError(
+            f"cannot read service file {path} ({exc.strerror or exc.__class__.__name__}); "
+            "libpq would not connect either"
+        ) from None
+    header = b"[" + service.encode() + b"]"
+    known = _libpq_keywords() - {"requiressl"}  # requiressl is not a keyword in this file
+    values: dict[str, str] = {}
+    found = False
+    seen_section = False
+    lineno = 0
+    pos = 0
+    while pos < len(data):
+        # fgets(buf, 1024): up to and including a newline, at most 1023 bytes
+        end = data.find(b"\n", pos, pos + _LINE_MAX - 1)
+        end = end + 1 if end >= 0 else min(pos + _LINE_MAX - 1, len(data))
+        raw = data[pos:end].split(b"\0", 1)[0]  # C strings end at a NUL byte
+        pos = end
+        lineno += 1
+        if len(raw) >= _LINE_MAX - 1:
+            raise refuse(lineno, f"longer than {_LINE_MAX - 2} bytes")
+        line = raw.strip(_WHITESPACE)
+        if not line or line.startswith(b"#"):
             continue
-        parser = configparser.RawConfigParser(strict=False, interpolation=None)
-        parser.optionxform = str  # type: ignore[assignment,method-assign]
-        try:
-            parser.read(path, encoding="utf-8")
-        except configparser.Error as exc:
-            raise InsecureConnectionError(
-                f"cannot read service file {path}: {exc.__class__.__name__}; "
-                "fix its syntax so its sslmode can be checked"
-            ) from None
-        if parser.has_section(service):
-            return dict(parser.items(service)), str(path)
-    return {}, ""
+        if line.startswith(b"["):
+            if found:
+                break  # end of the wanted section: later ones are not read
+            seen_section = True
+            found = line.startswith(header)
+            continue
+        if not seen_section:
+            raise refuse(
+                lineno,
+                "a setting outside any [section] (libpq ignores it: it is no default for "
+                "the services below)",
+            )
+        if not found:
+            continue
+        text = line.decode("utf-8", "surrogateescape")
+        if line.startswith(b"ldap"):
+            raise refuse(lineno, "an LDAP lookup, whose settings cannot be checked beforehand")
+        key, eq, value = text.partition("=")
+        if not eq:
+            raise refuse(lineno, "not 'keyword=value' (libpq: syntax error)")
+        if key == "service":
+            raise refuse(lineno, "a nested service (libpq does not support it)")
+        if key not in known:
+            shown = key if key.isprintable() and len(key) <= 40 else key[:40].encode()
+            raise refuse(
+                lineno,
+                f"{shown!r} is not a libpq connection keyword here (libpq: syntax error; "
+                "no spaces around '=')",
+            )
+        values.setdefault(key, value)  # libpq keeps the first value
+    return values, found
 
 
 def _effective(
@@ -149,13 +257,17 @@ def _effective(
     service_src: str,
     env: str,
 ) -> tuple[str | None, str]:
-    """Value and source of ``key`` with libpq's precedence: conninfo > service > environment."""
-    if explicit.get(key) not in (None, ""):
+    """Value and source of ``key`` with libpq's precedence: conninfo > service > environment.
+
+    As in libpq, a value that is given counts even when it is empty (``host=''`` is not "no
+    host": it is the default Unix-domain socket, and ``PGHOST`` is not read).
+    """
+    if explicit.get(key) is not None:
         src = "argument" if key in given_as_argument else "connection string"
         return str(explicit[key]), f"{src} {key}"
-    if service.get(key):
+    if key in service:
         return service[key], f"service file {service_src}"
-    if os.environ.get(env):
+    if env and os.environ.get(env) is not None:
         return os.environ[env], f"environment variable {env}"
     return None, ""
 
@@ -179,17 +291,20 @@ def secure_params(conninfo: str = "", **params: Any) -> SecureParams:
             "the connection string could not be parsed (not shown: it may contain a "
             "password); check its 'key=value' pairs or the postgresql:// URI syntax"
         ) from None
-    service_name = merged.get("service") or os.environ.get("PGSERVICE")
+    # libpq: a service given (even empty) is looked up; PGSERVICE only when none is given
+    service_name = merged.get("service")
+    if service_name is None:
+        service_name = os.environ.get("PGSERVICE")
     service: dict[str, str] = {}
     service_src = ""
-    if service_name:
+    if service_name is not None:
         servicefile = merged.get("servicefile")
         service, service_src = _service_file_values(
-            str(service_name), str(servicefile) if servicefile else None
+            str(service_name), str(servicefile) if servicefile is not None else None
         )
 
     sslmode, source = _effective("sslmode", merged, given, service, service_src, "PGSSLMODE")
-    sslmode, source = _requiressl(conninfo, merged, service, service_src, sslmode, source)
+    sslmode, source = _requiressl(conninfo, merged, sslmode, source)
     if sslmode is None and os.environ.get("PGREQUIRESSL", "").startswith("1"):
         sslmode, source = "require", "environment variable PGREQUIRESSL"
     if sslmode is None:
@@ -220,6 +335,13 @@ def secure_params(conninfo: str = "", **params: Any) -> SecureParams:
             f"gssencmode=require from {gss_src} forbids TLS; tsaccess needs TLS. Remove it."
         )
     _refuse_unix_sockets(merged, given, service, service_src)
+    # What was checked is what gets used: psycopg splits host lists and resolves host names
+    # itself, reading PGHOST, PGHOSTADDR and PGPORT but never the service file, and would pass
+    # its own explicit host to libpq. Explicit values are what libpq would use anyway.
+    for key, env in (("host", "PGHOST"), ("hostaddr", "PGHOSTADDR"), ("port", "PGPORT")):
+        value, _ = _effective(key, merged, given, service, service_src, env)
+        if value is not None:
+            merged[key] = value
     _refuse_key_log(merged, given, service, service_src)
     merged["ssl_min_protocol_version"] = _tls_versions(merged, given, service, service_src)
     merged.pop("requiressl", None)  # folded into the explicit sslmode
@@ -238,8 +360,6 @@ def secure_params(conninfo: str = "", **params: Any) -> SecureParams:
 def _requiressl(
     conninfo: str,
     merged: Mapping[str, Any],
-    service: Mapping[str, str],
-    service_src: str,
     sslmode: str | None,
     source: str,
 ) -> tuple[str | None, str]:
@@ -247,20 +367,18 @@ def _requiressl(
     ``require``, anything else ``prefer``), keeping its name in the source.
 
     libpq's parser rewrites ``requiressl`` in a connection string to ``sslmode``, so there only
-    the source changes; given as an argument or in a service file it is still ``requiressl``.
+    the source changes; given as an argument it is still ``requiressl`` (in a service file it
+    is a syntax error for libpq, refused while the file is read).
     """
     if source.startswith("connection string") and "requiressl" in conninfo.lower():
         return sslmode, "connection string requiressl"
-    candidates = [(merged.get("requiressl"), "argument requiressl")]
-    if not source.startswith(("argument", "connection string")):  # explicit beats service
-        candidates.append((service.get("requiressl"), f"service file {service_src} requiressl"))
-    for value, src in candidates:
-        if value in (None, ""):
-            continue
-        if not str(value).startswith("1"):
-            return "prefer", src  # order-dependent in libpq: refuse whatever sslmode says
-        if sslmode is None:
-            return "require", src
+    value = merged.get("requiressl")
+    if value is None:
+        return sslmode, source
+    if not str(value).startswith("1"):  # libpq: anything else, even '', is prefer
+        return "prefer", "argument requiressl"  # order-dependent in libpq: refuse regardless
+    if sslmode is None:
+        return "require", "argument requiressl"
     return sslmode, source
 
 
@@ -294,7 +412,7 @@ def _refuse_unix_sockets(
             continue  # hostaddr wins: TCP
         entry = hosts[i].strip() if i < len(hosts) else ""
         if not entry or entry.startswith(("/", "@")):
-            shown = f"host={entry!r}" if entry else "an empty host entry"
+            shown = f"host={entry!r}" if entry else "an empty host entry (libpq's default socket)"
             raise InsecureConnectionError(
                 f"{shown} from {host_src} is a Unix-domain socket, where libpq never uses TLS "
                 f"(the login would be sent unencrypted); {fix}"
@@ -327,7 +445,7 @@ def _tls_versions(
         ("ssl_min_protocol_version", low, low_src),
         ("ssl_max_protocol_version", high, high_src),
     ):
-        if value is not None and value not in SECURE_TLS_VERSIONS:
+        if value and value not in SECURE_TLS_VERSIONS:  # '' is libpq's "no limit"
             raise InsecureConnectionError(
                 f"{key}={value!r} from {where} is below what tsaccess accepts ({allowed}); "
                 f"remove it or use {SECURE_TLS_VERSIONS[-1]}"

@@ -105,6 +105,47 @@ def test_unix_socket_hosts_refused_before_any_packet(socket_trap, tcp_trap, no_p
     assert _untouched(trap) and _untouched(tcp)
 
 
+def test_libpq_s_reading_refused_before_any_packet(socket_trap, tcp_trap, no_pg_env, tmp_path):
+    """What libpq really uses, not what a looser reading suggests: an explicitly empty host is
+    its default socket (PGHOST is not read), a service file's first value wins, there is no
+    [DEFAULT] section, a line it cannot parse is refused, service='' is the section []."""
+    d, trap = socket_trap
+    tcp_port, tcp = tcp_trap
+    login = {"user": "u", "password": "pw", "dbname": "x", "connect_timeout": 2}
+    no_pg_env.setenv("PGHOST", "127.0.0.1")
+    with pytest.raises(tsaccess.InsecureConnectionError, match=r"empty host .* argument host"):
+        tsaccess.connect(host="", port=tcp_port, **login)
+    with pytest.raises(tsaccess.InsecureConnectionError, match=r"empty host .* connection str"):
+        tsaccess.connect(f"postgresql://u:pw@:{tcp_port}/x?host=&connect_timeout=2")
+    service = tmp_path / "pg_service.conf"
+    service.write_text(
+        f"[dup]\nhost={d}\nhost=127.0.0.1\nport={PORT}\n"
+        f"[DEFAULT]\nhost=127.0.0.1\nsslmode=require\n[def]\nport={PORT}\n"
+        f"[colon]\nhost:127.0.0.1\nport={PORT}\n"
+        f"[]\nhost={d}\nport={PORT}\n"
+        f"[s]\nhost=127.0.0.1\nport={tcp_port}\n"
+    )
+    no_pg_env.setenv("PGSERVICEFILE", str(service))
+    with pytest.raises(tsaccess.InsecureConnectionError, match=f"host='{d}' from service file"):
+        tsaccess.connect(service="dup", **login)
+    no_pg_env.setenv("PGHOST", d)  # what libpq uses when [DEFAULT] is not inherited
+    with pytest.raises(tsaccess.InsecureConnectionError, match="environment variable PGHOST"):
+        tsaccess.connect(service="def", **login)
+    with pytest.raises(tsaccess.InsecureConnectionError, match=f"{service}, line 11: not .keyw"):
+        tsaccess.connect(service="colon", **login)
+    no_pg_env.setenv("PGSERVICE", "s")
+    with pytest.raises(tsaccess.InsecureConnectionError, match=f"host='{d}' from service file"):
+        tsaccess.connect(service="", **login)
+    assert _untouched(trap) and _untouched(tcp)
+    # psycopg splits PGHOST's list itself and never reads the service file: the service's host
+    # (checked, TCP) must be the one used, not PGHOST's sockets
+    no_pg_env.setenv("PGHOST", f"{d},{d}")
+    with pytest.raises((psycopg.OperationalError, tsaccess.TsaccessError)) as err:
+        tsaccess.connect(service="s", **login)
+    assert not isinstance(err.value, tsaccess.InsecureConnectionError), err.value
+    assert _untouched(trap) and not _untouched(tcp)
+
+
 def test_real_server_socket_is_refused_without_a_login(pg_server, db):
     """The test server accepts SCRAM logins on its socket (``local ... scram-sha-256``):
     tsaccess must not even try."""
@@ -180,7 +221,8 @@ def test_requiressl_0_is_refused_by_name(tcp_trap, no_pg_env, tmp_path):
     service = tmp_path / "svc"
     service.write_text(f"[r]\nhost=127.0.0.1\nport={port}\nrequiressl=0\n")
     no_pg_env.setenv("PGSERVICEFILE", str(service))
-    with pytest.raises(tsaccess.InsecureConnectionError, match="requiressl=0 from service file"):
+    # requiressl is no keyword of a service file: libpq calls the line a syntax error
+    with pytest.raises(tsaccess.InsecureConnectionError, match="line 4: 'requiressl'"):
         tsaccess.connect("service=r")
     assert _untouched(trap)
 

@@ -156,3 +156,141 @@ def test_connection_kwargs_split_from_libpq_parameters():
     assert (libpq, python) == ({"host": "h"}, {"row_factory": dict_row})
     with pytest.raises(TsaccessError, match="unknown connection parameter 'kwargs'"):
         split_connection_kwargs({"kwargs": {}})
+
+
+# --- an explicitly given empty value counts, as in libpq ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "params"),
+    [
+        ("", {"host": ""}),  # libpq: host='' is the default socket; PGHOST is not read
+        ("host=''", {}),
+        ("postgresql://:1/db?host=", {}),
+        ("postgresql:///db?host=", {}),
+    ],
+)
+def test_an_explicit_empty_host_is_the_default_socket(clean_env, conninfo, params):
+    clean_env.setenv("PGHOST", "db.example.com")
+    with pytest.raises(InsecureConnectionError, match=r"empty host .*Unix-domain socket"):
+        secure_params(conninfo, **params)
+
+
+def test_empty_values_from_the_environment_and_arguments_count(clean_env):
+    clean_env.setenv("PGHOST", "")  # libpq: getenv() is not NULL -> host '' -> socket
+    with pytest.raises(InsecureConnectionError, match=r"empty host .* PGHOST"):
+        secure_params(port=5432)
+    clean_env.setenv("PGHOST", "h")
+    with pytest.raises(InsecureConnectionError, match="unknown sslmode ''"):
+        secure_params(sslmode="")  # libpq: invalid sslmode value ""
+    with pytest.raises(InsecureConnectionError, match="requiressl=0 from argument"):
+        secure_params(requiressl="")  # libpq: not '1...' -> sslmode=prefer
+
+
+# --- service files, read exactly as libpq's parseServiceFile reads them --------------------
+
+
+def _service(clean_env, tmp_path, text: str | bytes) -> str:
+    f = tmp_path / "pg_service.conf"
+    if isinstance(text, str):
+        f.write_text(text)
+    else:
+        f.write_bytes(text)
+    clean_env.setenv("PGSERVICEFILE", str(f))
+    return str(f)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        # libpq keeps the FIRST value of a repeated keyword (configparser kept the last)
+        ("[s]\nhost=/run/sock\nhost=db\n", "host='/run/sock' from service file"),
+        ("[s]\nhost=db\nsslmode=disable\nsslmode=require\n", "sslmode='disable' from service"),
+        # no [DEFAULT] inheritance: s has no host, so PGHOST (a socket here) is used
+        ("[DEFAULT]\nhost=db\nsslmode=require\n[s]\nport=1\n", "environment variable PGHOST"),
+        # the wanted section ends at the next header: a second [s] is never read
+        ("[s]\nport=1\n[o]\n[s]\nhost=db\n", "environment variable PGHOST"),
+        # the header only has to start with [s]
+        ("[s] trailing words\nhost=/run/sock\n", "host='/run/sock' from service file"),
+        # whitespace around the line is trimmed, around '=' it is not (value ' /x' is kept)
+        ("  [s]\r\n\thost=/run/sock \r\n", "host='/run/sock' from service file"),
+        # a C string ends at NUL: libpq reads host=/run/sock
+        (b"[s]\nhost=/run/sock\0=db\n", "host='/run/sock' from service file"),
+        ("[s]\nhost=\n", r"empty host .*from service file"),  # '' given: PGHOST not read
+    ],
+)
+def test_service_file_values_are_libpq_s(clean_env, tmp_path, text, match):
+    _service(clean_env, tmp_path, text)
+    clean_env.setenv("PGHOST", "/run/pg")
+    with pytest.raises(InsecureConnectionError, match=match):
+        secure_params("service=s")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "why"),
+    [
+        ("[s]\nhost: db\n", 2, "not 'keyword=value'"),
+        ("[s]\nhost = db\n", 2, "'host ' is not a libpq connection keyword"),
+        ("[s]\nhost=db\nrequiressl=1\n", 3, "'requiressl' is not a libpq connection keyword"),
+        ("[s]\nhost=db\nbogus=1\n", 3, "'bogus' is not"),
+        ("[s]\nservice=o\n", 2, "nested service"),
+        ("[s]\nldap://ldap.example.com/dc=x?y?one?(cn=s)\n", 2, "LDAP lookup"),
+        ("host=db\n[s]\nport=1\n", 1, "outside any \\[section\\]"),
+        ("[s]\n#" + "x" * 1021 + "\nhost=db\n", 2, "longer than 1022 bytes"),
+    ],
+)
+def test_service_file_lines_libpq_would_refuse_are_refused(clean_env, tmp_path, text, line, why):
+    path = _service(clean_env, tmp_path, text)
+    with pytest.raises(InsecureConnectionError, match=why) as err:
+        secure_params("service=s")
+    assert f"service file {path}, line {line}:" in str(err.value)
+
+
+def test_service_file_what_libpq_accepts_is_accepted(clean_env, tmp_path):
+    # other sections are never parsed by libpq (even broken ones); the longest line is fine
+    path = _service(
+        clean_env,
+        tmp_path,
+        "# c\n[o]\nhost: x\n[s]\n#" + "x" * 1020 + "\nhost=db\nport=6432\nsslmode=verify-ca\n",
+    )
+    p = secure_params("service=s")
+    assert (p.sslmode, p.sslmode_source) == ("verify-ca", f"service file {path}")
+    assert (p.kwargs["host"], p.kwargs["port"]) == ("db", "6432")
+
+
+def test_service_lookup_is_libpq_s(clean_env, tmp_path):
+    path = _service(clean_env, tmp_path, "[]\nhost=/run/sock\n[s]\nhost=db\n")
+    clean_env.setenv("PGSERVICE", "s")
+    assert secure_params().kwargs["host"] == "db"
+    # service='' is given: libpq looks up the section [] and not PGSERVICE
+    with pytest.raises(InsecureConnectionError, match="host='/run/sock'"):
+        secure_params(service="")
+    with pytest.raises(InsecureConnectionError, match=f"'nope' is not defined in {path}"):
+        secure_params("service=nope")
+    clean_env.setenv("PGSERVICEFILE", str(tmp_path / "missing"))  # libpq: not found, fails
+    with pytest.raises(InsecureConnectionError, match="cannot read service file"):
+        secure_params("service=s")
+    clean_env.delenv("PGSERVICEFILE")
+    clean_env.setenv("HOME", str(tmp_path / "home"))
+    clean_env.setenv("PGSYSCONFDIR", str(tmp_path))
+    (tmp_path / "pg_service.conf").write_text("[s]\nhost=sys\n")
+    assert secure_params("service=s").kwargs["host"] == "sys"
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".pg_service.conf").write_text("[s]\nhost=home\n")
+    assert secure_params("service=s").kwargs["host"] == "home"
+
+
+def test_checked_host_is_the_host_psycopg_uses(clean_env, tmp_path):
+    """psycopg splits host lists itself, reading PGHOST but not the service file: the host that
+    was checked must be passed explicitly."""
+    from psycopg.conninfo import conninfo_attempts
+
+    _service(clean_env, tmp_path, "[s]\nhost=127.0.0.1\nport=5432\n")
+    clean_env.setenv("PGHOST", "/run/a,/run/b")
+    clean_env.setenv("PGPORT", "1")
+    p = secure_params("service=s")
+    assert (p.kwargs["host"], p.kwargs["port"]) == ("127.0.0.1", "5432")
+    assert [a.get("host") for a in conninfo_attempts(p.kwargs)] == ["127.0.0.1"]
+    clean_env.delenv("PGSERVICEFILE")
+    clean_env.setenv("PGHOST", "db1,db2")
+    assert secure_params(hostaddr="10.0.0.1,10.0.0.2").kwargs["host"] == "db1,db2"
