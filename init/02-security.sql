@@ -92,6 +92,51 @@ GRANT SELECT ON TABLE "public"."sensor_readings" TO "finance_users";
 GRANT SELECT ON TABLE "public"."financial_metrics" TO "department_managers";
 -- grant DELETE, INSERT, SELECT, UPDATE on table financial_metrics to finance_users
 GRANT DELETE, INSERT, SELECT, UPDATE ON TABLE "public"."financial_metrics" TO "finance_users";
+-- create function tsaccess_chunk_acl(): new chunks: no writes, nothing for sliced roles
+CREATE OR REPLACE FUNCTION "public"."tsaccess_chunk_acl"() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS '
+DECLARE
+  ch regclass;
+  sliced text;
+  writers text;
+BEGIN
+  FOR ch, sliced, writers IN
+    SELECT x.ch, x.sliced, x.writers FROM (
+      SELECT k.oid::regclass AS ch,
+        (SELECT pg_catalog.string_agg(DISTINCT pg_catalog.quote_ident(g.rolname), '', '')
+         FROM pg_catalog.aclexplode(k.relacl) a
+         JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+         WHERE g.rolname = ANY (TG_ARGV)) AS sliced,
+        (SELECT pg_catalog.string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN ''PUBLIC''
+           ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, '', '')
+         FROM pg_catalog.aclexplode(k.relacl) a
+         WHERE a.grantee <> k.relowner AND a.privilege_type <> ''SELECT'') AS writers
+      FROM _timescaledb_catalog.hypertable h
+      JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = h.id
+      JOIN pg_catalog.pg_class k
+        ON k.oid = pg_catalog.to_regclass(pg_catalog.format(''%I.%I'', c.schema_name, c.table_name))
+      WHERE h.schema_name = TG_TABLE_SCHEMA AND h.table_name = TG_TABLE_NAME
+        AND c.creation_time >= pg_catalog.transaction_timestamp() - interval ''5 minutes''
+    ) x
+    WHERE x.sliced IS NOT NULL OR x.writers IS NOT NULL
+  LOOP
+    IF sliced IS NOT NULL THEN
+      EXECUTE pg_catalog.format(''REVOKE ALL ON TABLE %s FROM %s'', ch, sliced);
+    END IF;
+    IF writers IS NOT NULL THEN
+      EXECUTE pg_catalog.format(
+        ''REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE %s FROM %s'',
+        ch, writers);
+    END IF;
+  END LOOP;
+  RETURN NULL;
+END
+';
+-- revoke EXECUTE on function tsaccess_chunk_acl from PUBLIC
+REVOKE EXECUTE ON FUNCTION "public"."tsaccess_chunk_acl"() FROM PUBLIC;
+-- new chunks of sensor_readings: no writes by anyone but the owner
+CREATE TRIGGER "tsaccess_chunk_acl_e3b0c44298fc" AFTER INSERT OR UPDATE ON "public"."sensor_readings" FOR EACH STATEMENT EXECUTE FUNCTION "public"."tsaccess_chunk_acl"();
+-- new chunks of financial_metrics: no writes by anyone but the owner
+CREATE TRIGGER "tsaccess_chunk_acl_e3b0c44298fc" AFTER INSERT OR UPDATE ON "public"."financial_metrics" FOR EACH STATEMENT EXECUTE FUNCTION "public"."tsaccess_chunk_acl"();
 -- mark role data_analysts as managed by tsaccess
 COMMENT ON ROLE "data_analysts" IS 'tsaccess:managed {"databases": ["company_db"]}';
 -- mark role data_engineers as managed by tsaccess

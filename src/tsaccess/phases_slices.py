@@ -5,12 +5,15 @@
   returns the value for ``session_user``, which ``SET ROLE``, ``set_config`` and
   ``application_name`` cannot change. The sliced table gets row-level security with one policy
   per granted role (``column = (SELECT tsaccess_rls.attribute('...'))`` for sliced roles,
-  ``true`` for the others).
+  ``true`` for the others): ``FOR ALL`` for a role granted SELECT, INSERT, UPDATE and DELETE,
+  else one policy per granted command (a ``FOR ALL ... USING (true)`` policy of an INSERT-only
+  role would widen its members' reads to every row).
 * Chunks copy the hypertable's ACL and never carry row-level security, and chunk creation fires
-  no event trigger. A statement trigger ``AFTER INSERT OR UPDATE`` on the hypertable
-  (``tsaccess_chunk_acl()``, owned by the table owner) revokes the sliced roles' privileges on
-  every new chunk that has them, in the transaction that created the chunk: before it commits,
-  no other session can see the chunk. (Existing chunks: :mod:`tsaccess.phases_timescale`.)
+  no event trigger. A statement trigger ``AFTER INSERT OR UPDATE`` on every policy hypertable
+  (``tsaccess_chunk_acl()``, owned by the table owner) revokes the sliced roles' privileges, and
+  everyone else's privileges but SELECT, on every new chunk that has them, in the transaction
+  that created the chunk: before it commits, no other session can see the chunk. (Existing
+  chunks: :mod:`tsaccess.phases_timescale`.)
 * Views that read a sliced table with their owner's rights lose the sliced roles' and PUBLIC's
   privileges; users who may INSERT into a sliced table and are in no sliced role get
   ``BYPASSRLS`` (``COPY FROM`` is refused under row-level security).
@@ -49,38 +52,54 @@ POLICY_PREFIX = "tsaccess_"
 
 Grant = tuple[str, str]
 
+_COMMANDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
+
 ATTRIBUTE_BODY = (
     "SELECT value FROM tsaccess_rls.user_attributes"
     " WHERE username = pg_catalog.session_user() AND attribute = $1"
 )
 
-# Revoke every privilege of the roles named in TG_ARGV on the chunks of the trigger's table
-# that hold one (new chunks copy the hypertable's ACL). Runs as the table owner. Only chunks
-# created since shortly before this transaction began are looked at (TimescaleDB stamps a chunk
-# with the wall clock when it creates it): a chunk made by this statement is always among them,
-# and the check costs the same with 10 or 10,000 chunks. Older chunks are plan's and verify's.
+# On the chunks of the trigger's table created since shortly before this transaction began
+# (new chunks copy the hypertable's ACL): revoke every privilege of the roles named in TG_ARGV
+# (the sliced roles: chunks carry no row-level security), and every privilege but SELECT of every
+# other grantee except the owner (a write on a chunk skips the hypertable's audit triggers).
+# Runs as the table owner. TimescaleDB stamps a chunk with the wall clock when it creates it: a
+# chunk made by this statement is always among those looked at, and the check costs the same
+# with 10 or 10,000 chunks. Older chunks are plan's and verify's.
 CHUNK_ACL_BODY = """
 DECLARE
   ch regclass;
-  who text;
+  sliced text;
+  writers text;
 BEGIN
-  FOR ch IN
-    SELECT k.oid::regclass
-    FROM _timescaledb_catalog.hypertable h
-    JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = h.id
-    JOIN pg_catalog.pg_class k
-      ON k.oid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', c.schema_name, c.table_name))
-    WHERE h.schema_name = TG_TABLE_SCHEMA AND h.table_name = TG_TABLE_NAME
-      AND c.creation_time >= pg_catalog.transaction_timestamp() - interval '5 minutes'
-      AND EXISTS (SELECT FROM pg_catalog.aclexplode(k.relacl) a
-                  JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
-                  WHERE g.rolname = ANY (TG_ARGV))
+  FOR ch, sliced, writers IN
+    SELECT x.ch, x.sliced, x.writers FROM (
+      SELECT k.oid::regclass AS ch,
+        (SELECT pg_catalog.string_agg(DISTINCT pg_catalog.quote_ident(g.rolname), ', ')
+         FROM pg_catalog.aclexplode(k.relacl) a
+         JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+         WHERE g.rolname = ANY (TG_ARGV)) AS sliced,
+        (SELECT pg_catalog.string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+           ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, ', ')
+         FROM pg_catalog.aclexplode(k.relacl) a
+         WHERE a.grantee <> k.relowner AND a.privilege_type <> 'SELECT') AS writers
+      FROM _timescaledb_catalog.hypertable h
+      JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = h.id
+      JOIN pg_catalog.pg_class k
+        ON k.oid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', c.schema_name, c.table_name))
+      WHERE h.schema_name = TG_TABLE_SCHEMA AND h.table_name = TG_TABLE_NAME
+        AND c.creation_time >= pg_catalog.transaction_timestamp() - interval '5 minutes'
+    ) x
+    WHERE x.sliced IS NOT NULL OR x.writers IS NOT NULL
   LOOP
-    IF who IS NULL THEN
-      SELECT pg_catalog.string_agg(pg_catalog.quote_ident(r), ', ') INTO who
-      FROM pg_catalog.unnest(TG_ARGV) r;
+    IF sliced IS NOT NULL THEN
+      EXECUTE pg_catalog.format('REVOKE ALL ON TABLE %s FROM %s', ch, sliced);
     END IF;
-    EXECUTE pg_catalog.format('REVOKE ALL ON TABLE %s FROM %s', ch, who);
+    IF writers IS NOT NULL THEN
+      EXECUTE pg_catalog.format(
+        'REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE %s FROM %s',
+        ch, writers);
+    END IF;
   END LOOP;
   RETURN NULL;
 END
@@ -92,7 +111,7 @@ def _digest(*parts: str) -> str:
 
 
 def _slice_steps(
-    policy: Policy, cat: CatalogSnapshot | None, tsc: TimescaleCatalog | None, ts: bool
+    policy: Policy, cat: CatalogSnapshot | None, tsc: TimescaleCatalog | None
 ) -> list[Step]:
     steps: list[Step] = []
     sliced = sorted({r.name for r in policy.roles if r.slices})
@@ -180,41 +199,12 @@ def _slice_steps(
         {(r, "EXECUTE") for r in sliced},
         "security",
     )
-    chunk_fn = sql.Identifier(policy.schema, CHUNK_ACL_FUNCTION)
-    fn_info = cat.functions.get(CHUNK_ACL_FUNCTION) if cat else None
-    if ts:
-        if fn_info is None or fn_info.source != CHUNK_ACL_BODY or not fn_info.security_definer:
-            steps.append(
-                Step(
-                    sql.SQL(
-                        "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
-                        " VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {}"
-                    ).format(chunk_fn, sql.Literal(CHUNK_ACL_BODY)),
-                    f"create function {CHUNK_ACL_FUNCTION}(): sliced roles lose new chunks",
-                    "security",
-                )
-            )
-        have_cf = (
-            {("PUBLIC", "EXECUTE")}
-            if fn_info is None
-            else {g for g in fn_info.acl if g[0] != fn_info.owner}
-        )
-        steps += grant_steps(
-            sql.SQL("{}()").format(chunk_fn),
-            f"function {CHUNK_ACL_FUNCTION}",
-            "FUNCTION",
-            have_cf,
-            set(),
-            "security",
-        )
     for t in policy.tables:
-        steps += _rls_steps(policy, t, cat, tsc, ts)
+        steps += _rls_steps(policy, t, tsc)
     return steps
 
 
-def _rls_steps(
-    policy: Policy, t: Table, cat: CatalogSnapshot | None, tsc: TimescaleCatalog | None, ts: bool
-) -> list[Step]:
+def _rls_steps(policy: Policy, t: Table, tsc: TimescaleCatalog | None) -> list[Step]:
     target = sql.Identifier(policy.schema, t.name)
     sliced = policy.sliced_roles(t.name)
     enabled = bool(tsc and tsc.rls.get(t.name))
@@ -238,10 +228,30 @@ def _rls_steps(
                     # the attribute is text; compare in the column's type (validated name)
                     sql.SQL("" if typ == "text" else "::" + typ),
                 )
-            name = POLICY_PREFIX + _digest(r.name, cond.as_string(None))
-            want[name] = sql.SQL(
-                "CREATE POLICY {} ON {} FOR ALL TO {} USING ({}) WITH CHECK ({})"
-            ).format(sql.Identifier(name), target, sql.Identifier(r.name), cond, cond)
+            privs = {str(p) for p in r.privileges_on(t.name)}
+            if privs >= _COMMANDS:
+                name = POLICY_PREFIX + _digest(r.name, cond.as_string(None))
+                want[name] = sql.SQL(
+                    "CREATE POLICY {} ON {} FOR ALL TO {} USING ({}) WITH CHECK ({})"
+                ).format(sql.Identifier(name), target, sql.Identifier(r.name), cond, cond)
+                continue
+            # only the commands the role is granted: a FOR ALL policy would also widen the
+            # role's members' reads (permissive policies of one command OR together)
+            for cmd in sorted(_COMMANDS & privs):
+                clause = {
+                    "SELECT": "USING ({c})",
+                    "DELETE": "USING ({c})",
+                    "INSERT": "WITH CHECK ({c})",
+                    "UPDATE": "USING ({c}) WITH CHECK ({c})",
+                }[cmd]
+                name = POLICY_PREFIX + _digest(r.name, cmd, cond.as_string(None))
+                want[name] = sql.SQL("CREATE POLICY {} ON {} FOR {} TO {} " + clause).format(
+                    sql.Identifier(name),
+                    target,
+                    sql.SQL(cmd),
+                    sql.Identifier(r.name),
+                    c=cond,
+                )
     for name in sorted(ours - set(want)):
         steps.append(
             Step(
@@ -268,14 +278,56 @@ def _rls_steps(
         )
     for name in sorted(set(want) - ours):
         steps.append(Step(want[name], f"row policy {name} on {t.name}", "security"))
-    # the chunk trigger: only on hypertables with slices
+    return steps
+
+
+def _chunk_fn_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
+    """The function of the chunk trigger (every policy with a hypertable, on TimescaleDB)."""
+    steps: list[Step] = []
+    chunk_fn = sql.Identifier(policy.schema, CHUNK_ACL_FUNCTION)
+    fn_info = cat.functions.get(CHUNK_ACL_FUNCTION) if cat else None
+    if fn_info is None or fn_info.source != CHUNK_ACL_BODY or not fn_info.security_definer:
+        steps.append(
+            Step(
+                sql.SQL(
+                    "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
+                    " VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {}"
+                ).format(chunk_fn, sql.Literal(CHUNK_ACL_BODY)),
+                f"create function {CHUNK_ACL_FUNCTION}(): new chunks: no writes, nothing for sliced roles",
+                "security",
+            )
+        )
+    have_cf = (
+        {("PUBLIC", "EXECUTE")}
+        if fn_info is None
+        else {g for g in fn_info.acl if g[0] != fn_info.owner}
+    )
+    steps += grant_steps(
+        sql.SQL("{}()").format(chunk_fn),
+        f"function {CHUNK_ACL_FUNCTION}",
+        "FUNCTION",
+        have_cf,
+        set(),
+        "security",
+    )
+    return steps
+
+
+def _chunk_trigger_steps(
+    policy: Policy, t: Table, cat: CatalogSnapshot | None, ts: bool
+) -> list[Step]:
+    """The chunk trigger on every policy hypertable: new chunks lose every privilege of the
+    sliced roles and every privilege but SELECT of everyone else (the owner keeps its own)."""
+    target = sql.Identifier(policy.schema, t.name)
+    sliced = policy.sliced_roles(t.name)
+    steps: list[Step] = []
     trig = {
         n
         for (tn, n) in (cat.triggers if cat else {})
         if tn == t.name and n.startswith(CHUNK_TRIGGER_PREFIX)
     }
     want_trig: dict[str, sql.Composed] = {}
-    if sliced and t.hypertable and ts:
+    if t.hypertable and ts:
         name = CHUNK_TRIGGER_PREFIX + _digest(*sliced)
         want_trig[name] = sql.SQL(
             "CREATE TRIGGER {} AFTER INSERT OR UPDATE ON {} FOR EACH STATEMENT"
@@ -298,7 +350,8 @@ def _rls_steps(
         steps.append(
             Step(
                 want_trig[name],
-                f"new chunks of {t.name} lose the privileges of {', '.join(sliced)}",
+                f"new chunks of {t.name}: no writes by anyone but the owner"
+                + (f", nothing for {', '.join(sliced)}" if sliced else ""),
                 "security",
             )
         )
@@ -398,7 +451,11 @@ def slice_steps(
     """Steps for the row slices (``tsc`` None: an empty database)."""
     steps: list[Step] = []
     if any(r.slices for r in policy.roles) or (tsc and tsc.slice_schema is not None):
-        steps += _slice_steps(policy, cat, tsc, timescaledb)
+        steps += _slice_steps(policy, cat, tsc)
+    if timescaledb and any(t.hypertable for t in policy.tables):
+        steps += _chunk_fn_steps(policy, cat)
+    for t in policy.tables:
+        steps += _chunk_trigger_steps(policy, t, cat, timescaledb)
     if tsc is not None:
         steps += _view_steps(policy, cat, tsc, warnings)
     for t in policy.tables:

@@ -1,8 +1,10 @@
 """TimescaleDB's doors as plan steps: chunk ACLs, compression, continuous aggregates.
 
 * **Chunks** copy the hypertable's ACL (and never carry row-level security): every chunk of a
-  policy hypertable gets the hypertable's policy grants less those of the roles that see only a
-  slice of its rows (:mod:`tsaccess.phases_slices` closes new chunks as they are created). A
+  policy hypertable (and every compressed chunk, and the internal compressed hypertable) gets
+  the hypertable's SELECT grants less those of the roles that see only a slice of its rows —
+  no write privilege, so every write goes through the hypertable and its audit triggers
+  (:mod:`tsaccess.phases_slices` closes new chunks as they are created). A
   chunk ACL that drifted is repaired; the copies TimescaleDB makes of the hypertable's
   GRANT/REVOKE steps planned before are predicted, so the plan after apply is empty.
 * **Compression** settings and the compression job; the audit phase switches DELETE to its
@@ -41,19 +43,23 @@ def _predict(
 
 
 def _table_want(policy: Policy, table: str, *, chunk: bool) -> set[Grant]:
+    """A table's (or aggregate's) policy grants; for its chunks (and compressed chunks): SELECT
+    only, and nothing for the sliced roles. A write on a chunk would skip the hypertable's audit
+    triggers; writes through the hypertable need no privilege on the chunks (measured)."""
     sliced = set(policy.sliced_roles(table)) if chunk else set()
     return {
         (r.name, str(p))
         for r in policy.roles
         if r.name not in sliced
         for p in r.privileges_on(table)
+        if not chunk or str(p) == "SELECT"
     }
 
 
 def _chunk_acl_steps(
     policy: Policy, cat: CatalogSnapshot | None, tsc: TimescaleCatalog
 ) -> list[Step]:
-    """Chunks get their hypertable's privileges less the sliced roles'; an aggregate's
+    """Chunks get their hypertable's SELECT grants less the sliced roles'; an aggregate's
     internal relations get none (readers go through the aggregate)."""
     steps: list[Step] = []
     for c in tsc.chunks:
@@ -104,6 +110,7 @@ def _compression_steps(policy: Policy, t: Table, tsc: TimescaleCatalog) -> list[
                 "schema",
             )
         )
+        steps.append(_compressed_revoke(policy, t))
     elif live[0] != comp.segment_by or (comp.order_by and live[1] != want_order):
         steps.append(
             Step(
@@ -139,6 +146,32 @@ def _compression_steps(policy: Policy, t: Table, tsc: TimescaleCatalog) -> list[
             )
         )
     return steps
+
+
+def _compressed_revoke(policy: Policy, t: Table) -> Step:
+    """For compression enabled by this plan: TimescaleDB copied the hypertable's ACL to its new
+    internal compressed hypertable (whose ACL its compressed chunks copy); take back every
+    privilege but SELECT of everyone but the owner (writes go through the hypertable)."""
+    lit = sql.Literal
+    body = sql.SQL(
+        "DECLARE r regclass; w text; BEGIN"
+        " SELECT pg_catalog.format('%I.%I', c.schema_name, c.table_name)::regclass INTO r"
+        " FROM _timescaledb_catalog.hypertable h"
+        " JOIN _timescaledb_catalog.hypertable c ON c.id = h.compressed_hypertable_id"
+        " WHERE h.schema_name = {} AND h.table_name = {};"
+        " SELECT pg_catalog.string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC'"
+        " ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, ', ') INTO w"
+        " FROM pg_catalog.pg_class k, pg_catalog.aclexplode(k.relacl) a"
+        " WHERE k.oid = r AND a.grantee <> k.relowner AND a.privilege_type <> 'SELECT';"
+        " IF w IS NOT NULL THEN EXECUTE pg_catalog.format('REVOKE INSERT, UPDATE, DELETE,"
+        " TRUNCATE, REFERENCES, TRIGGER ON TABLE %s FROM %s', r, w); END IF; END"
+    ).format(lit(policy.schema), lit(t.name))
+    return Step(
+        sql.SQL("DO {}").format(lit(body.as_string(None))),
+        f"the compressed hypertable of {t.name}: no writes but the owner's (its compressed "
+        "chunks copy its privileges)",
+        "security",
+    )
 
 
 def _normal_order(item: str) -> str:

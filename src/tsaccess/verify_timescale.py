@@ -3,7 +3,8 @@ aggregate and its materialized hypertable.
 
 A chunk is a table of its own (``_timescaledb_internal._hyper_N_M_chunk``) that copies its
 hypertable's privileges and never carries row-level security: the matrix expects on it the
-hypertable's privileges less those of the roles that see only a slice of the rows. An aggregate
+hypertable's SELECT less that of the roles that see only a slice of the rows, and no write (a
+write on a chunk would skip the hypertable's audit triggers). An aggregate
 is expected readable exactly by its grantees, its materialized hypertable by nobody.
 """
 
@@ -43,7 +44,7 @@ def _user_privs(policy: Policy, user: str, table: str, *, chunk: bool) -> frozen
         if role is None or (chunk and role.slice_of(table) is not None):
             continue
         out |= set(role.privileges_on(table))
-    return frozenset(out)
+    return frozenset(p for p in out if not chunk or p == "SELECT")
 
 
 def timescale_objects(admin: psycopg.Connection[Any], policy: Policy) -> list[ExtraObject]:

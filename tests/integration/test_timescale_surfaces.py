@@ -762,3 +762,312 @@ def test_a_slice_on_an_integer_column_compares_in_the_column_type(db):
     with pytest.raises(PolicyError, match="give a whole number") as err:
         parse_policy(bad)
     assert err.value.path == "users.gina.attributes.site"
+
+
+# --- review fixes: writes on chunks, write-only roles on sliced tables, sliced audit readers
+
+
+def _example_data() -> dict:
+    import tomllib
+
+    return tomllib.loads(EXAMPLE.read_text())
+
+
+def _audit_ops(db, user: str) -> list[tuple[str, str, int]]:
+    with db.admin() as conn:
+        return conn.execute(
+            "SELECT operation, table_name, row_count FROM activity_audit WHERE username = %s"
+            " ORDER BY id",
+            (user,),
+        ).fetchall()
+
+
+def _internal_relations(db) -> list[str]:
+    """Every chunk, compressed chunk and compressed hypertable of the policy's hypertables."""
+    with db.admin() as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT format('%I.%I', c.schema_name, c.table_name)"
+                " FROM _timescaledb_catalog.hypertable h"
+                " JOIN _timescaledb_catalog.hypertable x"
+                "  ON x.id = h.id OR x.id = h.compressed_hypertable_id"
+                " JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = x.id"
+                " WHERE h.schema_name = 'public'"
+                "  AND h.table_name IN ('sensor_readings', 'financial_metrics')"
+                " UNION ALL SELECT format('%I.%I', x.schema_name, x.table_name)"
+                " FROM _timescaledb_catalog.hypertable h"
+                " JOIN _timescaledb_catalog.hypertable x ON x.id = h.compressed_hypertable_id"
+                " WHERE h.schema_name = 'public'"
+            )
+        ]
+
+
+def _no_writes(conn, rel: str) -> None:
+    """No write privilege on ``rel``; on a chunk, each write tried and denied (TimescaleDB
+    refuses DML on the internal compressed hypertable before any privilege check)."""
+    privs = conn.execute(
+        "SELECT array_agg(p) FILTER (WHERE has_table_privilege(%s, p))"
+        " FROM unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p",
+        (rel,),
+    ).fetchone()[0]
+    assert privs is None, (rel, privs)
+    if "_compressed_hypertable_" in rel:
+        return
+    ident = sql.SQL(rel)
+    _denied(conn, sql.SQL("DELETE FROM {}").format(ident))
+    _denied(conn, sql.SQL("TRUNCATE {}").format(ident))
+    if "compress_hyper_" not in rel:
+        _denied(conn, sql.SQL("UPDATE {} SET time = time").format(ident))
+
+
+def test_writes_on_chunks_by_name_are_denied_and_every_write_goes_through_the_audit(ts):
+    """bob and david may write the hypertables: not their chunks (no audit trigger there), and
+    every write through the hypertable keeps working (existing and new chunks, across chunks,
+    COPY, MERGE, compressed chunks) and is audited."""
+    _seed_finance(ts.db)
+    with ts.db.admin() as conn:
+        conn.execute(
+            "INSERT INTO sensor_readings (time, sensor_id, temperature)"
+            " SELECT now() - d * interval '1 day', 's' || (d % 3), 20 FROM generate_series(0, 30) d"
+        )
+        conn.commit()
+        assert (
+            conn.execute(
+                "SELECT count(compress_chunk(c, if_not_compressed => true)) FROM"
+                " show_chunks('sensor_readings', older_than => interval '8 days') c"
+            ).fetchone()[0]
+            >= 2
+        )
+        conn.commit()
+        assert not plan(conn, ts.policy)  # compressed chunks made by the owner: as planned
+    internal = _internal_relations(ts.db)
+    assert any("compress" in r for r in internal)
+    for user, table in (("bob", "sensor_readings"), ("david", "financial_metrics")):
+        with ts.connect(user) as conn:
+            for rel in internal:
+                _no_writes(conn, rel)
+            chunk = sql.SQL(_chunks(ts.db, table)[-1])
+            col = "sensor_id" if table == "sensor_readings" else "metric_type"
+            _denied(
+                conn,
+                sql.SQL("INSERT INTO {} (time, {}) VALUES (now(), 'forged')").format(
+                    chunk, sql.Identifier(col)
+                ),
+            )
+            conn.execute(sql.SQL("SELECT count(*) FROM {}").format(chunk))  # reads stay
+    before = {u: len(_audit_ops(ts.db, u)) for u in ("bob", "david")}
+    with ts.connect("bob") as conn:
+        ops = [
+            "INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'a')",  # existing chunk
+            "INSERT INTO sensor_readings (time, sensor_id) VALUES ('2040-01-01', 'a')",  # new
+            "INSERT INTO sensor_readings (time, sensor_id)"  # into a compressed chunk
+            " VALUES (now() - interval '20 days', 'a')",
+            "UPDATE sensor_readings SET temperature = 1 WHERE sensor_id = 's1'",  # across
+            "DELETE FROM sensor_readings WHERE sensor_id = 's2'",  # compressed ones too
+        ]
+        counts = [conn.execute(q).rowcount for q in ops]
+        conn.commit()
+        with conn.cursor() as cur:
+            with cur.copy("COPY sensor_readings (time, sensor_id) FROM STDIN") as cp:
+                cp.write_row(("2041-01-01 00:00+00", "c"))
+                cp.write_row(("2026-01-01 00:00+00", "c"))
+        conn.commit()
+        new_chunk = conn.execute(
+            "SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = 'sensor_readings' AND range_start > '2040-12-01'"
+        ).fetchone()[0]
+        _denied(conn, sql.SQL("DELETE FROM {}").format(sql.SQL(new_chunk)))
+        conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(new_chunk)))
+    assert counts[:3] == [1, 1, 1] and counts[3] > 5 and counts[4] > 5
+    assert [(op, n) for op, _, n in _audit_ops(ts.db, "bob")[before["bob"] :]] == [
+        ("INSERT", 1),
+        ("INSERT", 1),
+        ("INSERT", 1),
+        ("UPDATE", counts[3]),
+        ("DELETE", counts[4]),
+        ("INSERT", 2),
+    ]
+    with ts.connect("david") as conn:
+        merged = conn.execute(
+            "MERGE INTO financial_metrics t USING (VALUES ('Ops'), ('Nobody')) s(dep)"
+            " ON t.department = s.dep"
+            " WHEN MATCHED THEN UPDATE SET amount = 5"
+            " WHEN NOT MATCHED THEN INSERT (time, metric_type, amount, department)"
+            " VALUES ('2042-01-01', 'merge', 3, s.dep)"
+        ).rowcount
+        conn.commit()
+        moved = conn.execute(
+            "UPDATE financial_metrics SET amount = 2 WHERE department = 'Ops'"
+        ).rowcount
+        conn.commit()
+        fin_new = conn.execute(
+            "SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = 'financial_metrics' AND range_start > '2041-12-01'"
+        ).fetchone()[0]
+        _denied(conn, sql.SQL("UPDATE {} SET amount = 0").format(sql.SQL(fin_new)))
+    assert merged == 5 and moved == 4
+    david = [(op, n) for op, _, n in _audit_ops(ts.db, "david")[before["david"] :]]
+    assert sorted(david) == [("INSERT", 1), ("UPDATE", 4), ("UPDATE", 4)]
+    with ts.db.admin() as conn:
+        assert not plan(conn, ts.policy)  # new chunks are as the plan wants them
+        matrix = verify(conn, ts.policy, ts.passwords, **ts.user_params())
+    assert matrix.ok, matrix.to_text()
+    chunk_obj = next(c.object for c in matrix.cells if "(chunk of sensor_readings)" in c.object)
+    for priv in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
+        assert matrix.cell("bob", chunk_obj, priv).expected is False
+        assert matrix.cell("bob", chunk_obj, priv).actual is False
+    assert matrix.cell("bob", chunk_obj, "SELECT").actual is True
+
+
+def test_plan_takes_back_write_privileges_on_chunks(ts):
+    """A database applied before this fix (chunks writable like their hypertable) or a GRANT
+    by hand: plan revokes the writes, apply repairs them, the next plan is empty."""
+    _seed_finance(ts.db, days=(0, 10))
+    with ts.db.admin() as conn:
+        conn.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 's')")
+        conn.commit()
+        internal = _internal_relations(ts.db)
+        for rel in internal:
+            conn.execute(
+                sql.SQL(
+                    "GRANT INSERT, UPDATE, DELETE ON {} TO data_engineers, finance_users"
+                ).format(sql.SQL(rel))
+            )
+        conn.commit()
+        text = plan(conn, ts.policy).summary()
+        conn.rollback()
+    for rel in internal:
+        assert f"on chunk {rel} of " in text
+    assert "revoke DELETE, INSERT, UPDATE on chunk" in text
+    with ts.connect("bob") as conn:  # the drift is real before the repair
+        conn.execute(
+            sql.SQL("DELETE FROM {}").format(sql.SQL(_chunks(ts.db, "sensor_readings")[0]))
+        )
+        conn.rollback()
+    with ts.db.admin() as conn:
+        apply(conn, ts.policy, passwords=ts.passwords)
+        assert not plan(conn, ts.policy)
+    with ts.connect("bob") as conn:
+        for rel in internal:
+            _no_writes(conn, rel)
+
+
+def _gina_policy(db):
+    from tsaccess.policy import parse_policy
+
+    data = _example_data()
+    data["roles"]["fin_loaders"] = {
+        "description": "Load financial figures (write only)",
+        "grants": {"financial_metrics": ["INSERT"]},
+    }
+    data["users"]["gina"] = {
+        "roles": ["department_managers", "fin_loaders"],
+        "attributes": {"department": "Sales"},
+    }
+    return parse_policy(data)
+
+
+def test_a_write_only_role_does_not_widen_a_slice(db):
+    """gina reads financial_metrics through the sliced department_managers (Sales) and may
+    INSERT through fin_loaders (unsliced): her reads stay in her slice."""
+    co = apply_company(db, _gina_policy(db))
+    _seed_finance(db)
+    with db.admin() as conn:
+        cmds = dict(
+            conn.execute(
+                "SELECT roles::text, cmd FROM pg_policies WHERE tablename = 'financial_metrics'"
+            ).fetchall()
+        )
+    assert cmds == {
+        "{department_managers}": "SELECT",
+        "{fin_loaders}": "INSERT",
+        "{finance_users}": "ALL",
+    }
+    with co.connect("gina") as conn:
+        assert _departments(conn) == {"Sales": 4}
+        # her INSERT is not sliced (fin_loaders is not), and reads nothing back
+        conn.execute(
+            "INSERT INTO financial_metrics (time, metric_type, department)"
+            " VALUES (now(), 'load', 'Ops')"
+        )
+        conn.commit()
+        assert _departments(conn) == {"Sales": 4}
+        _denied(conn, "UPDATE financial_metrics SET amount = 0")
+    with co.connect("carol") as conn:
+        assert _departments(conn) == {"Sales": 4}
+    with co.connect("david") as conn:
+        assert _departments(conn) == {"HR": 4, "Ops": 5, "Sales": 4}
+    with db.admin() as conn:
+        assert not plan(conn, co.policy)
+
+
+def test_plan_replaces_the_old_for_all_policies(db):
+    """A database applied before the fix has FOR ALL ... USING (true) for fin_loaders:
+    plan drops it and creates the per-command policy; then gina is back in her slice."""
+    from tsaccess.phases_slices import _digest
+
+    co = apply_company(db, _gina_policy(db))
+    _seed_finance(db)
+    old = "tsaccess_" + _digest("fin_loaders", "true")
+    with db.admin() as conn:
+        for (name,) in conn.execute(
+            "SELECT policyname FROM pg_policies WHERE tablename = 'financial_metrics'"
+            " AND 'fin_loaders' = ANY (roles)"
+        ).fetchall():
+            conn.execute(
+                sql.SQL("DROP POLICY {} ON financial_metrics").format(sql.Identifier(name))
+            )
+        conn.execute(
+            sql.SQL(
+                "CREATE POLICY {} ON financial_metrics FOR ALL TO fin_loaders"
+                " USING (true) WITH CHECK (true)"
+            ).format(sql.Identifier(old))
+        )
+        conn.commit()
+    with co.connect("gina") as conn:  # the old shape widens her slice
+        assert _departments(conn) == {"HR": 4, "Ops": 4, "Sales": 4}
+    with db.admin() as conn:
+        text = plan(conn, co.policy).summary()
+        conn.rollback()
+        assert f"drop outdated row policy {old} on financial_metrics" in text
+        apply(conn, co.policy, passwords=co.passwords)
+        assert not plan(conn, co.policy)
+    with co.connect("gina") as conn:
+        assert _departments(conn) == {"Sales": 4}
+
+
+def test_a_sliced_reader_of_the_per_row_audit_is_refused(db):
+    """The per-row audit view shows the changed rows of every slice to anyone who may read the
+    audit and the table's columns: the policy refuses a sliced role (or user) that reads it."""
+    from tsaccess import PolicyError
+    from tsaccess.policy import parse_policy
+
+    data = _example_data()
+    data["roles"]["department_managers"]["grants"]["activity_audit"] = ["SELECT"]
+    with pytest.raises(PolicyError, match="read the audit through a role without slices") as err:
+        parse_policy(data)
+    assert "'department_managers'" in str(err.value) and "'financial_metrics'" in str(err.value)
+    assert err.value.path == "roles.department_managers.grants.activity_audit"
+    data = _example_data()
+    data["users"]["carol"]["roles"] = ["department_managers", "auditors"]
+    with pytest.raises(PolicyError, match="user 'carol' sees a slice of 'financial_metrics'"):
+        parse_policy(data)
+    # an auditor who may read the whole table anyway is no leak; statement-mode tables neither
+    data["users"]["carol"]["roles"] = ["department_managers", "auditors", "finance_users"]
+    parse_policy(data)
+    data = _example_data()
+    data["tables"]["financial_metrics"]["audit"] = "statement"
+    data["roles"]["department_managers"]["grants"]["activity_audit"] = ["SELECT"]
+    parse_policy(data)
+    # the shipped example is accepted and applies (the sliced carol does not read the audit)
+    co = apply_company(db, parse_policy(_example_data()))
+    _seed_finance(db)
+    with co.connect("david") as conn:
+        conn.execute("UPDATE financial_metrics SET amount = 7 WHERE department IN ('Ops', 'HR')")
+        conn.commit()
+    with co.connect("carol") as conn:
+        _denied(conn, "SELECT * FROM activity_audit_rows")
+    with co.connect("eve") as conn:  # the auditor reads the trail, not the figures
+        rows = conn.execute("SELECT new_data FROM activity_audit_rows").fetchall()
+        assert rows and all(not r[0] for r in rows)

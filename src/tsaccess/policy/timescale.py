@@ -264,6 +264,44 @@ def parse_aggregates(raw: object, source: str) -> tuple[Aggregate, ...]:
     return tuple(out)
 
 
+def _audit_reader_checks(p: Policy, tables: Mapping[str, Any]) -> None:
+    """The per-row audit view shows a table's row data to readers of the audit trail who may
+    read the table's columns, whatever row slice they have: refuse a sliced reader of it."""
+    src = p.source
+    audit = p.audit.table
+    row_audited = {t.name for t in p.tables if t.audit == "row"}
+    for r in p.roles:
+        for s in r.slices:
+            if s.table in row_audited and "SELECT" in r.privileges_on(audit):
+                raise _err(
+                    f"role {r.name!r} sees a slice of {s.table!r}, which is audited per row, "
+                    f"and reads the audit trail ({audit}): {p.audit.rows_view} would show it "
+                    f"every row of {s.table!r} that changed, of every slice; read the audit "
+                    "through a role without slices (e.g. an auditors role) and give it to "
+                    "users who are in no sliced role",
+                    f"roles.{r.name}.grants.{audit}",
+                    src,
+                )
+    for u in p.users:
+        held = [x for x in (p.role(n) for n in p.roles_of(u.name)) if x is not None]
+        if not any("SELECT" in x.privileges_on(audit) for x in held):
+            continue
+        for table in sorted(row_audited):
+            sliced = [x.name for x in held if x.slice_of(table) is not None]
+            whole = any(
+                x.slice_of(table) is None and "SELECT" in x.privileges_on(table) for x in held
+            )
+            if sliced and not whole:
+                raise _err(
+                    f"user {u.name!r} sees a slice of {table!r} (role {sliced[0]!r}), which is "
+                    f"audited per row, and reads the audit trail ({audit}): "
+                    f"{p.audit.rows_view} would show them every row of {table!r} that changed, "
+                    "of every slice; read the audit through a login user in no sliced role",
+                    f"users.{u.name}.roles",
+                    src,
+                )
+
+
 def validate_timescale(p: Policy) -> None:
     """Checks across tables, roles, users and aggregates (run by :func:`validate`)."""
     from tsaccess.policy.validate import check_ident
@@ -315,6 +353,7 @@ def validate_timescale(p: Policy) -> None:
                         f"users.{u.name}.attributes",
                         src,
                     )
+    _audit_reader_checks(p, tables)
     for t in p.tables:
         tp = f"tables.{t.name}"
         for what, present in (("compression", t.compression), ("retention", t.retention)):
