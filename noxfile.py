@@ -6,7 +6,9 @@ what CI runs. Sessions reuse their virtualenvs (``-R`` skips reinstalling).
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 
 import nox
 from nox.command import CommandFailed
@@ -20,7 +22,14 @@ nox.options.default_venv_backend = "venv"
 def tests(session: nox.Session) -> None:
     """Unit and integration tests against a real throwaway TLS server (docker-marked aside)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "not docker", *session.posargs)
+    # The local backend when PostgreSQL's server binaries are here (fast, and its server log is
+    # readable by the tests); the Docker backend has a session of its own. TSACCESS_TEST_BACKEND
+    # overrides.
+    local = shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    backend = os.environ.get("TSACCESS_TEST_BACKEND") or ("local" if local else "auto")
+    session.run(
+        "pytest", "-m", "not docker", *session.posargs, env={"TSACCESS_TEST_BACKEND": backend}
+    )
 
 
 # The integration tests that also run on the Docker backend (through testcontainers).
