@@ -47,6 +47,37 @@ _CLEANUP = (
 _CUSTOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)+")
 
 
+_PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_SETS_CUSTOM = re.compile(
+    r"(?i)\bset\s+(?:session\s+|local\s+)?(" + _PART + r"(?:\s*\.\s*" + _PART + r")+)"
+    r"|\bset_config\s*\(\s*(?:'((?:[^']|'')*)'\s*,)?"
+)
+_OWN = "tsaccess."
+"""Settings tsaccess itself sets and resets (the audit actor): not the borrower's."""
+
+
+def custom_names_in(text: str) -> tuple[frozenset[str], bool]:
+    """The custom settings (``prefix.name``) a statement text may create: ``SET x.y``, ``SET
+    LOCAL x.y``, ``set_config('x.y', ...)``; and True when it calls ``set_config`` with a name
+    that is not a literal (which setting it creates cannot be known: fail closed)."""
+    names: set[str] = set()
+    unknown = False
+    for m in _SETS_CUSTOM.finditer(text):
+        if m.group(1) is not None:
+            parts = re.findall(_PART, m.group(1))
+            name = ".".join(
+                p[1:-1].replace('""', '"') if p.startswith('"') else p.lower() for p in parts
+            )
+        elif m.group(2) is not None:
+            name = m.group(2).replace("''", "'").lower()
+        else:
+            unknown = True
+            continue
+        if "." in name and not name.startswith(_OWN):
+            names.add(name)
+    return frozenset(names), unknown
+
+
 def check_custom_names(names: Sequence[str]) -> tuple[str, ...]:
     """The names as given, or :class:`TsaccessError` for one that is not a custom setting name
     (``prefix.name``)."""

@@ -29,7 +29,7 @@ from psycopg import generators, pq, sql
 from psycopg.rows import tuple_row
 
 from tsaccess._log import get_logger
-from tsaccess._reset import ClientState
+from tsaccess._reset import ClientState, custom_names_in
 from tsaccess.errors import InsecureConnectionError, RoleScopeError, TsaccessError
 from tsaccess.hosts import check_host_list
 from tsaccess.params import (
@@ -46,6 +46,8 @@ __all__ = [
     "SECURE_SSLMODES",
     "SecureParams",
     "TsConnection",
+    "TsCursor",
+    "TsServerCursor",
     "connect",
     "plug_denied_recorder",
     "plug_preflight",
@@ -61,6 +63,42 @@ log = get_logger("tsaccess.connection")
 _APP_NAME_MAX = 63  # NAMEDATALEN - 1
 
 
+def _query_text(conn: psycopg.Connection[Any], query: Any) -> str:
+    if isinstance(query, str):
+        return query
+    if isinstance(query, bytes | bytearray | memoryview):
+        return bytes(query).decode("utf-8", "replace")
+    if isinstance(query, sql.Composable):
+        return query.as_string(conn)
+    return str(query)
+
+
+class TsCursor(psycopg.Cursor[Any]):
+    """The default cursor of a :class:`TsConnection`: notes the custom settings a statement may
+    create, so a pool can hand the next borrower a connection where they read NULL."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        _note(self.connection, query)
+        return super().execute(query, params, **kwargs)
+
+    def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+        _note(self.connection, query)
+        super().executemany(query, params_seq, **kwargs)
+
+
+class TsServerCursor(psycopg.ServerCursor[Any]):
+    """:class:`TsCursor` for named (server-side) cursors."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        _note(self.connection, query)
+        return super().execute(query, params, **kwargs)
+
+
+def _note(conn: psycopg.Connection[Any], query: Any) -> None:
+    if isinstance(conn, TsConnection):
+        conn.note_custom_settings(_query_text(conn, query))
+
+
 class TsConnection(psycopg.Connection[Any]):
     """A ``psycopg.Connection`` opened by tsaccess: TLS verified, scoped, with typed state.
 
@@ -70,6 +108,23 @@ class TsConnection(psycopg.Connection[Any]):
     :class:`tsaccess.preflight.PreflightConnection`). The password is not kept on the
     connection: :meth:`open_side` reconnects through a closure made by :func:`connect`.
     """
+
+    def __init__(self, pgconn: Any, row_factory: Any = tuple_row) -> None:
+        super().__init__(pgconn, row_factory)
+        self.cursor_factory = TsCursor
+        self.server_cursor_factory = TsServerCursor
+        self.custom_seen: set[str] = set()
+        """Custom settings statements on this connection may have created (since the last
+        pool reset): the reset checks them and discards the connection if one exists."""
+        self.custom_unknown = False
+        """A statement called ``set_config`` with a name that is not a literal."""
+
+    def note_custom_settings(self, text: str) -> None:
+        """Note the custom settings ``text`` may create (called by :class:`TsCursor`)."""
+        if "set" in text or "SET" in text or "Set" in text:
+            names, unknown = custom_names_in(text)
+            self.custom_seen |= names
+            self.custom_unknown |= unknown
 
     login_user: str = ""
     """The login user (``session_user``): the security boundary."""

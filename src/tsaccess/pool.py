@@ -92,7 +92,19 @@ def _make_reset(
         state = conn._client_state
         if state is None:  # pragma: no cover - configure() always sets it
             raise TsaccessError("this connection was not configured by create_pool()")
-        run_reset(conn, batch, custom, state)  # one round trip: clean up, then scope again
+        if conn.custom_unknown:
+            raise TsaccessError(
+                "the borrower called set_config() with a setting name that is not a literal: "
+                "it may have created a custom setting that RESET ALL leaves as '' (not NULL); "
+                "this connection is discarded rather than handed on"
+            )
+        extra = sorted(conn.custom_seen - set(custom))
+        if extra:  # settings the borrower may have created: checked in the same round trip
+            names = (*custom, *extra)
+            run_reset(conn, reset_batch(role, app_name, names), names, state)
+        else:
+            run_reset(conn, batch, custom, state)  # one round trip: clean up, scope again
+        conn.custom_seen.clear()
         conn.autocommit = autocommit
         conn.read_only = None
         conn.isolation_level = None

@@ -17,6 +17,7 @@ from psycopg_pool import PoolTimeout
 
 import tsaccess
 from tests.helpers import apply_company
+from tsaccess.connection import TsCursor
 
 
 @pytest.fixture
@@ -145,7 +146,7 @@ def test_client_state_is_restored_for_the_next_borrower(shop):
                 Decimal("1.5"),
                 "tea",
             )
-            assert type(conn.cursor()) is psycopg.Cursor
+            assert type(conn.cursor()) is TsCursor  # the cursor the pool configured
             assert (conn.prepare_threshold, conn.prepared_max) == (5, 100)
             conn.execute("DO $$ BEGIN RAISE NOTICE 'hello'; END $$")
             conn.execute("LISTEN chan")
@@ -175,6 +176,41 @@ def test_custom_setting_reads_null_for_the_next_borrower(shop):
         with pool.connection() as conn:
             assert conn.execute(probe).fetchone() == (None, "t1")
             assert conn.info.backend_pid != pid  # the placeholder's session was discarded
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "SET myapp.x = 'y'",
+        "SET SESSION \"MyApp\".x TO 'y'",
+        "SELECT set_config('myapp.x', 'y', false)",
+        "BEGIN; SET LOCAL myapp.x = 'y'; COMMIT",
+        "SELECT set_config(%s, 'y', false)",  # a name tsaccess cannot read: fail closed
+        "DO $$ BEGIN PERFORM set_config('myapp.x', 'y', false); END $$",
+    ],
+)
+def test_undeclared_custom_setting_reads_null_for_the_next_borrower(shop, how):
+    """Without custom_settings=: whatever custom setting a borrower's statements create, the
+    next borrower reads NULL (the connection that holds its placeholder is discarded)."""
+    db, pw = shop
+    pool = _pool(db, pw)
+    names = ["myapp.x", "MyApp.x"]
+    probe = "SELECT current_setting('myapp.x', true), current_setting('\"MyApp\".x', true)"
+    try:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+            conn.execute("SELECT 1")  # an ordinary borrower keeps the connection
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == pid
+            if "%s" in how:
+                conn.execute(how, (names[0],))
+            else:
+                conn.execute(how)
+        with pool.connection() as conn:
+            assert conn.execute(probe).fetchone() == (None, None)
+            assert conn.info.backend_pid != pid
     finally:
         pool.close()
 

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from tsaccess._log import get_logger
-from tsaccess.connection import TsConnection, plug_preflight
+from tsaccess.connection import TsConnection, TsCursor, TsServerCursor, plug_preflight
 from tsaccess.errors import PreflightDenied
 from tsaccess.preflight.checker import Checker, Verdict
 
@@ -97,7 +97,7 @@ class _Checks:
             conn.preflight.invalidate()  # the server refused what pre-flight allowed
 
 
-class PreflightCursor(_Checks, psycopg.Cursor[Any]):
+class PreflightCursor(_Checks, TsCursor):
     """A cursor that checks every statement before sending it (see :class:`PreflightConnection`)."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
@@ -123,7 +123,7 @@ class PreflightCursor(_Checks, psycopg.Cursor[Any]):
         return super().stream(query, params, **kwargs)
 
 
-class PreflightServerCursor(_Checks, psycopg.ServerCursor[Any]):
+class PreflightServerCursor(_Checks, TsServerCursor):
     """A named (server-side) cursor, ``conn.cursor(name=...)``, checked like
     :class:`PreflightCursor`: its ``DECLARE`` is never sent for a refused statement."""
 
