@@ -96,8 +96,9 @@ BEGIN
       CLOSE n_cur;
     END IF;
   END IF;
-  IF n = 0 AND pg_catalog.current_query() ~* '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M' THEN
-    RETURN NULL;  -- an action of a MERGE or WITH statement that changed no row
+  IF n = 0 AND pg_catalog.current_query() ~* '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M'
+      AND pg_catalog.current_query() !~ ';\s*\S' THEN
+    RETURN NULL;  -- an action of a lone MERGE or WITH statement that changed no row
   END IF;
   INSERT INTO "public"."activity_audit" (id, event_time, username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count) OVERRIDING SYSTEM VALUE
   VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
@@ -146,8 +147,9 @@ BEGIN
         END IF;
       END IF;
     END IF;
-    IF n = 0 AND pg_catalog.current_query() ~* '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M' THEN
-      RETURN NULL;  -- an action of a MERGE or WITH statement that changed no row
+    IF n = 0 AND pg_catalog.current_query() ~* '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M'
+        AND pg_catalog.current_query() !~ ';\s*\S' THEN
+      RETURN NULL;  -- an action of a lone MERGE or WITH statement that changed no row
     END IF;
   END IF;
   INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count)

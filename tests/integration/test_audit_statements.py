@@ -95,3 +95,15 @@ def test_plain_statements_that_change_nothing_are_still_recorded(company):
         ("bob", "DELETE", "sensor_readings", 0),
         ("david", "DELETE", "financial_metrics", 0),
     ]
+
+
+def test_a_zero_row_statement_after_a_with_in_one_string_is_recorded(company):
+    """A string that starts with WITH but holds more statements: the 0-row UPDATE is not taken
+    for an unchanged part of the WITH (found by attacking it: it went unrecorded)."""
+    with company.connect("bob") as conn:
+        conn.execute(
+            "WITH x AS (SELECT 1) SELECT 1;"
+            " UPDATE sensor_readings SET temperature = 1 WHERE sensor_id = 'probe-hidden'"
+        )
+        conn.commit()
+    assert _events(company.db) == [("bob", "UPDATE", "sensor_readings", 0)]

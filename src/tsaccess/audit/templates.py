@@ -83,9 +83,12 @@ def _size(tt: str, indent: int) -> str:
 # A MERGE fires the statement triggers of every action it names, and a data-modifying WITH
 # those of every part, also where nothing changed: one statement is recorded as the actions
 # that changed rows. A plain statement that changed no row is still recorded (it was tried).
+# current_query() is the client's whole string: when it holds more than one statement (a ';'
+# followed by more text), which one fired cannot be told, and the event is recorded.
 _SKIP_EMPTY = """
-IF n = 0 AND pg_catalog.current_query() ~* '^\\s*(/\\*.*?\\*/\\s*|--[^\\n]*\\n\\s*)*(merge|with)\\M' THEN
-  RETURN NULL;  -- an action of a MERGE or WITH statement that changed no row
+IF n = 0 AND pg_catalog.current_query() ~* '^\\s*(/\\*.*?\\*/\\s*|--[^\\n]*\\n\\s*)*(merge|with)\\M'
+    AND pg_catalog.current_query() !~ ';\\s*\\S' THEN
+  RETURN NULL;  -- an action of a lone MERGE or WITH statement that changed no row
 END IF;"""
 
 _STMT_BODY = """
