@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,3 +74,11 @@ def grant_steps(
                 )
             )
     return steps
+
+
+def function_grants(acl: Iterable[tuple[str, str]] | None, owner: str) -> set[tuple[str, str]]:
+    """The (grantee, privilege) grants a function has besides its owner's; ``acl`` None: the
+    function does not exist yet, and will be born executable by PUBLIC."""
+    if acl is None:
+        return {("PUBLIC", "EXECUTE")}
+    return {g for g in acl if g[0] != owner}

@@ -27,7 +27,7 @@ import hashlib
 
 from psycopg import sql
 
-from tsaccess._steps import Step, grant_steps
+from tsaccess._steps import Step, function_grants, grant_steps
 from tsaccess.catalog import CatalogSnapshot
 from tsaccess.catalog_timescale import (
     ATTRIBUTE_FUNCTION,
@@ -188,9 +188,7 @@ def _slice_steps(
                 "security",
             )
         )
-    have_fn = (
-        {("PUBLIC", "EXECUTE")} if existing is None else {g for g in existing[1] if g[0] != owner}
-    )
+    have_fn = function_grants(existing[1] if existing is not None else None, owner or "")
     steps += grant_steps(
         sql.SQL("{}(text)").format(fn),
         f"function {SLICE_SCHEMA}.{ATTRIBUTE_FUNCTION}",
@@ -297,11 +295,7 @@ def _chunk_fn_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
                 "security",
             )
         )
-    have_cf = (
-        {("PUBLIC", "EXECUTE")}
-        if fn_info is None
-        else {g for g in fn_info.acl if g[0] != fn_info.owner}
-    )
+    have_cf = function_grants(fn_info.acl if fn_info else None, fn_info.owner if fn_info else "")
     steps += grant_steps(
         sql.SQL("{}()").format(chunk_fn),
         f"function {CHUNK_ACL_FUNCTION}",

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from tsaccess._steps import Step, grant_steps
+from tsaccess._steps import Step, function_grants, grant_steps
 from tsaccess.audit.templates import (
     DENIED_FUNCTION,
     PENDING_FUNCTION,
@@ -166,9 +166,7 @@ def _function_steps(
         steps.append(Step(create, f"create or replace audit function {label}", "audit"))
     if existing is None or existing.owner != policy.audit.owner:
         steps.append(_owned(policy, "FUNCTION", ident, label))
-    have = {g for g in (existing.acl if existing else frozenset()) if g[0] != policy.audit.owner}
-    if existing is None:
-        have = {("PUBLIC", "EXECUTE")}  # functions are born executable by PUBLIC
+    have = function_grants(existing.acl if existing else None, policy.audit.owner)
     steps += grant_steps(ident, label, "FUNCTION", have, want_acl, "audit")
     return steps
 

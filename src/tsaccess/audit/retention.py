@@ -21,7 +21,7 @@ import json
 
 from psycopg import sql
 
-from tsaccess._steps import Step, grant_steps
+from tsaccess._steps import Step, function_grants, grant_steps
 from tsaccess.catalog import CatalogSnapshot
 from tsaccess.catalog_timescale import TimescaleCatalog
 from tsaccess.policy import Policy
@@ -149,11 +149,7 @@ def _function(
                 "audit",
             )
         )
-    have = (
-        {("PUBLIC", "EXECUTE")}
-        if existing is None
-        else {g for g in existing.acl if g[0] != existing.owner}
-    )
+    have = function_grants(existing.acl if existing else None, existing.owner if existing else "")
     steps += grant_steps(
         sql.SQL("{}" + ident_args).format(fq), name, "ROUTINE", have, want_acl, "audit"
     )

@@ -1,25 +1,7 @@
-"""The policy model: tables, group roles, login users and audit settings.
+"""The policy's frozen dataclasses (:class:`Policy` and its parts), validated when built.
 
-A policy is data, frozen and validated when it is built: every error names the key path and the
-fix. Names are identifiers the server will see quoted (``psycopg.sql.Identifier``); they are
-checked for what PostgreSQL would silently mangle (over 63 bytes, NUL) or reserve (``pg_*``
-roles), never for "looking like SQL": a name that tries SQL injection is just a strange name.
-
-Example (``examples/company.toml`` has the full reference model)::
-
-    [database]
-    name = "company_db"
-
-    [tables.sensor_readings]
-    time_column = "time"
-    hypertable = true
-    columns = { time = "timestamptz not null", sensor_id = "text not null" }
-
-    [roles.data_analysts]
-    grants = { sensor_readings = ["SELECT"] }
-
-    [users.alice]
-    roles = ["data_analysts"]
+The package docstring (:mod:`tsaccess.policy`) describes the model and shows an example;
+``docs/reference/policy.md`` lists every key.
 """
 
 from __future__ import annotations
