@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fix_server"]
+pytest_plugins = ["tests.fix_server", "tests.fix_cluster"]

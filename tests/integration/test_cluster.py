@@ -13,7 +13,6 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +25,6 @@ import tsaccess
 from tests.fix_server import skip_or_fail
 from tsaccess.ephemeral import ClusterInfo, EphemeralCluster, ServerInfo
 from tsaccess.ephemeral import pgbouncer as pgbouncer_module
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterInfo]:
-    c = EphemeralCluster(standbys=2, pgbouncer=True, default_pool_size=1)
-    try:
-        info = c.start()
-    except tsaccess.ServerStartError as exc:
-        pytest.fail(f"cannot start the throwaway cluster: {exc}")
-    try:
-        yield info
-    finally:
-        c.stop()
 
 
 @pytest.fixture

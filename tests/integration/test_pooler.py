@@ -12,7 +12,6 @@ import dataclasses
 import random
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,21 +23,8 @@ import tsaccess
 from tsaccess import audit
 from tsaccess.bootstrap import apply, plan
 from tsaccess.demo import company_policy
-from tsaccess.ephemeral import ClusterInfo, EphemeralCluster
+from tsaccess.ephemeral import ClusterInfo
 from tsaccess.passwords import Secret, resolve_passwords
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterInfo]:
-    c = EphemeralCluster(standbys=2, pgbouncer=True, pool_mode="transaction", default_pool_size=1)
-    try:
-        info = c.start()
-    except tsaccess.ServerStartError as exc:
-        pytest.fail(f"cannot start the throwaway cluster: {exc}")
-    try:
-        yield info
-    finally:
-        c.stop()
 
 
 @dataclass

@@ -11,7 +11,6 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import tsaccess
 from tsaccess import audit
 from tsaccess.bootstrap import apply, plan
 from tsaccess.demo import company_policy
-from tsaccess.ephemeral import ClusterInfo, EphemeralCluster
+from tsaccess.ephemeral import ClusterInfo
 from tsaccess.params import without_login
 from tsaccess.passwords import Secret, resolve_passwords
 from tsaccess.policy import Policy, password_env_var
@@ -33,19 +32,6 @@ from tsaccess.verify import verify
 
 POLICY_TEXT = (Path(__file__).parents[2] / "src/tsaccess/data/company.toml").read_text()
 ANALYSTS_GRANT = 'description = "Read sensor data"\ngrants = { sensor_readings = ["SELECT"] }'
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterInfo]:
-    c = EphemeralCluster(standbys=2, pgbouncer=True, default_pool_size=1)
-    try:
-        info = c.start()
-    except tsaccess.ServerStartError as exc:
-        pytest.fail(f"cannot start the throwaway cluster: {exc}")
-    try:
-        yield info
-    finally:
-        c.stop()
 
 
 @dataclass
