@@ -46,15 +46,27 @@ DOCKER_SUITE = [
 def docker(session: nox.Session) -> None:
     """Connection, bootstrap, audit and TimescaleDB tests on a container of TSACCESS_TEST_IMAGE.
 
-    Skipped when no Docker engine answers, unless TSACCESS_REQUIRE_DOCKER=1 (CI).
+    Skipped when no Docker engine answers or the image can be neither found nor pulled, unless
+    TSACCESS_REQUIRE_DOCKER=1 (CI): then that is an error.
     """
     session.install("-e", ".[test,docker]")
-    probe = "import docker, sys; docker.from_env(timeout=5).ping()"
+    # the same checks as the backend itself: an engine (DOCKER_HOST honoured), then the image
+    probe = (
+        "from tsaccess.ephemeral.docker import _client, _ensure_image, default_image\n"
+        "c = _client()\n"
+        "assert c is not None, 'no Docker engine answers'\n"
+        "_ensure_image(c, default_image())\n"
+    )
     try:
         session.run("python", "-c", probe, silent=True)
     except CommandFailed:
         if os.environ.get("TSACCESS_REQUIRE_DOCKER") != "1":
-            session.skip("no Docker engine answers (TSACCESS_REQUIRE_DOCKER=1 makes this an error)")
+            session.skip(
+                "no Docker engine answers, or TSACCESS_TEST_IMAGE (default: the official "
+                "timescale/timescaledb image) is neither present nor pullable; "
+                "TSACCESS_REQUIRE_DOCKER=1 makes this an error"
+            )
+        session.run("python", "-c", probe)  # again, loud: its error says what is missing
         raise
     session.run(
         "pytest", *(session.posargs or DOCKER_SUITE), env={"TSACCESS_TEST_BACKEND": "docker"}
