@@ -95,7 +95,9 @@ class TsServerCursor(psycopg.ServerCursor[Any]):
 
 
 def _note(conn: psycopg.Connection[Any], query: Any) -> None:
-    if isinstance(conn, TsConnection):
+    # only a pooled connection (configured by create_pool) is handed to another borrower:
+    # a plain connection skips the text scan on every statement
+    if isinstance(conn, TsConnection) and conn._client_state is not None:
         conn.note_custom_settings(_query_text(conn, query))
 
 
