@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -179,3 +180,14 @@ def docker_image() -> str:
     finally:
         client.close()
     return image
+
+
+@pytest.fixture
+def tcp_trap() -> Iterator[tuple[int, socket.socket]]:
+    """A listening loopback port nobody should reach: (port, socket); see helpers.untouched."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    s.setblocking(False)
+    yield s.getsockname()[1], s
+    s.close()

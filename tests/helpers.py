@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,3 +32,13 @@ def apply_company(db, policy: Policy | None = None) -> Company:
     with db.admin() as conn:
         apply(conn, policy, passwords=passwords)
     return Company(policy, passwords, db)
+
+
+def untouched(s: socket.socket) -> bool:
+    """No connection is waiting (libpq's connect() returns once it is queued: no timing)."""
+    try:
+        conn, _ = s.accept()
+    except BlockingIOError:
+        return True
+    conn.close()
+    return False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from pathlib import Path
 
@@ -12,60 +11,41 @@ import pytest
 from structlog.testing import capture_logs
 
 import tsaccess
+from tests.helpers import untouched
 from tsaccess.connection import secure_params
 
 WEAK = ["disable", "allow", "prefer"]
 
 
-@pytest.fixture
-def trap() -> tuple[socket.socket, int]:
-    """A listening socket that records whether anybody connected to it."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(1)
-    s.settimeout(0.2)
-    yield s, s.getsockname()[1]
-    s.close()
-
-
-def _nobody_connected(s: socket.socket) -> bool:
-    try:
-        conn, _ = s.accept()
-    except TimeoutError:
-        return True
-    conn.close()
-    return False
-
-
 @pytest.mark.parametrize("mode", WEAK)
-def test_weak_sslmode_argument_refused_before_any_packet(trap, mode):
-    s, port = trap
+def test_weak_sslmode_argument_refused_before_any_packet(tcp_trap, mode):
+    port, s = tcp_trap
     with pytest.raises(tsaccess.InsecureConnectionError, match=f"sslmode='{mode}' from argument"):
         tsaccess.connect(host="127.0.0.1", port=port, user="x", password="pw", sslmode=mode)
-    assert _nobody_connected(s)
+    assert untouched(s)
 
 
-def test_weak_sslmode_in_conninfo_and_uri_refused(trap):
-    s, port = trap
+def test_weak_sslmode_in_conninfo_and_uri_refused(tcp_trap):
+    port, s = tcp_trap
     with pytest.raises(tsaccess.InsecureConnectionError, match="connection string"):
         tsaccess.connect(f"host=127.0.0.1 port={port} sslmode=prefer")
     with pytest.raises(tsaccess.InsecureConnectionError, match="connection string"):
         tsaccess.connect(f"postgresql://u:secret@127.0.0.1:{port}/db?sslmode=disable")
     with pytest.raises(tsaccess.InsecureConnectionError):
         tsaccess.create_pool(f"host=127.0.0.1 port={port}", sslmode="allow", open=True)
-    assert _nobody_connected(s)
+    assert untouched(s)
 
 
-def test_weak_sslmode_from_environment_refused(trap, monkeypatch):
-    s, port = trap
+def test_weak_sslmode_from_environment_refused(tcp_trap, monkeypatch):
+    port, s = tcp_trap
     monkeypatch.setenv("PGSSLMODE", "disable")
     with pytest.raises(tsaccess.InsecureConnectionError, match="PGSSLMODE"):
         tsaccess.connect(host="127.0.0.1", port=port)
-    assert _nobody_connected(s)
+    assert untouched(s)
 
 
-def test_weak_sslmode_from_service_file_refused(trap, monkeypatch, tmp_path: Path):
-    s, port = trap
+def test_weak_sslmode_from_service_file_refused(tcp_trap, monkeypatch, tmp_path: Path):
+    port, s = tcp_trap
     f = tmp_path / "pg_service.conf"
     f.write_text(f"[evil]\nhost=127.0.0.1\nport={port}\nsslmode=disable\n")
     monkeypatch.setenv("PGSERVICEFILE", str(f))
@@ -74,7 +54,7 @@ def test_weak_sslmode_from_service_file_refused(trap, monkeypatch, tmp_path: Pat
     monkeypatch.setenv("PGSERVICE", "evil")
     with pytest.raises(tsaccess.InsecureConnectionError, match="service file"):
         tsaccess.connect()
-    assert _nobody_connected(s)
+    assert untouched(s)
 
 
 def test_explicit_sslmode_beats_weaker_environment(db, monkeypatch):

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 import tsaccess
+from tests.helpers import untouched
 from tsaccess.ephemeral.install import find_installation
 from tsaccess.ephemeral.local import (
     _run,
@@ -40,26 +41,6 @@ def socket_trap() -> Iterator[tuple[str, socket.socket]]:
     yield d, s
     s.close()
     shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def tcp_trap() -> Iterator[tuple[int, socket.socket]]:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(8)
-    s.setblocking(False)
-    yield s.getsockname()[1], s
-    s.close()
-
-
-def _untouched(s: socket.socket) -> bool:
-    """No connection is waiting (libpq's connect() returns once it is queued: no timing)."""
-    try:
-        conn, _ = s.accept()
-    except BlockingIOError:
-        return True
-    conn.close()
-    return False
 
 
 @pytest.fixture
@@ -102,7 +83,7 @@ def test_unix_socket_hosts_refused_before_any_packet(socket_trap, tcp_trap, no_p
     # no host anywhere: libpq's default is its socket directory
     with pytest.raises(tsaccess.InsecureConnectionError, match="no host given"):
         tsaccess.connect(port=PORT, **login)
-    assert _untouched(trap) and _untouched(tcp)
+    assert untouched(trap) and untouched(tcp)
 
 
 def test_libpq_s_reading_refused_before_any_packet(socket_trap, tcp_trap, no_pg_env, tmp_path):
@@ -136,14 +117,14 @@ def test_libpq_s_reading_refused_before_any_packet(socket_trap, tcp_trap, no_pg_
     no_pg_env.setenv("PGSERVICE", "s")
     with pytest.raises(tsaccess.InsecureConnectionError, match=f"host='{d}' from service file"):
         tsaccess.connect(service="", **login)
-    assert _untouched(trap) and _untouched(tcp)
+    assert untouched(trap) and untouched(tcp)
     # psycopg splits PGHOST's list itself and never reads the service file: the service's host
     # (checked, TCP) must be the one used, not PGHOST's sockets
     no_pg_env.setenv("PGHOST", f"{d},{d}")
     with pytest.raises((psycopg.OperationalError, tsaccess.TsaccessError)) as err:
         tsaccess.connect(service="s", **login)
     assert not isinstance(err.value, tsaccess.InsecureConnectionError), err.value
-    assert _untouched(trap) and not _untouched(tcp)
+    assert untouched(trap) and not untouched(tcp)
 
 
 def test_real_server_socket_is_refused_without_a_login(pg_server, db):
@@ -176,7 +157,7 @@ def test_sslkeylogfile_refused_from_every_source(db, tcp_trap, no_pg_env, tmp_pa
     with pytest.raises(tsaccess.InsecureConnectionError, match="service file"):
         tsaccess.connect("service=k")
     assert not keys.exists()
-    assert _untouched(trap)
+    assert untouched(trap)
 
 
 def test_tls_below_1_2_refused_and_1_2_made_explicit(db, tcp_trap, no_pg_env, tmp_path):
@@ -193,7 +174,7 @@ def test_tls_below_1_2_refused_and_1_2_made_explicit(db, tcp_trap, no_pg_env, tm
     no_pg_env.setenv("PGSSLMINPROTOCOLVERSION", "TLSv1")
     with pytest.raises(tsaccess.InsecureConnectionError, match="PGSSLMINPROTOCOLVERSION"):
         tsaccess.connect(host="127.0.0.1", port=port)
-    assert _untouched(trap)
+    assert untouched(trap)
     no_pg_env.delenv("PGSSLMINPROTOCOLVERSION")
     with tsaccess.connect(**db.params()) as conn:
         assert conn.pgconn.info  # libpq's view of the options it used
@@ -224,7 +205,7 @@ def test_requiressl_0_is_refused_by_name(tcp_trap, no_pg_env, tmp_path):
     # requiressl is no keyword of a service file: libpq calls the line a syntax error
     with pytest.raises(tsaccess.InsecureConnectionError, match="line 4: 'requiressl'"):
         tsaccess.connect("service=r")
-    assert _untouched(trap)
+    assert untouched(trap)
 
 
 @pytest.fixture(scope="module")
