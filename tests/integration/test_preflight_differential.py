@@ -2,6 +2,10 @@
 deferred or carries a caveat naming what the server checks on its own; at least 99% of the
 server's privilege refusals are caught before sending. Counts are printed.
 
+Every statement is also checked by a second checker without the token scan
+(``Checker(fast_path=False)``, sqlglot every time): the scan may only allow what the full
+analysis does not deny ("FAST PATH" problems), and the counts say how many verdicts it gave.
+
 A refusal is a privilege refusal (SQLSTATE 42501, "permission denied ..."); a row-level
 security ``WITH CHECK`` violation shares the SQLSTATE but depends on the row's values, not on
 privileges: it is counted apart ("rls") and left to the server.
@@ -18,6 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsaccess.preflight import Checker
+from tsaccess.preflight.scan import scan_read
+from tsaccess.preflight.snapshot import load_columns
+from tsaccess.preflight.text import shape
 
 SCHEMA = """
 CREATE SCHEMA app; CREATE SCHEMA hidden;
@@ -31,6 +38,7 @@ ALTER TABLE app.rls ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own ON app.rls USING (owner = current_user) WITH CHECK (owner = current_user);
 CREATE TABLE hidden.h (x int);
 CREATE VIEW app.v_items AS SELECT id, name FROM app.items;
+CREATE FUNCTION app.label(app.items) RETURNS text LANGUAGE sql AS 'SELECT $1.name';
 CREATE TABLE public.items (id int, name text);
 INSERT INTO app.items (name, price, secret, owner) SELECT 'i' || g, g, 's', 'o' FROM generate_series(1, 5) g;
 INSERT INTO app.orders (item_id, qty, note) SELECT g, g, 'n' FROM generate_series(1, 5) g;
@@ -238,6 +246,59 @@ CORPUS = [
     "SELECT 1; SELECT secret FROM app.items",
     "SELECT a FROM app.pub; UPDATE app.items SET name = 'x' WHERE false",
     "SELECT set_config('application_name', 'x', false); SELECT note FROM app.orders",
+    # the token scan (new query shapes, no parse): analyst queries over granted columns, and
+    # every way to read a column without spelling it
+    "SELECT i.name, sum(o.qty) FROM app.items i JOIN app.orders o ON o.item_id = i.id"
+    " GROUP BY i.name ORDER BY 2 DESC",
+    "WITH t AS (SELECT item_id, sum(qty) AS q FROM app.orders GROUP BY item_id)"
+    " SELECT i.name, t.q FROM app.items i JOIN t ON t.item_id = i.id",
+    "SELECT i.name, p.b FROM app.items i, app.pub p WHERE p.a = i.id",
+    "SELECT max(i.price) FROM app.items i, app.orders o WHERE o.item_id = i.id AND o.note IS NULL",
+    "SELECT o.qty * 2 FROM app.orders o",
+    "SELECT i.name FROM ONLY app.items i",
+    "SELECT i.name FROM app.items * i",
+    "SELECT i.name FROM app.items i WHERE i.price > (SELECT avg(price) FROM app.items)",
+    "SELECT i, p.b FROM app.items i, app.pub p",
+    "SELECT p.b, i FROM app.pub p, app.items i",
+    "SELECT p.b, items FROM app.pub p, app.items",
+    "SELECT p.b, items x FROM app.pub p, app.items",
+    "SELECT to_jsonb(i) FROM app.items i JOIN app.orders o ON o.item_id = i.id",
+    "SELECT i.name FROM app.items i JOIN app.orders o ON o.item_id = i.id WHERE o IS NOT NULL",
+    "SELECT name FROM app.items i WHERE NULL IS DISTINCT FROM i",
+    "SELECT i::text FROM app.items i",
+    "SELECT owner(i) FROM app.items i",
+    "SELECT price(i) FROM app.items i",
+    "SELECT i.label FROM app.items i",
+    "SELECT app.label(i) FROM app.items i",
+    "SELECT i.secret FROM app.items i",
+    'SELECT i."secret" FROM app.items i',
+    "SELECT I.SECRET FROM APP.ITEMS I",
+    "SELECT x.a FROM app.items AS x(a, b, c, d)",
+    "SELECT x.d FROM app.items AS x(a, b, c, d)",
+    "SELECT i.name FROM app.items i ORDER BY i",
+    "SELECT count(*) FROM app.items i GROUP BY i",
+    "SELECT (SELECT i) FROM app.items i",
+    "SELECT i.tableoid FROM app.items i",
+    "SELECT name FROM app.items WHERE ctid IS NOT NULL",
+    "SELECT d.n FROM (SELECT name AS n, secret AS s FROM app.items) d",
+    "SELECT 1 FROM app.items i LEFT JOIN LATERAL row_to_json(i) j ON true",
+    "SELECT 1 FROM app.items i, jsonb_each(to_jsonb(i)) e",
+    "SELECT v.name FROM app.v_items v JOIN app.items i ON i.id = v.id",
+    "SELECT i.name FROM app.items i JOIN (app.orders o JOIN app.pub p ON p.a = o.qty)"
+    " ON o.item_id = i.id",
+    "SELECT i.name FROM app.items i JOIN (app.orders o JOIN app.pub p ON p.a = o.qty)"
+    " ON o.item_id = i.id WHERE o.note IS NULL",
+    'SELECT "I".name FROM app.items "I"',
+    'SELECT "I" FROM app.items "I"',
+    "SELECT i.name FROM app.items i WHERE i.id = ANY (ARRAY[1, 2])",
+    "SELECT i.name FROM app.items i WHERE (i.id, i.price) IN (SELECT a, 1 FROM app.pub)",
+    "SELECT i.name FROM app.items i, h",
+    "SELECT i.name FROM app.items i, hidden.h",
+    "SELECT items.name FROM app.items WHERE items.price > 0",
+    "SELECT items.secret FROM app.items",
+    "SELECT app.items.name FROM app.items",
+    "EXPLAIN SELECT i.name FROM app.items i",
+    "EXPLAIN SELECT i FROM app.items i",
 ]
 
 # Statements where the role changes mid-string: run as u_two (member of grp and grp_items,
@@ -269,6 +330,12 @@ TIMESCALE_CORPUS = [
     "SELECT time_bucket('1 hour', time) AS b, max(note) FROM app.metrics GROUP BY b",
     "INSERT INTO app.metrics (time, device, value) VALUES (now(), 'd', 1)",
     "SELECT device FROM app.metrics NATURAL JOIN {chunk}",
+    "SELECT m.device, avg(m.value) FROM app.metrics m GROUP BY 1",
+    "SELECT m.note FROM app.metrics m",
+    "SELECT m FROM app.metrics m",
+    "SELECT c.device FROM {chunk} c",
+    "SELECT c.note FROM {chunk} c",
+    "SELECT time_bucket('1 day', m.time) AS d, count(*) FROM app.metrics m GROUP BY d",
 ]
 
 
@@ -290,7 +357,8 @@ def setup(db, pg_server):
         u: db.connect_as(u, pw, role="grp" if u == "u_two" else None) for u, pw in passwords.items()
     }
     checkers = {u: Checker(c) for u, c in conns.items()}
-    yield conns, checkers, chunk
+    full = {u: Checker(c, fast_path=False) for u, c in conns.items()}
+    yield conns, (checkers, full), chunk
     for c in conns.values():
         c.close()
 
@@ -326,11 +394,21 @@ def _oracle(conn: psycopg.Connection[Any], stmt: str) -> bool | str:
 
 
 def _run(conns, checkers, statements, counts: Counter, problems: list[str]) -> None:
+    fast, full = checkers
     for user, conn in conns.items():
         for stmt in statements:
             has_params = "%s" in stmt
-            verdict = checkers[user].check(stmt, has_params=has_params)
+            shaped = shape(stmt)
+            scanned = shaped is not None and scan_read(
+                shaped, fast[user].snapshot(), lambda rels, c=conn: load_columns(c, rels)
+            )
+            verdict = fast[user].check(stmt, has_params=has_params)
+            analysed = full[user].check(stmt, has_params=has_params)
             conn.rollback()
+            if scanned is not None and scanned is not False:
+                counts["scan: allowed"] += 1
+                if analysed.status == "denied":
+                    problems.append(f"FAST PATH ALLOWS {user}: {stmt} (full analysis: denied)")
             server = _oracle(conn, stmt)
             outcome = {True: "ran", False: "42501", "rls": "rls"}.get(
                 server,  # type: ignore[arg-type]
@@ -512,3 +590,95 @@ def test_generated_statements_against_the_server(setup, capsys):
     share = _report(capsys, "generated", len(seen), len(conns), counts, problems)
     assert problems == []
     assert share >= 0.99
+
+
+# -- generated analyst queries: the token scan's ground --------------------------------------
+
+SOURCES = {  # table -> columns; u_cols may read some columns of items and orders
+    "app.items": ["id", "name", "price", "secret", "owner"],
+    "app.orders": ["id", "item_id", "qty", "note"],
+    "app.pub": ["a", "b"],
+}
+
+
+@st.composite
+def analyst_statements(draw: Any) -> str:
+    """Joins of 1-3 tables with aliases, aggregates, CTEs and subqueries, with the forms that
+    read columns without spelling them mixed in: whole-row references, stars, functional and
+    attribute notation, system columns."""
+    n = draw(st.integers(min_value=1, max_value=3))
+    tables = draw(st.lists(st.sampled_from(sorted(SOURCES)), min_size=n, max_size=n, unique=True))
+    aliases = [f"t{k}" for k in range(n)]
+    use_alias = draw(st.booleans())
+    names = aliases if use_alias else [t.split(".")[1] for t in tables]
+
+    def column() -> str:
+        k = draw(st.integers(min_value=0, max_value=n - 1))
+        q, cols = names[k], SOURCES[tables[k]]
+        return draw(
+            st.sampled_from(
+                [
+                    f"{q}.{draw(st.sampled_from(cols))}",
+                    f"{q}.{draw(st.sampled_from(cols))}",
+                    f"{q}.{draw(st.sampled_from(cols))}",
+                    f"max({q}.{draw(st.sampled_from(cols))}::text)",
+                    f"count({q}.{draw(st.sampled_from(cols))})",
+                    "count(*)",
+                    q,  # whole row
+                    f"row_to_json({q})",
+                    f"{q}.*",
+                    f"({q}).{draw(st.sampled_from(cols))}",
+                    f"{draw(st.sampled_from(cols))}({q})",
+                    f"{q}::text",
+                    f"{q}.ctid",
+                    f"{q}.label",
+                    f"upper({q}.{draw(st.sampled_from(cols))}::text)",
+                ]
+            )
+        )
+
+    def source(k: int) -> str:
+        return f"{tables[k]} {aliases[k]}" if use_alias else tables[k]
+
+    select = ", ".join(column() for _ in range(draw(st.integers(min_value=1, max_value=3))))
+    joined = source(0)
+    for k in range(1, n):
+        cond = f"{names[k]}.{SOURCES[tables[k]][0]} = {names[0]}.{SOURCES[tables[0]][0]}"
+        joined += draw(st.sampled_from([f" JOIN {source(k)} ON {cond}", f", {source(k)}"]))
+    where = draw(st.sampled_from(["", f" WHERE {column()} IS NOT NULL", " WHERE true"]))
+    tail = draw(st.sampled_from(["", " GROUP BY 1", " ORDER BY 1", " LIMIT 5"]))
+    if "count(" in select and tail == " ORDER BY 1":
+        tail = ""
+    body = f"SELECT {select} FROM {joined}{where}"
+    if "GROUP" in tail and ("count(" in select or "max(" in select):
+        tail = ""
+    form = draw(st.sampled_from(["plain", "cte", "sub", "explain"]))
+    if form == "cte":
+        return f"WITH c AS ({body}{tail}) SELECT * FROM c"
+    if form == "sub":
+        return f"SELECT count(*) FROM ({body}{tail}) s"
+    if form == "explain":
+        return f"EXPLAIN {body}{tail}"
+    return body + tail
+
+
+def test_generated_analyst_queries_against_the_server(setup, capsys):
+    conns, checkers, _ = setup
+    conns = {u: conns[u] for u in ("u_cols", "u_full", "u_none")}
+    counts: Counter = Counter()
+    problems: list[str] = []
+    seen: list[str] = []
+
+    @settings(
+        max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    @given(analyst_statements())
+    def run(stmt: str) -> None:
+        seen.append(stmt)
+        _run(conns, checkers, [stmt], counts, problems)
+
+    run()
+    share = _report(capsys, "generated analyst queries", len(seen), len(conns), counts, problems)
+    assert problems == []
+    assert share >= 0.99
+    assert counts["scan: allowed"] > 100  # the scan decided a good part of them itself

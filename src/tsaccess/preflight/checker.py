@@ -8,7 +8,6 @@ refusal; whatever the analysis cannot decide is *deferred* to the server.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from psycopg import sql
 
 from tsaccess.errors import MissingPrivilege
 from tsaccess.preflight.model import ALL, Analysis, ColNeed, JoinNeed, Need, TableRef
+from tsaccess.preflight.scan import scan_read
 from tsaccess.preflight.snapshot import (
     COLUMN_PRIVS,
     Rel,
@@ -31,13 +31,6 @@ from tsaccess.preflight.snapshot import (
 from tsaccess.preflight.text import shape
 
 __all__ = ["Checker", "Verdict"]
-
-_READ_ONLY_START = re.compile(r"\s*(?:select|with)\b", re.IGNORECASE)
-_WORD = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$]*')
-# words that make a statement need more than SELECT (or change what it means)
-_WRITES = frozenset(
-    {"insert", "update", "delete", "truncate", "merge", "copy", "for", "into", "lock"}
-)
 
 
 @dataclass(frozen=True)
@@ -85,10 +78,18 @@ class Checker:
     """Pre-flight state of one connection: analysis cache, snapshot (TTL) and verdict cache."""
 
     def __init__(
-        self, conn: psycopg.Connection[Any], *, ttl: float = 60.0, cache_size: int = 2048
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        ttl: float = 60.0,
+        cache_size: int = 2048,
+        fast_path: bool = True,
     ) -> None:
         self._conn = conn
         self.ttl = ttl
+        self.fast_path = fast_path
+        """Try :func:`~tsaccess.preflight.scan.scan_read` before parsing a new query shape
+        (False: always parse; the differential tests compare both)."""
         self._cache_size = cache_size
         self._analyses: OrderedDict[tuple[str, bool], Analysis] = OrderedDict()
         self._verdicts: OrderedDict[tuple[str, bool], Verdict] = OrderedDict()
@@ -160,8 +161,8 @@ class Checker:
                 v = Verdict(v.status, text, v.missing, v.reason, v.generation, v.caveats)
                 self._remember(key, v)
                 return v
-        if shaped is not None and skey not in self._analyses:
-            v = self._readable_in_full(text, shaped)
+        if self.fast_path and shaped is not None and skey not in self._analyses:
+            v = self._scanned(text, shaped)
             if v is not None:
                 self._remember(key, v)
                 self._remember(skey, v)
@@ -180,45 +181,16 @@ class Checker:
                 self._remember(skey, v)
         return v
 
-    def _readable_in_full(self, text: str, shaped: str) -> Verdict | None:
-        """The fast path for a new query shape, without parsing: a single read-only query
-        whose every word that names a relation names only relations the session may read in
-        full (table-level SELECT, schema USAGE) cannot be refused for privileges pre-flight
-        checks. None when that is not certain (the statement is then analysed)."""
-        if (
-            not _READ_ONLY_START.match(shaped)
-            or ";" in shaped.rstrip().rstrip(";")
-            or "&" in shaped  # U&"..." names a relation without spelling its name
-            or not shaped.isascii()  # unquoted names fold ASCII letters only
-        ):
-            return None
-        if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+    def _scanned(self, text: str, shaped: str) -> Verdict | None:
+        """The fast path for a new query shape (:func:`~tsaccess.preflight.scan.scan_read`):
+        an allowed verdict proven from the tokens, or None (the statement is analysed)."""
+        if self._conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             return None
         snap = self.snapshot()
-        caveats: set[str] = set()
-        named = False
-        if '"' in shaped:
-            words = {
-                w[1:-1].replace('""', '"') if w[0] == '"' else w.lower()
-                for w in _WORD.findall(shaped)
-            }
-        else:  # no quoted names: fold the whole text once
-            words = set(_WORD.findall(shaped.lower()))
-        if words & _WRITES:
+        caveats = scan_read(shaped, snap, lambda rels: load_columns(self._conn, rels))
+        if caveats is None:
             return None
-        for name in words:
-            for rel in snap.named(name):
-                if not rel.usage and rel.schema not in words:
-                    continue  # unreachable unless qualified: the schema is not searched
-                if not (rel.table["SELECT"] and rel.usage):
-                    return None
-                named = True
-                caveats.update(rel.caveats)
-        if not named:
-            return None  # nothing known: let the analysis say what is unresolved
-        if "(" in shaped:
-            caveats.add("function bodies")
-        return Verdict("allowed", text, generation=snap.generation, caveats=tuple(sorted(caveats)))
+        return Verdict("allowed", text, generation=snap.generation, caveats=caveats)
 
     def _evaluate(self, text: str, a: Analysis) -> Verdict:
         snap = self.snapshot()
@@ -299,6 +271,9 @@ class Checker:
             wanted = rel.user_columns()
         else:
             wanted = [c for c in (need.columns or ()) if any(c == n for n, _ in cols)]
+        if need.positions:
+            user = rel.user_columns()
+            wanted += [user[i] for i in need.positions if i < len(user)]
         privs = dict(cols)
         lacking = [c for c in wanted if not privs[c].get(p)]
         if lacking:

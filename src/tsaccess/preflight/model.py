@@ -38,6 +38,8 @@ class Need:
     table: TableRef
     columns: frozenset[str] | None = None
     first_n: int = 0
+    positions: tuple[int, ...] = ()
+    """Columns by position (0: the first), for columns renamed by ``t AS x(a, b)``."""
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ predefined roles) per snapshot; column privileges are loaded only for the tables
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
@@ -48,10 +49,25 @@ class Rel:
     """Columns whose default calls ``nextval`` on a sequence the session may not use:
     (column, sequence OID, sequence name)."""
 
+    _readable: tuple[frozenset[str], frozenset[str]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
     def user_columns(self) -> list[str]:
         return [c for c, _ in self.columns or [] if c not in SYSTEM_COLUMNS]
 
-    @property
+    def select_columns(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(every column, the columns the session may not SELECT), system columns included;
+        the columns must be loaded (:func:`load_columns`)."""
+        if self._readable is None:
+            cols = self.columns or []
+            self._readable = (
+                frozenset(c for c, _ in cols),
+                frozenset(c for c, p in cols if not p["SELECT"]),
+            )
+        return self._readable
+
+    @functools.cached_property
     def caveats(self) -> tuple[str, ...]:
         out = []
         if self.kind in ("v", "m"):
@@ -77,15 +93,36 @@ class Snapshot:
     taken: float
     generation: int
     _by_name: dict[str, list[Rel]] | None = None
+    _resolved: dict[tuple[str | None, str], Rel | Literal["system"] | None] = field(
+        default_factory=dict, repr=False
+    )
 
-    def named(self, name: str) -> list[Rel]:
-        """Every relation called ``name``, in any schema."""
+    def by_name(self) -> dict[str, list[Rel]]:
+        """The relations by name, each name with its relations in every schema."""
         if self._by_name is None:
             index: dict[str, list[Rel]] = {}
             for rel in self.rels.values():
                 index.setdefault(rel.name, []).append(rel)
             self._by_name = index
-        return self._by_name.get(name, [])
+        return self._by_name
+
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        """Every relation name, in any schema."""
+        return frozenset(self.by_name())
+
+    def named(self, name: str) -> list[Rel]:
+        """Every relation called ``name``, in any schema."""
+        return self.by_name().get(name, [])
+
+    def resolve_name(self, schema: str | None, name: str) -> Rel | Literal["system"] | None:
+        """:meth:`resolve`, remembered for the snapshot's life."""
+        key = (schema, name)
+        try:
+            return self._resolved[key]
+        except KeyError:
+            found = self._resolved[key] = self.resolve(TableRef(schema, name))
+            return found
 
     def resolve(self, ref: TableRef) -> Rel | Literal["system"] | None:
         if ref.schema is not None:

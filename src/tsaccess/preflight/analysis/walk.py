@@ -51,6 +51,8 @@ def _ident(node: exp.Expression | str | None) -> str | None:
 class _Source:
     alias: str
     table: TableRef | None  # None: CTE / subquery / function: columns unknown
+    renames: tuple[str, ...] = ()
+    """``t AS x(a, b)``: the new names of the table's first columns, in order."""
 
 
 @dataclass
@@ -66,6 +68,25 @@ class _Scope:
                     return s
             scope = scope.parent
         return None
+
+    def find_table(self, ref: TableRef) -> _Source | None:
+        """The source that is ``ref`` under its own name (``schema.table.column``)."""
+        scope: _Scope | None = self
+        while scope is not None:
+            for s in scope.sources:
+                if s.table == ref and s.alias == ref.name:
+                    return s
+            scope = scope.parent
+        return None
+
+    def renamed(self) -> bool:
+        """Whether a source in reach has renamed columns (``t AS x(a, b)``)."""
+        scope: _Scope | None = self
+        while scope is not None:
+            if any(s.renames for s in scope.sources):
+                return True
+            scope = scope.parent
+        return False
 
     def levels(self) -> tuple[tuple[TableRef | None, ...], ...]:
         out = []
@@ -124,11 +145,19 @@ class Analyzer:
         elif isinstance(node, exp.Table):
             ref = self.table_ref(node, ctes)
             alias = _alias(node) or _ident(node.this)
-            scope.sources.append(_Source(alias or node.alias_or_name, ref))
+            renames: tuple[str, ...] = ()
+            if node.args.get("alias") is not None and node.args["alias"].columns:
+                if ref is None:
+                    raise _Defer("column aliases on a CTE")
+                renames = tuple(_ident(c) or "" for c in node.args["alias"].columns)
+            scope.sources.append(_Source(alias or node.alias_or_name, ref, renames))
             if ref is not None:
                 self.needs.append(Need("SELECT", ref))
-            if node.args.get("alias") is not None and node.args["alias"].columns:
-                raise _Defer("column aliases on a table")
+            if node.args.get("joins"):  # a parenthesized join tree: its items join the scope
+                for j in node.args["joins"]:
+                    cond = self.join(j, scope, ctes, parent, len(scope.sources) - 1)
+                    if cond is not None:
+                        self.exprs(cond, scope, ctes)
         elif isinstance(node, exp.Lateral):
             inner = node.this
             if isinstance(inner, exp.Subquery):
@@ -140,6 +169,13 @@ class Analyzer:
                 raise _Defer(f"unsupported LATERAL item {type(inner).__name__}")
         elif isinstance(node, exp.Unnest):
             self.function_source(node, _alias(node) or "", scope, ctes)
+        elif (
+            isinstance(node, exp.Subquery)
+            and isinstance(node.this, exp.Table)
+            and node.this.args.get("joins")
+            and node.args.get("alias") is None
+        ):  # (a JOIN b ON ...)
+            self.add_sources(node.this, scope, ctes, parent)
         elif isinstance(node, exp.Subquery):
             if node.args.get("lateral"):
                 raise _Defer("LATERAL subquery")
@@ -178,41 +214,79 @@ class Analyzer:
                 group = len(scope.sources)
                 self.add_sources(item, scope, ctes, outer)
         for j in node.args.get("joins") or []:
-            method = str(j.args.get("method") or "").upper()
-            if method and method != "NATURAL":
-                raise _Defer(f"{method} JOIN")
-            comma = not any(j.args.get(k) for k in ("kind", "side", "on", "using", "method"))
-            if comma:
-                group = len(scope.sources)
-            before = len(scope.sources)
-            self.add_sources(j.this, scope, ctes, outer)
-            left = tuple(s.table for s in scope.sources[group:before])
-            right = tuple(s.table for s in scope.sources[before:])
-            if j.args.get("on") is not None:
-                conds.append(j.args["on"])
-            using = [c for c in (_ident(u) for u in j.args.get("using") or []) if c]
-            if method == "NATURAL":
-                self.needs.append(JoinNeed("SELECT", left, right))
-            elif using:  # USING (c): c is read from both sides
-                self.needs.append(JoinNeed("SELECT", left, right, frozenset(using)))
+            if not any(j.args.get(k) for k in ("kind", "side", "on", "using", "method")):
+                group = len(scope.sources)  # a comma starts a new join tree
+            cond = self.join(j, scope, ctes, outer, group)
+            if cond is not None:
+                conds.append(cond)
         return conds
+
+    def join(
+        self,
+        j: exp.Expression,
+        scope: _Scope,
+        ctes: frozenset[str],
+        outer: _Scope | None,
+        group: int,
+    ) -> exp.Expression | None:
+        """One JOIN: its item joins ``scope``; ``group``: where its join tree starts. Returns
+        its ON condition (to analyse in ``scope``)."""
+        method = str(j.args.get("method") or "").upper()
+        if method and method != "NATURAL":
+            raise _Defer(f"{method} JOIN")
+        before = len(scope.sources)
+        self.add_sources(j.this, scope, ctes, outer)
+        left = scope.sources[group:before]
+        right = scope.sources[before:]
+        using = [c for c in (_ident(u) for u in j.args.get("using") or []) if c]
+        if (method == "NATURAL" or using) and any(s.renames for s in (*left, *right)):
+            raise _Defer("NATURAL or USING join with renamed columns")
+        if method == "NATURAL":
+            self.needs.append(
+                JoinNeed("SELECT", tuple(s.table for s in left), tuple(s.table for s in right))
+            )
+        elif using:  # USING (c): c is read from both sides
+            self.needs.append(
+                JoinNeed(
+                    "SELECT",
+                    tuple(s.table for s in left),
+                    tuple(s.table for s in right),
+                    frozenset(using),
+                )
+            )
+        on = j.args.get("on")
+        return on if isinstance(on, exp.Expression) else None
 
     # expressions ----------------------------------------------------------------------------
     def column(self, col: exp.Column, scope: _Scope, priv: Priv = "SELECT") -> None:
         name = _ident(col.this)
         if name is None:
             return
-        if col.args.get("db") is not None or col.args.get("catalog") is not None:
-            raise _Defer("schema-qualified column reference")
+        if col.args.get("catalog") is not None:
+            raise _Defer("three-part column reference")
         qualifier = _ident(col.args.get("table")) if col.args.get("table") is not None else None
-        if qualifier:
+        if col.args.get("db") is not None:  # schema.table.column: the source of that table
+            ref = TableRef(_ident(col.args["db"]), qualifier or "")
+            src = scope.find_table(ref)
+            if src is None:
+                raise _Defer("schema-qualified column reference")
+        elif qualifier:
             src = scope.find(qualifier)
             if src is None:
                 raise _Defer(f"unknown qualifier {qualifier}")
-            if src.table is not None:
-                self.needs.append(Need(priv, src.table, frozenset({name})))
+        else:
+            if scope.renamed():
+                raise _Defer("unqualified column beside renamed columns")
+            self.needs.append(ColNeed(priv, name, scope.levels(), scope.aliases()))
             return
-        self.needs.append(ColNeed(priv, name, scope.levels(), scope.aliases()))
+        if src.table is None:
+            return
+        if name in src.renames:  # t AS x(a, b): x.b is the table's second column
+            self.needs.append(
+                Need(priv, src.table, frozenset(), positions=(src.renames.index(name),))
+            )
+        else:
+            self.needs.append(Need(priv, src.table, frozenset({name})))
 
     def exprs(self, node: exp.Expression | None, scope: _Scope, ctes: frozenset[str]) -> None:
         """Columns read by an expression tree; nested queries analysed as correlated scopes."""

@@ -1,0 +1,338 @@
+"""The fast path for a query shape never seen before: one pass over its tokens, no parse.
+
+sqlglot parses a distinct 300-character text in 190-300 µs, several TLS round trips on loopback.
+Most analyst queries (joins, CTEs, aggregates over tables read in full or through granted
+columns) do not need a tree to be decided: :func:`scan_read` proves them allowed from their
+tokens, or returns None and the checker parses. It never denies: a refusal always comes from
+the full analysis and is confirmed live.
+
+A single read-only statement (``SELECT``/``WITH``, optionally under ``EXPLAIN``, with no word
+that writes, locks or creates) is allowed when:
+
+* every relation it names resolves (a name in a relation position that is neither a relation
+  nor a CTE of the statement sends it to the analysis), lies in a schema the session may use,
+  and is readable: table-level ``SELECT``, or ``SELECT`` on some of its columns;
+* for a relation read through column grants (*column-scoped*), nothing in the text can read a
+  column that is not granted: no word of the text names an ungranted column (system columns
+  included) in any scope or quoting; no ``*`` other than ``count(*)``; no ``NATURAL`` join;
+  no column alias list (``t AS x(a, b)``); no bare use of the relation's name or of one of its
+  aliases (a whole-row reference: ``SELECT t``, ``row_to_json(t)``, ``(t).c``, ``c(t)``,
+  ``t::text``); and every ``alias.name`` names a column of it (``t.f`` may call ``f(t)``).
+
+The conditions over-approximate on purpose (every word counts as a possible column, every word
+naming a relation as a possible reference), so a false "allowed" needs a column read that
+spells no name, which the list above excludes. The differential tests run it against the
+server and against the full analysis (``Checker(fast_path=False)``).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Iterable
+
+from tsaccess.preflight.snapshot import Rel, Snapshot
+from tsaccess.preflight.text import strip_explain
+
+__all__ = ["scan_read"]
+
+_KEPT = frozenset(string.ascii_lowercase + string.digits + "_$(),.*[]")
+_FOLD = bytes.maketrans(
+    bytes(range(256)),
+    bytes(
+        c + 32 if 65 <= c <= 90 else c if chr(c) in _KEPT else 32  # A-Z folded, operators: space
+        for c in range(256)
+    ),
+)
+
+
+def _tokens(text: str) -> list[str]:
+    """The names (and numbers) of an ASCII text without quoted names, folded to lower case,
+    and the punctuation that shapes a FROM list; operators and constants do not matter.
+    (Byte translation and splitting: four times as fast as a regular expression.)"""
+    b = text.encode("ascii").translate(_FOLD)
+    for p in (b"(", b")", b",", b".", b"*", b"[", b"]"):
+        if p in b:
+            b = b.replace(p, b" " + p + b" ")
+    return b.decode("ascii").split()
+
+
+_TOKENS_QUOTED = re.compile(r'"(?:[^"]|"")*"|[A-Za-z0-9_$]+|[(),.*\[\]]')
+_WORD_START = frozenset(string.ascii_letters + '_"')
+# words that make a statement need more than SELECT, create something, or change what it reads
+_WRITES = frozenset(
+    {"insert", "update", "delete", "truncate", "merge", "copy", "for", "into", "lock"}
+)
+# frame states: an expression, a query outside its FROM list, inside its FROM list
+_EXPR, _QUERY, _FROM = 0, 1, 2
+_FROM_ENDS = frozenset(
+    {
+        "where",
+        "group",
+        "having",
+        "window",
+        "order",
+        "limit",
+        "offset",
+        "fetch",
+        "union",
+        "intersect",
+        "except",
+        "values",
+        "returning",
+    }
+)
+_STRUCTURE = _FROM_ENDS | {"select", "from", "only", "lateral", "(", ")", "[", "]", "*"}
+_REL_BEFORE = frozenset({"from", "join", ",", "only", "lateral", "("})
+"""A name right after one of these, in a FROM list, is a relation (or a function call)."""
+_NOT_ALIAS = _STRUCTURE | {
+    "join",
+    "inner",
+    "left",
+    "right",
+    "full",
+    "cross",
+    "natural",
+    "on",
+    "using",
+    "tablesample",
+    "for",
+    "into",
+    "with",
+}
+_NAMEDATALEN = 63
+
+
+def _name(token: str) -> str:
+    """A name token as the server names it: quoted as written, unquoted already folded."""
+    if token[0] == '"':
+        token = token[1:-1].replace('""', '"')
+    return token if len(token) <= _NAMEDATALEN else token[:_NAMEDATALEN]
+
+
+_Ref = tuple[str | None, str, int, int, bool]
+"""A relation in a FROM list: schema (None: unqualified), name, the index of the name's token,
+the index of the alias's token (-1: none), whether a column alias list follows."""
+
+
+def _from_lists(toks: list[str]) -> tuple[list[int], bool] | None:
+    """Where relation names stand (token indexes) and whether a ``*`` other than ``f(*)``
+    appears; None when parentheses do not balance.
+
+    One pass with a stack of frame states: a ``FROM`` of a query opens its FROM list, which
+    the next clause keyword or the frame's closing parenthesis ends; a name after ``FROM``,
+    ``JOIN``, ``ONLY``, ``LATERAL``, a comma or an opening parenthesis of the list is a
+    relation (or a function call)."""
+    structure, rel_before, from_ends = _STRUCTURE, _REL_BEFORE, _FROM_ENDS
+    in_from, query, expr = _FROM, _QUERY, _EXPR
+    stack: list[int] = []
+    state = expr
+    prev = ""
+    starts: list[int] = []
+    star = False
+    for i, t in enumerate(toks):
+        if t in structure:
+            if t == "(":
+                stack.append(state)
+                state = in_from if state == in_from and prev in rel_before else expr
+            elif t == ")" or t == "]":
+                if not stack:
+                    return None
+                state = stack.pop()
+            elif t == "[":
+                stack.append(state)
+                state = expr
+            elif t == "*":
+                star = star or prev != "("
+            elif t == "select":
+                state = query
+            elif t == "from":
+                if state == query and prev != "distinct":  # not IS DISTINCT FROM
+                    state = in_from
+            elif state == in_from and t in from_ends:
+                state = query
+        elif state == in_from and prev in rel_before:
+            starts.append(i)
+        prev = t
+    return (starts, star) if not stack else None
+
+
+def _ref(toks: list[str], names: list[str], i: int) -> _Ref | bool | None:
+    """The relation reference at ``toks[i]``: [schema .] name [[AS] alias [(columns)]];
+    True for a function call, None when not understood."""
+    n = len(toks)
+    nxt = toks[i + 1] if i + 1 < n else ""
+    if toks[i][0] not in _WORD_START:
+        return None
+    if nxt == "(":
+        return True
+    schema: str | None = None
+    at = i
+    j = i + 1
+    if nxt == ".":
+        if j + 1 >= n or toks[j + 1][0] not in _WORD_START:
+            return None
+        schema, at = names[i], j + 1
+        j += 2
+        if j < n and toks[j] in (".", "("):
+            return None  # database.schema.table, schema.function()
+    alias = -1
+    a = toks[j] if j < n else ""
+    if a == "as":
+        a = toks[j + 1] if j + 1 < n else ""
+        if not a or a[0] not in _WORD_START:
+            return None
+        alias = j + 1
+        j += 2
+    elif a and a[0] in _WORD_START and (a[0] == '"' or a not in _NOT_ALIAS):
+        alias = j
+        j += 1
+    return (schema, names[at], at, alias, j < n and toks[j] == "(")
+
+
+def scan_read(
+    shaped: str, snap: Snapshot, load_columns: Callable[[Iterable[Rel]], None]
+) -> tuple[str, ...] | None:
+    """The caveats of an allowed verdict for the read-only ``shaped`` text
+    (:func:`~tsaccess.preflight.text.shape`), or None when the tokens do not prove it allowed.
+
+    ``load_columns`` fills :attr:`Rel.columns` for column-scoped relations (one catalog query
+    the first time a snapshot needs a relation's columns).
+    """
+    text = strip_explain(shaped) if shaped.lstrip()[:1] in ("e", "E") else shaped
+    if (
+        ";" in text.rstrip().rstrip(";")
+        or "&" in text  # U&"..." spells a name without its letters
+        or not text.isascii()  # unquoted names fold ASCII letters only
+    ):
+        return None
+    if '"' in text:  # structure from the tokens as written, names as the server reads them
+        toks = [t if t[0] == '"' else t.lower() for t in _TOKENS_QUOTED.findall(text)]
+        names = [_name(t) if t[0] == '"' else t for t in toks]
+        if any(c in t[1:-1] for t in toks if t[0] == '"' for c in " .()*,[]"):
+            return None  # names the token counts below could mistake for punctuation
+    else:
+        toks = names = _tokens(text)
+    if not toks or toks[0] not in ("select", "with"):
+        return None
+    words = set(names)  # every name (and some punctuation): each a possible column
+    if not words.isdisjoint(_WRITES):
+        return None
+    found = _from_lists(toks)
+    if found is None:
+        return None
+    starts, star = found
+    rels: dict[int, Rel] = {}
+    refs: list[tuple[_Ref, Rel]] = []
+    for i in starts:
+        ref = _ref(toks, names, i)
+        if ref is True:
+            continue
+        if ref is None or ref is False:
+            return None
+        rel = snap.resolve_name(ref[0], ref[1])
+        if rel == "system":
+            continue
+        if rel is None:
+            if ref[0] is None and _is_cte(toks, names, ref[1]):
+                continue
+            return None  # missing, temporary, or not a relation: the analysis says which
+        rels[rel.oid] = rel
+        refs.append((ref, rel))
+    index = snap.by_name()
+    for name in words & snap.names:  # every relation a word could name
+        for rel in index[name]:
+            if rel.usage or rel.schema in words:
+                rels[rel.oid] = rel
+    caveats: set[str] = set()
+    scoped: dict[int, Rel] = {}
+    for rel in rels.values():
+        if not rel.usage:
+            return None
+        caveats.update(rel.caveats)
+        if not rel.table["SELECT"]:
+            if not rel.any["SELECT"]:
+                return None
+            scoped[rel.oid] = rel
+    if scoped and (
+        star
+        or "natural" in words
+        or not _only_granted_columns(toks, names, words, refs, scoped, load_columns)
+    ):
+        return None
+    if "(" in words:
+        caveats.add("function bodies")
+    if max(map(len, words)) > _NAMEDATALEN:
+        return None  # the server truncates long names: the analysis compares as it does
+    return tuple(sorted(caveats))
+
+
+def _is_cte(toks: list[str], names: list[str], name: str) -> bool:
+    """``name AS [NOT] [MATERIALIZED] (`` somewhere in the text."""
+    for i, t in enumerate(names):
+        if t == name and toks[i + 1 : i + 2] == ["as"]:
+            rest = toks[i + 2 : i + 5]
+            if (
+                rest[:1] == ["("]
+                or rest[:2] == ["materialized", "("]
+                or rest == ["not", "materialized", "("]
+            ):
+                return True
+    return False
+
+
+def _only_granted_columns(
+    toks: list[str],
+    names: list[str],
+    words: set[str],
+    refs: list[tuple[_Ref, Rel]],
+    scoped: dict[int, Rel],
+    load_columns: Callable[[Iterable[Rel]], None],
+) -> bool:
+    """For relations read through column grants: True when no part of the text can read a
+    column that is not granted."""
+    load_columns(scoped.values())
+    # the names that stand for a column-scoped relation: its own name (the relation a FROM
+    # list names by it, else every relation so named) and its aliases
+    watched: dict[str, list[Rel]] = {}
+    for ref, rel in refs:
+        if ref[3] < 0 and rel.oid in scoped:
+            watched.setdefault(ref[1], []).append(rel)
+    for rel in scoped.values():
+        if not words.isdisjoint(rel.select_columns()[1]):
+            return False  # a word names a column that is not granted: the analysis decides
+        if rel.name not in watched:
+            watched[rel.name] = [r for r in scoped.values() if r.name == rel.name]
+    defining: dict[str, int] = {}  # how often a name stands alone by right (FROM lists)
+    for (schema, name, _, alias, column_aliases), rel in refs:
+        if schema is None:
+            defining[name] = defining.get(name, 0) + 1
+        if alias >= 0:
+            if rel.oid in scoped:
+                if column_aliases:
+                    return False  # x(a, b) renames the columns: words no longer name them
+                watched.setdefault(names[alias], []).append(rel)
+            if not column_aliases:
+                defining[names[alias]] = defining.get(names[alias], 0) + 1
+    flat = " " + " ".join(names) + " "
+    for name, rels in watched.items():
+        if name not in words or names.count(name) == defining.get(name, 0):
+            continue  # not there, or only where a FROM list defines it
+        w = " " + name + " "
+        qualifier = flat.count(w + ".")
+        stands = names.count(name) - qualifier
+        if stands > defining.get(name, 0):
+            field = flat.count(". " + name + " ")  # after a dot: a field, not the relation
+            call = flat.count(w + "(")  # a function's name
+            if field and (qualifier or call):
+                return False  # x.name.y: do not untangle, analyse
+            if stands - field - call > defining.get(name, 0):
+                return False  # a whole-row reference (SELECT t, f(t), t::text...): analyse
+        if qualifier:
+            columns = [rel.select_columns()[0] for rel in rels]
+            for part in flat.split(w + ". ")[1:]:
+                col = part[: part.find(" ")]
+                for cols in columns:
+                    if col not in cols:
+                        return False  # no column: q.f may call f(q), reading every column
+    return True

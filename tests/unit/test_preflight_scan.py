@@ -1,0 +1,197 @@
+"""The token scan (pre-flight's fast path for new query shapes) on a hand-made snapshot: what it
+may allow without parsing, and every form that must send the statement to the full analysis.
+
+The server is the judge in ``tests/integration/test_preflight_differential.py``; these cases pin
+the rules down one by one, so that a broken rule fails here with its name."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tsaccess.preflight.scan import scan_read
+from tsaccess.preflight.snapshot import SYSTEM_COLUMNS, Rel, Snapshot
+from tsaccess.preflight.text import shape
+
+_NO = {"SELECT": False, "INSERT": False, "UPDATE": False, "DELETE": False, "TRUNCATE": False}
+
+
+def _rel(oid: int, schema: str, name: str, cols: list[str], granted: set[str] | None) -> Rel:
+    """``granted`` None: table-level SELECT; else SELECT on those columns only."""
+    rel = Rel(
+        oid,
+        schema,
+        name,
+        schema != "hidden",
+        {**_NO, "SELECT": granted is None},
+        {"SELECT": granted is None or bool(granted), "INSERT": False, "UPDATE": False},
+    )
+    rel.columns = [
+        (c, {"SELECT": granted is None or c in granted, "INSERT": False, "UPDATE": False})
+        for c in [*cols, *sorted(SYSTEM_COLUMNS)]
+    ]
+    return rel
+
+
+def _snapshot() -> Snapshot:
+    rels = [
+        _rel(
+            1,
+            "public",
+            "readings",
+            ["time", "sensor_id", "temp", "secret"],
+            {"time", "sensor_id", "temp"},
+        ),
+        _rel(2, "public", "sensors", ["id", "name", "site_id"], None),
+        _rel(3, "public", "sites", ["id", "name"], None),
+        _rel(4, "public", "vault", ["id", "code"], set()),
+        _rel(5, "hidden", "h", ["x"], None),
+        _rel(6, "app", "readings", ["time", "secret"], {"time"}),
+    ]
+    return Snapshot(
+        "u",
+        "u",
+        ("pg_catalog", "public"),
+        {(r.schema, r.name): r for r in rels},
+        {"public": True, "hidden": False, "app": True},
+        frozenset({"pg_class"}),
+        0.0,
+        1,
+    )
+
+
+def _loaded(rels: object) -> None:
+    """The columns are already there."""
+
+
+def scan(sql: str) -> tuple[str, ...] | None:
+    shaped = shape(sql)
+    return None if shaped is None else scan_read(shaped, _snapshot(), _loaded)
+
+
+ALLOWED = [
+    "SELECT r.temp, s.name FROM readings r JOIN sensors s ON s.id = r.sensor_id",
+    "SELECT s.name AS n, avg(r.temp) FROM readings r JOIN sensors s ON s.id = r.sensor_id"
+    " JOIN sites x ON x.id = s.site_id WHERE r.time > now() - interval '1 day' GROUP BY 1",
+    "WITH recent AS (SELECT sensor_id, max(time) AS t FROM readings GROUP BY sensor_id)"
+    " SELECT r.temp FROM readings r JOIN recent ON recent.sensor_id = r.sensor_id",
+    "SELECT count(*) FROM readings",
+    "SELECT 1 FROM readings WHERE false",
+    "SELECT readings.temp FROM readings",
+    'SELECT "R".temp FROM readings "R"',
+    "SELECT R.TEMP FROM READINGS R",
+    "SELECT r.temp FROM readings AS r, sensors s WHERE s.id = r.sensor_id",
+    "SELECT r.temp FROM readings r WHERE r.sensor_id IN (SELECT id FROM sensors)",
+    "SELECT * FROM sensors",
+    "SELECT s FROM sensors s",  # a whole row of a table read in full
+    "EXPLAIN SELECT r.temp FROM readings r",
+    "SELECT r.temp FROM readings r WHERE r.sensor_id = %s",
+    "SELECT x FROM generate_series(1, 3) x",
+    "SELECT relname FROM pg_class",
+    "SELECT 1",
+]
+
+
+@pytest.mark.parametrize("sql", ALLOWED)
+def test_allowed_without_parsing(sql):
+    assert scan(sql) is not None
+
+
+ANALYSE = {
+    # a column that is not granted, however it is spelled
+    "secret column": "SELECT r.secret FROM readings r",
+    "secret, upper case": "SELECT R.SECRET FROM readings R",
+    "secret, quoted": 'SELECT r."secret" FROM readings r',
+    "secret in WHERE": "SELECT r.temp FROM readings r WHERE secret IS NULL",
+    "secret in a subquery": "SELECT (SELECT max(secret) FROM readings) FROM sensors",
+    "secret in USING": "SELECT 1 FROM readings JOIN app.readings USING (secret)",
+    "system column": "SELECT ctid FROM readings",
+    "system column, qualified": "SELECT r.xmin FROM readings r",
+    # whole-row references
+    "alias alone": "SELECT r FROM readings r",
+    "table alone": "SELECT readings FROM readings",
+    "table alone after a comma": "SELECT s.name, readings FROM sensors s, readings",
+    "alias after a comma": "SELECT s.name, r FROM sensors s, readings r",
+    "function of the row": "SELECT row_to_json(r) FROM readings r",
+    "field of the row": "SELECT (r).temp FROM readings r",
+    "functional notation": "SELECT temp(r) FROM readings r",
+    "cast": "SELECT r::text FROM readings r",
+    "GROUP BY the row": "SELECT count(*) FROM readings r GROUP BY r",
+    "IS DISTINCT FROM the row": "SELECT 1 FROM readings r WHERE NULL IS DISTINCT FROM r",
+    "LATERAL function of the row": "SELECT 1 FROM readings r, LATERAL row_to_json(r) j",
+    "scalar subquery of the row": "SELECT (SELECT r) FROM readings r",
+    "attribute notation": "SELECT r.label FROM readings r",
+    # stars and joins that read unnamed columns
+    "star": "SELECT * FROM readings",
+    "qualified star": "SELECT r.* FROM readings r",
+    "count of the row": "SELECT count(r.*) FROM readings r",
+    "star in a CTE": "WITH c AS (SELECT * FROM readings) SELECT temp FROM c",
+    "natural join": "SELECT 1 FROM readings NATURAL JOIN sensors",
+    "column alias list": "SELECT x.a FROM readings AS x(a, b, c, d)",
+    # statements that need more than SELECT or cannot be scanned
+    "FOR UPDATE": "SELECT r.temp FROM readings r FOR UPDATE",
+    "INTO": "SELECT temp INTO TEMP t FROM readings",
+    "writable CTE": "WITH d AS (DELETE FROM sensors RETURNING id) SELECT * FROM d",
+    "two statements": "SELECT 1; SELECT r.temp FROM readings r",
+    "Unicode name": 'SELECT U&"\\0073ecret" FROM readings',
+    "not a SELECT": "UPDATE sensors SET name = 'x'",
+    "parenthesised start": "(SELECT r.temp FROM readings r)",
+    "TABLE": "WITH c AS (TABLE readings) SELECT 1 FROM c",
+    # relations
+    "missing relation": "SELECT 1 FROM nowhere",
+    "unreadable relation": "SELECT v.id FROM vault v",
+    "schema without USAGE": "SELECT x FROM hidden.h",
+    "unbalanced": "SELECT (r.temp FROM readings r",
+    "name over 63 characters": "SELECT 1 FROM sensors " + "a" * 70,
+}
+
+
+@pytest.mark.parametrize("sql", ANALYSE.values(), ids=ANALYSE.keys())
+def test_sent_to_the_analysis(sql):
+    assert scan(sql) is None
+
+
+def test_caveats_name_what_the_server_still_checks():
+    assert scan("SELECT s.name FROM sensors s") == ()
+    assert scan("SELECT upper(s.name) FROM sensors s") == ("function bodies",)
+
+
+_WORDS = ["r", "s", "readings", "sensors", "temp", "secret", "time", "name", "id", "x"]
+_PUNCT = [",", ".", "(", ")", "*", "=", "::text", " AS ", " JOIN ", " ON ", " FROM ", " WHERE "]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS + _PUNCT), min_size=1, max_size=14))
+def test_no_ungranted_column_and_no_lone_row_is_ever_allowed(parts):
+    """Invariant over token soups: an allowed text names no ungranted column of a relation it
+    names, and never uses ``readings`` (or ``r`` when it is its alias) as a value."""
+    sql = "SELECT " + " ".join(parts) + " FROM readings r"
+    shaped = shape(sql)
+    if shaped is None or scan_read(shaped, _snapshot(), _loaded) is None:
+        return
+    words = sql.lower().replace("(", " ").replace(")", " ").replace(",", " ").split()
+    assert "secret" not in words
+    assert "ctid" not in words
+    toks = re.findall(r"[a-z_][a-z0-9_]*|[.()*,]", sql.lower())  # operators separate only
+    for i, t in enumerate(toks):
+        if t in ("r", "readings") and i + 1 < len(toks):
+            before, after = toks[i - 1], toks[i + 1]
+            assert before in ("from", ".", "readings") or after in (".", "("), sql
+
+
+_OLD_NUMBER = re.compile(  # the plain spelling the faster pattern in text.py must equal
+    r"(?<![A-Za-z0-9_$.])(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?![A-Za-z0-9_$])"
+)
+_OLD_PREFIXED = re.compile(r"[A-Za-z0-9_&]''")
+
+
+@settings(max_examples=5000, deadline=None)
+@given(st.text(alphabet="ab_$.0123456789eE+- ()'x,&", max_size=16))
+def test_shape_patterns_equal_their_plain_spelling(s):
+    from tsaccess.preflight import text
+
+    assert text._NUMBER.sub("0", s) == _OLD_NUMBER.sub("0", s)
+    assert bool(text._PREFIXED.search(s)) == bool(_OLD_PREFIXED.search(s))
