@@ -14,7 +14,8 @@ unresolved names (temporary tables), ``pg_catalog`` objects, texts too long to a
 strings whose ``set_config`` may change the role of later statements.
 
 Rooms: :mod:`~tsaccess.preflight.analysis` (statement -> needs; the only sqlglot importer,
-loaded on first use), :mod:`~tsaccess.preflight.text` (cache keys with constants normalised,
+loaded on first use), :mod:`~tsaccess.preflight.scan` (the token scan: new read-only query
+shapes proven allowed without parsing), :mod:`~tsaccess.preflight.text` (cache keys with constants normalised,
 ``EXPLAIN``, ``U&"..."`` names), :mod:`~tsaccess.preflight.access` (``my_access``: what may I
 read and write?), :mod:`~tsaccess.preflight.model` (the needs), :mod:`~tsaccess.preflight.snapshot`
 (the session's privileges), :mod:`~tsaccess.preflight.checker` (verdicts and caches),

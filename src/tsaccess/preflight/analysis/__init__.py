@@ -6,8 +6,9 @@ literal lists collapsed when long), parsed (postgres dialect) and walked scope b
 :class:`~tsaccess.preflight.model.Analysis` in tsaccess's own types. Whenever the analysis is not
 sure it *defers* (the server decides): parse errors, statements outside the allow-list (SELECT,
 set operations, INSERT, UPDATE, DELETE, TRUNCATE, COPY, MERGE, and EXPLAIN of them), WINDOW
-clauses, column aliases on tables, ``ON CONFLICT ON CONSTRAINT``, ``set_config`` followed by
-more statements (it may change the role they run with), texts too long to analyse quickly...
+clauses, column aliases on functions (on tables they are followed by position), ``ON CONFLICT
+ON CONSTRAINT``, ``set_config`` followed by more statements (it may change the role they run
+with), texts too long to analyse quickly...
 """
 
 from __future__ import annotations

@@ -12,11 +12,14 @@ the tables a check needs, so an unqualified column becomes a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlglot import exp
 
+from tsaccess.preflight.analysis.scope import Scope as _Scope
+from tsaccess.preflight.analysis.scope import Source as _Source
+from tsaccess.preflight.analysis.scope import alias_of as _alias
+from tsaccess.preflight.analysis.scope import ident as _ident
 from tsaccess.preflight.model import ALL, ColNeed, JoinNeed, Need, Priv, TableRef
 
 __all__ = ["Analyzer", "Defer"]
@@ -30,84 +33,6 @@ class Defer(Exception):
 
 
 _Defer = Defer
-
-
-def _ident(node: exp.Expression | str | None) -> str | None:
-    """An identifier as PostgreSQL folds it: unquoted -> lower case."""
-    if node is None:
-        return None
-    if isinstance(node, str):
-        return node.lower()
-    if isinstance(node, exp.Identifier):
-        text = str(node.this)
-        return text if node.quoted else text.lower()
-    if isinstance(node, exp.Star):
-        return ALL
-    name = str(node.name)
-    return name.lower() if name else None
-
-
-@dataclass
-class _Source:
-    alias: str
-    table: TableRef | None  # None: CTE / subquery / function: columns unknown
-    renames: tuple[str, ...] = ()
-    """``t AS x(a, b)``: the new names of the table's first columns, in order."""
-
-
-@dataclass
-class _Scope:
-    sources: list[_Source] = field(default_factory=list)
-    parent: _Scope | None = None
-
-    def find(self, alias: str) -> _Source | None:
-        scope: _Scope | None = self
-        while scope is not None:
-            for s in scope.sources:
-                if s.alias == alias:
-                    return s
-            scope = scope.parent
-        return None
-
-    def find_table(self, ref: TableRef) -> _Source | None:
-        """The source that is ``ref`` under its own name (``schema.table.column``)."""
-        scope: _Scope | None = self
-        while scope is not None:
-            for s in scope.sources:
-                if s.table == ref and s.alias == ref.name:
-                    return s
-            scope = scope.parent
-        return None
-
-    def renamed(self) -> bool:
-        """Whether a source in reach has renamed columns (``t AS x(a, b)``)."""
-        scope: _Scope | None = self
-        while scope is not None:
-            if any(s.renames for s in scope.sources):
-                return True
-            scope = scope.parent
-        return False
-
-    def levels(self) -> tuple[tuple[TableRef | None, ...], ...]:
-        out = []
-        scope: _Scope | None = self
-        while scope is not None:
-            out.append(tuple(s.table for s in scope.sources))
-            scope = scope.parent
-        return tuple(out)
-
-    def aliases(self) -> tuple[tuple[str, ...], ...]:
-        out = []
-        scope: _Scope | None = self
-        while scope is not None:
-            out.append(tuple(s.alias for s in scope.sources))
-            scope = scope.parent
-        return tuple(out)
-
-
-def _alias(node: exp.Expression | exp.Func) -> str | None:
-    a = node.args.get("alias")
-    return _ident(a.this) if a is not None and a.this is not None else None
 
 
 class Analyzer:
