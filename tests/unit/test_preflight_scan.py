@@ -50,13 +50,14 @@ def _snapshot() -> Snapshot:
         _rel(4, "public", "vault", ["id", "code"], set()),
         _rel(5, "hidden", "h", ["x"], None),
         _rel(6, "app", "readings", ["time", "secret"], {"time"}),
+        _rel(7, "pg_catalog", "pg_authid", ["rolname", "rolpassword"], set()),
     ]
     return Snapshot(
         "u",
         "u",
         ("pg_catalog", "public"),
         {(r.schema, r.name): r for r in rels},
-        {"public": True, "hidden": False, "app": True},
+        {"public": True, "hidden": False, "app": True, "pg_catalog": True},
         frozenset({"pg_class"}),
         0.0,
         1,
@@ -92,6 +93,11 @@ ALLOWED = [
     "SELECT x FROM generate_series(1, 3) x",
     "SELECT relname FROM pg_class",
     "SELECT 1",
+    "SELECT x.n FROM (SELECT s.name AS n FROM sensors s) x",
+    "SELECT v.a FROM (VALUES (1), (2)) v(a), readings r WHERE r.temp > v.a",
+    "WITH a AS (SELECT temp FROM readings), b AS (SELECT temp FROM a) SELECT temp FROM b",
+    "SELECT r.temp AS from_temp FROM readings r WHERE r.time IS DISTINCT FROM now()",
+    "SELECT extract(epoch FROM r.time) FROM readings r",
 ]
 
 
@@ -146,6 +152,22 @@ ANALYSE = {
     "schema without USAGE": "SELECT x FROM hidden.h",
     "unbalanced": "SELECT (r.temp FROM readings r",
     "name over 63 characters": "SELECT 1 FROM sensors " + "a" * 70,
+    # found by attacking the scan (each was allowed)
+    "alias after ONLY (t)": "SELECT r FROM ONLY (readings) r",
+    "column aliases after ONLY (t)": "SELECT 1 FROM ONLY (readings) x(a, b, c, d) WHERE d IS NULL",
+    "parenthesised join with an alias": "SELECT 1 FROM (readings CROSS JOIN sensors) j WHERE j IS NOT NULL",
+    "TABLE in EXISTS": "SELECT 1 FROM sensors WHERE EXISTS (TABLE readings)",
+    "TABLE as the statement": "WITH x AS (SELECT 1) TABLE readings",
+    "column label distinct": "SELECT r AS distinct FROM readings r",
+    "alias values": "SELECT r FROM sensors AS values, readings r",
+    "bare alias values": "SELECT r FROM sensors values, readings r",
+    "alias where after AS": "SELECT r FROM sensors AS where, readings r",
+    "IS DISTINCT FROM in ON": "SELECT 1 FROM readings JOIN sensors ON null IS NOT DISTINCT FROM readings",
+    "comment ended by CR": "SELECT temp --\r, secret FROM readings",
+    "WINDOW s AS () is no CTE": "SELECT 1 FROM nowhere WINDOW nowhere AS ()",
+    "CTE of another scope": "SELECT (WITH nowhere AS (SELECT 1) SELECT 1) FROM nowhere",
+    "CTE of a later sibling": "WITH a AS (SELECT 1 FROM nowhere), nowhere AS (SELECT 1) SELECT 1 FROM a",
+    "unreadable catalog": "SELECT 1 FROM pg_authid",
 }
 
 

@@ -78,11 +78,11 @@ _FROM_ENDS = frozenset(
         "union",
         "intersect",
         "except",
-        "values",
         "returning",
     }
 )
-_STRUCTURE = _FROM_ENDS | {"select", "from", "only", "lateral", "(", ")", "[", "]", "*"}
+_STRUCTURE = _FROM_ENDS | {"select", "from", "only", "lateral", "table", "(", ")", "[", "]", "*"}
+_PUNCTUATION = frozenset({"(", ")", "[", "]", "*"})
 _REL_BEFORE = frozenset({"from", "join", ",", "only", "lateral", "("})
 """A name right after one of these, in a FROM list, is a relation (or a function call)."""
 _NOT_ALIAS = _STRUCTURE | {
@@ -116,13 +116,14 @@ the index of the alias's token (-1: none), whether a column alias list follows."
 
 
 def _from_lists(toks: list[str]) -> tuple[list[int], bool] | None:
-    """Where relation names stand (token indexes) and whether a ``*`` other than ``f(*)``
-    appears; None when parentheses do not balance.
+    """Where relation names stand (token indexes) and whether something reads every column of
+    a relation (``*`` other than ``f(*)``, ``TABLE t``); None when parentheses do not balance or
+    a FROM list holds a parenthesised item other than a subquery (``(a JOIN b) j``, ``ONLY (t)``).
 
     One pass with a stack of frame states: a ``FROM`` of a query opens its FROM list, which
     the next clause keyword or the frame's closing parenthesis ends; a name after ``FROM``,
     ``JOIN``, ``ONLY``, ``LATERAL``, a comma or an opening parenthesis of the list is a
-    relation (or a function call)."""
+    relation (or a function call). A word after ``AS`` is a name, whatever it spells."""
     structure, rel_before, from_ends = _STRUCTURE, _REL_BEFORE, _FROM_ENDS
     in_from, query, expr = _FROM, _QUERY, _EXPR
     stack: list[int] = []
@@ -130,11 +131,21 @@ def _from_lists(toks: list[str]) -> tuple[list[int], bool] | None:
     prev = ""
     starts: list[int] = []
     star = False
+    n = len(toks)
     for i, t in enumerate(toks):
-        if t in structure:
+        if t in structure and (prev != "as" or t in _PUNCTUATION):
             if t == "(":
                 stack.append(state)
-                state = in_from if state == in_from and prev in rel_before else expr
+                if state == in_from and prev in rel_before:
+                    nxt = toks[i + 1] if i + 1 < n else ""
+                    if nxt == "values":
+                        state = expr  # (VALUES ...): rows, not relations
+                    elif nxt in ("select", "with"):
+                        state = in_from  # a subquery: its SELECT sets the state
+                    else:
+                        return None  # (a JOIN b) alias, ONLY (t) alias: analyse
+                else:
+                    state = expr
             elif t == ")" or t == "]":
                 if not stack:
                     return None
@@ -144,11 +155,17 @@ def _from_lists(toks: list[str]) -> tuple[list[int], bool] | None:
                 state = expr
             elif t == "*":
                 star = star or prev != "("
+            elif t == "table":
+                star = True  # TABLE t: SELECT * FROM t
             elif t == "select":
                 state = query
             elif t == "from":
-                if state == query and prev != "distinct":  # not IS DISTINCT FROM
+                if prev == "distinct" and i > 1 and toks[i - 2] in ("is", "not"):
+                    t = ""  # IS [NOT] DISTINCT FROM: an operator, not a FROM list
+                elif state == query:
                     state = in_from
+                else:
+                    t = ""  # EXTRACT(x FROM y), substring(...): no relation follows
             elif state == in_from and t in from_ends:
                 state = query
         elif state == in_from and prev in rel_before:
@@ -224,6 +241,8 @@ def scan_read(
     starts, star = found
     rels: dict[int, Rel] = {}
     refs: list[tuple[_Ref, Rel]] = []
+    ctes: dict[str, int] | None = None
+    n = len(toks)
     for i in starts:
         ref = _ref(toks, names, i)
         if ref is True:
@@ -234,8 +253,10 @@ def scan_read(
         if rel == "system":
             continue
         if rel is None:
-            if ref[0] is None and _is_cte(toks, names, ref[1]):
-                continue
+            if ctes is None:
+                ctes = _ctes(toks, names)
+            if ref[0] is None and ctes.get(ref[1], n) <= i:
+                continue  # a CTE of the statement's WITH list, defined before this
             return None  # missing, temporary, or not a relation: the analysis says which
         rels[rel.oid] = rel
         refs.append((ref, rel))
@@ -267,18 +288,32 @@ def scan_read(
     return tuple(sorted(caveats))
 
 
-def _is_cte(toks: list[str], names: list[str], name: str) -> bool:
-    """``name AS [NOT] [MATERIALIZED] (`` somewhere in the text."""
-    for i, t in enumerate(names):
-        if t == name and toks[i + 1 : i + 2] == ["as"]:
-            rest = toks[i + 2 : i + 5]
-            if (
-                rest[:1] == ["("]
-                or rest[:2] == ["materialized", "("]
-                or rest == ["not", "materialized", "("]
-            ):
-                return True
-    return False
+def _ctes(toks: list[str], names: list[str]) -> dict[str, int]:
+    """The CTEs of the statement's own (first) WITH list: name -> the index after its body.
+    Nested WITH lists, column lists and RECURSIVE are left to the analysis (none returned)."""
+    out: dict[str, int] = {}
+    n = len(toks)
+    if not toks or toks[0] != "with" or toks[1:2] == ["recursive"]:
+        return out
+    i = 1
+    while i + 2 < n and toks[i][0] in _WORD_START and toks[i + 1] == "as":
+        j = i + 2
+        while j < n and toks[j] in ("not", "materialized"):
+            j += 1
+        if j >= n or toks[j] != "(":
+            return out
+        depth = 0
+        for k in range(j, n):
+            depth += (toks[k] == "(") - (toks[k] == ")")
+            if depth == 0:
+                break
+        else:
+            return out
+        out[names[i]] = k + 1  # visible to what follows its body
+        if k + 1 >= n or toks[k + 1] != ",":
+            return out
+        i = k + 2
+    return out
 
 
 def _only_granted_columns(

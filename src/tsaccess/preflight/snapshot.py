@@ -127,15 +127,16 @@ class Snapshot:
     def resolve(self, ref: TableRef) -> Rel | Literal["system"] | None:
         if ref.schema is not None:
             rel = self.rels.get((ref.schema, ref.name))
-            if rel is None and (
-                ref.schema == "pg_catalog"
-                or ref.schema.startswith(("pg_toast", "_timescaledb", "timescaledb_"))
-                or ref.schema == "information_schema"
-            ):
-                return "system"
-            return rel  # TimescaleDB chunks are in the snapshot: they carry their own grants
+            if rel is None and ref.schema in ("pg_catalog", "information_schema"):
+                return "system"  # readable by PUBLIC (the others are in the snapshot)
+            # TimescaleDB chunks are in the snapshot with their own grants; other relations of
+            # _timescaledb_* and pg_toast schemas are not: unresolved, the server decides
+            return rel
         for schema in self.search_path:
             if schema == "pg_catalog":
+                rel = self.rels.get((schema, ref.name))
+                if rel is not None:
+                    return rel
                 if ref.name in self.catalog_names:
                     return "system"
                 continue
@@ -173,6 +174,8 @@ SELECT n.nspname, c.relname, c.oid::bigint, pg_catalog.has_schema_privilege(n.oi
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
    AND ((n.nspname !~ '^pg_' AND n.nspname !~ '^_timescaledb' AND n.nspname <> 'information_schema')
         OR n.oid = pg_catalog.pg_my_temp_schema()
+        -- catalogs the session may not read in full (pg_authid, pg_statistic...): checked
+        OR (n.nspname = 'pg_catalog' AND NOT pg_catalog.has_table_privilege(c.oid, 'SELECT'))
         -- TimescaleDB chunks: tables inheriting from a hypertable, granted as it is
         OR (n.nspname ~ '^_timescaledb' AND c.relkind = 'r'
             AND EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid)))

@@ -34,7 +34,7 @@ _NUMBER = re.compile(  # ASCII classes, first character before the look-behind: 
 _LITERAL = re.compile(
     r"'(?:[^']|'')*'"  # string constant
     r'|"(?:[^"]|"")*"'  # quoted identifier: kept
-    r"|--[^\n]*"  # comment: a space
+    r"|--[^\n\r]*"  # comment (the server ends it at \n or \r): a space
     r"|(?<![\w$.])(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?![\w$])"  # number
 )
 _LIT = r"(?:''|0)"
@@ -83,7 +83,7 @@ def shape(text: str) -> str | None:
 
 
 _U_NAME = re.compile(
-    r"'(?:[^']|'')*'|--[^\n]*"
+    r"'(?:[^']|'')*'|--[^\n\r]*"
     r'|[Uu]&("(?:[^"]|"")*"|\'(?:[^\']|\'\')*\')(?:\s*[Uu][Ee][Ss][Cc][Aa][Pp][Ee]\s*\'(.)\')?'
     r'|"(?:[^"]|"")*"'
 )
@@ -131,7 +131,7 @@ def decode_unicode_names(text: str) -> str:
 
 
 _EXPLAIN = re.compile(
-    r"^\s*(?:--[^\n]*\n\s*)*explain\b\s*"
+    r"^\s*(?:--[^\n\r]*[\n\r]\s*)*explain\b\s*"
     r"(?:\((?:[^()'\"]|'[^']*')*\)\s*|(?:analy[sz]e|verbose)\b\s*)*",
     re.IGNORECASE,
 )

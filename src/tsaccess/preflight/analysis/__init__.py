@@ -39,7 +39,7 @@ _ALLOWED_ROOTS = (
 )
 
 _ANALYSED_START = re.compile(
-    r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(?:\(|select|with|insert|update|delete|truncate|"
+    r"^\s*(?:--[^\n\r]*[\n\r]\s*|/\*.*?\*/\s*)*(?:\(|select|with|insert|update|delete|truncate|"
     r"copy|values|table|merge)\b",
     re.IGNORECASE | re.DOTALL,
 )
