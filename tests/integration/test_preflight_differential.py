@@ -314,6 +314,14 @@ CORPUS = [
     "SELECT subconninfo FROM pg_subscription",
     "SELECT x.n FROM (SELECT i.name AS n FROM app.items i) x",
     "SELECT v.a FROM (VALUES (1), (2)) v(a), app.items i WHERE i.price > v.a",
+    # found by attacking the full analysis: VALUES beside a table, CTEs nothing refers to
+    "SELECT 1 FROM (VALUES (1)) v, app.items i WHERE i IS NOT NULL",
+    "SELECT 1 FROM app.items i, (VALUES (1)) v(a) WHERE i IS NOT NULL",
+    "SELECT column1 FROM (VALUES (1)) v, app.items i",
+    'WITH "pub" AS (SELECT secret FROM app.items) SELECT 1 FROM app.pub',
+    "WITH a AS (SELECT secret FROM app.items), b AS (SELECT 1) SELECT * FROM b",
+    "WITH a AS (SELECT secret FROM app.items), b AS (SELECT * FROM a) SELECT * FROM b",
+    "WITH a AS MATERIALIZED (SELECT secret FROM app.items) SELECT 1",
 ]
 
 # Spellings sqlglot cannot parse or the analysis defers, that the token scan used to allow:

@@ -20,6 +20,7 @@ from tsaccess.preflight.analysis.scope import Scope as _Scope
 from tsaccess.preflight.analysis.scope import Source as _Source
 from tsaccess.preflight.analysis.scope import alias_of as _alias
 from tsaccess.preflight.analysis.scope import ident as _ident
+from tsaccess.preflight.analysis.scope import used_ctes as _used_ctes
 from tsaccess.preflight.model import ALL, ColNeed, JoinNeed, Need, Priv, TableRef
 
 __all__ = ["Analyzer", "Defer"]
@@ -107,7 +108,12 @@ class Analyzer:
             self.query(node.this, parent, ctes)
             scope.sources.append(_Source(_alias(node) or "", None))
         elif isinstance(node, exp.Values):
-            scope.sources.append(_Source(node.alias_or_name.lower(), None))
+            alias = node.args.get("alias")
+            first = node.expressions[0] if node.expressions else None
+            width = len(first.expressions) if isinstance(first, exp.Tuple) else 1
+            named = [_ident(c) or "" for c in alias.columns] if alias is not None else []
+            columns = (*named, *(f"column{k + 1}" for k in range(len(named), width)))
+            scope.sources.append(_Source(node.alias_or_name.lower(), None, columns=columns))
             for e in node.expressions:
                 self.exprs(e, parent or _Scope(), ctes)
         else:
@@ -202,7 +208,7 @@ class Analyzer:
         else:
             if scope.renamed():
                 raise _Defer("unqualified column beside renamed columns")
-            self.needs.append(ColNeed(priv, name, scope.levels(), scope.aliases()))
+            self.needs.append(ColNeed(priv, name, scope.levels(name), scope.aliases(name)))
             return
         if src.table is None:
             return
@@ -262,11 +268,14 @@ class Analyzer:
             return ctes
         recursive = bool(w.args.get("recursive"))
         names = set(ctes)
+        used = _used_ctes(node, w)
         for cte in w.expressions:
             cname = _ident(cte.args["alias"].this) if cte.args.get("alias") else None
             if recursive and cname:
                 names.add(cname)
-            self.statement(cte.this, frozenset(names), outer)
+            if cname in used or not isinstance(cte.this, exp.Select | exp.SetOperation):
+                # the server plans no SELECT CTE nothing refers to, nor checks what it reads
+                self.statement(cte.this, frozenset(names), outer)
             if cname:
                 names.add(cname)
         return frozenset(names)
