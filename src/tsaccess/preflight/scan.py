@@ -216,7 +216,7 @@ def scan_read(
     ``load_columns`` fills :attr:`Rel.columns` for column-scoped relations (one catalog query
     the first time a snapshot needs a relation's columns).
     """
-    text = strip_explain(shaped) if shaped.lstrip()[:1] in ("e", "E") else shaped
+    text = strip_explain(shaped)
     if (
         ";" in text.rstrip().rstrip(";")
         or "&" in text  # U&"..." spells a name without its letters
