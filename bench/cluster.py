@@ -24,10 +24,10 @@ from typing import Any
 from psycopg import sql
 
 import tsaccess
-from tsaccess.bootstrap import apply
 from tsaccess.demo import company_policy
 from tsaccess.ephemeral import ClusterInfo, EphemeralCluster
 from tsaccess.passwords import resolve_passwords
+from tsaccess.plan.compose import apply
 from tsaccess.preflight import take_snapshot
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from _common import USERS, ensure_company_db
 
 import tsaccess
-from tsaccess.bootstrap import plan
 from tsaccess.demo import company_policy
 from tsaccess.passwords import resolve_passwords
+from tsaccess.plan.compose import plan
 
 ensure_company_db()  # applies the policy once (idempotent: see the second plan below)
 policy = company_policy()

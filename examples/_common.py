@@ -13,10 +13,10 @@ import os
 from psycopg import sql
 
 import tsaccess
-from tsaccess.bootstrap import apply
 from tsaccess.demo import company_policy
 from tsaccess.ephemeral import EphemeralServer
 from tsaccess.passwords import resolve_passwords
+from tsaccess.plan.compose import apply
 
 USERS = ["alice", "bob", "carol", "david", "eve"]
 

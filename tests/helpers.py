@@ -6,10 +6,10 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from tsaccess.bootstrap import apply
+from tsaccess.client.params import without_login
 from tsaccess.demo import company_policy
-from tsaccess.params import without_login
 from tsaccess.passwords import Secret, resolve_passwords
+from tsaccess.plan.compose import apply
 from tsaccess.policy import Policy
 
 

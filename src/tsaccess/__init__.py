@@ -1,8 +1,11 @@
 """tsaccess: make a TimescaleDB/PostgreSQL database safe to share."""
 
-from tsaccess._results import Results, results
+from tsaccess import _compat
 from tsaccess.audit import runtime as _audit  # noqa: F401  plugs TsConnection.record_refusal
-from tsaccess.connection import TsConnection, connect
+from tsaccess.client.connection import TsConnection, connect
+from tsaccess.client.pool import ScopedPool, create_pool
+from tsaccess.client.results import Results, results
+from tsaccess.client.tls import TlsStatus, create_certificates, tls_status
 from tsaccess.errors import (
     ApplyError,
     InsecureConnectionError,
@@ -19,10 +22,10 @@ from tsaccess.errors import (
     TargetsError,
     TsaccessError,
 )
-from tsaccess.pool import ScopedPool, create_pool
 from tsaccess.preflight import connection as _preflight  # noqa: F401  plugs connect(preflight=True)
 from tsaccess.preflight.access import my_access
-from tsaccess.tls import TlsStatus, create_certificates, tls_status
+
+_compat.install()  # old module paths (tsaccess.params, ...) for one release
 
 __version__ = "0.1.0"
 

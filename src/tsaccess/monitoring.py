@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from tsaccess._results import Results, fetch
+from tsaccess.client.results import Results, fetch
 
 __all__ = ["RoleRow", "SessionRow", "active_sessions", "roles"]
 

@@ -13,10 +13,10 @@ from psycopg import sql
 
 import tsaccess
 from tests.integration.test_cli import dsn, run
-from tsaccess._secret_sql import run_secret
-from tsaccess.bootstrap import Plan, apply, plan
 from tsaccess.demo import company_policy
 from tsaccess.passwords import Secret, resolve_passwords, scram_verifier
+from tsaccess.plan.compose import Plan, apply, plan
+from tsaccess.plan.secret_sql import run_secret
 from tsaccess.policy import Column, GroupRole, Policy, Table, User
 
 EVIL = 'x"; DROP TABLE victim; --'

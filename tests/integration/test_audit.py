@@ -14,7 +14,7 @@ import tsaccess
 from tests.helpers import apply_company
 from tsaccess import audit, monitoring
 from tsaccess.audit import ddl
-from tsaccess.bootstrap import plan
+from tsaccess.plan.compose import install_audit, plan
 from tsaccess.policy import parse_policy
 
 
@@ -485,7 +485,7 @@ def test_install_audits_an_existing_database_and_only_touches_the_audit(db):
         preview = plan(conn, policy, phases=("audit",))
         assert preview and all(s.phase == "audit" for s in preview.steps)
         conn.rollback()
-        result = audit.install(conn, policy)
+        result = install_audit(conn, policy)
         assert result.applied == len(preview)
         assert not plan(conn, policy, phases=("audit",))  # idempotent
         # nothing outside the audit changed: wendy keeps her grants, no revokes happened
@@ -519,13 +519,13 @@ def test_install_refuses_missing_objects_before_changing_anything(db):
     broken["tables"]["nowhere"] = {"columns": {"x": "text"}}
     policy = parse_policy({"database": {"name": db.name, "timescaledb": "off"}, **broken})
     with db.admin() as conn, pytest.raises(tsaccess.PolicyError) as err:
-        audit.install(conn, policy)
+        install_audit(conn, policy)
     assert err.value.path == "tables.nowhere"
     assert "does not exist; create it first" in str(err.value)
     no_role = {**_INSTALL_POLICY, "roles": {"ghosts": {"grants": {"activity_audit": ["SELECT"]}}}}
     policy = parse_policy({"database": {"name": db.name, "timescaledb": "off"}, **no_role})
     with db.admin() as conn, pytest.raises(tsaccess.PolicyError, match="role 'ghosts' does not"):
-        audit.install(conn, policy)
+        install_audit(conn, policy)
     with db.admin() as conn:  # nothing was created
         assert conn.execute(
             "SELECT count(*) FROM pg_class WHERE relname LIKE 'activity_audit%'"
@@ -543,7 +543,7 @@ def test_install_on_a_partitioned_table_records_the_parent(db):
     )
     policy = parse_policy({"database": {"name": db.name, "timescaledb": "off"}, **_INSTALL_POLICY})
     with db.admin() as conn:
-        audit.install(conn, policy)
+        install_audit(conn, policy)
     with db.connect_as("wendy", pw) as conn:
         conn.execute("INSERT INTO ledger VALUES (1, 1, 'x'), (150, 2, 'y')")
         conn.execute("UPDATE ledger SET id = id + 100 WHERE id = 1")  # moves partition

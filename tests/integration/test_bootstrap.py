@@ -12,9 +12,9 @@ from psycopg import sql
 
 import tsaccess
 from tests.helpers import apply_company
-from tsaccess.bootstrap import apply, plan, render_init
 from tsaccess.catalog import read_catalog
 from tsaccess.demo import company_policy
+from tsaccess.plan.compose import apply, plan, render_init
 from tsaccess.policy import parse_policy
 from tsaccess.verify import verify
 

@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from tests.integration.test_cli import dsn, run
-from tsaccess.cli import build_parser
+from tsaccess.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSPITAL = (ROOT / "examples" / "hospital.toml").read_text()

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 import tsaccess
 from tests.helpers import untouched
-from tsaccess.connection import secure_params
+from tsaccess.client.connection import secure_params
 
 WEAK = ["disable", "allow", "prefer"]
 

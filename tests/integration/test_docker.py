@@ -98,7 +98,7 @@ _HOLD = textwrap.dedent(
     """
     import sys, time
     from tsaccess.ephemeral import EphemeralServer
-    from tsaccess.cli import _exit_on_sigterm
+    from tsaccess.cli.main import _exit_on_sigterm
     import signal
     if sys.argv[1] == "handled":
         signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tsaccess.bootstrap import apply, plan
-from tsaccess.params import without_login
+from tsaccess.client.params import without_login
 from tsaccess.passwords import Secret, resolve_passwords
+from tsaccess.plan.compose import apply, plan
 from tsaccess.policy import Policy, parse_policy
 from tsaccess.verify import verify
 

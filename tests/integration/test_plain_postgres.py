@@ -12,9 +12,9 @@ from psycopg import sql
 import tsaccess
 from tests.fix_server import TestDb
 from tests.helpers import apply_company
-from tsaccess.bootstrap import plan
 from tsaccess.demo import company_policy
 from tsaccess.ephemeral import EphemeralServer, ServerInfo
+from tsaccess.plan.compose import plan
 
 
 @pytest.fixture(scope="module")

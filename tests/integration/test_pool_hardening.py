@@ -17,7 +17,7 @@ from psycopg_pool import PoolTimeout
 
 import tsaccess
 from tests.helpers import apply_company
-from tsaccess.connection import TsCursor
+from tsaccess.client.connection import TsCursor
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ from psycopg import sql
 
 import tsaccess
 from tsaccess import audit
-from tsaccess.bootstrap import apply, plan
 from tsaccess.demo import company_policy
 from tsaccess.ephemeral import ClusterInfo
 from tsaccess.passwords import Secret, resolve_passwords
+from tsaccess.plan.compose import apply, plan
 
 
 @dataclass

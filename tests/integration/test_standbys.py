@@ -22,11 +22,11 @@ from structlog.testing import capture_logs
 
 import tsaccess
 from tsaccess import audit
-from tsaccess.bootstrap import apply, plan
+from tsaccess.client.params import without_login
 from tsaccess.demo import company_policy
 from tsaccess.ephemeral import ClusterInfo
-from tsaccess.params import without_login
 from tsaccess.passwords import Secret, resolve_passwords
+from tsaccess.plan.compose import apply, plan
 from tsaccess.policy import Policy, password_env_var
 from tsaccess.verify import verify
 

@@ -12,8 +12,8 @@ import pytest
 from psycopg import sql
 
 from tests.helpers import apply_company
-from tsaccess.bootstrap import apply, plan
 from tsaccess.demo import company_policy
+from tsaccess.plan.compose import apply, plan
 from tsaccess.policy import load_policy
 from tsaccess.verify import verify
 
@@ -608,7 +608,7 @@ def test_demo_with_the_timescale_policy_shows_each_door():
 def test_job_intervals_compare_like_the_server_prints_them(db, interval):
     """Compression-job drift is found by comparing the policy's interval with the job's config,
     which holds the server's text of it."""
-    from tsaccess.phases_timescale import _interval_text
+    from tsaccess.plan.phases.timescale import _interval_text
 
     with db.admin() as conn:
         (server,) = conn.execute("SELECT %s::interval::text", (interval,)).fetchone()
@@ -1005,7 +1005,7 @@ def test_a_write_only_role_does_not_widen_a_slice(db):
 def test_plan_replaces_the_old_for_all_policies(db):
     """A database applied before the fix has FOR ALL ... USING (true) for fin_loaders:
     plan drops it and creates the per-command policy; then gina is back in her slice."""
-    from tsaccess.phases_slices import _digest
+    from tsaccess.plan.phases.slices import _digest
 
     co = apply_company(db, _gina_policy(db))
     _seed_finance(db)

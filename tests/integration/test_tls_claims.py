@@ -14,12 +14,12 @@ import pytest
 
 import tsaccess
 from tests.helpers import untouched
+from tsaccess.ephemeral.base import free_port
 from tsaccess.ephemeral.install import find_installation
 from tsaccess.ephemeral.local import (
     _run,
     append_settings,
     chown,
-    free_port,
     hba_text,
     pg_ctl_start,
     stop_node,

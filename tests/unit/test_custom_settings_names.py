@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tsaccess._reset import custom_names_in
+from tsaccess.client.reset import custom_names_in
 
 
 @pytest.mark.parametrize(

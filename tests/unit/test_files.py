@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from tsaccess._files import write_private
-from tsaccess.params import without_login
+from tsaccess.client.params import without_login
 
 
 def test_write_private_creates_0600_and_never_overwrites(tmp_path):

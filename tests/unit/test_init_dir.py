@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tsaccess.bootstrap import render_init
+from tsaccess.plan.compose import render_init
 from tsaccess.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]

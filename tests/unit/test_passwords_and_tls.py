@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tsaccess import InsecureConnectionError, PasswordSourceError
-from tsaccess.connection import secure_params
+from tsaccess.client.connection import secure_params
 from tsaccess.passwords import (
     Secret,
     read_pgpass,
@@ -150,7 +150,7 @@ def test_connection_kwargs_split_from_libpq_parameters():
     from psycopg.rows import dict_row
 
     from tsaccess import TsaccessError
-    from tsaccess.params import split_connection_kwargs
+    from tsaccess.client.params import split_connection_kwargs
 
     libpq, python = split_connection_kwargs({"host": "h", "row_factory": dict_row})
     assert (libpq, python) == ({"host": "h"}, {"row_factory": dict_row})

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from tsaccess import PolicyError, PolicyErrors
-from tsaccess._steps import Step
-from tsaccess.drift import marked_databases, role_marker
-from tsaccess.plan_format import action_of, counts, object_of, render
+from tsaccess.plan.format import action_of, counts, object_of, render
+from tsaccess.plan.phases.markers import marked_databases, role_marker
 from tsaccess.policy import load_policy, parse_policy
+from tsaccess.steps import Step
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tsaccess.bootstrap import render_init
 from tsaccess.demo import company_policy
+from tsaccess.plan.compose import render_init
 
 
 def test_render_init_files_have_no_literal_passwords(tmp_path):
@@ -30,7 +30,7 @@ def test_render_without_timescaledb_makes_plain_tables(tmp_path):
 
 def test_compose_starts_the_image_with_the_one_entrypoint_script(tmp_path):
     """init/docker-compose.yml and the Docker backend share _docker.entrypoint_script."""
-    from tsaccess._docker import entrypoint_script
+    from tsaccess.plan.initdir import entrypoint_script
 
     compose = next(
         f for f in render_init(company_policy(), tmp_path) if f.name == "docker-compose.yml"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import tsaccess
-from tsaccess.hosts import check_host_list
-from tsaccess.pooler import check_pooler, scope_statement
-from tsaccess.targets import Target, load_targets, targets_from_dsns
+from tsaccess.client.hosts import check_host_list
+from tsaccess.client.pooler import check_pooler, scope_statement
+from tsaccess.plan.targets import Target, load_targets, targets_from_dsns
 
 
 @pytest.mark.parametrize(

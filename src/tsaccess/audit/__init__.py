@@ -1,8 +1,7 @@
 """The audit trail: install it (as plan steps), tag sessions, record DENIED events, read it.
 
 Rooms: :mod:`~tsaccess.audit.templates` (the SQL it creates), :mod:`~tsaccess.audit.ddl` (plan
-steps, used by :mod:`tsaccess.bootstrap`), :mod:`~tsaccess.audit.install` (the audit phase
-alone), :mod:`~tsaccess.audit.runtime` (:func:`set_actor`, :func:`record_denied`),
+steps, used by :mod:`tsaccess.plan.build`), :mod:`~tsaccess.audit.runtime` (:func:`set_actor`, :func:`record_denied`),
 :mod:`~tsaccess.audit.reports` (:func:`recent`, :func:`history`, :func:`changes`,
 :func:`summary`, :func:`activity`). :func:`active_sessions` and :func:`roles` live in
 :mod:`tsaccess.monitoring` and are re-exported here for compatibility.
@@ -10,8 +9,10 @@ alone), :mod:`~tsaccess.audit.runtime` (:func:`set_actor`, :func:`record_denied`
 
 from __future__ import annotations
 
-from tsaccess._results import Results
-from tsaccess.audit.install import install
+import importlib
+import warnings
+from typing import Any
+
 from tsaccess.audit.reports import (
     ActivityBucket,
     AuditEvent,
@@ -24,6 +25,7 @@ from tsaccess.audit.reports import (
     summary,
 )
 from tsaccess.audit.runtime import record_denied, set_actor
+from tsaccess.client.results import Results
 from tsaccess.monitoring import RoleRow, SessionRow, active_sessions, roles
 
 __all__ = [
@@ -38,10 +40,27 @@ __all__ = [
     "activity",
     "changes",
     "history",
-    "install",
     "recent",
     "record_denied",
     "roles",
     "set_actor",
     "summary",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``tsaccess.audit.install``: deprecated, use :func:`tsaccess.plan.install_audit`.
+
+    The audit package sits below the plan (the plan's audit phase is :mod:`tsaccess.audit.ddl`),
+    so it does not import :mod:`tsaccess.plan`; this old name is looked up when used, for one
+    release.
+    """
+    if name == "install":
+        warnings.warn(
+            "tsaccess.audit.install is deprecated and will be removed in the next release: "
+            "use tsaccess.plan.install_audit(conn, policy)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module("tsaccess.plan.compose").install_audit
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The audit trail as plan steps: what :func:`tsaccess.bootstrap.plan` runs in its audit phase.
+"""The audit trail as plan steps: what :func:`tsaccess.plan.compose.plan` runs in its audit phase.
 
 Design (see ``docs/concepts.md``):
 
@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from tsaccess._steps import Step, function_grants, grant_steps
 from tsaccess.audit.templates import (
     DENIED_FUNCTION,
     PENDING_FUNCTION,
@@ -51,6 +50,7 @@ from tsaccess.audit.templates import (
     rows_view_sql,
     text,
 )
+from tsaccess.steps import Step, function_grants, grant_steps
 
 if TYPE_CHECKING:
     from tsaccess.catalog import AuditDataInfo, CatalogSnapshot, FunctionInfo

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tsaccess._results import Results, column_names, fetch
 from tsaccess.catalog import timescaledb_state
+from tsaccess.client.results import Results, column_names, fetch
 
 __all__ = [
     "ActivityBucket",

@@ -21,10 +21,10 @@ import json
 
 from psycopg import sql
 
-from tsaccess._steps import Step, function_grants, grant_steps
 from tsaccess.catalog import CatalogSnapshot
-from tsaccess.catalog_timescale import TimescaleCatalog
+from tsaccess.catalog.timescale import TimescaleCatalog
 from tsaccess.policy import Policy
+from tsaccess.steps import Step, function_grants, grant_steps
 
 __all__ = [
     "DROP_FUNCTION",

@@ -4,7 +4,7 @@ Both are client-asserted (the application says who its end user is, or that a st
 refused): audit rows keep them next to the server-verified ``username``.
 
 On a hot standby nothing can be written: a DENIED event of a standby session is recorded on the
-primary of the same host list (:func:`tsaccess.topology.open_primary`), with the session's
+primary of the same host list (:func:`tsaccess.client.topology.open_primary`), with the session's
 actor; if no primary is reachable :class:`~tsaccess.NoPrimaryError` says so. Behind a
 transaction-mode pooler the actor is set in every transaction, never on the shared session.
 """
@@ -19,9 +19,9 @@ from psycopg import sql
 
 from tsaccess._log import get_logger
 from tsaccess.audit.templates import DENIED_FUNCTION
-from tsaccess.connection import TsConnection, plug_denied_recorder
+from tsaccess.client.connection import TsConnection, plug_denied_recorder
+from tsaccess.client.topology import in_recovery, open_primary
 from tsaccess.errors import NoPrimaryError, TsaccessError
-from tsaccess.topology import in_recovery, open_primary
 
 __all__ = ["record_denied", "set_actor"]
 

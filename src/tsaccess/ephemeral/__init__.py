@@ -16,9 +16,10 @@ imports this package: only the CLI, the demo, the examples and the tests do.
 (``docs/howto/cluster.md``).
 """
 
+from tsaccess.ephemeral.base import ServerInfo
 from tsaccess.ephemeral.cluster import ClusterInfo, EphemeralCluster
 from tsaccess.ephemeral.install import PgInstallation, find_bindir, find_installation
-from tsaccess.ephemeral.server import Backend, EphemeralServer, ServerInfo
+from tsaccess.ephemeral.server import Backend, EphemeralServer
 
 __all__ = [
     "Backend",

@@ -32,7 +32,10 @@ from psycopg import sql
 
 from tsaccess._files import write_private
 from tsaccess._log import get_logger
+from tsaccess.client.connection import connect
+from tsaccess.client.tls import CertificatePaths
 from tsaccess.ephemeral import local
+from tsaccess.ephemeral.base import ServerInfo, free_port, has_timescaledb, wait_ready
 from tsaccess.ephemeral.install import PgInstallation, find_installation
 from tsaccess.ephemeral.pgbouncer import (
     AUTH_USER,
@@ -42,10 +45,8 @@ from tsaccess.ephemeral.pgbouncer import (
     find_pgbouncer,
     install_auth_function,
 )
-from tsaccess.ephemeral.server import ServerInfo, _has_timescaledb, wait_ready
 from tsaccess.errors import ServerStartError
 from tsaccess.passwords import Secret, scram_verifier
-from tsaccess.tls import CertificatePaths
 
 __all__ = ["REPLICATION_USER", "ClusterInfo", "EphemeralCluster"]
 
@@ -146,7 +147,6 @@ class ClusterInfo:
         that revokes ``CONNECT`` from ``PUBLIC`` or was not created from ``template1``: installs
         the lookup function there and grants ``CONNECT`` to ``pgbouncer_auth_user``.
         """
-        from tsaccess.connection import connect
 
         if self.pgbouncer_auth_user is None:
             raise ValueError("this cluster has no PgBouncer")
@@ -161,7 +161,6 @@ class ClusterInfo:
     def current_lsn(self) -> str:
         """The primary's current WAL insert position (``pg_current_wal_insert_lsn()``): the end
         of every record already committed, flushed or not."""
-        from tsaccess.connection import connect
 
         with connect(**self.primary.params(), autocommit=True) as conn:
             row = conn.execute("SELECT pg_catalog.pg_current_wal_insert_lsn()::text").fetchone()
@@ -180,7 +179,6 @@ class ClusterInfo:
         Raises:
             TimeoutError: a standby had not replayed it within ``timeout`` seconds.
         """
-        from tsaccess.connection import connect
 
         target = lsn or self.current_lsn()
         deadline = time.monotonic() + timeout
@@ -206,7 +204,6 @@ class ClusterInfo:
     def replication(self) -> list[dict[str, Any]]:
         """The primary's ``pg_stat_replication`` joined with ``pg_stat_ssl``, one dict a row
         (``application_name``, ``state``, ``replay_lsn``, ``ssl``, ...)."""
-        from tsaccess.connection import connect
 
         with (
             connect(**self.primary.params(), autocommit=True) as conn,
@@ -322,7 +319,6 @@ def _stop_all(stoppers: list[Callable[[], None]], workdir: Path) -> None:
 
 
 def _admin(info: ServerInfo, **overrides: Any) -> psycopg.Connection[Any]:
-    from tsaccess.connection import connect
 
     return connect(**info.params(**overrides), autocommit=True)
 
@@ -400,7 +396,7 @@ def _start(
         stoppers.append(bouncer.stop)
         bouncer_info = bouncer.start()
 
-    has_ts = all(_has_timescaledb(n) for n in (primary, *standbys))
+    has_ts = all(has_timescaledb(n) for n in (primary, *standbys))
     primary = replace(primary, timescaledb=has_ts)
     return ClusterInfo(
         primary=primary,
@@ -452,7 +448,7 @@ def _start_standby(
             f"pg_basebackup for {name} failed (exit {res.returncode}): {res.stderr.strip()[-1500:]}"
         )
     stoppers.append(lambda: local.stop_node(inst.bindir, data, run_as, node_dir))
-    port = local.free_port()
+    port = free_port()
     local.append_settings(
         data,
         {"port": str(port), "unix_socket_directories": f"'{sock}'", **_STANDBY_SETTINGS},

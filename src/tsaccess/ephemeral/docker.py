@@ -3,7 +3,7 @@
 The image must keep the official image's contract (``POSTGRES_PASSWORD``, ``POSTGRES_DB``,
 ``-c name=value`` arguments, ``/docker-entrypoint-initdb.d``): ``timescale/timescaledb`` or a
 local build of it (``TSACCESS_TEST_IMAGE``). The container starts through the same script as the
-rendered ``init/docker-compose.yml`` (:func:`tsaccess._docker.entrypoint_script`): TLS on, SCRAM,
+rendered ``init/docker-compose.yml`` (:func:`tsaccess.plan.initdir.entrypoint_script`): TLS on, SCRAM,
 plain TCP rejected.
 
 Networking: with a bridge network the container's 5432 is mapped to a free host port; where the
@@ -30,11 +30,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tsaccess._docker import SSL_MOUNT, entrypoint_script
 from tsaccess._log import get_logger
-from tsaccess.ephemeral.server import ADMIN, ServerInfo, Started, wait_ready
+from tsaccess.client.tls import create_certificates
+from tsaccess.ephemeral.base import ADMIN, ServerInfo, Started, free_port, wait_ready
+from tsaccess.ephemeral.install import find_installation
 from tsaccess.errors import ServerStartError
-from tsaccess.tls import create_certificates
+from tsaccess.plan.initdir import SSL_MOUNT, entrypoint_script
 
 __all__ = ["DockerOptions", "ImageUnavailable", "default_image", "start", "start_if_available"]
 
@@ -66,8 +67,6 @@ def default_image() -> str:
     env = os.environ.get("TSACCESS_TEST_IMAGE")
     if env:
         return env
-    from tsaccess.ephemeral.install import find_installation
-
     try:
         major = find_installation().major
     except ServerStartError:
@@ -193,7 +192,7 @@ def start(opts: DockerOptions) -> Started:
     settings: list[str] = []
     container = DockerContainer(image)
     if network == "host":
-        port = _free_port()
+        port = free_port()
         settings.append("listen_addresses=127.0.0.1")
         container = container.with_env("PGPORT", str(port))
         kwargs: dict[str, Any] = {"network_mode": "host"}
@@ -247,12 +246,6 @@ def start(opts: DockerOptions) -> Started:
         stop()
         raise
     return info, stop
-
-
-def _free_port() -> int:
-    from tsaccess.ephemeral.local import free_port
-
-    return free_port()
 
 
 def _logs(container: Any) -> str:

@@ -15,7 +15,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -24,14 +23,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tsaccess._docker import HBA_LINES
 from tsaccess._files import write_private
+from tsaccess.client.tls import CertificatePaths, create_certificates
+from tsaccess.ephemeral.base import ADMIN, ServerInfo, Started, free_port, wait_ready
 from tsaccess.ephemeral.install import PgInstallation, find_installation
-from tsaccess.ephemeral.server import ADMIN, ServerInfo, Started, wait_ready
 from tsaccess.errors import ServerStartError
-from tsaccess.tls import CertificatePaths, create_certificates
+from tsaccess.plan.initdir import HBA_LINES
 
-__all__ = ["free_port", "start"]
+__all__ = ["start"]
 
 _HBA_TITLE = "# tsaccess throwaway server: TLS + SCRAM only; plain TCP is rejected.\n"
 
@@ -39,13 +38,6 @@ _HBA_TITLE = "# tsaccess throwaway server: TLS + SCRAM only; plain TCP is reject
 def hba_text(extra: Sequence[str] = ()) -> str:
     """``pg_hba.conf``: ``extra`` lines first (first match wins), then TLS + SCRAM only."""
     return _HBA_TITLE + "".join(f"{line}\n" for line in (*extra, *HBA_LINES))
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(*, timescaledb: bool = True) -> Started:

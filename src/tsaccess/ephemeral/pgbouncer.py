@@ -25,11 +25,11 @@ import psycopg
 from psycopg import sql
 
 from tsaccess._files import write_private
-from tsaccess.ephemeral.local import chown, free_port, log_tail
-from tsaccess.ephemeral.server import ServerInfo, wait_ready
+from tsaccess.client.tls import CertificatePaths
+from tsaccess.ephemeral.base import ServerInfo, free_port, wait_ready
+from tsaccess.ephemeral.local import chown, log_tail
 from tsaccess.errors import ServerStartError
 from tsaccess.passwords import Secret, scram_verifier
-from tsaccess.tls import CertificatePaths
 
 __all__ = [
     "AUTH_SCHEMA",

@@ -5,66 +5,23 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, get_args
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from tsaccess._log import get_logger
+from tsaccess.ephemeral import docker, local
+from tsaccess.ephemeral.base import ServerInfo, Started, from_dsn, has_timescaledb
+from tsaccess.ephemeral.docker import DockerOptions
 from tsaccess.errors import ServerStartError
 
-__all__ = ["ADMIN", "Backend", "EphemeralServer", "ServerInfo", "wait_ready"]
+__all__ = ["Backend", "EphemeralServer"]
 
 log = get_logger("tsaccess.ephemeral")
 
 Backend = Literal["auto", "dsn", "docker", "local"]
-ADMIN = "postgres"
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    """How to reach a running throwaway server as its administrator."""
-
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
-    dbname: str
-    sslrootcert: str | None
-    backend: str
-    timescaledb: bool = False
-    """True when the ``timescaledb`` extension is available *and* preloaded."""
-    workdir: Path | None = None
-    installation: str = ""
-    """Which installation or image serves it (``PostgreSQL 15.20 in /usr/lib/...``)."""
-
-    def params(self, **overrides: Any) -> dict[str, Any]:
-        """Keyword arguments for :func:`tsaccess.connect` (admin unless overridden)."""
-        base: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "password": self.password,
-            "dbname": self.dbname,
-        }
-        if self.sslrootcert:
-            base.update(sslmode="verify-full", sslrootcert=self.sslrootcert)
-        else:
-            base.update(sslmode="require")
-        base.update(overrides)
-        return base
-
-    def with_database(self, dbname: str) -> ServerInfo:
-        """The same server, another database."""
-        return replace(self, dbname=dbname)
-
-
-Started = tuple[ServerInfo, Callable[[], None]]
-"""A backend's result: the server and how to stop and delete it."""
 
 
 class EphemeralServer:
@@ -138,8 +95,6 @@ class EphemeralServer:
         """Start (or attach to) the server and wait until a real TLS query succeeds."""
         if self.info is not None:
             return self.info
-        from tsaccess.ephemeral import docker, local
-
         t0 = time.perf_counter()
         backend = self._backend
         started: Started | None = None
@@ -151,7 +106,7 @@ class EphemeralServer:
             if backend == "dsn":
                 if not self._dsn:
                     raise ServerStartError("backend 'dsn' needs dsn= or TSACCESS_TEST_DSN")
-                info = _from_dsn(self._dsn)
+                info = from_dsn(self._dsn)
                 started = info, lambda: None
             elif backend == "docker":
                 started = docker.start(self._docker_options())
@@ -160,7 +115,7 @@ class EphemeralServer:
         info, stop = started
         self._cleanup = weakref.finalize(self, stop)
         try:
-            info = replace(info, timescaledb=_has_timescaledb(info))
+            info = replace(info, timescaledb=has_timescaledb(info))
         except BaseException:
             self.stop()
             raise
@@ -186,54 +141,9 @@ class EphemeralServer:
         self.info = None
 
     def _docker_options(self) -> Any:
-        from tsaccess.ephemeral.docker import DockerOptions
-
         return DockerOptions(
             image=self._image,
             init_dir=self._init_dir,
             environment=self._environment,
             dbname=self._dbname,
         )
-
-
-def _from_dsn(dsn: str) -> ServerInfo:
-    d = conninfo_to_dict(dsn)
-    return ServerInfo(
-        host=str(d.get("host") or os.environ.get("PGHOST") or "localhost"),
-        port=int(d.get("port") or os.environ.get("PGPORT") or 5432),
-        user=str(d.get("user") or os.environ.get("PGUSER") or ADMIN),
-        password=str(d.get("password") or os.environ.get("PGPASSWORD") or ""),
-        dbname=str(d.get("dbname") or "postgres"),
-        sslrootcert=str(d.get("sslrootcert") or os.environ.get("PGSSLROOTCERT") or "") or None,
-        backend="dsn",
-        installation="an existing server (TSACCESS_TEST_DSN or dsn=)",
-    )
-
-
-def wait_ready(info: ServerInfo, *, timeout: float, log_tail: Callable[[], str]) -> None:
-    """Readiness is a real query over TLS as the admin, not an open port."""
-    from tsaccess.connection import connect
-
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            with connect(**info.params(connect_timeout=5), autocommit=True) as conn:
-                conn.execute("SELECT 1")
-                return
-        except (psycopg.OperationalError, OSError) as exc:
-            last = exc
-            time.sleep(0.1)
-    raise ServerStartError(
-        f"server did not accept a TLS login within {timeout:.0f} s ({last}); server log:\n"
-        f"{log_tail()}"
-    )
-
-
-def _has_timescaledb(info: ServerInfo) -> bool:
-    from tsaccess.catalog import timescaledb_state
-    from tsaccess.connection import connect
-
-    with connect(**info.params(), autocommit=True) as conn:
-        state = timescaledb_state(conn)
-    return state.available and state.preloaded

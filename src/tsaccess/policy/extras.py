@@ -9,13 +9,13 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from tsaccess.errors import PolicyError, PolicyErrors
-from tsaccess.policy.validate import TABLE_PRIVILEGES
+from tsaccess.policy.base import TABLE_PRIVILEGES
+from tsaccess.policy.parts import PolicyShape
 
-if TYPE_CHECKING:
-    from tsaccess.policy.model import Policy
+P = TypeVar("P")
 
 __all__ = [
     "COLUMN_PRIVILEGES",
@@ -80,7 +80,7 @@ def parse_settings(value: object, path: str, source: str) -> tuple[tuple[str, st
     return tuple(sorted(out))
 
 
-def validate_extras(p: Policy) -> None:
+def validate_extras(p: PolicyShape) -> None:
     """Check column grants, nested roles, default privileges and user settings."""
     src = p.source
     roles = {r.name for r in p.roles}
@@ -197,7 +197,7 @@ def _drop_item(data: dict[str, Any], path: str) -> bool:
     return False
 
 
-def collect_errors(parse: Callable[..., Policy], data: Mapping[str, Any], source: str) -> Policy:
+def collect_errors(parse: Callable[..., P], data: Mapping[str, Any], source: str) -> P:
     """Run ``parse``; on an error, leave out the offending item and go on to find the others.
 
     Raises the single :class:`PolicyError`, or :class:`PolicyErrors` when there are several.

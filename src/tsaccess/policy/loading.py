@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from tsaccess.errors import PolicyError
+from tsaccess.policy.base import (
+    BASE_TYPES,
+    DEFAULT_FUNCS,
+    canonical_type,
+    check_column,
+    check_connection_limit,
+    check_interval,
+)
 from tsaccess.policy.extras import collect_errors, parse_settings, split_column_grants
 from tsaccess.policy.model import (
     TABLE_PRIVILEGES,
@@ -27,14 +35,6 @@ from tsaccess.policy.timescale import (
     parse_compression,
     parse_retention,
     parse_slices,
-)
-from tsaccess.policy.validate import (
-    BASE_TYPES,
-    DEFAULT_FUNCS,
-    canonical_type,
-    check_column,
-    check_connection_limit,
-    check_interval,
 )
 
 __all__ = ["load_policy", "parse_policy"]

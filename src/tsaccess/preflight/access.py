@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from tsaccess._render import html_table, text_table
-from tsaccess._results import Results
+from tsaccess.client.results import Results
 from tsaccess.preflight.snapshot import catalog_rows
 
 __all__ = ["AccessReport", "TableAccess", "my_access"]

@@ -1,8 +1,8 @@
-"""The pre-flight connection: a :class:`~tsaccess.connection.TsConnection` whose cursors check
+"""The pre-flight connection: a :class:`~tsaccess.client.connection.TsConnection` whose cursors check
 every statement before sending it.
 
 ``tsaccess.connect(..., preflight=True)`` and ``create_pool(..., preflight=True)`` create a
-:class:`PreflightConnection` (this module plugs it into :mod:`tsaccess.connection` when
+:class:`PreflightConnection` (this module plugs it into :mod:`tsaccess.client.connection` when
 imported). A denied statement raises :class:`~tsaccess.PreflightDenied` and is never sent;
 everything else is sent unchanged.
 """
@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from tsaccess._log import get_logger
-from tsaccess.connection import TsConnection, TsCursor, TsServerCursor, plug_preflight
+from tsaccess.client.connection import TsConnection, TsCursor, TsServerCursor, plug_preflight
 from tsaccess.errors import PreflightDenied
 from tsaccess.preflight.checker import Checker, Verdict
 
@@ -141,7 +141,7 @@ class PreflightServerCursor(_Checks, TsServerCursor):
 
 
 class PreflightConnection(TsConnection):
-    """A :class:`~tsaccess.connection.TsConnection` whose cursors pre-flight every statement.
+    """A :class:`~tsaccess.client.connection.TsConnection` whose cursors pre-flight every statement.
 
     Created by ``tsaccess.connect(..., preflight=True)`` / ``create_pool(..., preflight=True)``.
     ``conn.preflight`` is the :class:`~tsaccess.preflight.Checker`. Each refusal is recorded as

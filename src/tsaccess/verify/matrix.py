@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tsaccess._render import html_table, text_table
+from tsaccess.client.tls import TlsStatus
 from tsaccess.policy import TABLE_PRIVILEGES
-from tsaccess.tls import TlsStatus
 
 __all__ = ["DATABASE_OBJECT", "LEGEND", "SCHEMA_OBJECT", "UNTRIED_DETAIL", "AccessMatrix", "Cell"]
 

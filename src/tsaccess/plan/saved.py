@@ -22,15 +22,15 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tsaccess._canon import digest
 from tsaccess._files import write_private
-from tsaccess._steps import AUDIT_ONLY, Step
-from tsaccess.bootstrap import ApplyResult, Plan, apply
 from tsaccess.catalog import read_catalog
 from tsaccess.errors import ApplyError, PolicyError
 from tsaccess.passwords import Secret
-from tsaccess.plan_steps import build_steps, timescaledb_decision
+from tsaccess.plan.build import build_steps, timescaledb_decision
+from tsaccess.plan.canon import digest
+from tsaccess.plan.compose import ApplyResult, Plan, apply
 from tsaccess.policy import Policy, parse_policy
+from tsaccess.steps import AUDIT_ONLY, Step
 
 __all__ = [
     "SavedPlan",
@@ -219,7 +219,7 @@ def apply_saved(
 ) -> ApplyResult:
     """Apply exactly the saved plan, or nothing: refuses if the database moved since.
 
-    ``generate_passwords`` and ``before_commit`` are passed to :func:`tsaccess.bootstrap.apply`
+    ``generate_passwords`` and ``before_commit`` are passed to :func:`tsaccess.plan.compose.apply`
     (passwords for new users, written down before the commit).
 
     ``conn`` is connected to the plan's database (created by the caller for a plan made

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
-from tsaccess.connection import connect
+from tsaccess.client.connection import connect
 from tsaccess.passwords import Secret
 from tsaccess.policy import Policy
 

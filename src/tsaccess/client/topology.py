@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 from tsaccess._log import get_logger
-from tsaccess.connection import TsConnection
+from tsaccess.client.connection import TsConnection
 from tsaccess.errors import NoPrimaryError, ReplicaLagError, StandbyError, TsaccessError
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
     "wait_replicas",
 ]
 
-log = get_logger("tsaccess.topology")
+log = get_logger("tsaccess.client.topology")
 
 
 def in_recovery(conn: psycopg.Connection[Any]) -> bool:

@@ -1,6 +1,6 @@
 """Pruning: what tsaccess managed and the policy no longer names loses its access.
 
-tsaccess marks what it manages (:mod:`tsaccess.drift`): a role's comment lists the databases
+tsaccess marks what it manages (:mod:`tsaccess.plan.phases.markers`): a role's comment lists the databases
 whose policies manage it (``tsaccess:managed {"databases": [...]}``), a table's comment is
 ``tsaccess:managed``. Roles and tables without the marker are never touched here.
 
@@ -23,10 +23,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tsaccess._steps import Step, grant_steps, role_ident
 from tsaccess.catalog import CatalogSnapshot
-from tsaccess.drift import TABLE_MARKER, marked_databases, role_marker
+from tsaccess.plan.phases.markers import TABLE_MARKER, marked_databases, role_marker
 from tsaccess.policy import Policy
+from tsaccess.steps import Step, grant_steps, role_ident
 
 __all__ = ["PruneInfo", "prune_steps", "read_prune", "removed_roles", "removed_tables"]
 

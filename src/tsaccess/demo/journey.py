@@ -20,15 +20,15 @@ import psycopg
 from psycopg import sql
 
 from tsaccess import audit, monitoring
-from tsaccess.bootstrap import apply, plan
-from tsaccess.connection import connect
+from tsaccess.client.connection import connect
+from tsaccess.client.params import without_login
+from tsaccess.client.pool import create_pool
+from tsaccess.client.tls import tls_status
 from tsaccess.ephemeral import EphemeralServer, ServerInfo
 from tsaccess.errors import PreflightDenied
-from tsaccess.params import without_login
 from tsaccess.passwords import Secret, resolve_passwords, write_pgpass
+from tsaccess.plan.compose import apply, plan
 from tsaccess.policy import Policy, parse_policy
-from tsaccess.pool import create_pool
-from tsaccess.tls import tls_status
 from tsaccess.verify import AccessMatrix, verify
 
 __all__ = ["DemoResult", "company_policy", "run_demo"]
@@ -401,7 +401,7 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         or any(r.slices for r in policy.roles)
         or any(t.compression or t.retention for t in policy.tables)
     ):
-        from tsaccess.demo_timescale import timescale_chapter
+        from tsaccess.demo.timescale import timescale_chapter
 
         timescale_chapter(
             db_params,

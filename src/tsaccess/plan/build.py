@@ -1,5 +1,5 @@
-"""The steps of a policy: what :func:`tsaccess.bootstrap.plan` and
-:func:`tsaccess.bootstrap.render_init` run, assembled from the phases in order.
+"""The steps of a policy: what :func:`tsaccess.plan.compose.plan` and
+:func:`tsaccess.plan.compose.render_init` run, assembled from the phases in order.
 
 :func:`build_steps` calls every phase (schema, roles and settings, grants, audit, TimescaleDB,
 markers, pruning, default privileges) against a catalog snapshot, or against none (an empty
@@ -14,25 +14,21 @@ from collections.abc import Mapping
 
 from psycopg import sql
 
-from tsaccess._steps import Step
 from tsaccess.audit.ddl import audit_steps
 from tsaccess.audit.retention import retention_steps
 from tsaccess.catalog import CatalogSnapshot
-from tsaccess.catalog_timescale import TimescaleCatalog
-from tsaccess.drift import (
-    column_drift_steps,
-    column_grant_steps,
-    default_privilege_steps,
-    marker_steps,
-    settings_steps,
-)
+from tsaccess.catalog.timescale import TimescaleCatalog
 from tsaccess.errors import PolicyError
 from tsaccess.passwords import Secret
-from tsaccess.phases import acl_steps, role_steps, table_steps
-from tsaccess.phases_slices import slice_steps
-from tsaccess.phases_timescale import timescale_steps
+from tsaccess.plan.phases.acl import acl_steps, column_grant_steps, default_privilege_steps
+from tsaccess.plan.phases.markers import marker_steps
+from tsaccess.plan.phases.prune import PruneInfo, prune_steps
+from tsaccess.plan.phases.roles import role_steps, settings_steps
+from tsaccess.plan.phases.slices import slice_steps
+from tsaccess.plan.phases.tables import column_drift_steps, table_steps
+from tsaccess.plan.phases.timescale import timescale_steps
 from tsaccess.policy import Policy
-from tsaccess.prune import PruneInfo, prune_steps
+from tsaccess.steps import Step
 
 __all__ = ["build_steps", "timescaledb_decision"]
 

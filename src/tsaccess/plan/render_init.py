@@ -2,7 +2,7 @@
 
 :func:`render_init` writes the plan for an empty database as ``01-schema.sql``,
 ``02-security.sql``, ``03-audit.sql`` and a ``docker-compose.yml`` for a
-``docker-entrypoint-initdb.d`` setup (re-exported by :mod:`tsaccess.bootstrap`).
+``docker-entrypoint-initdb.d`` setup (re-exported by :mod:`tsaccess.plan.compose`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from tsaccess._docker import entrypoint_script
-from tsaccess.plan_steps import build_steps
+from tsaccess.plan.build import build_steps
+from tsaccess.plan.initdir import entrypoint_script
 from tsaccess.policy import Policy
 
 __all__ = ["render_init"]

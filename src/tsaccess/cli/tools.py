@@ -2,7 +2,7 @@
 targets (``--dsn`` repeated or ``--targets FILE``).
 
 The helpers every command shares (admin connection, passwords, policy, JSON) come from
-:mod:`tsaccess.cli` as a :class:`~tsaccess.cli_plan.Tools`, so this module does not import it.
+:mod:`tsaccess.cli` as a :class:`~tsaccess.cli.plan.Tools`, so this module does not import it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from tsaccess.cli_plan import Fail, Tools
+from tsaccess.cli.plan import Fail, Tools
 from tsaccess.errors import PasswordSourceError
 
 __all__ = [
@@ -33,7 +33,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_UNDECIDED = 0, 1, 2, 3, 4
 
 def user_params(args: argparse.Namespace) -> dict[str, Any]:
     """Where users connect: the admin DSN's server settings without its login."""
-    from tsaccess.params import without_login
+    from tsaccess.client.params import without_login
 
     try:
         d = conninfo_to_dict(args.dsn or "")
@@ -58,7 +58,7 @@ def _user_password(args: argparse.Namespace, user: str, tools: Tools) -> str:
 
 def check_command(args: argparse.Namespace, tools: Tools) -> int:
     """``tsaccess check``: the pre-flight verdict on one statement, as one user."""
-    from tsaccess.connection import connect
+    from tsaccess.client.connection import connect
     from tsaccess.preflight import check
 
     params = user_params(args)
@@ -85,7 +85,7 @@ def audit_command(args: argparse.Namespace, tools: Tools) -> int:
     """``tsaccess audit``: the audit trail's reports, sessions and roles."""
     from tsaccess import monitoring
     from tsaccess.audit import reports as audit
-    from tsaccess.connection import connect
+    from tsaccess.client.connection import connect
 
     schema, table = "public", "activity_audit"
     if args.policy:
@@ -114,7 +114,7 @@ def audit_command(args: argparse.Namespace, tools: Tools) -> int:
 
 def certs_command(args: argparse.Namespace, tools: Tools) -> int:
     """``tsaccess certs``: a CA and a server certificate signed by it."""
-    from tsaccess.tls import DEFAULT_HOSTS, create_certificates
+    from tsaccess.client.tls import DEFAULT_HOSTS, create_certificates
 
     paths = create_certificates(
         args.out,
@@ -141,7 +141,7 @@ def many_targets(args: argparse.Namespace) -> bool:
 
 def targets_command(args: argparse.Namespace, action: str, tools: Tools) -> int:
     """``plan``, ``apply`` or ``verify`` (``action``) on each target."""
-    from tsaccess import targets as tg
+    from tsaccess.plan import targets as tg
 
     if args.targets and len(getattr(args, "dsns", None) or []) > 0:
         raise Fail("give the targets either with --dsn (repeated) or --targets, not both", 2)
@@ -151,7 +151,7 @@ def targets_command(args: argparse.Namespace, action: str, tools: Tools) -> int:
     found = tg.load_targets(args.targets) if args.targets else tg.targets_from_dsns(args.dsns)
     policy = tools.policy(args)
     pw = tools.passwords(args, [u.name for u in policy.users])
-    from tsaccess._steps import AUDIT_ONLY
+    from tsaccess.steps import AUDIT_ONLY
 
     phases = AUDIT_ONLY if getattr(args, "audit_only", False) else None
     if action == "plan":

@@ -22,8 +22,8 @@ from typing import Any
 import psycopg
 import structlog
 
-from tsaccess.cli_plan import Fail as PlanFail
-from tsaccess.cli_tools import (
+from tsaccess.cli.plan import Fail as PlanFail
+from tsaccess.cli.tools import (
     audit_command,
     certs_command,
     check_command,
@@ -87,7 +87,7 @@ def _policy(args: argparse.Namespace) -> Any:
 
 
 def _admin(args: argparse.Namespace, dbname: str | None = None) -> psycopg.Connection[Any]:
-    from tsaccess.connection import connect
+    from tsaccess.client.connection import connect
 
     return connect(args.dsn or "", dbname=dbname)
 
@@ -110,13 +110,13 @@ def _passwords(
 
 
 def _tools() -> Any:
-    from tsaccess.cli_plan import Tools
+    from tsaccess.cli.plan import Tools
 
     return Tools(admin=_admin, passwords=_passwords, policy=_policy, print_json=_print_json)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from tsaccess.cli_plan import plan_command
+    from tsaccess.cli.plan import plan_command
 
     if many_targets(args):
         return targets_command(args, "plan", _tools())
@@ -124,7 +124,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from tsaccess.cli_plan import apply_command
+    from tsaccess.cli.plan import apply_command
 
     if many_targets(args):
         return targets_command(args, "apply", _tools())
@@ -147,7 +147,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_render_init(args: argparse.Namespace) -> int:
-    from tsaccess.bootstrap import render_init
+    from tsaccess.plan.compose import render_init
 
     files = render_init(_policy(args), args.out)
     if args.json:
@@ -182,7 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tsaccess.cli_plan import add_apply_options, add_plan_options
+    from tsaccess.cli.plan import add_apply_options, add_plan_options
 
     p = argparse.ArgumentParser(
         prog="tsaccess",

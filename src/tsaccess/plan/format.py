@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from typing import Literal
 
-from tsaccess._steps import Step
+from tsaccess.steps import Step
 
 __all__ = ["MARKS", "Action", "action_of", "counts", "object_of", "render"]
 

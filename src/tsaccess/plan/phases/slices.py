@@ -13,7 +13,7 @@
   (``tsaccess_chunk_acl()``, owned by the table owner) revokes the sliced roles' privileges, and
   everyone else's privileges but SELECT, on every new chunk that has them, in the transaction
   that created the chunk: before it commits, no other session can see the chunk. (Existing
-  chunks: :mod:`tsaccess.phases_timescale`.)
+  chunks: :mod:`tsaccess.plan.phases.timescale`.)
 * Views that read a sliced table with their owner's rights lose the sliced roles' and PUBLIC's
   privileges; users who may INSERT into a sliced table and are in no sliced role get
   ``BYPASSRLS`` (``COPY FROM`` is refused under row-level security).
@@ -27,15 +27,15 @@ import hashlib
 
 from psycopg import sql
 
-from tsaccess._steps import Step, function_grants, grant_steps
 from tsaccess.catalog import CatalogSnapshot
-from tsaccess.catalog_timescale import (
+from tsaccess.catalog.timescale import (
     ATTRIBUTE_FUNCTION,
     ATTRIBUTE_TABLE,
     SLICE_SCHEMA,
     TimescaleCatalog,
 )
 from tsaccess.policy import Policy, Table
+from tsaccess.steps import Step, function_grants, grant_steps
 
 __all__ = [
     "ATTRIBUTE_BODY",

@@ -188,7 +188,7 @@ class TlsStatus:
 @runtime_checkable
 class VerifiedTls(Protocol):
     """A connection that remembers the server's TLS report from when it was verified
-    (:class:`tsaccess.connection.TsConnection`)."""
+    (:class:`tsaccess.client.connection.TsConnection`)."""
 
     verified_tls: TlsStatus | None
 

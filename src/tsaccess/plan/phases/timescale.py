@@ -4,7 +4,7 @@
   policy hypertable (and every compressed chunk, and the internal compressed hypertable) gets
   the hypertable's SELECT grants less those of the roles that see only a slice of its rows —
   no write privilege, so every write goes through the hypertable and its audit triggers
-  (:mod:`tsaccess.phases_slices` closes new chunks as they are created). A
+  (:mod:`tsaccess.plan.phases.slices` closes new chunks as they are created). A
   chunk ACL that drifted is repaired; the copies TimescaleDB makes of the hypertable's
   GRANT/REVOKE steps planned before are predicted, so the plan after apply is empty.
 * **Compression** settings and the compression job; the audit phase switches DELETE to its
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from tsaccess._steps import Step, grant_steps
 from tsaccess.catalog import CatalogSnapshot
-from tsaccess.catalog_timescale import ChunkInfo, TimescaleCatalog
+from tsaccess.catalog.timescale import ChunkInfo, TimescaleCatalog
 from tsaccess.errors import PolicyError
 from tsaccess.policy import Aggregate, Policy, Table
+from tsaccess.steps import Step, grant_steps
 
 __all__ = ["timescale_steps"]
 

@@ -29,13 +29,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from tsaccess._log import get_logger
-from tsaccess._steps import Phase
-from tsaccess.bootstrap import apply, plan
-from tsaccess.connection import connect
+from tsaccess.client.connection import connect
+from tsaccess.client.params import without_login
 from tsaccess.errors import TargetsError, TsaccessError
-from tsaccess.params import without_login
 from tsaccess.passwords import Secret
+from tsaccess.plan.compose import apply, plan
 from tsaccess.policy import Policy
+from tsaccess.steps import Phase
 from tsaccess.verify import AccessMatrix, verify
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "verify_targets",
 ]
 
-log = get_logger("tsaccess.targets")
+log = get_logger("tsaccess.plan.targets")
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,7 @@ def plan_targets(
     passwords: Mapping[str, Secret] | None = None,
     phases: Collection[Phase] | None = None,
 ) -> TargetsReport:
-    """:func:`tsaccess.bootstrap.plan` on each target."""
+    """:func:`tsaccess.plan.compose.plan` on each target."""
 
     def run(t: Target, pol: Policy, db: str) -> TargetResult:
         t0 = time.perf_counter()
@@ -270,7 +270,7 @@ def apply_targets(
     phases: Collection[Phase] | None = None,
     wait_replicas: float | None = None,
 ) -> TargetsReport:
-    """:func:`tsaccess.bootstrap.apply` on each target, each in its own transaction.
+    """:func:`tsaccess.plan.compose.apply` on each target, each in its own transaction.
 
     A target that fails is rolled back (nothing changed there) and reported; the others are
     still applied. ``report.ok`` is True only when every target was applied.

@@ -35,20 +35,20 @@ from psycopg import sql
 from tsaccess._log import get_logger
 from tsaccess.audit.visibility import row_data_visibility, visibility_catalog
 from tsaccess.catalog import read_catalog
-from tsaccess.connection import connect
-from tsaccess.matrix import (
+from tsaccess.client.connection import connect
+from tsaccess.client.tls import TlsStatus, tls_status
+from tsaccess.client.topology import in_recovery, same_server
+from tsaccess.passwords import Secret
+from tsaccess.policy import TABLE_PRIVILEGES, Policy
+from tsaccess.verify.matrix import (
     DATABASE_OBJECT,
-    LEGEND,  # noqa: F401  re-exported (the matrix's own module is tsaccess.matrix)
+    LEGEND,  # noqa: F401  re-exported (the matrix's own module is tsaccess.verify.matrix)
     SCHEMA_OBJECT,
     UNTRIED_DETAIL,
     AccessMatrix,
     Cell,
 )
-from tsaccess.passwords import Secret
-from tsaccess.policy import TABLE_PRIVILEGES, Policy
-from tsaccess.tls import TlsStatus, tls_status
-from tsaccess.topology import in_recovery, same_server
-from tsaccess.verify_timescale import ExtraObject, timescale_objects
+from tsaccess.verify.timescale import ExtraObject, timescale_objects
 
 __all__ = ["AccessMatrix", "Cell", "verify"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from tsaccess._steps import AUDIT_ONLY
+from tsaccess.steps import AUDIT_ONLY
 
 __all__ = [
     "Fail",
@@ -64,15 +64,15 @@ def maintenance_dbname(args: argparse.Namespace, policy_db: str) -> str:
 
 
 def _policy_db_exists(args: argparse.Namespace, policy: Any, tools: Tools) -> bool:
-    from tsaccess.savedplan import database_exists
+    from tsaccess.plan.saved import database_exists
 
     with tools.admin(args, maintenance_dbname(args, policy.database)) as conn:
         return database_exists(conn, policy.database)
 
 
 def _make_plan(args: argparse.Namespace, policy: Any, pw: dict[str, Any], tools: Tools) -> Any:
-    from tsaccess.bootstrap import plan
-    from tsaccess.savedplan import plan_new_database
+    from tsaccess.plan.compose import plan
+    from tsaccess.plan.saved import plan_new_database
 
     try:
         conn = tools.admin(args, policy.database)
@@ -97,7 +97,7 @@ def _make_plan(args: argparse.Namespace, policy: Any, pw: dict[str, Any], tools:
 
 
 def _plan_json(p: Any, verbose: bool) -> dict[str, Any]:
-    from tsaccess.plan_format import action_of, object_of
+    from tsaccess.plan.format import action_of, object_of
 
     return {
         "steps": [
@@ -120,7 +120,7 @@ def _plan_json(p: Any, verbose: bool) -> dict[str, Any]:
 
 def plan_command(args: argparse.Namespace, tools: Tools) -> int:
     """``tsaccess plan``."""
-    from tsaccess.savedplan import save_plan
+    from tsaccess.plan.saved import save_plan
 
     policy = tools.policy(args)
     pw = tools.passwords(args, [u.name for u in policy.users])
@@ -157,7 +157,7 @@ def plan_command(args: argparse.Namespace, tools: Tools) -> int:
 def _confirm(shown: Any) -> Any:
     """Show the plan, ask on the terminal; the returned check refuses any other plan."""
     from tsaccess.errors import ApplyError
-    from tsaccess.savedplan import plan_digest
+    from tsaccess.plan.saved import plan_digest
 
     print(shown.summary())
     answer = input("\nApply these changes? Only 'yes' is accepted: ").strip()
@@ -179,9 +179,9 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
     """``tsaccess apply [PLANFILE]``."""
     from psycopg import sql
 
-    from tsaccess.bootstrap import apply
     from tsaccess.passwords import write_pgpass
-    from tsaccess.savedplan import apply_saved, load_plan
+    from tsaccess.plan.compose import apply
+    from tsaccess.plan.saved import apply_saved, load_plan
 
     saved = load_plan(args.plan_file) if args.plan_file else None
     if saved is None and args.policy is None:
@@ -244,7 +244,7 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
                 }
                 check = None
                 if sys.stdin.isatty() and not args.yes and not args.json:
-                    from tsaccess.bootstrap import plan
+                    from tsaccess.plan.compose import plan
 
                     shown = plan(conn, policy, passwords=pw, **opts)
                     conn.rollback()

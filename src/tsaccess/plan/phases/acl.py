@@ -1,0 +1,185 @@
+"""The security phase's privileges: on the database, the schema and the managed tables (exactly
+the policy's, extra ones revoked), column grants (``"SELECT (a, b)"``) and default privileges on
+tables created later.
+
+Each function compares the policy with a catalog snapshot (``None``: an empty database) and
+returns only the steps that make a difference.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from psycopg import sql
+
+from tsaccess.catalog import CatalogSnapshot
+from tsaccess.policy import Policy
+from tsaccess.steps import Phase, Step, grant_steps, role_ident
+
+__all__ = ["acl_steps", "column_grant_steps", "default_privilege_steps", "wanted_column_grants"]
+
+Action = Literal["add", "change", "revoke"]
+
+
+def acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
+    steps: list[Step] = []
+    roles = sorted(r.name for r in policy.roles)
+    # database: CONNECT for the group roles only; PUBLIC loses CONNECT and TEMPORARY
+    owner = cat.database_owner if cat else None
+    have_db = {g for g in (cat.database_acl if cat else _public_defaults("d")) if g[0] != owner}
+    steps += grant_steps(
+        sql.Identifier(policy.database),
+        f"database {policy.database}",
+        "DATABASE",
+        have_db,
+        {(r, "CONNECT") for r in (*roles, *policy.also_connect)},
+        "security",
+    )
+    # schema: USAGE for group roles (and the audit owner, in the audit phase); nobody CREATE
+    aud = policy.audit.owner if policy.audited else None
+    s_owner = cat.schema_owner if cat else None
+    have_ns = {g for g in (cat.schema_acl if cat else _public_defaults("n")) if g[0] != s_owner}
+    schema_ident = sql.Identifier(policy.schema)
+    steps += grant_steps(
+        schema_ident,
+        f"schema {policy.schema}",
+        "SCHEMA",
+        {g for g in have_ns if g[0] != aud},
+        {(r, "USAGE") for r in roles},
+        "security",
+    )
+    if aud:
+        steps += grant_steps(
+            schema_ident,
+            f"schema {policy.schema}",
+            "SCHEMA",
+            {g for g in have_ns if g[0] == aud},
+            {(aud, "USAGE")},
+            "audit",
+        )
+    for t in (*policy.tables, None):
+        name = t.name if t else policy.audit.table
+        if t is None and not policy.audited:
+            continue
+        info = cat.tables.get(name) if cat else None
+        t_owner = info.owner if info else (policy.audit.owner if t is None else None)
+        # a table created by this plan starts with the schema's default privileges
+        born = cat.default_acl if cat else frozenset()
+        have = {g for g in (info.acl if info else born) if g[0] != t_owner}
+        want: set[tuple[str, str]] = {
+            (r.name, str(p)) for r in policy.roles for p in r.privileges_on(name)
+        }
+        phase: Phase = "audit" if t is None else "security"
+        target = sql.Identifier(policy.schema, name)
+        steps += grant_steps(target, f"table {name}", "TABLE", have, want, phase)
+        if t is None:  # the per-row view: readable by exactly those who read the audit table
+            view = policy.audit.rows_view
+            vinfo = cat.tables.get(view) if cat else None
+            v_owner = vinfo.owner if vinfo else policy.audit.owner
+            steps += grant_steps(
+                sql.Identifier(policy.schema, view),
+                f"view {view}",
+                "TABLE",
+                {g for g in (vinfo.acl if vinfo else born) if g[0] != v_owner},
+                want,
+                phase,
+            )
+        wanted_cols = {
+            (c, r.name, p)
+            for r in policy.roles
+            for tbl, p, cols in r.column_grants
+            if tbl == name
+            for c in cols
+        }
+        for col, grantee, priv in sorted(info.column_acl if info else ()):
+            if grantee == t_owner or (col, grantee, priv) in wanted_cols:
+                continue
+            steps.append(
+                Step(
+                    sql.SQL("REVOKE {}({}) ON TABLE {} FROM {}").format(
+                        sql.SQL(priv), sql.Identifier(col), target, role_ident(grantee)
+                    ),
+                    f"revoke {priv}({col}) on table {name} from {grantee}",
+                    phase,
+                )
+            )
+    return steps
+
+
+def _public_defaults(kind: str) -> set[tuple[str, str]]:
+    """PUBLIC's default privileges on a new database / the public schema (PostgreSQL 15+)."""
+    return (
+        {("PUBLIC", "CONNECT"), ("PUBLIC", "TEMPORARY")} if kind == "d" else {("PUBLIC", "USAGE")}
+    )
+
+
+def column_grant_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
+    """GRANT the policy's column privileges that are missing (extra ones: acl_steps revokes)."""
+    steps: list[Step] = []
+    for r in policy.roles:
+        for table, priv, cols in r.column_grants:
+            info = cat.tables.get(table) if cat else None
+            have = info.column_acl if info else frozenset()
+            missing = [c for c in cols if (c, r.name, priv) not in have]
+            if not missing:
+                continue
+            steps.append(
+                Step(
+                    sql.SQL("GRANT {} ({}) ON TABLE {} TO {}").format(
+                        sql.SQL(priv),
+                        sql.SQL(", ").join(sql.Identifier(c) for c in missing),
+                        sql.Identifier(policy.schema, table),
+                        sql.Identifier(r.name),
+                    ),
+                    f"grant {priv} ({', '.join(missing)}) on table {table} to {r.name}",
+                    "security",
+                    action="add",
+                    object=f"table {table}",
+                )
+            )
+    return steps
+
+
+def wanted_column_grants(policy: Policy, table: str) -> set[tuple[str, str, str]]:
+    """(column, grantee, privilege) the policy grants on ``table``."""
+    return {
+        (c, r.name, priv)
+        for r in policy.roles
+        for t, priv, cols in r.column_grants
+        if t == table
+        for c in cols
+    }
+
+
+def default_privilege_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
+    """Default privileges on tables the administrator creates later in the schema."""
+    want = {(r.name, str(p)) for r in policy.roles for p in r.default_grants}
+    have = set(cat.default_acl) if cat else set()
+    steps: list[Step] = []
+    plan: tuple[tuple[str, set[tuple[str, str]], str, Action], ...] = (
+        ("REVOKE", have - want, "FROM", "revoke"),
+        ("GRANT", want - have, "TO", "add"),
+    )
+    for verb, diff, prep, action in plan:
+        by: dict[str, list[str]] = {}
+        for grantee, priv in diff:
+            by.setdefault(grantee, []).append(priv)
+        for grantee in sorted(by):
+            privs = sorted(by[grantee])
+            steps.append(
+                Step(
+                    sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} {} {} ON TABLES {} {}").format(
+                        sql.Identifier(policy.schema),
+                        sql.SQL(verb),
+                        sql.SQL(", ").join(sql.SQL(p) for p in privs),
+                        sql.SQL(prep),
+                        role_ident(grantee),
+                    ),
+                    f"{verb.lower()} {', '.join(privs)} on future tables in schema "
+                    f"{policy.schema} {prep.lower()} {grantee}",
+                    "security",
+                    action=action,
+                    object=f"schema {policy.schema}",
+                )
+            )
+    return steps
