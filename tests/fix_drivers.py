@@ -23,6 +23,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 import tsaccess
+from tsaccess import audit
 from tsaccess.preflight import check
 from tsaccess.preflight.aio import check_async
 
@@ -137,6 +138,12 @@ class Driver:
         if self.loop:
             return self.loop.run(check_async(conn.raw, statement))
         return check(conn, statement)
+
+    def set_actor(self, conn: Any, actor: str | None, request_id: str | None = None) -> None:
+        if self.loop:
+            conn.set_actor(actor, request_id)
+        else:
+            audit.set_actor(conn, actor, request_id)
 
     def raw(self, obj: Any) -> Any:
         """The psycopg object behind a face (the object itself for the sync driver)."""
