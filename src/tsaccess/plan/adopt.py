@@ -223,6 +223,36 @@ def _public_holds(cat: CatalogSnapshot, tables: list[Table]) -> bool:
     return False
 
 
+def _footer_notes(
+    cat: CatalogSnapshot,
+    ad: AdoptionCatalog,
+    *,
+    policy_tables: set[str],
+    notes: dict[str, list[str]],
+) -> None:
+    """What tsaccess does not manage and leaves as it is: views, other roles' default
+    privileges."""
+    for name, info in sorted(cat.tables.items()):
+        if info.kind in ("v", "m", "f") and name not in ad.aggregates:
+            grants = sorted(f"{p} to {g}" for g, p in info.acl if g != info.owner)
+            kind = {"v": "view", "m": "materialized view", "f": "foreign table"}[info.kind]
+            notes["footer"].append(
+                f"{kind} {name}: not managed by the policy, left as it is"
+                + (f" (grants: {', '.join(grants)})" if grants else "")
+            )
+    for owner, schema, kind, grantee, priv in sorted(
+        ad.default_acl, key=lambda d: tuple(x or "" for x in d)
+    ):
+        if owner == ad.current_user and schema == ad.schema and kind == "r":
+            continue  # the policy's default_grants
+        where = f"in schema {schema}" if schema else "in every schema"
+        notes["footer"].append(
+            f"default privilege of role {owner} {where}: {priv} on new objects of type {kind!r} "
+            f"to {grantee}: left as it is (the policy's default_grants are those of the "
+            "administrator who runs apply, on tables)"
+        )
+
+
 def build_policy(
     cat: CatalogSnapshot, tsc: TimescaleCatalog, ad: AdoptionCatalog
 ) -> tuple[Policy, dict[str, list[str]], list[str]]:
@@ -242,6 +272,7 @@ def build_policy(
     )
     notes.update({k: notes.get(k, []) + v for k, v in access.notes.items()})
     roles, users = slices_of(ad, tsc, tables, access.roles, access.users, notes)
+    _footer_notes(cat, ad, policy_tables={t.name for t in tables}, notes=notes)
     taken = set(cat.tables) | set(ad.aggregates)
     audit_table = _free_name(taken, "activity_audit")
     notes["audit"].append(
@@ -265,7 +296,9 @@ def build_policy(
         aggregates=tuple(aggregates),
         public="keep" if _public_holds(cat, tables) else "revoke",
         chunk_privileges="copied"
-        if any(t.hypertable for t in tables) and not any(r.slices for r in roles)
+        if any(t.hypertable for t in tables)
+        and not any(r.slices for r in roles)
+        and not any(trig.startswith("tsaccess_chunk_acl") for _, trig in cat.triggers)
         else "select",
     )
     return policy, notes, access.general
