@@ -144,6 +144,11 @@ def test_pandas_read_sql_and_to_sql_through_the_engine(company, db):
         with writer.connect() as conn:
             back = conn.execute(sa.text("SELECT count(*) FROM scratch.averages")).scalar()
         assert back == 2
+        with pytest.raises(Exception, match="financial_metrics") as refused:  # pandas 3 wraps it
+            pd.read_sql("SELECT amount FROM financial_metrics", reader)
+        chain = [refused.value, refused.value.__cause__]
+        orig = next(e.orig for e in chain if isinstance(e, sa.exc.DBAPIError))
+        assert isinstance(orig, tsaccess.PreflightDenied)
         with pytest.raises(sa.exc.ProgrammingError) as err:  # analysts may not create tables
             df.to_sql("averages2", reader, schema="scratch", index=False)
         assert isinstance(err.value.orig, psycopg.errors.InsufficientPrivilege)
