@@ -211,6 +211,15 @@ def _free_name(taken: set[str], base: str) -> str:
     return name
 
 
+def _free_owner(names: set[str]) -> str:
+    """The audit owner's name: ``tsaccess_audit`` unless a role of the policy has it."""
+    owner, n = "tsaccess_audit", 1
+    while owner in names:
+        n += 1
+        owner = f"tsaccess_audit_{n}"
+    return owner
+
+
 def _public_holds(cat: CatalogSnapshot, tables: list[Table]) -> bool:
     if any(g == "PUBLIC" for g, _ in cat.database_acl | cat.schema_acl | cat.default_acl):
         return True
@@ -291,7 +300,11 @@ def build_policy(
         tables=tuple(tables),
         roles=tuple(roles),
         users=tuple(users),
-        audit=AuditSettings(table=audit_table, default_mode="off"),
+        audit=AuditSettings(
+            table=audit_table,
+            owner=_free_owner({r.name for r in roles} | {u.name for u in users}),
+            default_mode="off",
+        ),
         also_connect=tuple(access.also_connect),
         aggregates=tuple(aggregates),
         public="keep" if _public_holds(cat, tables) else "revoke",
