@@ -32,10 +32,18 @@ def _who(conn: sa.Connection) -> tuple[str, str, str]:
 
 def test_engine_is_role_scoped_and_refusals_surface_as_orig(company):
     engine = tsaccess.create_engine(
-        **company.params("alice"), role="data_analysts", preflight=True, pool_size=1
+        **company.params("alice"),
+        role="data_analysts",
+        preflight=True,
+        pool_size=1,
+        max_overflow=2,
+        pool_recycle=1800,
+        pool_timeout=7,
     )
     try:
         assert isinstance(engine, sa.Engine)
+        pool = engine.pool  # SQLAlchemy's own QueuePool, with the settings given
+        assert (pool.size(), pool._max_overflow, pool._recycle, pool._timeout) == (1, 2, 1800, 7)
         with engine.connect() as conn:
             assert _who(conn) == ("alice", "data_analysts", "tsaccess:alice/data_analysts")
             assert conn.execute(sa.text("SELECT count(*) FROM sensor_readings")).scalar() == 0
