@@ -166,12 +166,15 @@ def access(db) -> set[tuple[str, str, str, str]]:
     return {tuple(r) for r in rows}  # type: ignore[misc]
 
 
-def run(*args: str, code: int | None = 0) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, code: int | None = 0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(
         [sys.executable, "-m", "tsaccess", *args],
         capture_output=True,
         text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("TSACCESS_PASSWORD_")},
+        env={k: v for k, v in os.environ.items() if not k.startswith("TSACCESS_PASSWORD_")}
+        | (env or {}),
         timeout=300,
         check=False,
     )
@@ -215,7 +218,12 @@ def test_the_issues_example_round_trips(db, tmp_path):
         # materialized now: the refresh job, running in the background, then creates no chunk
         # (with copied grants) between the two snapshots
         conn.execute("CALL refresh_continuous_aggregate('metrics_hourly', NULL, NULL)")
-    text, _ = adopt(db, tmp_path, ["ann", "ben", "cid", "monitor"])
+    text, out = adopt(db, tmp_path, ["ann", "ben", "cid", "monitor"])
+    # the access matrix agrees with the adopted policy (chunks and the aggregate's
+    # materialized hypertable as TimescaleDB copies them: chunk_privileges = "copied")
+    env = {f"TSACCESS_PASSWORD_{u.upper()}": PASSWORDS[u] for u in ("ann", "ben", "cid")}
+    res = run("verify", "--dsn", dsn(db), "--policy", str(out), env=env)
+    assert "0 disagreement(s)" in res.stdout
     policy = parse_policy(tomllib.loads(text))
     assert (policy.public, policy.chunk_privileges) == ("keep", "copied")
     assert [t.name for t in policy.tables] == ["devices", "metrics"]
