@@ -368,3 +368,51 @@ def test_generate_refuses_weak_tls_and_keeps_existing_files(db, tmp_path, tcp_tr
         assert conn.execute(
             sql.SQL("SELECT count(*) FROM pg_roles WHERE rolname = 'tsaccess_audit'")
         ).fetchone() == (0,)
+
+
+def test_row_slices_tsaccess_made_are_recovered(db, tmp_path):
+    """Row-level security tsaccess made (a slice per role) maps back onto slices and the users'
+    attributes; the plan of the generated policy changes nothing."""
+    made = tmp_path / "made.toml"
+    made.write_text(
+        f"""
+[database]
+name = "{db.name}"
+[audit]
+default_mode = "off"
+[tables.sales.columns]
+id = "integer"
+department = "text"
+amount = "numeric(10,2)"
+[roles.managers]
+grants = {{ sales = ["SELECT"] }}
+[roles.managers.slices]
+sales = "department"
+[roles.finance]
+grants = {{ sales = ["SELECT", "INSERT"] }}
+[users.carol]
+roles = ["managers"]
+attributes = {{ department = "Sales" }}
+[users.dave]
+roles = ["finance"]
+"""
+    )
+    run(
+        "apply",
+        "--dsn",
+        dsn(db),
+        "--policy",
+        str(made),
+        "--yes",
+        "--generate-passwords",
+        str(tmp_path / "pw"),
+    )
+    data = json.loads(run("generate", "--dsn", dsn(db), "--json").stdout)
+    policy = parse_policy(tomllib.loads(data["policy"]))
+    managers = policy.role("managers")
+    assert managers is not None and [(s.table, s.column, s.attribute) for s in managers.slices] == [
+        ("sales", "department", "department")
+    ]
+    carol = next(u for u in policy.users if u.name == "carol")
+    assert carol.attributes == (("department", "Sales"),)
+    assert data["changes"] == [] and data["neutral"] == []  # tsaccess made it: nothing to do
