@@ -11,6 +11,7 @@ import argparse
 import json
 import time
 
+from bench.aio import bench_aio
 from bench.audit import bench_audit
 from bench.common import RESULTS
 from bench.connections import bench_connections
@@ -23,6 +24,7 @@ SUBJECTS = {
     "audit": bench_audit,
     "preflight": bench_preflight,
     "plan": bench_plan,
+    "async": bench_aio,
 }
 
 

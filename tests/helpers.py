@@ -22,6 +22,10 @@ class Company:
     def connect(self, user: str, **kw: Any):
         return self.db.connect_as(user, self.passwords[user].reveal(), **kw)
 
+    def params(self, user: str) -> dict[str, Any]:
+        """Connection parameters of ``user`` (for ``driver.connect(**company.params(u))``)."""
+        return self.db.params(user=user, password=self.passwords[user].reveal())
+
     def user_params(self) -> dict[str, Any]:
         return without_login(self.db.params())
 

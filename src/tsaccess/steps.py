@@ -82,3 +82,11 @@ def function_grants(acl: Iterable[tuple[str, str]] | None, owner: str) -> set[tu
     if acl is None:
         return {("PUBLIC", "EXECUTE")}
     return {g for g in acl if g[0] != owner}
+
+
+def managed_grants(grants: Iterable[tuple[str, str]], public: str) -> set[tuple[str, str]]:
+    """The (grantee, privilege) grants a plan compares: all of them, or all but PUBLIC's when
+    the policy keeps PUBLIC's privileges as they are (``[database] public = "keep"``)."""
+    if public == "keep":
+        return {g for g in grants if g[0] != "PUBLIC"}
+    return set(grants)

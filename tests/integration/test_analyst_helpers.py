@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from decimal import Decimal
 
 import pytest
 
@@ -84,3 +85,41 @@ def test_to_pandas_without_warnings(company):
             tsaccess.results(conn, "SELECT amount FROM financial_metrics")
     assert list(df.columns) == ["sensor_id", "temperature"]
     assert isinstance(df, pd.DataFrame) and len(df) == 1
+
+
+def test_numeric_is_float64_unless_exact_is_asked(company, db):
+    pd = pytest.importorskip("pandas")
+    pl = pytest.importorskip("polars")
+    with db.admin(autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO sensor_readings (time, sensor_id, temperature, department) VALUES"
+            " (now(), 's1', 22.5, 'Engineering'), (now(), 's3', NULL, 'Engineering')"
+        )
+    query = (
+        "SELECT sensor_id, avg(temperature) AS avg_temperature, sum(temperature) AS total,"
+        " count(*) AS n FROM sensor_readings GROUP BY sensor_id ORDER BY sensor_id"
+    )
+    with company.connect("alice", preflight=True) as conn:
+        res = tsaccess.results(conn, query)
+    assert res.numeric_columns() == ["avg_temperature", "total"]  # from the query's types
+    df = res.to_pandas()
+    assert str(df["avg_temperature"].dtype) == "float64" and str(df["total"].dtype) == "float64"
+    assert str(df["n"].dtype) == "int64"
+    assert df["avg_temperature"].tolist()[0] == 22.0 and pd.isna(df["avg_temperature"].iloc[1])
+    exact = res.to_pandas(exact=True)
+    assert exact["avg_temperature"].dtype == object
+    assert exact["avg_temperature"].iloc[0] == Decimal("22.0000000000000000")
+    assert exact["avg_temperature"].iloc[1] is None
+    # polars: the same, Float64 or Decimal
+    pf = res.to_polars()
+    assert pf.schema["avg_temperature"] == pl.Float64 and pf["avg_temperature"].to_list() == [
+        22.0,
+        None,
+    ]
+    assert isinstance(res.to_polars(exact=True).schema["total"], pl.Decimal)
+    # rows built by hand: the Decimal columns are numeric
+    by_hand = tsaccess.Results(
+        [{"x": Decimal("1.5"), "y": "a"}, {"x": None, "y": None}], ["x", "y"]
+    )
+    assert by_hand.numeric_columns() == ["x"]
+    assert str(by_hand.to_pandas()["x"].dtype) == "float64"

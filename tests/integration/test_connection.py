@@ -1,4 +1,5 @@
-"""Attacks on the connection layer against the real TLS + SCRAM server."""
+"""Attacks on the connection layer against the real TLS + SCRAM server, for the sync and the
+async client alike (the ``driver`` fixture)."""
 
 from __future__ import annotations
 
@@ -18,67 +19,67 @@ WEAK = ["disable", "allow", "prefer"]
 
 
 @pytest.mark.parametrize("mode", WEAK)
-def test_weak_sslmode_argument_refused_before_any_packet(tcp_trap, mode):
+def test_weak_sslmode_argument_refused_before_any_packet(tcp_trap, mode, driver):
     port, s = tcp_trap
     with pytest.raises(tsaccess.InsecureConnectionError, match=f"sslmode='{mode}' from argument"):
-        tsaccess.connect(host="127.0.0.1", port=port, user="x", password="pw", sslmode=mode)
+        driver.connect(host="127.0.0.1", port=port, user="x", password="pw", sslmode=mode)
     assert untouched(s)
 
 
-def test_weak_sslmode_in_conninfo_and_uri_refused(tcp_trap):
+def test_weak_sslmode_in_conninfo_and_uri_refused(tcp_trap, driver):
     port, s = tcp_trap
     with pytest.raises(tsaccess.InsecureConnectionError, match="connection string"):
-        tsaccess.connect(f"host=127.0.0.1 port={port} sslmode=prefer")
+        driver.connect(f"host=127.0.0.1 port={port} sslmode=prefer")
     with pytest.raises(tsaccess.InsecureConnectionError, match="connection string"):
-        tsaccess.connect(f"postgresql://u:secret@127.0.0.1:{port}/db?sslmode=disable")
+        driver.connect(f"postgresql://u:secret@127.0.0.1:{port}/db?sslmode=disable")
     with pytest.raises(tsaccess.InsecureConnectionError):
-        tsaccess.create_pool(f"host=127.0.0.1 port={port}", sslmode="allow", open=True)
+        driver.create_pool(f"host=127.0.0.1 port={port}", sslmode="allow", open=True)
     assert untouched(s)
 
 
-def test_weak_sslmode_from_environment_refused(tcp_trap, monkeypatch):
+def test_weak_sslmode_from_environment_refused(tcp_trap, monkeypatch, driver):
     port, s = tcp_trap
     monkeypatch.setenv("PGSSLMODE", "disable")
     with pytest.raises(tsaccess.InsecureConnectionError, match="PGSSLMODE"):
-        tsaccess.connect(host="127.0.0.1", port=port)
+        driver.connect(host="127.0.0.1", port=port)
     assert untouched(s)
 
 
-def test_weak_sslmode_from_service_file_refused(tcp_trap, monkeypatch, tmp_path: Path):
+def test_weak_sslmode_from_service_file_refused(tcp_trap, monkeypatch, tmp_path: Path, driver):
     port, s = tcp_trap
     f = tmp_path / "pg_service.conf"
     f.write_text(f"[evil]\nhost=127.0.0.1\nport={port}\nsslmode=disable\n")
     monkeypatch.setenv("PGSERVICEFILE", str(f))
     with pytest.raises(tsaccess.InsecureConnectionError, match="service file"):
-        tsaccess.connect("service=evil")
+        driver.connect("service=evil")
     monkeypatch.setenv("PGSERVICE", "evil")
     with pytest.raises(tsaccess.InsecureConnectionError, match="service file"):
-        tsaccess.connect()
+        driver.connect()
     assert untouched(s)
 
 
-def test_explicit_sslmode_beats_weaker_environment(db, monkeypatch):
+def test_explicit_sslmode_beats_weaker_environment(db, monkeypatch, driver):
     """An explicit secure value wins, as in libpq, and the session really is encrypted."""
     monkeypatch.setenv("PGSSLMODE", "disable")
-    with db.admin() as conn:
-        assert tsaccess.tls_status(conn).ssl
+    with driver.connect(**db.params()) as conn:
+        assert driver.tls_status(conn).ssl
         assert conn.pgconn.ssl_in_use
 
 
-def test_default_is_encrypted_with_no_sslmode_anywhere(db, monkeypatch):
+def test_default_is_encrypted_with_no_sslmode_anywhere(db, monkeypatch, driver):
     monkeypatch.delenv("PGSSLMODE", raising=False)
     params = db.params()
     params.pop("sslmode")
-    with tsaccess.connect(**params) as conn:  # sslrootcert given -> verify-full
-        status = tsaccess.tls_status(conn)
+    with driver.connect(**params) as conn:  # sslrootcert given -> verify-full
+        status = driver.tls_status(conn)
         assert status.ssl and status.version and status.version.startswith("TLS")
     assert secure_params(**params).sslmode == "verify-full"
 
 
-def test_verify_full_rejects_wrong_host_name(db):
+def test_verify_full_rejects_wrong_host_name(db, driver):
     params = db.params(host="not-the-server.example", hostaddr="127.0.0.1")
     with pytest.raises(psycopg.OperationalError, match="does not match host name"):
-        tsaccess.connect(**params)
+        driver.connect(**params)
 
 
 def test_server_rejects_plain_tcp(db):
@@ -86,12 +87,13 @@ def test_server_rejects_plain_tcp(db):
         psycopg.connect(**{**db.params(), "sslmode": "disable", "sslrootcert": None})
 
 
-def test_role_scoping_and_application_name(db):
+def test_role_scoping_and_application_name(db, driver):
     pw = db.create_login("scoped_user")
     with db.admin(autocommit=True) as conn:
         conn.execute("CREATE ROLE readers NOLOGIN; GRANT readers TO scoped_user")
         conn.execute("CREATE ROLE others NOLOGIN")
-    with db.connect_as("scoped_user", pw, role="readers") as conn:
+    login = db.params(user="scoped_user", password=pw)
+    with driver.connect(**login, role="readers") as conn:
         user, cur_role, app = conn.execute(
             "SELECT session_user, current_user, current_setting('application_name')"
         ).fetchone()
@@ -101,14 +103,14 @@ def test_role_scoping_and_application_name(db):
         # the report must still say encrypted (regression)
         hidden = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
         assert hidden in (None, (None,))
-        assert tsaccess.tls_status(conn).ssl
+        assert driver.tls_status(conn).ssl
     with pytest.raises(tsaccess.RoleScopeError, match="not a member of role 'others'"):
-        db.connect_as("scoped_user", pw, role="others")
+        driver.connect(**login, role="others")
     with pytest.raises(tsaccess.RoleScopeError, match="does not exist"):
-        db.connect_as("scoped_user", pw, role="Readers")
+        driver.connect(**login, role="Readers")
 
 
-def test_pool_leaks_nothing_between_borrowers_under_8_threads(db):
+def test_pool_leaks_nothing_between_borrowers_under_8_threads(db, driver):
     pw = db.create_login("pool_user")
     with db.admin(autocommit=True) as conn:
         conn.execute(
@@ -117,7 +119,7 @@ def test_pool_leaks_nothing_between_borrowers_under_8_threads(db):
             " GRANT USAGE, CREATE ON SCHEMA side TO pool_user"
         )
     errors: list[str] = []
-    pool = tsaccess.create_pool(
+    pool = driver.create_pool(
         **db.params(user="pool_user", password=pw), role="pool_a", min_size=2, max_size=3
     )
 
@@ -171,29 +173,29 @@ def test_pool_leaks_nothing_between_borrowers_under_8_threads(db):
     assert errors == []
 
 
-def test_password_never_in_logs_repr_or_errors(db, caplog):
+def test_password_never_in_logs_repr_or_errors(db, caplog, driver):
     secret = "S3cr3t-Do-Not-Leak-9f8e7d"
     db.create_login("leaky", password=secret)
     caplog.set_level(logging.DEBUG, logger="tsaccess")
     texts: list[str] = []
     with capture_logs() as logs:
-        conn = db.connect_as("leaky", secret)
+        conn = driver.connect(**db.params(user="leaky", password=secret))
         texts += [repr(conn), str(conn.info.dsn)]
         conn.close()
-        pool = tsaccess.create_pool(**db.params(user="leaky", password=secret), min_size=1)
+        pool = driver.create_pool(**db.params(user="leaky", password=secret), min_size=1)
         with pool.connection() as c:
             texts.append(repr(c))
         texts.append(repr(pool))
         pool.close()
         texts.append(repr(secure_params(**db.params(user="leaky", password=secret))))
         with pytest.raises(psycopg.OperationalError) as wrong:
-            db.connect_as("leaky", secret + "x")
+            driver.connect(**db.params(user="leaky", password=secret + "x"))
         texts.append(str(wrong.value))
         with pytest.raises(tsaccess.InsecureConnectionError) as weak:
-            tsaccess.connect(f"postgresql://leaky:{secret}@127.0.0.1:1/x?sslmode=disable")
+            driver.connect(f"postgresql://leaky:{secret}@127.0.0.1:1/x?sslmode=disable")
         texts.append(str(weak.value))
         with pytest.raises(tsaccess.TsaccessError) as bad:
-            tsaccess.connect(f"password={secret} host='unterminated")
+            driver.connect(f"password={secret} host='unterminated")
         texts.append(str(bad.value))
     assert logs, "expected structlog events from connect()"
     texts += [str(e) for e in logs] + [r.getMessage() for r in caplog.records]

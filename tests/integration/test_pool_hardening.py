@@ -1,5 +1,6 @@
 """A pool's borrowers attack each other (same login user, one connection, borrower after
-borrower): nothing the first leaves behind may change what the next one runs or reads."""
+borrower): nothing the first leaves behind may change what the next one runs or reads. Every
+attack runs on the sync and the async pool (the ``driver`` fixture)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from psycopg_pool import PoolTimeout
 
 import tsaccess
 from tests.helpers import apply_company
+from tsaccess.client.aio import AsyncTsCursor
 from tsaccess.client.connection import TsCursor
 
 
@@ -34,8 +36,8 @@ def shop(db):
     return db, pw
 
 
-def _pool(db, pw: str, **kw: Any) -> tsaccess.ScopedPool:
-    return tsaccess.create_pool(
+def _pool(db, pw: str, driver, **kw: Any) -> tsaccess.ScopedPool:
+    return driver.create_pool(
         **db.params(user="shop_user", password=pw), min_size=1, max_size=1, **kw
     )
 
@@ -56,9 +58,9 @@ def _psycopg_name(conn: psycopg.Connection[Any], like: str) -> tuple[sql.Identif
 PRICE = "SELECT item, price FROM prices WHERE item = %s"
 
 
-def test_forged_psycopg_statement_never_reaches_the_next_borrower(shop):
+def test_forged_psycopg_statement_never_reaches_the_next_borrower(shop, driver):
     db, pw = shop
-    pool = _pool(db, pw, autocommit=True)
+    pool = _pool(db, pw, driver, autocommit=True)
     try:
         with pool.connection() as conn:
             pid = conn.info.backend_pid
@@ -84,9 +86,9 @@ def test_forged_psycopg_statement_never_reaches_the_next_borrower(shop):
         pool.close()
 
 
-def test_forged_insert_does_not_become_a_delete(shop):
+def test_forged_insert_does_not_become_a_delete(shop, driver):
     db, pw = shop
-    pool = _pool(db, pw)
+    pool = _pool(db, pw, driver)
     insert = "INSERT INTO events VALUES (%s)"
     try:
         with pool.connection() as conn:
@@ -121,9 +123,13 @@ class _MyCursor(psycopg.Cursor[Any]):
     pass
 
 
-def test_client_state_is_restored_for_the_next_borrower(shop):
+class _MyAsyncCursor(psycopg.AsyncCursor[Any]):
+    pass
+
+
+def test_client_state_is_restored_for_the_next_borrower(shop, driver):
     db, pw = shop
-    pool = _pool(db, pw, autocommit=True)
+    pool = _pool(db, pw, driver, autocommit=True)
     heard: list[str] = []
     try:
         with pool.connection() as conn:
@@ -132,7 +138,7 @@ def test_client_state_is_restored_for_the_next_borrower(shop):
             conn.adapters.register_dumper(str, _HijackDumper)
             conn.add_notice_handler(lambda d: heard.append(f"notice {d.message_primary}"))
             conn.add_notify_handler(lambda n: heard.append(f"notify {n.payload}"))
-            conn.cursor_factory = _MyCursor
+            conn.cursor_factory = _MyAsyncCursor if driver.is_async else _MyCursor
             conn.row_factory = dict_row
             conn.prepare_threshold = None
             conn.prepared_max = 1
@@ -146,7 +152,8 @@ def test_client_state_is_restored_for_the_next_borrower(shop):
                 Decimal("1.5"),
                 "tea",
             )
-            assert type(conn.cursor()) is TsCursor  # the cursor the pool configured
+            expected = AsyncTsCursor if driver.is_async else TsCursor
+            assert type(driver.raw(conn.cursor())) is expected  # the cursor the pool configured
             assert (conn.prepare_threshold, conn.prepared_max) == (5, 100)
             conn.execute("DO $$ BEGIN RAISE NOTICE 'hello'; END $$")
             conn.execute("LISTEN chan")
@@ -159,11 +166,11 @@ def test_client_state_is_restored_for_the_next_borrower(shop):
         pool.close()
 
 
-def test_custom_setting_reads_null_for_the_next_borrower(shop):
+def test_custom_setting_reads_null_for_the_next_borrower(shop, driver):
     db, pw = shop
     with db.admin(autocommit=True) as admin:
         admin.execute("ALTER ROLE shop_user SET myapp.tenant = 't1'")
-    pool = _pool(db, pw, custom_settings=["myapp.x", "myapp.tenant"])  # in transactions
+    pool = _pool(db, pw, driver, custom_settings=["myapp.x", "myapp.tenant"])  # in transactions
     probe = "SELECT current_setting('myapp.x', true), current_setting('myapp.tenant', true)"
     try:
         with pool.connection() as conn:
@@ -191,11 +198,11 @@ def test_custom_setting_reads_null_for_the_next_borrower(shop):
         "DO $$ BEGIN PERFORM set_config('myapp.x', 'y', false); END $$",
     ],
 )
-def test_undeclared_custom_setting_reads_null_for_the_next_borrower(shop, how):
+def test_undeclared_custom_setting_reads_null_for_the_next_borrower(shop, how, driver):
     """Without custom_settings=: whatever custom setting a borrower's statements create, the
     next borrower reads NULL (the connection that holds its placeholder is discarded)."""
     db, pw = shop
-    pool = _pool(db, pw)
+    pool = _pool(db, pw, driver)
     names = ["myapp.x", "MyApp.x"]
     probe = "SELECT current_setting('myapp.x', true), current_setting('\"MyApp\".x', true)"
     try:
@@ -215,11 +222,11 @@ def test_undeclared_custom_setting_reads_null_for_the_next_borrower(shop, how):
         pool.close()
 
 
-def test_kwargs_are_connection_arguments_as_in_psycopg_pool(shop):
+def test_kwargs_are_connection_arguments_as_in_psycopg_pool(shop, driver):
     db, pw = shop
     params = db.params(user="shop_user", password=pw)
     t0 = time.monotonic()
-    pool = tsaccess.create_pool(**params, kwargs={"row_factory": dict_row}, timeout=60)
+    pool = driver.create_pool(**params, kwargs={"row_factory": dict_row}, timeout=60)
     try:
         assert time.monotonic() - t0 < 30  # not retried until the timeout
         with pool.connection() as conn:
@@ -230,11 +237,11 @@ def test_kwargs_are_connection_arguments_as_in_psycopg_pool(shop):
     finally:
         pool.close()
     with pytest.raises(tsaccess.TsaccessError, match="unknown connection parameter 'bogus'"):
-        tsaccess.create_pool(**params, kwargs={"bogus": 1})
+        driver.create_pool(**params, kwargs={"bogus": 1})
 
 
 @pytest.mark.parametrize("open_how", ["create_pool", "with"])
-def test_wrong_password_or_role_raises_the_cause_at_once(shop, open_how):
+def test_wrong_password_or_role_raises_the_cause_at_once(shop, open_how, driver):
     db, pw = shop
     with db.admin(autocommit=True) as admin:
         admin.execute("CREATE ROLE not_granted NOLOGIN")
@@ -256,9 +263,9 @@ def test_wrong_password_or_role_raises_the_cause_at_once(shop, open_how):
         t0 = time.monotonic()
         with pytest.raises(error, match=message) as caught:
             if open_how == "create_pool":
-                tsaccess.create_pool(**params, **extra, timeout=120)
+                driver.create_pool(**params, **extra, timeout=120)
             else:
-                with tsaccess.create_pool(**params, **extra, timeout=120, open=False) as pool:
+                with driver.create_pool(**params, **extra, timeout=120, open=False) as pool:
                     pool.getconn()
         assert not isinstance(caught.value, PoolTimeout)
         assert time.monotonic() - t0 < 60  # the cause, long before the timeout
@@ -274,34 +281,34 @@ FACTORIES = {
 
 
 @pytest.mark.parametrize("factory", FACTORIES.values(), ids=FACTORIES.keys())
-def test_every_row_factory_works(db, factory):
+def test_every_row_factory_works(db, factory, driver):
     company = apply_company(db)
     pw = company.passwords["alice"].reveal()
     params = db.params(user="alice", password=pw)
     for preflight in (False, True):
-        with tsaccess.connect(
+        with driver.connect(
             **params, role="data_analysts", row_factory=factory, preflight=preflight
         ) as conn:
             assert conn.row_factory is factory
-            assert tsaccess.tls_status(conn).ssl
+            assert driver.tls_status(conn).ssl
             conn.execute("SELECT count(*) FROM sensor_readings").fetchone()
-    pool = tsaccess.create_pool(
+    pool = driver.create_pool(
         **params, role="data_analysts", kwargs={"row_factory": factory}, preflight=True, max_size=1
     )
     try:
         for _ in range(2):
             with pool.connection() as conn:
                 assert conn.row_factory is factory
-                assert tsaccess.tls_status(conn).ssl
+                assert driver.tls_status(conn).ssl
                 conn.execute("SELECT count(*) FROM sensor_readings").fetchone()
                 conn.execute("SET work_mem = '8MB'")  # a change the reset undoes
     finally:
         pool.close()
 
 
-def test_preflight_denied_is_insufficient_privilege(db):
+def test_preflight_denied_is_insufficient_privilege(db, driver):
     company = apply_company(db)
-    with company.connect("alice", preflight=True) as conn:
+    with driver.connect(**company.params("alice"), preflight=True) as conn:
         try:
             conn.execute("UPDATE sensor_readings SET temperature = 0")
         except psycopg.errors.InsufficientPrivilege as exc:  # an application's existing handler
@@ -324,6 +331,6 @@ def test_preflight_denied_is_insufficient_privilege(db):
         # the server's own refusal of the same statement carries the same SQLSTATE
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as server:
             conn.rollback()
-            conn.cursor_factory = psycopg.Cursor
+            conn.cursor_factory = psycopg.AsyncCursor if driver.is_async else psycopg.Cursor
             conn.execute("UPDATE sensor_readings SET temperature = 0")
         assert server.value.sqlstate == caught.sqlstate

@@ -1,4 +1,5 @@
-"""Role scoping behind PgBouncer in transaction mode (issue 15, point 4).
+"""Role scoping behind PgBouncer in transaction mode (issue 15, point 4), for the sync and the
+async client (the ``driver`` fixture) where the behaviour must be the same.
 
 On a throwaway primary + 2 standbys + PgBouncer. One login user, member of two group roles; two
 clients scoped to different roles share ONE server connection (``default_pool_size = 1``). Every
@@ -83,13 +84,13 @@ def test_without_scoping_a_session_role_leaks_to_the_next_client(app: App) -> No
 
 
 def test_two_scoped_clients_interleave_1000_transactions_on_one_server_connection(
-    app: App,
+    app: App, driver
 ) -> None:
     a_role, b_role = app.roles
-    a = tsaccess.connect(**app.bouncer(), role=a_role, pooler="pgbouncer")
-    b = tsaccess.connect(**app.bouncer(), role=b_role, pooler="pgbouncer", preflight=True)
+    a = driver.connect(**app.bouncer(), role=a_role, pooler="pgbouncer")
+    b = driver.connect(**app.bouncer(), role=b_role, pooler="pgbouncer", preflight=True)
     try:
-        audit.set_actor(a, "client-a", "req-a")
+        driver.set_actor(a, "client-a", "req-a")
         clients = [(a, a_role, "client-a"), (b, b_role, "")]
         rng = random.Random(15)
         pids: set[int] = set()
@@ -118,9 +119,9 @@ def test_two_scoped_clients_interleave_1000_transactions_on_one_server_connectio
         b.close()
 
 
-def test_the_pool_side_every_statement_runs_under_the_role(app: App) -> None:
+def test_the_pool_side_every_statement_runs_under_the_role(app: App, driver) -> None:
     """Implicit transactions (no transaction block), commit and rollback: still the role."""
-    with tsaccess.connect(**app.bouncer(), role=app.roles[0], pooler="pgbouncer") as conn:
+    with driver.connect(**app.bouncer(), role=app.roles[0], pooler="pgbouncer") as conn:
         for _ in range(3):
             assert conn.execute("SELECT current_user::text").fetchone() == (app.roles[0],)
             conn.commit()
@@ -131,8 +132,8 @@ def test_the_pool_side_every_statement_runs_under_the_role(app: App) -> None:
         conn.rollback()
 
 
-def test_pipeline_mode_and_named_cursors_run_under_the_role(app: App) -> None:
-    with tsaccess.connect(**app.bouncer(), role=app.roles[0], pooler="pgbouncer") as conn:
+def test_pipeline_mode_and_named_cursors_run_under_the_role(app: App, driver) -> None:
+    with driver.connect(**app.bouncer(), role=app.roles[0], pooler="pgbouncer") as conn:
         with conn.pipeline(), conn.transaction():
             cur = conn.execute("SELECT current_user::text")
             cur2 = conn.execute("SELECT current_setting('role')")
@@ -143,11 +144,11 @@ def test_pipeline_mode_and_named_cursors_run_under_the_role(app: App) -> None:
             assert named.fetchall() == [(app.roles[0],)] * 3
 
 
-def test_preflight_behind_pgbouncer_checks_the_transactions_role(app: App) -> None:
+def test_preflight_behind_pgbouncer_checks_the_transactions_role(app: App, driver) -> None:
     readers, writers = app.roles
     with (
-        tsaccess.connect(**app.bouncer(), role=readers, pooler="pgbouncer", preflight=True) as r,
-        tsaccess.connect(**app.bouncer(), role=writers, pooler="pgbouncer", preflight=True) as w,
+        driver.connect(**app.bouncer(), role=readers, pooler="pgbouncer", preflight=True) as r,
+        driver.connect(**app.bouncer(), role=writers, pooler="pgbouncer", preflight=True) as w,
     ):
         for _ in range(3):  # interleaved on the one server connection
             with w.transaction():
@@ -160,10 +161,10 @@ def test_preflight_behind_pgbouncer_checks_the_transactions_role(app: App) -> No
             r.rollback()
 
 
-def test_autocommit_is_refused_before_sending(app: App) -> None:
+def test_autocommit_is_refused_before_sending(app: App, driver) -> None:
     with pytest.raises(tsaccess.RoleScopeError, match="autocommit"):
-        tsaccess.connect(**app.bouncer(), role=app.roles[1], pooler="pgbouncer", autocommit=True)
-    with tsaccess.connect(**app.bouncer(), role=app.roles[1], pooler="pgbouncer") as conn:
+        driver.connect(**app.bouncer(), role=app.roles[1], pooler="pgbouncer", autocommit=True)
+    with driver.connect(**app.bouncer(), role=app.roles[1], pooler="pgbouncer") as conn:
         conn.autocommit = True
         with pytest.raises(tsaccess.RoleScopeError, match="SET LOCAL ROLE"):
             conn.execute("INSERT INTO pb_log VALUES ('autocommit')")
@@ -174,7 +175,7 @@ def test_autocommit_is_refused_before_sending(app: App) -> None:
         conn.rollback()
     assert n == 0
     with pytest.raises(tsaccess.RoleScopeError, match="unknown pooler"):
-        tsaccess.connect(**app.bouncer(), pooler="pgpool")
+        driver.connect(**app.bouncer(), pooler="pgpool")
 
 
 def test_a_role_revoked_mid_session_fails_closed(app: App) -> None:
@@ -192,13 +193,13 @@ def test_a_role_revoked_mid_session_fails_closed(app: App) -> None:
         admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
-def test_pooled_connections_forget_the_actor_and_keep_the_role(app: App) -> None:
-    with tsaccess.create_pool(
+def test_pooled_connections_forget_the_actor_and_keep_the_role(app: App, driver) -> None:
+    with driver.create_pool(
         **app.bouncer(), role=app.roles[1], pooler="pgbouncer", min_size=1, max_size=1
     ) as pool:
         assert pool.pooler == "pgbouncer"
         with pool.connection() as conn:
-            audit.set_actor(conn, "first-borrower")
+            driver.set_actor(conn, "first-borrower")
             with conn.transaction():
                 conn.execute("INSERT INTO pb_log VALUES (current_setting('tsaccess.actor'))")
         with pool.connection() as conn:

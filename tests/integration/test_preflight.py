@@ -1,4 +1,5 @@
-"""Pre-flight connections: refuse before sending, refresh when privileges change."""
+"""Pre-flight connections: refuse before sending, refresh when privileges change; for the sync
+and the async client (the ``driver`` fixture: the same checker behind both)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from structlog.testing import capture_logs
 import tsaccess
 from tests.helpers import apply_company
 from tsaccess import audit
-from tsaccess.preflight import check
 
 
 @pytest.fixture
@@ -19,8 +19,8 @@ def company(db):
     return apply_company(db)
 
 
-def test_denied_statement_is_never_sent(company):
-    with company.connect("alice", preflight=True) as conn:
+def test_denied_statement_is_never_sent(company, driver):
+    with driver.connect(**company.params("alice"), preflight=True) as conn:
         conn.execute("SELECT 1")
         assert conn.info.transaction_status == TransactionStatus.INTRANS
         with capture_logs() as logs, pytest.raises(tsaccess.PreflightDenied) as err:
@@ -33,14 +33,14 @@ def test_denied_statement_is_never_sent(company):
         assert conn.execute("SELECT count(*) FROM sensor_readings").fetchone() == (0,)
 
 
-def test_every_statement_in_a_string_is_checked(company):
-    with company.connect("alice", preflight=True, autocommit=True) as conn:
+def test_every_statement_in_a_string_is_checked(company, driver):
+    with driver.connect(**company.params("alice"), preflight=True, autocommit=True) as conn:
         with pytest.raises(tsaccess.PreflightDenied, match="financial_metrics"):
             conn.execute("SELECT 1 FROM sensor_readings; SELECT amount FROM financial_metrics")
 
 
-def test_placeholders_work(company):
-    with company.connect("bob", preflight=True) as conn:
+def test_placeholders_work(company, driver):
+    with driver.connect(**company.params("bob"), preflight=True) as conn:
         conn.execute(
             "INSERT INTO sensor_readings (time, sensor_id, temperature) VALUES (now(), %s, %s)",
             ("s1", 20),
@@ -65,8 +65,8 @@ def test_placeholders_work(company):
                 pass
 
 
-def test_stale_snapshot_never_causes_a_false_refusal(company):
-    with company.connect("alice", preflight=True, autocommit=True) as conn:
+def test_stale_snapshot_never_causes_a_false_refusal(company, driver):
+    with driver.connect(**company.params("alice"), preflight=True, autocommit=True) as conn:
         with pytest.raises(tsaccess.PreflightDenied):
             conn.execute("SELECT amount FROM financial_metrics")
         with company.db.admin(autocommit=True) as admin:  # granted behind the snapshot's back
@@ -82,7 +82,7 @@ def test_stale_snapshot_never_causes_a_false_refusal(company):
             conn.execute("SELECT amount FROM financial_metrics")
 
 
-def test_set_role_refreshes_the_snapshot(company):
+def test_set_role_refreshes_the_snapshot(company, driver):
     with company.db.admin(autocommit=True) as admin:
         admin.execute("GRANT finance_users TO carol")
         admin.execute("ALTER ROLE carol NOINHERIT")  # privileges only after SET ROLE
@@ -90,7 +90,7 @@ def test_set_role_refreshes_the_snapshot(company):
             sql.SQL("GRANT CONNECT ON DATABASE {} TO carol").format(sql.Identifier(company.db.name))
         )
         admin.execute("GRANT USAGE ON SCHEMA public TO carol")
-    with company.connect("carol", preflight=True, autocommit=True) as conn:
+    with driver.connect(**company.params("carol"), preflight=True, autocommit=True) as conn:
         with pytest.raises(tsaccess.PreflightDenied):
             conn.execute("INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'x')")
         conn.execute("SET ROLE finance_users")
@@ -100,14 +100,22 @@ def test_set_role_refreshes_the_snapshot(company):
             conn.execute("INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'x')")
 
 
-def test_denials_can_be_recorded_as_audit_events(company):
-    with company.connect("alice", preflight=True) as conn:
-        conn.on_denied = lambda stmt, verdict: audit.record_denied(
-            conn, stmt, f"pre-flight: {'; '.join(map(str, verdict.missing))}"
-        )
+def test_denials_can_be_recorded_as_audit_events(company, driver):
+    with driver.connect(**company.params("alice"), preflight=True) as conn:
+
+        def reason(verdict):
+            return f"pre-flight: {'; '.join(map(str, verdict.missing))}"
+
+        if driver.is_async:  # a coroutine function: awaited, the audit write on the sync face
+            raw = driver.raw(conn)
+            conn.on_denied = lambda stmt, verdict: raw.run_sync(
+                audit.record_denied, stmt, reason(verdict)
+            )
+        else:
+            conn.on_denied = lambda stmt, verdict: audit.record_denied(conn, stmt, reason(verdict))
         with pytest.raises(tsaccess.PreflightDenied):
             conn.execute("DELETE FROM sensor_readings")
-    with company.connect("eve") as conn:
+    with driver.connect(**company.params("eve")) as conn:
         events = audit.recent(conn)
     assert [(e.username, e.operation, e.client_asserted) for e in events] == [
         ("alice", "DENIED", True)
@@ -115,9 +123,9 @@ def test_denials_can_be_recorded_as_audit_events(company):
     assert "pre-flight: DELETE on table public.sensor_readings" in (events[0].description or "")
 
 
-def test_pool_with_preflight_resets_its_state(company):
-    pool = tsaccess.create_pool(
-        **company.db.params(user="carol", password=company.passwords["carol"].reveal()),
+def test_pool_with_preflight_resets_its_state(company, driver):
+    pool = driver.create_pool(
+        **company.params("carol"),
         preflight=True,
         min_size=1,
         max_size=1,
@@ -134,30 +142,34 @@ def test_pool_with_preflight_resets_its_state(company):
         pool.close()
 
 
-def test_check_function_verdicts(company):
-    with company.connect("alice") as conn:
-        assert check(conn, "SELECT * FROM sensor_readings").status == "allowed"
-        v = check(conn, "SELECT amount FROM financial_metrics")
+def test_check_function_verdicts(company, driver):
+    with driver.connect(**company.params("alice")) as conn:
+        assert driver.check(conn, "SELECT * FROM sensor_readings").status == "allowed"
+        v = driver.check(conn, "SELECT amount FROM financial_metrics")
         assert v.status == "denied"
         assert v.missing[0].object == "public.financial_metrics"
-        assert check(conn, "LISTEN x").status == "deferred"
-        assert check(conn, "SELECT * FROM pg_temp.nothing").status == "deferred"
-        assert check(conn, "SELEC oops").status == "deferred"
-        v = check(
+        assert driver.check(conn, "LISTEN x").status == "deferred"
+        assert driver.check(conn, "SELECT * FROM pg_temp.nothing").status == "deferred"
+        assert driver.check(conn, "SELEC oops").status == "deferred"
+        v = driver.check(
             conn,
-            sql.SQL("SELECT 1 FROM {}").format(sql.Identifier("sensor_readings")).as_string(conn),
+            sql.SQL("SELECT 1 FROM {}")
+            .format(sql.Identifier("sensor_readings"))
+            .as_string(driver.raw(conn)),
         )
         assert v.status == "allowed"
 
 
-def test_the_per_row_audit_view_is_checked_like_the_audit_table(company):
+def test_the_per_row_audit_view_is_checked_like_the_audit_table(company, driver):
     query = "SELECT old_data, new_data FROM activity_audit_rows WHERE table_name = 'x'"
-    with company.connect("eve") as conn:
-        assert check(conn, query).status == "allowed"
+    with driver.connect(**company.params("eve")) as conn:
+        assert driver.check(conn, query).status == "allowed"
         conn.execute(query)
-    with company.connect("david") as conn:
-        v = check(conn, query)
+    with driver.connect(**company.params("david")) as conn:
+        v = driver.check(conn, query)
         assert v.status == "denied"
         assert v.missing[0].object == "public.activity_audit_rows"
         # and nothing reaches the private data schema
-        assert check(conn, "SELECT * FROM tsaccess_audit.financial_metrics").status == "denied"
+        assert (
+            driver.check(conn, "SELECT * FROM tsaccess_audit.financial_metrics").status == "denied"
+        )

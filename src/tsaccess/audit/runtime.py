@@ -20,6 +20,7 @@ from psycopg import sql
 from tsaccess._log import get_logger
 from tsaccess.audit.templates import DENIED_FUNCTION
 from tsaccess.client.connection import TsConnection, plug_denied_recorder
+from tsaccess.client.session import actor_statement
 from tsaccess.client.topology import in_recovery, open_primary
 from tsaccess.errors import NoPrimaryError, TsaccessError
 
@@ -38,23 +39,13 @@ def set_actor(
     The values are client-asserted (the application says who its end user is): audit rows store
     them in ``actor`` / ``request_id`` next to the server-verified ``username``. Pooled
     connections forget them on return. Behind a pooler (``connect(pooler=...)``) they are set
-    locally in each transaction, starting with the current one.
+    locally in each transaction, starting with the current one. An async connection:
+    ``await conn.set_actor(actor, request_id)``.
     """
     if isinstance(conn, TsConnection):
-        conn.set_scoped_settings(actor, request_id)
-        if conn.pooler is not None:
-            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-                conn.execute(
-                    "SELECT pg_catalog.set_config('tsaccess.actor', %s, true),"
-                    " pg_catalog.set_config('tsaccess.request_id', %s, true)",
-                    (actor or "", request_id or ""),
-                )
-            return
-    conn.execute(
-        "SELECT pg_catalog.set_config('tsaccess.actor', %s, false),"
-        " pg_catalog.set_config('tsaccess.request_id', %s, false)",
-        (actor or "", request_id or ""),
-    )
+        conn.set_actor(actor, request_id)  # the same statement as AsyncTsConnection.set_actor
+        return
+    conn.execute(actor_statement(local=False), (actor or "", request_id or ""))
 
 
 def record_denied(

@@ -170,6 +170,12 @@ def cmd_certs(args: argparse.Namespace) -> int:
     return certs_command(args, _tools())
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tsaccess.cli.generate import generate_command
+
+    return generate_command(args, _tools())
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tsaccess.demo import run_demo
 
@@ -304,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
         "default 5s); a check that times out is an error",
     )
     sp.set_defaults(func=cmd_verify)
+
+    from tsaccess.cli.generate import add_generate_parser
+
+    add_generate_parser(sub, _DsnAction)
+    sub.choices["generate"].set_defaults(func=cmd_generate)
 
     sp = sub.add_parser("render-init", help="write init/*.sql and docker-compose.yml")
     sp.add_argument("--policy", required=True, type=Path, help="policy TOML file")

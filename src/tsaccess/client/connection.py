@@ -19,28 +19,32 @@ URI plus libpq keywords) and add three guarantees:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Callable, Sequence
+from typing import Any, Self
 
 import psycopg
-from psycopg import generators, pq, sql
 from psycopg.rows import tuple_row
 
 from tsaccess._log import get_logger
-from tsaccess.client.hosts import check_host_list
+from tsaccess.client.base import TsSession, note_query
 from tsaccess.client.params import (
     SECURE_SSLMODES,
     SecureParams,
     secure_params,
-    split_connection_kwargs,
     without_login,
 )
-from tsaccess.client.pooler import autocommit_refused, check_pooler, scope_statement
-from tsaccess.client.reset import ClientState, custom_names_in
-from tsaccess.client.tls import TlsStatus, tls_status
-from tsaccess.errors import InsecureConnectionError, RoleScopeError, TsaccessError
+from tsaccess.client.session import (
+    Opening,
+    Query,
+    Script,
+    actor_statement,
+    drive,
+    no_tls_error,
+    open_script,
+    prepare,
+)
+from tsaccess.client.tls import TlsStatus
+from tsaccess.errors import TsaccessError
 
 __all__ = [
     "SECURE_SSLMODES",
@@ -51,26 +55,12 @@ __all__ = [
     "connect",
     "plug_denied_recorder",
     "plug_preflight",
+    "run_script",
     "secure_params",
     "without_login",
 ]
 
-if TYPE_CHECKING:
-    from psycopg.abc import PQGen, QueryNoTemplate  # QueryNoTemplate: psycopg 3.3+
-
 log = get_logger("tsaccess.client.connection")
-
-_APP_NAME_MAX = 63  # NAMEDATALEN - 1
-
-
-def _query_text(conn: psycopg.Connection[Any], query: Any) -> str:
-    if isinstance(query, str):
-        return query
-    if isinstance(query, bytes | bytearray | memoryview):
-        return bytes(query).decode("utf-8", "replace")
-    if isinstance(query, sql.Composable):
-        return query.as_string(conn)
-    return str(query)
 
 
 class TsCursor(psycopg.Cursor[Any]):
@@ -78,11 +68,11 @@ class TsCursor(psycopg.Cursor[Any]):
     create, so a pool can hand the next borrower a connection where they read NULL."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        _note(self.connection, query)
+        note_query(self.connection, query)
         return super().execute(query, params, **kwargs)
 
     def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
-        _note(self.connection, query)
+        note_query(self.connection, query)
         super().executemany(query, params_seq, **kwargs)
 
 
@@ -90,65 +80,28 @@ class TsServerCursor(psycopg.ServerCursor[Any]):
     """:class:`TsCursor` for named (server-side) cursors."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        _note(self.connection, query)
+        note_query(self.connection, query)
         return super().execute(query, params, **kwargs)
 
 
-def _note(conn: psycopg.Connection[Any], query: Any) -> None:
-    # only a pooled connection (configured by create_pool) is handed to another borrower:
-    # a plain connection skips the text scan on every statement
-    if isinstance(conn, TsConnection) and conn._client_state is not None:
-        conn.note_custom_settings(_query_text(conn, query))
-
-
-class TsConnection(psycopg.Connection[Any]):
+class TsConnection(TsSession, psycopg.Connection[Any]):
     """A ``psycopg.Connection`` opened by tsaccess: TLS verified, scoped, with typed state.
 
     :func:`connect` and :func:`tsaccess.create_pool` create it (or a subclass given as
-    ``connection_class``) and fill in its state. Subclasses extend it through two hooks,
-    :meth:`after_connect` and :meth:`after_reset` (pre-flight does:
+    ``connection_class``) and fill in its state (:class:`~tsaccess.client.base.TsSession`,
+    shared with :class:`~tsaccess.client.aio.AsyncTsConnection`). Subclasses extend it through
+    two hooks, :meth:`after_connect` and :meth:`after_reset` (pre-flight does:
     :class:`tsaccess.preflight.PreflightConnection`). The password is not kept on the
     connection: :meth:`open_side` reconnects through a closure made by :func:`connect`.
     """
+
+    _opener: Callable[..., TsConnection] | None = None
 
     def __init__(self, pgconn: Any, row_factory: Any = tuple_row) -> None:
         super().__init__(pgconn, row_factory)
         self.cursor_factory = TsCursor
         self.server_cursor_factory = TsServerCursor
-        self.custom_seen: set[str] = set()
-        """Custom settings statements on this connection may have created (since the last
-        pool reset): the reset checks them and discards the connection if one exists."""
-        self.custom_unknown = False
-        """A statement called ``set_config`` with a name that is not a literal."""
-
-    def note_custom_settings(self, text: str) -> None:
-        """Note the custom settings ``text`` may create (called by :class:`TsCursor`)."""
-        if "set" in text or "SET" in text or "Set" in text:
-            names, unknown = custom_names_in(text)
-            self.custom_seen |= names
-            self.custom_unknown |= unknown
-
-    login_user: str = ""
-    """The login user (``session_user``): the security boundary."""
-    role: str | None = None
-    """The group role the session was scoped to with ``SET ROLE`` (None: the login user's own
-    privileges)."""
-    verified_tls: TlsStatus | None = None
-    """The server's TLS report taken when the session was verified."""
-    _opener: Callable[..., TsConnection] | None = None
-    pooler: str | None = None
-    """The transaction-mode pooler this connection goes through (``"pgbouncer"``), or None.
-    With a pooler, role and audit actor are set per transaction (see :mod:`tsaccess.client.pooler`)."""
-    actor: str | None = None
-    """The audit actor set with :func:`tsaccess.audit.set_actor` (client-asserted)."""
-    request_id: str | None = None
-    """The audit request id set with :func:`tsaccess.audit.set_actor`."""
-    hosts: tuple[str, ...] = ()
-    """The ``host:port`` entries of the parameters the connection was opened with (a host
-    list has several; the session is on ``info.host`` / ``info.port``)."""
-    _tx_scope: bytes | None = None
-    _unscoped: int = 0
-    _client_state: ClientState | None = None
+        self._init_session()
 
     @classmethod
     def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
@@ -157,20 +110,10 @@ class TsConnection(psycopg.Connection[Any]):
         try:
             return super().connect(conninfo, **kwargs)
         except psycopg.OperationalError as exc:
-            if _NO_TLS.search(str(exc)):
-                raise InsecureConnectionError(
-                    "the server does not offer TLS, and tsaccess connects with TLS only; "
-                    "enable it on the server (ssl = on, ssl_cert_file, ssl_key_file) and accept "
-                    "logins on hostssl lines of pg_hba.conf"
-                ) from exc
+            insecure = no_tls_error(exc)
+            if insecure is not None:
+                raise insecure from exc
             raise
-
-    def after_connect(self, *, preflight: bool) -> None:
-        """Hook: the connection is verified and scoped (``preflight``: as asked of
-        :func:`connect`). The default does nothing."""
-
-    def after_reset(self) -> None:
-        """Hook: a pool reset the connection for its next borrower. The default does nothing."""
 
     def record_refusal(self, statement: str, reason: str, tables: Sequence[str] = ()) -> bool:
         """Record a refused statement as a ``DENIED`` audit event, if the audit trail can.
@@ -204,78 +147,51 @@ class TsConnection(psycopg.Connection[Any]):
             return self._opener(autocommit)
         return self._opener(autocommit, target_session_attrs=target_session_attrs)
 
-    def _init_state(
-        self,
-        secure: SecureParams,
-        role: str | None,
-        status: TlsStatus,
-        pooler: str | None = None,
-    ) -> None:
-        self.login_user = self.info.user
-        self.role = role
-        self.verified_tls = status
-        self._opener = _opener(secure, pooler)
-        self.pooler = pooler
-        self.hosts = _hosts(secure.kwargs, self)
-        if pooler is not None:
-            self.prepare_threshold = None  # psycopg's advice for PgBouncer < 1.21
-            self.set_scoped_settings()
-
-    def set_scoped_settings(self, actor: str | None = None, request_id: str | None = None) -> None:
-        """Behind a pooler: the actor and request id every following transaction sets locally
-        (see :mod:`tsaccess.client.pooler`). Without a pooler it only records them."""
-        self.actor, self.request_id = actor, request_id
-        if self.pooler is None:
-            return
-        settings = {"tsaccess.actor": actor or "", "tsaccess.request_id": request_id or ""}
-        self._tx_scope = scope_statement(self.role, settings).as_bytes(self)
-
-    @contextmanager
-    def _unscoped_block(self) -> Iterator[None]:
-        """Let tsaccess itself send a harmless statement in autocommit (pool checks)."""
-        self._unscoped += 1
-        try:
-            yield
-        finally:
-            self._unscoped -= 1
-
-    def _start_query(self) -> PQGen[None]:
-        if self._tx_scope is not None and self._autocommit and not self._unscoped:
-            raise autocommit_refused(self.login_user, self.role)
-        return (yield from super()._start_query())
-
-    def _exec_command(
-        self, command: QueryNoTemplate, result_format: pq.Format = pq.Format.TEXT
-    ) -> PQGen[pq.abc.PGresult | None]:
-        scope = self._tx_scope
+    def set_actor(self, actor: str | None, request_id: str | None = None) -> None:
+        """Tag this session's audit rows with an actor and request id (see
+        :func:`tsaccess.audit.set_actor`): behind a pooler in every transaction, starting
+        with the current one; else for the session."""
+        self.set_scoped_settings(actor, request_id)
+        statement = actor_statement(local=self.pooler is not None)
         if (
-            scope is None
-            or not isinstance(command, bytes)
-            or command != self._get_tx_start_command()
+            self.pooler is None
+            or self.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         ):
-            return (yield from super()._exec_command(command, result_format))
-        if self._pipeline is not None:
-            res = yield from super()._exec_command(command, result_format)
-            yield from super()._exec_command(scope)
-            return res
-        # BEGIN and the transaction-local role and settings in one round trip
-        self._check_connection_ok()
-        self.pgconn.send_query(command + b"; " + scope)
-        results: list[pq.abc.PGresult] = yield from generators.execute(self.pgconn)
-        for res in results:
-            if res.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
-                if self.pgconn.transaction_status != pq.TransactionStatus.IDLE:
-                    yield from super()._exec_command(b"ROLLBACK")
-                raise psycopg.errors.error_from_result(res, encoding=self.pgconn._encoding)
-        return results[0]
+            with psycopg.Cursor(self, row_factory=tuple_row) as cur:
+                cur.execute(statement, (actor or "", request_id or ""))
+
+    def _open_session(self, opening: Opening, preflight: bool) -> None:
+        """Verify TLS, scope the session, fill in its state, call :meth:`after_connect`."""
+        script = open_script(
+            self.info.user,
+            opening.role,
+            opening.app_name(self.info.user),
+            opening.pooler,
+            bool(self.pgconn.ssl_in_use),
+        )
+        status: TlsStatus = run_script(self, script)
+        self._init_state(opening.secure, opening.role, status, opening.pooler)
+        self._opener = _opener(opening.secure, opening.pooler)
+        self.after_connect(preflight=preflight)
 
 
-def _hosts(kwargs: dict[str, Any] | Any, conn: psycopg.Connection[Any]) -> tuple[str, ...]:
-    hosts = str(kwargs.get("host") or kwargs.get("hostaddr") or conn.info.host).split(",")
-    ports = str(kwargs.get("port") or conn.info.port).split(",")
-    if len(ports) != len(hosts):
-        ports = [ports[0]] * len(hosts)
-    return tuple(f"{h}:{p}" for h, p in zip(hosts, ports, strict=True))
+def run_script(conn: psycopg.Connection[Any], script: Script) -> Any:
+    """Run a :data:`~tsaccess.client.session.Script` on ``conn`` in autocommit (whatever its
+    factories: a plain tuple cursor), then put autocommit back."""
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    cur = psycopg.Cursor(conn, row_factory=tuple_row)
+
+    def execute(q: Query) -> Any:
+        cur.execute(q.statement, q.params, prepare=False)
+        return cur.fetchone() if q.fetch and cur.description is not None else None
+
+    try:
+        return drive(script, execute)
+    finally:
+        cur.close()
+        if not conn.closed:
+            conn.autocommit = autocommit
 
 
 def _opener(secure: SecureParams, pooler: str | None = None) -> Callable[..., TsConnection]:
@@ -288,8 +204,6 @@ def _opener(secure: SecureParams, pooler: str | None = None) -> Callable[..., Ts
 
     return open_side
 
-
-_NO_TLS = re.compile(r"server does not support SSL")  # libpq's message (fe-connect.c)
 
 _preflight_class: type[TsConnection] | None = None
 _denied_recorder: Callable[[TsConnection, str, str, tuple[str, ...]], bool] | None = None
@@ -322,84 +236,6 @@ def _connection_class(
     if _preflight_class is None:  # pragma: no cover - tsaccess/__init__ plugs it in
         raise TsaccessError("pre-flight is not available: import tsaccess.preflight")
     return _preflight_class
-
-
-def _app_name(base: str | None, user: str, role: str | None) -> str:
-    name = f"{base or 'tsaccess'}:{user}" + (f"/{role}" if role else "")
-    encoded = name.encode("utf-8")[:_APP_NAME_MAX]
-    return encoded.decode("utf-8", errors="ignore")
-
-
-def _verify_tls(conn: psycopg.Connection[Any]) -> TlsStatus:
-    """Close ``conn`` and raise unless both libpq and the server report an encrypted session."""
-    status = tls_status(conn)
-    if not (conn.pgconn.ssl_in_use and status.ssl):
-        conn.close()
-        raise InsecureConnectionError(
-            "the server reports this session as NOT encrypted although TLS was required; "
-            "check the server's ssl settings and pg_hba.conf (use hostssl lines)"
-        )
-    return status
-
-
-def _scope_sql(role: str | None, app_name: str) -> sql.Composed:
-    parts: list[sql.Composable] = []
-    if role:
-        parts.append(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-    parts.append(
-        sql.SQL("SELECT pg_catalog.set_config('application_name', {}, false)").format(
-            sql.Literal(app_name)
-        )
-    )
-    return sql.SQL("; ").join(parts)
-
-
-def _apply_scope(
-    conn: psycopg.Connection[Any], role: str | None, app_name: str, pooler: str | None = None
-) -> None:
-    """``SET ROLE`` and ``application_name`` on an idle connection, committed (behind a
-    ``pooler``: only the membership check; the role is set per transaction)."""
-    autocommit = conn.autocommit
-    conn.autocommit = True
-    cur = psycopg.Cursor(conn, row_factory=tuple_row)  # whatever the connection's factories
-    try:
-        if role:
-            row = cur.execute(
-                "SELECT pg_catalog.pg_has_role(session_user, oid, 'MEMBER')"
-                " FROM pg_catalog.pg_roles WHERE rolname = %s",
-                (role,),
-            ).fetchone()
-            if row is None:
-                raise RoleScopeError(
-                    f"role {role!r} does not exist; check the name (it is case-sensitive) "
-                    "or create it in the policy"
-                )
-            if not row[0]:
-                raise RoleScopeError(
-                    f"login user {conn.info.user!r} is not a member of role {role!r}; "
-                    "grant the role to the user in the policy, or connect without role="
-                )
-        if pooler is not None:
-            return  # scoped per transaction: tsaccess.client.pooler
-        try:
-            cur.execute(_scope_sql(role, app_name))
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise RoleScopeError(
-                f"login user {conn.info.user!r} may not SET ROLE {role!r} "
-                f"({exc.diag.message_primary}); grant the role WITH SET in the policy"
-            ) from exc
-    finally:
-        cur.close()
-        conn.autocommit = autocommit
-
-
-def _startup_params(secure: SecureParams, role: str | None, pooler: str | None) -> dict[str, Any]:
-    """Behind a pooler ``application_name`` is a startup parameter (PgBouncer tracks it per
-    client); a session-level ``set_config`` would stay on the shared server connection."""
-    kwargs = dict(secure.kwargs)
-    if pooler is not None:
-        kwargs["application_name"] = _app_name(kwargs.get("application_name"), secure.user, role)
-    return kwargs
 
 
 def connect(
@@ -440,20 +276,11 @@ def connect(
             ``pooler``, autocommit was asked for).
         TsaccessError: an unknown connection parameter.
     """
-    libpq, python = split_connection_kwargs(params)
-    secure = secure_params(conninfo, **libpq)
-    check_host_list(secure.kwargs)
-    pooler = check_pooler(pooler)
-    if pooler is not None and autocommit:
-        raise autocommit_refused(secure.user, role)
+    opening = prepare(conninfo, params, role=role, autocommit=autocommit, pooler=pooler)
     cls = _connection_class(preflight, connection_class)
-    conn = cls.connect(**_startup_params(secure, role, pooler), autocommit=autocommit, **python)
+    conn = cls.connect(**opening.connect_kwargs(), autocommit=autocommit)
     try:
-        status = _verify_tls(conn)
-        app = _app_name(secure.kwargs.get("application_name"), conn.info.user, role)
-        _apply_scope(conn, role, app, pooler)
-        conn._init_state(secure, role, status, pooler)
-        conn.after_connect(preflight=preflight)
+        conn._open_session(opening, preflight)
     except BaseException:
         conn.close()
         raise
@@ -463,6 +290,6 @@ def connect(
         role=role,
         host=conn.info.host,
         dbname=conn.info.dbname,
-        sslmode=secure.sslmode,
+        sslmode=opening.secure.sslmode,
     )
     return conn

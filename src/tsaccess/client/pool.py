@@ -6,29 +6,22 @@ scope, ``application_name``), checked on borrow, and reset when handed back, in 
 listeners) and on the client (flags, factories, adapters, handlers, psycopg's statement cache:
 see :mod:`tsaccess.client.reset`) so nothing leaks to the next borrower; a reset that fails discards
 the connection. Behind a transaction-mode pooler the reset is client-side only.
+
+The async twin, :mod:`tsaccess.client.aio_pool`, makes the same decisions
+(:class:`~tsaccess.client.reset.ResetPlan`, :mod:`tsaccess.client.session`) with ``await``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from tsaccess.client.connection import (
-    TsConnection,
-    _app_name,
-    _apply_scope,
-    _connection_class,
-    _startup_params,
-    _verify_tls,
-)
-from tsaccess.client.hosts import check_host_list
-from tsaccess.client.params import secure_params, split_connection_kwargs
-from tsaccess.client.pooler import autocommit_refused, check_pooler
-from tsaccess.client.reset import ClientState, check_custom_names, reset_batch, run_reset
+from tsaccess.client.connection import TsConnection, _connection_class
+from tsaccess.client.reset import ClientState, ResetPlan, check_custom_names, run_reset
+from tsaccess.client.session import app_name, login_refused, pool_kwargs, prepare
 from tsaccess.errors import TsaccessError
 
 __all__ = ["ScopedPool", "create_pool"]
@@ -65,54 +58,33 @@ class ScopedPool(ConnectionPool[TsConnection]):
             raise PoolTimeout(f"{exc}; the first connection attempt failed: {first}") from first
 
 
-# libpq / server messages of a login that retrying will not fix
-_LOGIN_REFUSED = re.compile(
-    r"authentication failed|pg_hba\.conf|does not exist|not permitted to log in"
-    r"|certificate verify failed|does not match host name|SSL"
-)
-
-
 def _probe_first(probe: Callable[[], None]) -> psycopg.OperationalError | None:
     """Run ``probe``; raise what retrying cannot fix, return (not raise) other failures."""
     try:
         probe()
     except psycopg.OperationalError as exc:
-        if _LOGIN_REFUSED.search(str(exc)):
+        if login_refused(exc):
             raise
         return exc
     return None
 
 
-def _make_reset(
-    role: str | None, app_name: str, autocommit: bool, custom: Sequence[str]
-) -> Callable[[TsConnection], None]:
-    batch = reset_batch(role, app_name, custom)
-
-    def reset(conn: TsConnection) -> None:
-        state = conn._client_state
-        if state is None:  # pragma: no cover - configure() always sets it
-            raise TsaccessError("this connection was not configured by create_pool()")
-        if conn.custom_unknown:
-            raise TsaccessError(
-                "the borrower called set_config() with a setting name that is not a literal: "
-                "it may have created a custom setting that RESET ALL leaves as '' (not NULL); "
-                "this connection is discarded rather than handed on"
-            )
-        extra = sorted(conn.custom_seen - set(custom))
-        if extra:  # settings the borrower may have created: checked in the same round trip
-            names = (*custom, *extra)
-            run_reset(conn, reset_batch(role, app_name, names), names, state)
-        else:
-            run_reset(conn, batch, custom, state)  # one round trip: clean up, scope again
-        conn.custom_seen.clear()
-        conn.autocommit = autocommit
-        conn.read_only = None
-        conn.isolation_level = None
-        conn.deferrable = None
-        conn.set_scoped_settings()  # the borrower's actor (RESET ALL dropped it server-side)
-        conn.after_reset()
-
-    return reset
+def reset_connection(conn: TsConnection, plan: ResetPlan, autocommit: bool) -> None:
+    """Put ``conn`` back as its pool configured it, in one round trip (see
+    :mod:`tsaccess.client.reset`); raises (and the pool discards the connection) when it
+    cannot be."""
+    state = conn._client_state
+    if state is None:  # pragma: no cover - configure() always sets it
+        raise TsaccessError("this connection was not configured by create_pool()")
+    batch, names = plan.for_connection(conn)
+    run_reset(conn, batch, names, state)
+    conn.custom_seen.clear()
+    conn.autocommit = autocommit
+    conn.read_only = None
+    conn.isolation_level = None
+    conn.deferrable = None
+    conn.set_scoped_settings()  # the borrower's actor (RESET ALL dropped it server-side)
+    conn.after_reset()
 
 
 def _check(conn: TsConnection) -> None:
@@ -135,22 +107,6 @@ def _pooled_reset(conn: TsConnection) -> None:
     conn.deferrable = None
     conn.prepare_threshold = None
     conn.after_reset()
-
-
-def _pool_kwargs(
-    kwargs: Mapping[str, Any] | None, params: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """libpq parameters and psycopg connection arguments from ``kwargs`` (as psycopg_pool's)
-    and ``params``."""
-    merged = dict(kwargs or {})
-    if "autocommit" in merged:
-        raise TsaccessError("give create_pool(autocommit=...) itself, not in kwargs")
-    overlap = sorted(set(merged) & set(params))
-    if overlap:
-        raise TsaccessError(
-            f"{', '.join(overlap)} given both in kwargs and as a keyword argument; give it once"
-        )
-    return split_connection_kwargs({**merged, **params})
 
 
 def create_pool(
@@ -198,37 +154,29 @@ def create_pool(
         InsecureConnectionError, RoleScopeError, psycopg.OperationalError: when opening, the
             first connection's failure if retrying cannot fix it (see :meth:`ScopedPool.open`).
     """
-    libpq, python = _pool_kwargs(kwargs, params)
     custom = check_custom_names(custom_settings)
-    secure = secure_params(conninfo, **libpq)
-    base_app = secure.kwargs.get("application_name")
-    check_host_list(secure.kwargs)
-    pooler = check_pooler(pooler)
-    if pooler is not None and autocommit:
-        raise autocommit_refused(secure.user, role)
+    opening = prepare(
+        conninfo, pool_kwargs(kwargs, params), role=role, autocommit=autocommit, pooler=pooler
+    )
     cls = _connection_class(preflight)
 
     def configure(conn: TsConnection) -> None:
-        status = _verify_tls(conn)
-        _apply_scope(conn, role, _app_name(base_app, conn.info.user, role), pooler)
-        conn._init_state(secure, role, status, pooler)
-        conn.after_connect(preflight=preflight)
+        conn._open_session(opening, preflight)
         conn.autocommit = autocommit
         conn._client_state = ClientState.capture(conn, custom)
 
-    resets: dict[str, Callable[[TsConnection], None]] = {}
+    plans: dict[str, ResetPlan] = {}
 
     def reset(conn: TsConnection) -> None:
-        if pooler is not None:
+        if opening.pooler is not None:
             _pooled_reset(conn)
             return
-        fn = resets.get(conn.info.user)  # one login user per pool: built once
-        if fn is None:
-            app = _app_name(base_app, conn.info.user, role)
-            fn = resets[conn.info.user] = _make_reset(role, app, autocommit, custom)
-        fn(conn)
+        plan = plans.get(conn.info.user)  # one login user per pool: built once
+        if plan is None:
+            plan = plans[conn.info.user] = ResetPlan(role, opening.app_name(conn.info.user), custom)
+        reset_connection(conn, plan, autocommit)
 
-    connect_kwargs = {**_startup_params(secure, role, pooler), **python}
+    connect_kwargs = opening.connect_kwargs()
 
     def probe() -> None:
         conn = cls.connect(**connect_kwargs)
@@ -245,14 +193,14 @@ def create_pool(
         max_size=max_size,
         open=False,
         configure=configure,
-        check=_check if pooler is not None else ConnectionPool.check_connection,
+        check=_check if opening.pooler is not None else ConnectionPool.check_connection,
         reset=reset,
-        name=name or _app_name("tsaccess-pool", secure.user, role),
+        name=name or app_name("tsaccess-pool", opening.secure.user, role),
         timeout=timeout,
     )
-    pool.user = secure.user
+    pool.user = opening.secure.user
     pool.role = role
-    pool.pooler = pooler
+    pool.pooler = opening.pooler
     pool._probe = probe
     if open:
         pool.open(wait=True, timeout=timeout)

@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg._connection_base import BaseConnection
 from psycopg._preparing import PrepareManager
 from psycopg.adapt import AdaptersMap
 from psycopg.rows import tuple_row
@@ -32,12 +33,18 @@ from tsaccess.errors import TsaccessError
 
 __all__ = [
     "ClientState",
+    "ResetPlan",
+    "check_created",
     "check_custom_names",
+    "custom_names_in",
     "custom_settings_present",
     "forget_prepared",
+    "present_query",
     "reset_batch",
     "run_reset",
 ]
+
+AnyConnection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
 _CLEANUP = (
     "DEALLOCATE ALL; RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL; DISCARD TEMP;"
@@ -92,6 +99,11 @@ def check_custom_names(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def present_query(names: Sequence[str]) -> sql.Composed:
+    """One row, one boolean per name: does the custom setting exist in this session?"""
+    return sql.SQL("SELECT {}").format(sql.SQL(", ").join(_present_cols(names)))
+
+
 def _present_cols(names: Sequence[str]) -> list[sql.Composable]:
     """One boolean column per name: does the setting exist in this session?"""
     return [
@@ -109,8 +121,7 @@ def custom_settings_present(conn: psycopg.Connection[Any], names: Sequence[str])
     conn.autocommit = True  # no transaction left open (a pool refuses a configured one)
     try:
         with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
-            query = sql.SQL("SELECT {}").format(sql.SQL(", ").join(_present_cols(names)))
-            row = cur.execute(query, prepare=False).fetchone()
+            row = cur.execute(present_query(names), prepare=False).fetchone()
     finally:
         conn.autocommit = autocommit
     return frozenset(n for n, present in zip(names, row or (), strict=False) if present)
@@ -134,7 +145,7 @@ def reset_batch(role: str | None, app_name: str, custom: Sequence[str]) -> sql.C
     return sql.SQL("; ").join(parts)
 
 
-def forget_prepared(conn: psycopg.Connection[Any]) -> None:
+def forget_prepared(conn: BaseConnection[Any]) -> None:
     """Empty psycopg's prepared-statement cache without queueing its own ``DEALLOCATE ALL``:
     the reset batch deallocates on the server in the same round trip.
 
@@ -162,6 +173,11 @@ class ClientState:
 
     @classmethod
     def capture(cls, conn: psycopg.Connection[Any], custom: Sequence[str]) -> ClientState:
+        return cls.of(conn, custom_settings_present(conn, custom))
+
+    @classmethod
+    def of(cls, conn: AnyConnection, present: frozenset[str]) -> ClientState:
+        """The state of ``conn`` (sync or async), ``present``: the custom settings that exist."""
         return cls(
             row_factory=conn.row_factory,
             cursor_factory=conn.cursor_factory,
@@ -171,10 +187,10 @@ class ClientState:
             notify_handlers=tuple(conn._notify_handlers),
             prepare_threshold=conn.prepare_threshold,
             prepared_max=conn.prepared_max,
-            custom_present=custom_settings_present(conn, custom),
+            custom_present=present,
         )
 
-    def restore(self, conn: psycopg.Connection[Any]) -> None:
+    def restore(self, conn: AnyConnection) -> None:
         conn.row_factory = self.row_factory
         conn.cursor_factory = self.cursor_factory
         conn.server_cursor_factory = self.server_cursor_factory
@@ -205,6 +221,16 @@ def run_reset(
             while cur.nextset():  # the final SELECT's result
                 pass
             row = cur.fetchone()
+    check_created(row, custom, state)
+    state.restore(conn)
+
+
+def check_created(row: tuple[Any, ...] | None, custom: Sequence[str], state: ClientState) -> None:
+    """Raise when the reset batch's final row shows a ``custom`` setting the borrower created.
+
+    Raises:
+        TsaccessError: the connection must be discarded, not handed on.
+    """
     present = zip(custom, (row or ())[2:], strict=False)
     created = frozenset(n for n, exists in present if exists) - state.custom_present
     if created:
@@ -212,4 +238,33 @@ def run_reset(
             f"the borrower created custom settings {sorted(created)}; RESET ALL leaves them as "
             "'' (not NULL), so this connection is discarded rather than handed on"
         )
-    state.restore(conn)
+
+
+class ResetPlan:
+    """What a pool's reset sends for one login user, built once per pool (sync or async)."""
+
+    def __init__(self, role: str | None, app_name: str, custom: Sequence[str]) -> None:
+        self.role = role
+        self.app_name = app_name
+        self.custom = tuple(custom)
+        self._batch = reset_batch(role, app_name, self.custom)
+
+    def for_connection(self, conn: Any) -> tuple[sql.Composed, tuple[str, ...]]:
+        """The batch for ``conn`` and the custom settings it checks: also those the
+        borrower's statements may have created (``conn.custom_seen``), in the same round trip.
+
+        Raises:
+            TsaccessError: a statement called ``set_config`` with a name that is not a literal
+                (which setting it created cannot be known: the connection is discarded).
+        """
+        if conn.custom_unknown:
+            raise TsaccessError(
+                "the borrower called set_config() with a setting name that is not a literal: "
+                "it may have created a custom setting that RESET ALL leaves as '' (not NULL); "
+                "this connection is discarded rather than handed on"
+            )
+        extra = sorted(set(conn.custom_seen) - set(self.custom))
+        if not extra:
+            return self._batch, self.custom  # one round trip: clean up, scope again
+        names = (*self.custom, *extra)
+        return reset_batch(self.role, self.app_name, names), names

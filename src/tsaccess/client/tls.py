@@ -26,11 +26,13 @@ from tsaccess._files import write_private
 from tsaccess.errors import TsaccessError
 
 __all__ = [
+    "TLS_STATUS_SQL",
     "CertificateExistsError",
     "CertificatePaths",
     "TlsStatus",
     "VerifiedTls",
     "create_certificates",
+    "tls_from_row",
     "tls_status",
 ]
 
@@ -193,11 +195,32 @@ class VerifiedTls(Protocol):
     verified_tls: TlsStatus | None
 
 
+TLS_STATUS_SQL = (
+    "SELECT ssl, version, cipher, bits FROM pg_catalog.pg_stat_ssl"
+    " WHERE pid = pg_catalog.pg_backend_pid()"
+)
+"""The server's report of the session's own encryption (sync and async connections send it)."""
+
+
+def tls_from_row(row: Any, ssl_in_use: bool, verified: TlsStatus | None) -> TlsStatus:
+    """The :class:`TlsStatus` of a :data:`TLS_STATUS_SQL` row.
+
+    After ``SET ROLE`` to a role without the login user's privileges, ``pg_stat_ssl`` hides the
+    session's own fields: then the report taken when the session was verified, else libpq's
+    view.
+    """
+    if row is None or row[0] is None:
+        if verified is not None:
+            return verified
+        return TlsStatus(bool(ssl_in_use), None, None, None)
+    return TlsStatus(bool(row[0]), row[1], row[2], row[3])
+
+
 def tls_status(conn: psycopg.Connection[Any]) -> TlsStatus:
     """Ask the server whether this connection's session is encrypted.
 
     The answer comes from ``pg_stat_ssl`` for the session's own backend, so it is the server's
-    view, not the client library's.
+    view, not the client library's. (An async connection: ``await conn.tls_status()``.)
 
     Returns:
         the server's report; after ``SET ROLE`` to a role that may not read it, the report
@@ -206,17 +229,8 @@ def tls_status(conn: psycopg.Connection[Any]) -> TlsStatus:
     was_idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     # a plain tuple cursor: whatever row_factory / cursor_factory the connection has
     with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
-        row = cur.execute(
-            "SELECT ssl, version, cipher, bits FROM pg_catalog.pg_stat_ssl"
-            " WHERE pid = pg_catalog.pg_backend_pid()"
-        ).fetchone()
+        row = cur.execute(TLS_STATUS_SQL).fetchone()
     if was_idle and not conn.autocommit:
         conn.rollback()  # leave the connection as we found it
-    if row is None or row[0] is None:
-        # After SET ROLE to a role without the login user's privileges, pg_stat_ssl hides the
-        # session's own fields: use what the server reported when tsaccess.connect() verified
-        # this session, else libpq's view.
-        if isinstance(conn, VerifiedTls) and conn.verified_tls is not None:
-            return conn.verified_tls
-        return TlsStatus(bool(conn.pgconn.ssl_in_use), None, None, None)
-    return TlsStatus(bool(row[0]), row[1], row[2], row[3])
+    verified = conn.verified_tls if isinstance(conn, VerifiedTls) else None
+    return tls_from_row(row, bool(conn.pgconn.ssl_in_use), verified)

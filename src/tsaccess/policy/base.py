@@ -20,7 +20,9 @@ __all__ = [
     "TIME_TYPES",
     "TYPE_RE",
     "AuditMode",
+    "ChunkPrivileges",
     "Privilege",
+    "PublicMode",
     "TimescaleMode",
     "canonical_type",
     "check_column",
@@ -39,6 +41,17 @@ AuditMode = Literal["statement", "row", "off"]
 
 
 TimescaleMode = Literal["prefer", "require", "off"]
+
+
+PublicMode = Literal["revoke", "keep"]
+"""``[database] public``: ``revoke`` (PUBLIC loses its privileges on the database, the schema
+and the policy's tables) or ``keep`` (they are left as they are: adopting an existing
+database)."""
+
+ChunkPrivileges = Literal["select", "copied"]
+"""``[database] chunk_privileges``: ``select`` (chunks get their hypertable's SELECT grants
+only; writes go through the hypertable) or ``copied`` (chunks keep what TimescaleDB copies from
+the hypertable; no table audited or sliced)."""
 
 MAX_IDENT = 63
 _RESERVED_ROLES = {"public", "none", "current_user", "session_user", "current_role"}

@@ -81,8 +81,10 @@ def parse_settings(value: object, path: str, source: str) -> tuple[tuple[str, st
 
 
 def validate_extras(p: PolicyShape) -> None:
-    """Check column grants, nested roles, default privileges and user settings."""
+    """Check column grants, nested roles, default privileges, user settings, and the
+    ``public`` and ``chunk_privileges`` switches."""
     src = p.source
+    _validate_switches(p)
     roles = {r.name for r in p.roles}
     for r in p.roles:
         rp = f"roles.{r.name}"
@@ -155,6 +157,37 @@ def validate_extras(p: PolicyShape) -> None:
                 raise PolicyError(
                     f"{key} cannot be set per user by tsaccess; remove it", path=path, source=src
                 )
+
+
+def _validate_switches(p: PolicyShape) -> None:
+    if p.public not in ("revoke", "keep"):
+        raise PolicyError(
+            f'public = {p.public!r}; use "revoke" (the default) or "keep"',
+            path="database.public",
+            source=p.source,
+        )
+    if p.chunk_privileges not in ("select", "copied"):
+        raise PolicyError(
+            f'chunk_privileges = {p.chunk_privileges!r}; use "select" (the default) or "copied"',
+            path="database.chunk_privileges",
+            source=p.source,
+        )
+    if p.chunk_privileges == "copied":
+        audited = [t.name for t in p.tables if t.hypertable and t.audit != "off"]
+        sliced = sorted({s.table for r in p.roles for s in r.slices})
+        if audited or sliced:
+            what = (
+                f"hypertable {audited[0]!r} is audited (a write on a chunk skips its audit "
+                "triggers)"
+                if audited
+                else f"table {sliced[0]!r} has row slices (chunks carry no row-level security)"
+            )
+            raise PolicyError(
+                f'chunk_privileges = "copied" leaves writers their privileges on chunks, but '
+                f'{what}; use chunk_privileges = "select"',
+                path="database.chunk_privileges",
+                source=p.source,
+            )
 
 
 def _drop_item(data: dict[str, Any], path: str) -> bool:

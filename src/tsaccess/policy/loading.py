@@ -129,7 +129,12 @@ def parse_policy(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy
 def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
     _only_keys(data, {"database", "tables", "roles", "users", "audit", "aggregates"}, "", source)
     db = _expect(data.get("database"), dict, "database", source, 'a table with name = "..."')
-    _only_keys(db, {"name", "schema", "timescaledb", "also_connect"}, "database", source)
+    _only_keys(
+        db,
+        {"name", "schema", "timescaledb", "also_connect", "public", "chunk_privileges"},
+        "database",
+        source,
+    )
     ts = db.get("timescaledb", "prefer")
     if ts not in ("prefer", "require", "off"):
         raise PolicyError(
@@ -279,6 +284,8 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
         source=source,
         also_connect=_names(db.get("also_connect", []), "database.also_connect", source),
         aggregates=parse_aggregates(data["aggregates"], source) if "aggregates" in data else (),
+        public=db.get("public", "revoke"),
+        chunk_privileges=db.get("chunk_privileges", "select"),
     )
 
 

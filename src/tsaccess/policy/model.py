@@ -9,7 +9,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from tsaccess.policy.base import TABLE_PRIVILEGES, AuditMode, Privilege, TimescaleMode
+from tsaccess.policy.base import (
+    TABLE_PRIVILEGES,
+    AuditMode,
+    ChunkPrivileges,
+    Privilege,
+    PublicMode,
+    TimescaleMode,
+)
 from tsaccess.policy.extras import validate_extras
 from tsaccess.policy.parts import AuditSettings, Column, GroupRole, Table, User, password_env_var
 from tsaccess.policy.timescale import Aggregate, AggregateColumn, Compression, Retention, RowSlice
@@ -22,11 +29,13 @@ __all__ = [
     "AggregateColumn",
     "AuditMode",
     "AuditSettings",
+    "ChunkPrivileges",
     "Column",
     "Compression",
     "GroupRole",
     "Policy",
     "Privilege",
+    "PublicMode",
     "Retention",
     "RowSlice",
     "Table",
@@ -60,6 +69,14 @@ class Policy:
     database before PgBouncer 1.20. Plan grants it when missing and never revokes it."""
     aggregates: tuple[Aggregate, ...] = ()
     """Continuous aggregates (``[aggregates.<name>]``)."""
+    public: PublicMode = "revoke"
+    """``[database] public``: ``revoke`` PUBLIC's privileges on the database, the schema and
+    the policy's tables (the default), or ``keep`` them as they are (``tsaccess generate``
+    writes ``keep`` for a database whose PUBLIC holds some: adopting changes no one's access)."""
+    chunk_privileges: ChunkPrivileges = "select"
+    """``[database] chunk_privileges``: ``select`` (chunks: the hypertable's SELECT grants
+    only, new chunks closed to writes) or ``copied`` (chunks keep what TimescaleDB copies from
+    their hypertable; only without audited or sliced tables)."""
 
     def __post_init__(self) -> None:
         validate(self)

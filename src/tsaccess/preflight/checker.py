@@ -145,6 +145,27 @@ class Checker:
         if len(self._verdicts) > self._cache_size:
             self._verdicts.popitem(last=False)
 
+    def cached_verdict(self, text: str, *, has_params: bool = False) -> Verdict | None:
+        """The verdict for ``text`` from the caches alone (no I/O), or None: the same text, or
+        one differing only in its constants, checked with the current snapshot. (The async
+        cursor asks this first and runs :meth:`check` in a thread only on a miss.)"""
+        key = (text, has_params)
+        v = self._cached(key)
+        if v is not None:
+            return v
+        return self._cached_shape(text, key, shape(text))
+
+    def _cached_shape(self, text: str, key: tuple[str, bool], shaped: str | None) -> Verdict | None:
+        skey = (shaped, key[1]) if shaped is not None else key
+        if skey == key:
+            return None
+        v = self._cached(skey)
+        if v is None:
+            return None
+        v = Verdict(v.status, text, v.missing, v.reason, v.generation, v.caveats)
+        self._remember(key, v)
+        return v
+
     def check(self, text: str, *, has_params: bool = False) -> Verdict:
         """The verdict for ``text``: answered from the caches when the same text, or a text
         differing only in its constants (:func:`~tsaccess.preflight.text.shape`), was checked
@@ -155,12 +176,9 @@ class Checker:
             return v
         shaped = shape(text)
         skey = (shaped, has_params) if shaped is not None else key
-        if skey != key:
-            v = self._cached(skey)
-            if v is not None:
-                v = Verdict(v.status, text, v.missing, v.reason, v.generation, v.caveats)
-                self._remember(key, v)
-                return v
+        v = self._cached_shape(text, key, shaped)
+        if v is not None:
+            return v
         if self.fast_path and shaped is not None and skey not in self._analyses:
             v = self._scanned(text, shaped)
             if v is not None:

@@ -15,13 +15,24 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg._connection_base import BaseConnection
 
 from tsaccess._log import get_logger
 from tsaccess.client.connection import TsConnection, TsCursor, TsServerCursor, plug_preflight
 from tsaccess.errors import PreflightDenied
 from tsaccess.preflight.checker import Checker, Verdict
 
-__all__ = ["PreflightConnection", "PreflightCursor", "PreflightServerCursor", "check"]
+__all__ = [
+    "PreflightConnection",
+    "PreflightCursor",
+    "PreflightServerCursor",
+    "PreflightState",
+    "after_statement",
+    "check",
+    "checked_text",
+    "refusal",
+    "server_refused",
+]
 
 log = get_logger("tsaccess.preflight")
 
@@ -33,7 +44,7 @@ _INVALIDATES = re.compile(
 _SET_CONFIG = re.compile(r"set_config", re.IGNORECASE)  # may change role or search_path
 
 
-def _text(conn: psycopg.Connection[Any], query: Any) -> str | None:
+def _text(conn: BaseConnection[Any], query: Any) -> str | None:
     if isinstance(query, str):
         return query
     if isinstance(query, bytes):
@@ -43,58 +54,74 @@ def _text(conn: psycopg.Connection[Any], query: Any) -> str | None:
     return None
 
 
+def refusal(
+    conn: PreflightState, text: str, verdict: Verdict
+) -> tuple[PreflightDenied, str, list[str]]:
+    """Log a denied statement; return its error, and the reason and tables of its ``DENIED``
+    audit event (the sync and async cursors then call ``on_denied`` or record it)."""
+    user = conn.info.user
+    log.warning(
+        "preflight denied",
+        db_user=user,
+        role=conn.role,
+        missing=[str(m) for m in verdict.missing],
+    )
+    reason = "pre-flight: missing " + "; ".join(str(m) for m in verdict.missing)
+    tables = sorted({m.object for m in verdict.missing})
+    return PreflightDenied(text, verdict.missing, user=user, role=conn.role), reason, tables
+
+
+def after_statement(conn: Any, text: str | None) -> None:
+    """After a statement ran: one that may change role, privileges or settings refreshes the
+    privilege snapshot."""
+    if (
+        text is not None
+        and (_INVALIDATES.match(text) or _SET_CONFIG.search(text))
+        and isinstance(conn, PreflightState)
+    ):
+        conn.preflight.invalidate()
+        conn.preflight.session_changed = True
+
+
+def server_refused(conn: Any) -> None:
+    """The server refused what pre-flight allowed: the snapshot is stale."""
+    if isinstance(conn, PreflightState):
+        conn.preflight.invalidate()
+
+
+def checked_text(conn: Any, query: Any) -> tuple[PreflightState, str] | None:
+    """The connection and the query's text when the statement must be checked."""
+    if not (isinstance(conn, PreflightState) and conn.preflight_enabled):
+        return None
+    text = _text(conn, query)
+    return None if text is None else (conn, text)
+
+
 class _Checks:
     """What both pre-flight cursors do: check a statement, refuse it, refresh after it."""
 
     connection: Any
 
-    def _checked(self) -> PreflightConnection | None:
-        conn = self.connection
-        if isinstance(conn, PreflightConnection) and conn.preflight_enabled:
-            return conn
-        return None
-
     def _preflight(self, query: Any, has_params: bool) -> str | None:
-        conn = self._checked()
-        if conn is None:
+        checked = checked_text(self.connection, query)
+        if checked is None:
             return None
-        text = _text(conn, query)
-        if text is None:
-            return None
+        conn, text = checked
         verdict = conn.preflight.check(text, has_params=has_params)
         if verdict.status == "denied":
-            user = conn.info.user
-            log.warning(
-                "preflight denied",
-                db_user=user,
-                role=conn.role,
-                missing=[str(m) for m in verdict.missing],
-            )
+            error, reason, tables = refusal(conn, text, verdict)
             if conn.on_denied is not None:
                 conn.on_denied(text, verdict)
-            elif conn.record_denied:
-                conn.record_refusal(
-                    text,
-                    "pre-flight: missing " + "; ".join(str(m) for m in verdict.missing),
-                    sorted({m.object for m in verdict.missing}),
-                )
-            raise PreflightDenied(text, verdict.missing, user=user, role=conn.role)
+            elif conn.record_denied and isinstance(conn, TsConnection):
+                conn.record_refusal(text, reason, tables)
+            raise error
         return text
 
     def _after(self, text: str | None) -> None:
-        conn = self.connection
-        if (
-            text is not None
-            and (_INVALIDATES.match(text) or _SET_CONFIG.search(text))
-            and isinstance(conn, PreflightConnection)
-        ):
-            conn.preflight.invalidate()
-            conn.preflight.session_changed = True
+        after_statement(self.connection, text)
 
     def _refused(self) -> None:
-        conn = self.connection
-        if isinstance(conn, PreflightConnection):
-            conn.preflight.invalidate()  # the server refused what pre-flight allowed
+        server_refused(self.connection)
 
 
 class PreflightCursor(_Checks, TsCursor):
@@ -140,16 +167,12 @@ class PreflightServerCursor(_Checks, TsServerCursor):
         super().executemany(query, params_seq, **kwargs)
 
 
-class PreflightConnection(TsConnection):
-    """A :class:`~tsaccess.client.connection.TsConnection` whose cursors pre-flight every statement.
+class PreflightState(BaseConnection[Any]):
+    """The pre-flight state of a connection, sync or async: the checker, and what happens to
+    refusals. :class:`PreflightConnection` and
+    :class:`~tsaccess.preflight.aio.AsyncPreflightConnection` share it."""
 
-    Created by ``tsaccess.connect(..., preflight=True)`` / ``create_pool(..., preflight=True)``.
-    ``conn.preflight`` is the :class:`~tsaccess.preflight.Checker`. Each refusal is recorded as
-    a ``DENIED`` audit event by default (``record_denied``); set ``conn.on_denied`` to a
-    callable ``(statement, verdict)`` to act on refusals yourself. A pool forgets both when the
-    connection is handed back.
-    """
-
+    role: str | None
     preflight: Checker
     """This connection's checker (caches, snapshot)."""
     preflight_enabled: bool = False
@@ -165,14 +188,12 @@ class PreflightConnection(TsConnection):
 
     _preflight_asked: bool = False
 
-    def after_connect(self, *, preflight: bool) -> None:
+    def _start_preflight(self, checker_conn: psycopg.Connection[Any], preflight: bool) -> None:
         self._preflight_asked = preflight
         self.preflight_enabled = preflight
-        self.preflight = Checker(self)
-        self.cursor_factory = PreflightCursor
-        self.server_cursor_factory = PreflightServerCursor
+        self.preflight = Checker(checker_conn)
 
-    def after_reset(self) -> None:
+    def _reset_preflight(self) -> None:
         # the pool reset restores role and settings: the snapshot stays valid unless the
         # borrower changed them (then it was taken for another role or search_path)
         if self.preflight.session_changed:
@@ -181,6 +202,25 @@ class PreflightConnection(TsConnection):
         self.on_denied = None
         self.preflight_enabled = self._preflight_asked
         self.__dict__.pop("record_denied", None)  # back to the class default
+
+
+class PreflightConnection(PreflightState, TsConnection):
+    """A :class:`~tsaccess.client.connection.TsConnection` whose cursors pre-flight every statement.
+
+    Created by ``tsaccess.connect(..., preflight=True)`` / ``create_pool(..., preflight=True)``.
+    ``conn.preflight`` is the :class:`~tsaccess.preflight.Checker`. Each refusal is recorded as
+    a ``DENIED`` audit event by default (``record_denied``); set ``conn.on_denied`` to a
+    callable ``(statement, verdict)`` to act on refusals yourself. A pool forgets both when the
+    connection is handed back.
+    """
+
+    def after_connect(self, *, preflight: bool) -> None:
+        self._start_preflight(self, preflight)
+        self.cursor_factory = PreflightCursor
+        self.server_cursor_factory = PreflightServerCursor
+
+    def after_reset(self) -> None:
+        self._reset_preflight()
 
 
 plug_preflight(PreflightConnection)

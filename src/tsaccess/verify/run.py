@@ -5,7 +5,8 @@ on the per-row audit view, each column recorded per row as seen through that vie
 (``activity_audit_rows:<table>.<column>``, see :mod:`tsaccess.audit.visibility`), CONNECT to the
 database and CREATE in the policy's schema, the matrix holds three answers:
 
-* **expected**: what the policy grants (through the user's group roles);
+* **expected**: what the policy grants (through the user's group roles; with ``[database]
+  public = "keep"``, also what PUBLIC holds);
 * **catalog**: what the server's ``has_*_privilege`` functions say;
 * **actual**: what happens when the user tries it, over TLS, inside a transaction that is always
   rolled back (SQLSTATE 42501 means denied; success, an integrity or data error means the
@@ -226,6 +227,13 @@ def verify(
         if name in column_granted
     }
 
+    # [database] public = "keep": what PUBLIC holds is expected for everyone, as it is
+    kept = policy.public == "keep"
+    public_grants = {
+        (t, p) for t, info in cat.tables.items() for g, p in info.acl if kept and g == "PUBLIC"
+    }
+    public_connect = kept and ("PUBLIC", "CONNECT") in cat.database_acl
+
     cells: list[Cell] = []
     tls: dict[str, TlsStatus | None] = {}
     for user in users:
@@ -249,7 +257,7 @@ def verify(
                 msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
                 connect_detail = msg.replace("connection failed: ", "")[:200]
         tls[user] = tls_status(conn) if conn else None
-        has_role = bool(next(u for u in policy.users if u.name == user).roles)
+        has_role = bool(next(u for u in policy.users if u.name == user).roles) or public_connect
         cells.append(
             Cell(
                 user,
@@ -285,7 +293,7 @@ def verify(
                             user,
                             table,
                             priv,
-                            priv in expected.get(table, ()),
+                            priv in expected.get(table, ()) or (table, priv) in public_grants,
                             catalog_tables.get((user, table, priv), False),
                             actual,
                             detail,

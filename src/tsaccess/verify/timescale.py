@@ -5,7 +5,9 @@ A chunk is a table of its own (``_timescaledb_internal._hyper_N_M_chunk``) that 
 hypertable's privileges and never carries row-level security: the matrix expects on it the
 hypertable's SELECT less that of the roles that see only a slice of the rows, and no write (a
 write on a chunk would skip the hypertable's audit triggers). An aggregate
-is expected readable exactly by its grantees, its materialized hypertable by nobody.
+is expected readable exactly by its grantees, its materialized hypertable by nobody. With
+``[database] chunk_privileges = "copied"`` a chunk is expected to have its hypertable's
+privileges and the materialized hypertable its aggregate's (what TimescaleDB copies).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class ExtraObject:
 
 
 def _user_privs(policy: Policy, user: str, table: str, *, chunk: bool) -> frozenset[str]:
+    if chunk and policy.chunk_privileges == "copied":
+        chunk = False  # chunks keep what TimescaleDB copies from the hypertable
     out: set[str] = set()
     for rname in policy.roles_of(user):  # nested roles too
         role = policy.role(rname)
@@ -109,7 +113,12 @@ def timescale_objects(admin: psycopg.Connection[Any], policy: Policy) -> list[Ex
                     mat.as_string(None),
                     mat,
                     ("SELECT",),
-                    {u: frozenset() for u in users},
+                    {
+                        u: _user_privs(policy, u, a.name, chunk=False)
+                        if policy.chunk_privileges == "copied"
+                        else frozenset()
+                        for u in users
+                    },
                 )
             )
     return out

@@ -1,6 +1,6 @@
 """The security phase's privileges: on the database, the schema and the managed tables (exactly
-the policy's, extra ones revoked), column grants (``"SELECT (a, b)"``) and default privileges on
-tables created later.
+the policy's, extra ones revoked; PUBLIC's left as they are with ``[database] public =
+"keep"``), column grants (``"SELECT (a, b)"``) and default privileges on tables created later.
 
 Each function compares the policy with a catalog snapshot (``None``: an empty database) and
 returns only the steps that make a difference.
@@ -14,7 +14,7 @@ from psycopg import sql
 
 from tsaccess.catalog import CatalogSnapshot
 from tsaccess.policy import Policy
-from tsaccess.steps import Phase, Step, grant_steps, role_ident
+from tsaccess.steps import Phase, Step, grant_steps, managed_grants, role_ident
 
 __all__ = ["acl_steps", "column_grant_steps", "default_privilege_steps", "wanted_column_grants"]
 
@@ -27,6 +27,7 @@ def acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
     # database: CONNECT for the group roles only; PUBLIC loses CONNECT and TEMPORARY
     owner = cat.database_owner if cat else None
     have_db = {g for g in (cat.database_acl if cat else _public_defaults("d")) if g[0] != owner}
+    have_db = managed_grants(have_db, policy.public)
     steps += grant_steps(
         sql.Identifier(policy.database),
         f"database {policy.database}",
@@ -39,6 +40,7 @@ def acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
     aud = policy.audit.owner if policy.audited else None
     s_owner = cat.schema_owner if cat else None
     have_ns = {g for g in (cat.schema_acl if cat else _public_defaults("n")) if g[0] != s_owner}
+    have_ns = managed_grants(have_ns, policy.public)
     schema_ident = sql.Identifier(policy.schema)
     steps += grant_steps(
         schema_ident,
@@ -65,7 +67,9 @@ def acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
         t_owner = info.owner if info else (policy.audit.owner if t is None else None)
         # a table created by this plan starts with the schema's default privileges
         born = cat.default_acl if cat else frozenset()
-        have = {g for g in (info.acl if info else born) if g[0] != t_owner}
+        have = managed_grants(
+            {g for g in (info.acl if info else born) if g[0] != t_owner}, policy.public
+        )
         want: set[tuple[str, str]] = {
             (r.name, str(p)) for r in policy.roles for p in r.privileges_on(name)
         }
@@ -80,7 +84,9 @@ def acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
                 sql.Identifier(policy.schema, view),
                 f"view {view}",
                 "TABLE",
-                {g for g in (vinfo.acl if vinfo else born) if g[0] != v_owner},
+                managed_grants(
+                    {g for g in (vinfo.acl if vinfo else born) if g[0] != v_owner}, policy.public
+                ),
                 want,
                 phase,
             )
@@ -93,6 +99,8 @@ def acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
         }
         for col, grantee, priv in sorted(info.column_acl if info else ()):
             if grantee == t_owner or (col, grantee, priv) in wanted_cols:
+                continue
+            if grantee == "PUBLIC" and policy.public == "keep":
                 continue
             steps.append(
                 Step(
@@ -154,7 +162,7 @@ def wanted_column_grants(policy: Policy, table: str) -> set[tuple[str, str, str]
 def default_privilege_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
     """Default privileges on tables the administrator creates later in the schema."""
     want = {(r.name, str(p)) for r in policy.roles for p in r.default_grants}
-    have = set(cat.default_acl) if cat else set()
+    have = managed_grants(cat.default_acl, policy.public) if cat else set()
     steps: list[Step] = []
     plan: tuple[tuple[str, set[tuple[str, str]], str, Action], ...] = (
         ("REVOKE", have - want, "FROM", "revoke"),

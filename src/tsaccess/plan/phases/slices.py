@@ -321,7 +321,7 @@ def _chunk_trigger_steps(
         if tn == t.name and n.startswith(CHUNK_TRIGGER_PREFIX)
     }
     want_trig: dict[str, sql.Composed] = {}
-    if t.hypertable and ts:
+    if t.hypertable and ts and policy.chunk_privileges != "copied":
         name = CHUNK_TRIGGER_PREFIX + _digest(*sliced)
         want_trig[name] = sql.SQL(
             "CREATE TRIGGER {} AFTER INSERT OR UPDATE ON {} FOR EACH STATEMENT"
@@ -446,7 +446,11 @@ def slice_steps(
     steps: list[Step] = []
     if any(r.slices for r in policy.roles) or (tsc and tsc.slice_schema is not None):
         steps += _slice_steps(policy, cat, tsc)
-    if timescaledb and any(t.hypertable for t in policy.tables):
+    if (
+        timescaledb
+        and any(t.hypertable for t in policy.tables)
+        and policy.chunk_privileges != "copied"
+    ):
         steps += _chunk_fn_steps(policy, cat)
     for t in policy.tables:
         steps += _chunk_trigger_steps(policy, t, cat, timescaledb)

@@ -24,7 +24,7 @@ from tsaccess.catalog import CatalogSnapshot
 from tsaccess.catalog.timescale import ChunkInfo, TimescaleCatalog
 from tsaccess.errors import PolicyError
 from tsaccess.policy import Aggregate, Policy, Table
-from tsaccess.steps import Step, grant_steps
+from tsaccess.steps import Step, grant_steps, managed_grants
 
 __all__ = ["timescale_steps"]
 
@@ -62,9 +62,12 @@ def _chunk_acl_steps(
     """Chunks get their hypertable's SELECT grants less the sliced roles'; an aggregate's
     internal relations get none (readers go through the aggregate)."""
     steps: list[Step] = []
+    if policy.chunk_privileges == "copied":
+        return steps  # chunks and aggregates' internals keep what TimescaleDB copies
     for c in tsc.chunks:
         info = cat.tables.get(c.parent) if cat else None
         parent_have = {g for g in (info.acl if info else ()) if info and g[0] != info.owner}
+        parent_have = managed_grants(parent_have, policy.public)
         if c.kind == "chunk":
             if policy.table(c.parent) is None:
                 continue
@@ -77,7 +80,7 @@ def _chunk_acl_steps(
             parent_want = _table_want(policy, c.parent, chunk=False)
             want = set()
             label = f"{c.schema}.{c.name} (inside aggregate {c.parent})"
-        have = _predict(c.acl, parent_have, parent_want)
+        have = managed_grants(_predict(c.acl, parent_have, parent_want), policy.public)
         steps += grant_steps(_ident(c), label, "TABLE", have, want, "security")
     return steps
 
@@ -311,9 +314,10 @@ def _aggregate_steps(
                 )
             )
         have = {g for g in (info.acl if info else ()) if info and g[0] != info.owner}
+        have = managed_grants(have, policy.public)
         want = _table_want(policy, a.name, chunk=False)
         steps += grant_steps(ident, f"aggregate {a.name}", "TABLE", have, want, "security")
-        if live is None and want:
+        if live is None and want and policy.chunk_privileges != "copied":
             steps.append(_internal_revoke(policy, a, sorted({g[0] for g in want})))
     return steps
 
