@@ -54,14 +54,20 @@ class RoleScopeError(TsaccessError):
 
 
 class PolicyError(TsaccessError):
-    """A policy is invalid; ``path`` names the offending key (``users.bob.roles``)."""
+    """A policy is invalid; ``path`` names the offending key (``users.bob.roles``), ``line`` its
+    line in the file when known, ``message`` the problem and the fix."""
 
     __module__ = "tsaccess"
 
-    def __init__(self, message: str, *, path: str = "", source: str = "") -> None:
+    def __init__(
+        self, message: str, *, path: str = "", source: str = "", line: int | None = None
+    ) -> None:
         self.path = path
         self.source = source
-        where = " ".join(p for p in (source, f"[{path}]" if path else "") if p)
+        self.line = line
+        self.message = message
+        file = f"{source}:{line}" if source and line else source
+        where = " ".join(p for p in (file, f"[{path}]" if path else "") if p)
         super().__init__(f"{where}: {message}" if where else message)
 
 
