@@ -19,6 +19,7 @@ POLICY_TEXT = (Path(__file__).parents[2] / "src/tsaccess/data/company.toml").rea
 def run(*args: str, env: dict | None = None, check_code: int | None = None):
     res = subprocess.run(
         [sys.executable, "-m", "tsaccess", *args],
+        stdin=subprocess.DEVNULL,  # never the terminal pytest runs on: apply would ask
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -51,6 +52,7 @@ def applied(db, policy_file, tmp_path):
     pwfile = tmp_path / "passwords.pgpass"
     run(
         "apply",
+        "--yes",
         "--dsn",
         dsn(db),
         "--policy",
@@ -73,12 +75,13 @@ def test_plan_apply_verify_roundtrip(db, policy_file, tmp_path):
     assert len(plan["steps"]) > 50
     assert plan["catalog_queries"] <= 15  # read_catalog, read_timescale (one query), the check
     # the audit part alone needs the tables and roles: named, exit 1, nothing applied
-    res = run("apply", "--dsn", dsn(db), "--policy", str(policy_file), "--audit-only")
+    res = run("apply", "-y", "--dsn", dsn(db), "--policy", str(policy_file), "--audit-only")
     assert res.returncode == 1
     assert "table public.sensor_readings does not exist; create it first" in res.stderr
     pwfile = tmp_path / "pw"
     res = run(
         "apply",
+        "--yes",
         "--dsn",
         dsn(db),
         "--policy",

@@ -50,6 +50,7 @@ def hospital(db, tmp_path):
     pw = tmp_path / "pw"
     run(
         "apply",
+        "--yes",
         "--dsn",
         dsn(db),
         "--policy",
@@ -101,7 +102,7 @@ def test_saved_plan_applies_exactly_or_refuses_when_the_database_moved(db, hospi
     # the database moves: the saved plan is refused, nothing applied
     with db.admin(autocommit=True) as conn:
         conn.execute("ALTER ROLE rita CONNECTION LIMIT 9")
-    res = run("apply", "--dsn", dsn(db), str(out), "--passwords-file", str(pw))
+    res = run("apply", "--yes", "--dsn", dsn(db), str(out), "--passwords-file", str(pw))
     assert res.returncode == 1
     assert "the database changed since the plan was saved" in res.stderr
     with db.admin() as conn:
@@ -110,7 +111,9 @@ def test_saved_plan_applies_exactly_or_refuses_when_the_database_moved(db, hospi
         ).fetchone() == (True,)
     # planned again, applied exactly
     run("plan", "--dsn", dsn(db), "--policy", str(changed), "--out", str(out), check_code=0)
-    res = run("apply", "--dsn", dsn(db), str(out), "--passwords-file", str(pw), check_code=0)
+    res = run(
+        "apply", "--yes", "--dsn", dsn(db), str(out), "--passwords-file", str(pw), check_code=0
+    )
     assert "applied 4 statement(s)" in res.stdout  # 3 for paul + rita's connection limit
     with db.admin() as conn:
         assert conn.execute(
@@ -120,7 +123,7 @@ def test_saved_plan_applies_exactly_or_refuses_when_the_database_moved(db, hospi
     data = json.loads(out.read_text())
     data["policy"] = data["policy"].replace("connection_limit = 2", "connection_limit = 99")
     out.write_text(json.dumps(data))
-    res = run("apply", "--dsn", dsn(db), str(out), "--passwords-file", str(pw))
+    res = run("apply", "--yes", "--dsn", dsn(db), str(out), "--passwords-file", str(pw))
     assert res.returncode == 1 and "altered after saving" in res.stderr
 
 
@@ -135,7 +138,7 @@ def test_plan_and_apply_a_database_that_does_not_exist_yet(db, tmp_path):
         run("plan", "--dsn", dsn(db), "--policy", str(policy), "--out", str(out), check_code=0)
         assert not _exists(db, name)
         pw = tmp_path / "pw"
-        res = run("apply", "--dsn", dsn(db), str(out), "--generate-passwords", str(pw))
+        res = run("apply", "--yes", "--dsn", dsn(db), str(out), "--generate-passwords", str(pw))
         assert res.returncode == 0, res.stderr
         res = run("plan", "--dsn", dsn(db), "--policy", str(policy), "--detailed-exitcode")
         assert res.returncode == 0, res.stdout
@@ -147,13 +150,13 @@ def test_a_failed_apply_leaves_no_new_database_behind(db, tmp_path):
     name = f"{db.name}_fail"
     policy = _policy_file(tmp_path, name)
     # no passwords for the new users: apply fails after the database was created
-    res = run("apply", "--dsn", dsn(db), "--policy", str(policy), "--create-database")
+    res = run("apply", "--yes", "--dsn", dsn(db), "--policy", str(policy), "--create-database")
     assert res.returncode == 1
     assert "no password for new login user" in res.stderr
     assert not _exists(db, name)
     # an existing database is never dropped by a failed apply
     policy = _policy_file(tmp_path, db.name)
-    res = run("apply", "--dsn", dsn(db), "--policy", str(policy), "--create-database")
+    res = run("apply", "--yes", "--dsn", dsn(db), "--policy", str(policy), "--create-database")
     assert res.returncode == 1
     assert _exists(db, db.name)
 
@@ -246,6 +249,7 @@ def test_audit_reads_a_custom_schema_and_table(db, tmp_path):
     policy = _policy_file(tmp_path, db.name, text)
     run(
         "apply",
+        "--yes",
         "--dsn",
         dsn(db),
         "--policy",

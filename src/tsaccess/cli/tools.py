@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from tsaccess.cli.plan import Fail, Tools
+from tsaccess.cli.plan import Fail, Tools, approval_needed, ask
 from tsaccess.errors import PasswordSourceError
 
 __all__ = [
@@ -143,6 +143,7 @@ def targets_command(args: argparse.Namespace, action: str, tools: Tools) -> int:
     """``plan``, ``apply`` or ``verify`` (``action``) on each target."""
     from tsaccess.plan import targets as tg
 
+    ask_first = action == "apply" and approval_needed(args)  # no terminal, no --yes: refused
     if args.targets and len(getattr(args, "dsns", None) or []) > 0:
         raise Fail("give the targets either with --dsn (repeated) or --targets, not both", 2)
     for flag in ("create_database", "generate_passwords"):
@@ -154,6 +155,9 @@ def targets_command(args: argparse.Namespace, action: str, tools: Tools) -> int:
     from tsaccess.steps import AUDIT_ONLY
 
     phases = AUDIT_ONLY if getattr(args, "audit_only", False) else None
+    if ask_first:
+        shown = tg.plan_targets(found, policy, passwords=pw, phases=phases)
+        ask(shown.to_text(), to_stderr=args.json)
     if action == "plan":
         report = tg.plan_targets(found, policy, passwords=pw, phases=phases)
     elif action == "apply":

@@ -1,0 +1,112 @@
+"""Safe defaults and an everyday CLI (issue 26), run as a new user runs it: apply asks or refuses,
+one rule picks the database, verify tells untried from disagreeing, ``check --user`` answers
+from the administrator's connection, and no traceback reaches the terminal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_cli import POLICY_TEXT, dsn, run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def policy_file(db, tmp_path) -> Path:
+    f = tmp_path / "policy.toml"
+    f.write_text(POLICY_TEXT.replace('name = "company_db"', f'name = "{db.name}"'))
+    return f
+
+
+@pytest.fixture
+def applied(db, policy_file, tmp_path) -> Path:
+    """The company policy applied; the passwords file apply wrote."""
+    pwfile = tmp_path / "passwords.pgpass"
+    run("apply", "--yes", "--dsn", dsn(db), "--policy", str(policy_file),
+        "--generate-passwords", str(pwfile), check_code=0)  # fmt: skip
+    return pwfile
+
+
+def _tsaccess(*args: str, stdin=subprocess.DEVNULL, text_input: str | None = None, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tsaccess", *args],
+        stdin=None if text_input is not None else stdin,
+        input=text_input,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=180,
+        check=False,
+    )
+
+
+def _untouched(db) -> bool:
+    """Nothing of the company policy exists in the database or the cluster."""
+    with db.admin() as conn:
+        table = conn.execute("SELECT to_regclass('public.sensor_readings')").fetchone()
+        roles = conn.execute(
+            "SELECT count(*) FROM pg_roles WHERE rolname IN ('alice', 'data_analysts')"
+        ).fetchone()
+    return table == (None,) and roles == (0,)
+
+
+def test_apply_off_a_terminal_changes_nothing_unless_yes(db, policy_file, tmp_path):
+    pw = tmp_path / "pw"
+    args = [
+        "apply",
+        "--dsn",
+        dsn(db),
+        "--policy",
+        str(policy_file),
+        "--generate-passwords",
+        str(pw),
+    ]
+    for how in ("echo no |", "</dev/null"):
+        res = _tsaccess(*args, text_input="no\n") if how == "echo no |" else _tsaccess(*args)
+        assert res.returncode != 0, (how, res.stdout, res.stderr)
+        assert "--yes" in res.stderr, (how, res.stderr)
+        assert "Traceback" not in res.stderr
+        assert _untouched(db), how
+        assert not pw.exists()
+    # several targets too
+    other = dsn(db, dbname=f"{db.name}_other")
+    res = _tsaccess("apply", "--dsn", dsn(db), "--dsn", other, "--policy", str(policy_file))
+    assert res.returncode != 0 and "--yes" in res.stderr, res.stderr
+    assert _untouched(db)
+    res = _tsaccess(*args, "--yes")
+    assert res.returncode == 0, res.stderr
+    assert not _untouched(db)
+
+
+def _on_a_terminal(args: list[str], keys: bytes) -> tuple[int, str, str]:
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tsaccess", *args],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.write(master, keys)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        os.close(master)
+        os.close(slave)
+    return proc.returncode, out, err
+
+
+def test_end_of_input_on_a_terminal_cancels(db, policy_file, tmp_path):
+    args = ["apply", "--dsn", dsn(db), "--policy", str(policy_file)]
+    args += ["--generate-passwords", str(tmp_path / "pw")]
+    code, out, err = _on_a_terminal(args, b"\x04")  # Ctrl-D: end of input
+    assert code == 1, (out, err)
+    assert "Apply these changes?" in out
+    assert "apply cancelled; nothing changed" in err
+    assert "Traceback" not in err
+    assert _untouched(db)
