@@ -1,6 +1,8 @@
 """The ``tsaccess`` command.
 
-Exit codes: 0 ok, 1 error, 2 usage, 3 denied / mismatch, 4 undecided (deferred to the server).
+Exit codes: 0 ok, 1 error, 2 usage, 3 denied / mismatch, 4 undecided (deferred to the server),
+130 interrupted (Ctrl-C), 141 the reader of the output went away (a closed pipe), 143 SIGTERM.
+No traceback: every expected error is one line on stderr (``tsaccess: error: ...``).
 Passwords come only from ``TSACCESS_PASSWORD_<USER>``, a 0600 passwords file, or an
 interactive prompt — never from a flag. Only the CLI configures logging.
 """
@@ -8,13 +10,16 @@ interactive prompt — never from a flag. Only the CLI configures logging.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import re
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ from tsaccess.errors import TsaccessError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_UNDECIDED = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED, EXIT_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as a shell reports them
 
 
 _Fail = PlanFail  # one error class for every command: a message and an exit code
@@ -401,28 +407,71 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # unwinds: the throwaway server is stopped and deleted
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+def _say(line: str) -> None:
+    """One line on stderr (quietly nothing if stderr is gone too)."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away: send what is still buffered nowhere, so the interpreter's
+    last flush does not fail again (the recipe of Python's signal module documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, every expected error as one line and its exit status."""
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
         return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_PIPE
+    except KeyboardInterrupt:
+        _say("tsaccess: interrupted")
+        return EXIT_INTERRUPTED
     except PlanFail as exc:
-        print(f"tsaccess: error: {exc}", file=sys.stderr)
+        _say(f"tsaccess: error: {exc}")
         return exc.code
     except TsaccessError as exc:
-        print(f"tsaccess: error: {exc}", file=sys.stderr)
+        _say(f"tsaccess: error: {exc}")
         return EXIT_ERROR
     except psycopg.Error as exc:
         msg = " ".join(str(exc).split()) or exc.__class__.__name__
-        print(f"tsaccess: error: {msg}", file=sys.stderr)
+        _say(f"tsaccess: error: {msg}")
         return EXIT_ERROR
+    except OSError as exc:  # a file or directory that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(f"tsaccess: error: {where}{exc.strerror or exc}")
+        return EXIT_ERROR
+    except Exception as exc:
+        if getattr(args, "log_level", None) == "debug":
+            traceback.print_exc()
+        msg = " ".join(str(exc).split())
+        _say(
+            f"tsaccess: internal error: {exc.__class__.__name__}: {msg} (a bug: please report "
+            "it; --log-level debug shows where)"
+        )
+        return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``tsaccess`` command; returns its exit status (see the module documentation)."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        _setup_logging(args.log_level)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
     except KeyboardInterrupt:
-        print("tsaccess: interrupted", file=sys.stderr)
-        return 130
+        _say("tsaccess: interrupted")
+        return EXIT_INTERRUPTED
+    return _run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover
