@@ -110,3 +110,56 @@ def test_end_of_input_on_a_terminal_cancels(db, policy_file, tmp_path):
     assert "apply cancelled; nothing changed" in err
     assert "Traceback" not in err
     assert _untouched(db)
+
+
+def _no_passwords() -> dict[str, str]:
+    return {k: "" for k in os.environ if k.startswith("TSACCESS_PASSWORD_")}
+
+
+def test_verify_tells_untried_checks_from_disagreements(db, applied, policy_file):
+    """Without passwords: incomplete (exit 4), 0 disagreements, how to supply them; with all:
+    exit 0; a real disagreement is 3 whether passwords are there or not."""
+    import json
+
+    verify = ["verify", "--dsn", dsn(db), "--policy", str(policy_file)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TSACCESS_PASSWORD_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "tsaccess", *verify, "--json"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert res.returncode == 4, res.stdout[-500:] + res.stderr
+    out = json.loads(res.stdout)
+    assert out["disagreements"] == 0 and out["untried"] > 50 and out["complete"] is False
+    res = subprocess.run(
+        [sys.executable, "-m", "tsaccess", *verify],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert res.returncode == 4
+    assert ", 0 disagreement(s), " in res.stdout and "not tried" in res.stdout
+    assert "TSACCESS_PASSWORD_<USER>" in res.stdout and "--passwords-file" in res.stdout
+    res = _tsaccess(*verify, "--passwords-file", str(applied))
+    assert res.returncode == 0, res.stdout[-800:]
+    with db.admin(autocommit=True) as conn:
+        conn.execute("GRANT DELETE ON sensor_readings TO data_analysts")
+    for extra in ([], ["--passwords-file", str(applied)]):
+        res = subprocess.run(
+            [sys.executable, "-m", "tsaccess", *verify, *extra],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+            check=False,
+        )
+        assert res.returncode == 3, (extra, res.stdout[-800:])
+        assert "!! alice DELETE on sensor_readings" in res.stdout

@@ -42,6 +42,8 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_UNDECIDED = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED, EXIT_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as a shell reports them
+VERIFY_EXIT = {"agree": EXIT_OK, "disagree": EXIT_DENIED, "incomplete": EXIT_UNDECIDED}
+VERIFY_EXIT["error"] = EXIT_ERROR  # a try ended in an error: nothing proved for it
 
 
 _Fail = PlanFail  # one error class for every command: a message and an exit code
@@ -147,9 +149,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with _admin(args, policy.database) as conn:
         matrix = verify(conn, policy, pw, lock_timeout=args.lock_timeout, **user_params(args))
     print(matrix.to_json() if args.json else matrix.to_text())
-    if matrix.errors:  # nothing proved for some checks: an error, not a verdict
-        return EXIT_ERROR
-    return EXIT_OK if matrix.ok else EXIT_DENIED
+    return VERIFY_EXIT[matrix.verdict]
 
 
 def cmd_render_init(args: argparse.Namespace) -> int:

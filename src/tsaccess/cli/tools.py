@@ -172,5 +172,10 @@ def targets_command(args: argparse.Namespace, action: str, tools: Tools) -> int:
         print(report.to_text())
     if report.ok:
         return EXIT_OK
-    mismatch_only = action == "verify" and all(r.error is None for r in report.failed)
-    return EXIT_DENIED if mismatch_only else EXIT_ERROR
+    matrices = [r.matrix for r in report.failed if r.error is None and r.matrix is not None]
+    if action != "verify" or len(matrices) != len(report.failed):
+        return EXIT_ERROR
+    verdicts = {m.verdict for m in matrices}
+    if "error" in verdicts:
+        return EXIT_ERROR
+    return EXIT_DENIED if "disagree" in verdicts else EXIT_UNDECIDED  # else only incomplete
