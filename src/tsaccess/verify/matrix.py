@@ -83,8 +83,9 @@ class AccessMatrix:
 
     @property
     def disagreements(self) -> tuple[Cell, ...]:
-        """Cells where policy, catalog and try disagree (untried cells are not among them)."""
-        return tuple(c for c in self.cells if c.state == "disagree")
+        """Cells that are not ok (a disagreement, or a try that ended in an error); cells not
+        tried for want of a password are not among them (:attr:`untried`)."""
+        return tuple(c for c in self.cells if not c.ok and not c.untried)
 
     @property
     def untried(self) -> tuple[Cell, ...]:
@@ -102,7 +103,7 @@ class AccessMatrix:
         (nothing disagrees, some were not tried) or ``error`` (some tries ended in an error)."""
         if self.errors:
             return "error"
-        if self.disagreements:
+        if any(c.state == "disagree" for c in self.cells):
             return "disagree"
         return "incomplete" if self.untried else "agree"
 
