@@ -163,3 +163,96 @@ def test_verify_tells_untried_checks_from_disagreements(db, applied, policy_file
         )
         assert res.returncode == 3, (extra, res.stdout[-800:])
         assert "!! alice DELETE on sensor_readings" in res.stdout
+
+
+def _env_without(*names: str) -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in names and not k.startswith("TSACCESS_PASSWORD_")
+    }
+
+
+def _bare(*args: str, env: dict[str, str]):
+    return subprocess.run(
+        [sys.executable, "-m", "tsaccess", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_check_as_another_user_from_the_administrators_connection(db, applied, policy_file):
+    """ "Would alice be refused?" asked by the administrator: no password of alice's, alice's
+    privileges (not the administrator's), the database from the usual rule."""
+    env = _env_without()
+    admin = dsn(db)  # the administrator's own login
+    res = _bare("check", "--dsn", admin, "--user", "alice", "SELECT amount FROM financial_metrics",
+                env=env)  # fmt: skip
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "SELECT (amount) on table public.financial_metrics" in res.stdout
+    assert "password" not in res.stderr
+    res = _bare("check", "--dsn", admin, "--user", "alice", "SELECT time, temperature FROM "
+                "sensor_readings", env=env)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = _bare("check", "--dsn", admin, "--user", "alice", "--role", "data_analysts",
+                "DELETE FROM sensor_readings", env=env)  # fmt: skip
+    assert res.returncode == 3, res.stdout + res.stderr
+    res = _bare("check", "--dsn", admin, "--user", "david", "SELECT amount FROM "
+                "financial_metrics", env=env)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = _bare("check", "--dsn", admin, "--user", "alice", "--role", "auditors", "SELECT 1",
+                env=env)  # fmt: skip
+    assert res.returncode == 1 and "not a member of role 'auditors'" in res.stderr, res.stderr
+    res = _bare("check", "--dsn", admin, "--user", "nobody", "SELECT 1", env=env)
+    assert res.returncode == 1 and "role 'nobody' does not exist" in res.stderr, res.stderr
+    # the database from the rule: the policy's, whatever PGDATABASE says
+    no_db = dsn(db, dbname=None)
+    res = _bare("check", "--dsn", no_db, "--policy", str(policy_file), "--user", "alice",
+                "SELECT amount FROM financial_metrics", env={**env, "PGDATABASE": "postgres"})  # fmt: skip
+    assert res.returncode == 3, res.stdout + res.stderr
+
+
+def test_one_rule_picks_the_database_for_every_command(db, applied, policy_file, tmp_path):
+    """--policy implies its database (PGDATABASE unset or different); a database named in --dsn
+    wins; audit recent --json into a closed pipe ends quietly."""
+    import json
+
+    with db.admin(autocommit=True) as conn:
+        conn.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'S9')")
+    no_db = dsn(db, dbname=None)
+    recent = ["audit", "recent", "--dsn", no_db, "--policy", str(policy_file), "--json"]
+    for env in (_env_without("PGDATABASE"), {**_env_without(), "PGDATABASE": "postgres"}):
+        res = _bare(*recent, env=env)
+        assert res.returncode == 0, res.stderr
+        assert any(r["table_name"] == "sensor_readings" for r in json.loads(res.stdout))
+    # a database named explicitly in --dsn wins: the shipped example (company_db) on this one
+    example = str(ROOT / "examples" / "company.toml")
+    res = _bare("plan", "--dsn", dsn(db), "--policy", example, env=_env_without())
+    assert res.returncode == 0, res.stderr
+    assert "Nothing to do" in res.stdout, res.stdout
+    assert f"--dsn names database {db.name!r}" in res.stderr
+    res = _bare("audit", "recent", "--dsn", dsn(db), "--policy", example, env=_env_without())
+    assert res.returncode == 0, res.stderr
+    # the rule is in --help
+    res = _bare("audit", "--help", env=_env_without())
+    assert "the policy's database" in " ".join(res.stdout.split())
+    # | head -c 0: the reader is gone
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tsaccess", *recent],
+            stdin=subprocess.DEVNULL,
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(w)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr

@@ -130,17 +130,18 @@ def test_saved_plan_applies_exactly_or_refuses_when_the_database_moved(db, hospi
 def test_plan_and_apply_a_database_that_does_not_exist_yet(db, tmp_path):
     name = f"{db.name}_new"
     policy = _policy_file(tmp_path, name)
+    admin = dsn(db, dbname=None)  # the policy names the database (a dbname in --dsn would win)
     try:
-        res = run("plan", "--dsn", dsn(db), "--policy", str(policy), check_code=0)
+        res = run("plan", "--dsn", admin, "--policy", str(policy), check_code=0)
         assert f"database {name}\n  + create database {name}" in res.stdout
         assert "  + create table vitals" in res.stdout
         out = tmp_path / "new.plan"
-        run("plan", "--dsn", dsn(db), "--policy", str(policy), "--out", str(out), check_code=0)
+        run("plan", "--dsn", admin, "--policy", str(policy), "--out", str(out), check_code=0)
         assert not _exists(db, name)
         pw = tmp_path / "pw"
-        res = run("apply", "--yes", "--dsn", dsn(db), str(out), "--generate-passwords", str(pw))
+        res = run("apply", "--yes", "--dsn", admin, str(out), "--generate-passwords", str(pw))
         assert res.returncode == 0, res.stderr
-        res = run("plan", "--dsn", dsn(db), "--policy", str(policy), "--detailed-exitcode")
+        res = run("plan", "--dsn", admin, "--policy", str(policy), "--detailed-exitcode")
         assert res.returncode == 0, res.stdout
     finally:
         _drop(db, name)
@@ -149,14 +150,15 @@ def test_plan_and_apply_a_database_that_does_not_exist_yet(db, tmp_path):
 def test_a_failed_apply_leaves_no_new_database_behind(db, tmp_path):
     name = f"{db.name}_fail"
     policy = _policy_file(tmp_path, name)
+    admin = dsn(db, dbname=None)  # the policy names the database
     # no passwords for the new users: apply fails after the database was created
-    res = run("apply", "--yes", "--dsn", dsn(db), "--policy", str(policy), "--create-database")
+    res = run("apply", "--yes", "--dsn", admin, "--policy", str(policy), "--create-database")
     assert res.returncode == 1
     assert "no password for new login user" in res.stderr
     assert not _exists(db, name)
     # an existing database is never dropped by a failed apply
     policy = _policy_file(tmp_path, db.name)
-    res = run("apply", "--yes", "--dsn", dsn(db), "--policy", str(policy), "--create-database")
+    res = run("apply", "--yes", "--dsn", admin, "--policy", str(policy), "--create-database")
     assert res.returncode == 1
     assert _exists(db, db.name)
 
@@ -303,8 +305,7 @@ def test_policy_errors_are_reported_at_once(tmp_path, db):
 
 
 def test_check_resolves_tables_of_the_policy_schema_unqualified(db, hospital):
-    _, pw = hospital
-    base = ["check", "--dsn", dsn(db), "--user", "rita", "--passwords-file", str(pw)]
+    base = ["check", "--dsn", dsn(db), "--user", "rita"]  # no password of rita's needed
     res = run(*base, "SELECT ward, avg(heart_rate) FROM vitals GROUP BY ward")
     assert res.returncode == 0, res.stdout + res.stderr
     res = run(*base, "SELECT patient_id FROM vitals")

@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 import structlog
 
+from tsaccess.cli.plan import DATABASE_RULE
 from tsaccess.cli.plan import Fail as PlanFail
 from tsaccess.cli.tools import (
     audit_command,
@@ -89,9 +90,11 @@ def _print_json(data: Any) -> None:
 
 
 def _policy(args: argparse.Namespace) -> Any:
+    """The policy of ``--policy``, for the database the command works in (the one rule)."""
+    from tsaccess.cli.plan import policy_for_database
     from tsaccess.policy import load_policy
 
-    return load_policy(args.policy)
+    return policy_for_database(args, load_policy(args.policy))
 
 
 def _admin(args: argparse.Namespace, dbname: str | None = None) -> psycopg.Connection[Any]:
@@ -193,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tsaccess",
         description="Make a TimescaleDB/PostgreSQL database safe to share.",
-        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 denied or mismatch, 4 undecided. "
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 denied or mismatch, 4 undecided or "
+        "incomplete, 130 interrupted, 141 closed pipe. Database: " + DATABASE_RULE + " "
         "Passwords: TSACCESS_PASSWORD_<USER>, --passwords-file (mode 0600) or a prompt.",
     )
     p.add_argument(
@@ -227,12 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
                 "--dsn",
                 action=_DsnAction,
                 help="libpq connection string or URI (default: PG* "
-                "variables); sslmode below require is refused"
+                "variables); sslmode below require is refused; a dbname in it names the "
+                "database (it wins over --policy's)"
                 + ("; repeat it for several databases" if policy else ""),
             )
         if policy:
             sp.add_argument(
-                "--policy", required=policy_required, type=Path, help="policy TOML file"
+                "--policy",
+                required=policy_required,
+                type=Path,
+                help="policy TOML file; the command works in the policy's database unless "
+                "--dsn names one (PGDATABASE does not override it)",
             )
             passwords_file(sp)
             sp.add_argument(
@@ -320,19 +329,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_render_init)
 
     sp = sub.add_parser(
-        "check", help="pre-flight a statement as a user (0 allowed, 3 denied, 4 undecided)"
+        "check",
+        help="would a user be refused? pre-flight a statement as that user, from your own "
+        "connection (0 allowed, 3 denied, 4 undecided); no password of the user's",
+        epilog="Database: --dbname, else " + DATABASE_RULE,
     )
     common(sp)
-    sp.add_argument("--user", required=True, help="the login user whose privileges count")
-    sp.add_argument("--role", help="the group role to scope the session to (SET ROLE)")
     sp.add_argument(
-        "--dbname", help="database to check in (default: the DSN's, PGDATABASE, the user name)"
+        "--user",
+        required=True,
+        help="the login user whose privileges count; read from the catalog through your "
+        "connection (--dsn / PG*), never by logging in as them",
     )
-    passwords_file(sp)
+    sp.add_argument("--role", help="the group role the user's session is scoped to (SET ROLE)")
+    sp.add_argument(
+        "--policy",
+        type=Path,
+        help="policy TOML file: check in its database (unless --dsn or --dbname names one)",
+    )
+    sp.add_argument("--dbname", help="database to check in (wins over --dsn's and the policy's)")
     sp.add_argument("sql", help="the statement to check (it is never run)")
     sp.set_defaults(func=cmd_check)
 
-    sp = sub.add_parser("audit", help="read the audit trail and sessions")
+    sp = sub.add_parser(
+        "audit", help="read the audit trail and sessions", epilog="Database: " + DATABASE_RULE
+    )
     sp.add_argument(
         "what",
         choices=["recent", "changes", "summary", "activity", "sessions", "roles"],
@@ -361,7 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="name of the audit table (default: the policy's audit.table, else activity_audit)",
     )
     sp.add_argument(
-        "--policy", type=Path, help="policy TOML file: read the audit schema and table from it"
+        "--policy",
+        type=Path,
+        help="policy TOML file: read the audit trail of the policy's database (unless --dsn "
+        "names one; PGDATABASE does not override it), its audit schema and table",
     )
     sp.set_defaults(func=cmd_audit)
 

@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from tsaccess.steps import AUDIT_ONLY
 
 __all__ = [
+    "DATABASE_RULE",
     "Fail",
     "Tools",
     "add_apply_options",
@@ -30,6 +31,7 @@ __all__ = [
     "approval_needed",
     "ask",
     "plan_command",
+    "policy_for_database",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -53,6 +55,39 @@ class Tools:
     passwords: Callable[..., dict[str, Any]]
     policy: Callable[[argparse.Namespace], Any]
     print_json: Callable[[Any], None]
+
+
+DATABASE_RULE = (
+    "With --policy a command works in the policy's database; a dbname written in --dsn wins "
+    "(the policy is then used in that database); PGDATABASE and libpq's default apply only "
+    "without --policy."
+)
+"""How every command picks its database (``--help``, docs/reference/cli.md)."""
+
+
+def dsn_dbname(args: argparse.Namespace) -> str | None:
+    """The database written in ``--dsn`` (explicitly), else None."""
+    try:
+        name = conninfo_to_dict(getattr(args, "dsn", None) or "").get("dbname")
+    except psycopg.ProgrammingError:
+        raise Fail("--dsn could not be parsed (not shown: it may contain a password)") from None
+    return str(name) if name else None
+
+
+def policy_for_database(args: argparse.Namespace, policy: Any) -> Any:
+    """:data:`DATABASE_RULE`: ``policy`` for the database the command works in — its own, or
+    the one ``--dsn`` names (with several targets each target names its own)."""
+    if getattr(args, "targets", None) or len(getattr(args, "dsns", None) or []) > 1:
+        return policy
+    named = dsn_dbname(args)
+    if named is None or named == policy.database:
+        return policy
+    print(
+        f"tsaccess: note: --dsn names database {named!r}: the policy (written for "
+        f"{policy.database!r}) is used there; leave dbname out of --dsn to use the policy's",
+        file=sys.stderr,
+    )
+    return policy.with_database(named)
 
 
 def maintenance_dbname(args: argparse.Namespace, policy_db: str) -> str:
