@@ -238,7 +238,17 @@ def _role_search_path(conn: psycopg.Connection[Any], login: str, role: str) -> t
     for quoted, bare in re.findall(r'\s*(?:"((?:[^"]|"")*)"|([^,\s]+))\s*(?:,|$)', text):
         name = quoted.replace('""', '"') if quoted else bare.lower()
         path.append(role if name == "$user" else name)
-    return tuple(path if "pg_catalog" in path else ["pg_catalog", *path])
+    if "pg_catalog" not in path:
+        path.insert(0, "pg_catalog")
+    # as current_schemas(): schemas that exist and the role may use, each once
+    kept = catalog_rows(
+        conn,
+        "SELECT n FROM unnest(%s::text[]) WITH ORDINALITY AS p(n, i)"
+        " JOIN pg_catalog.pg_namespace s ON s.nspname = p.n"
+        " WHERE pg_catalog.has_schema_privilege(%s, s.oid, 'USAGE') ORDER BY i",
+        (path, role),
+    )
+    return tuple(dict.fromkeys(str(r[0]) for r in kept))
 
 
 def take_snapshot_for(
