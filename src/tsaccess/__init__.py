@@ -21,6 +21,7 @@ from tsaccess.errors import (
     StandbyError,
     TargetsError,
     TsaccessError,
+    UnverifiedServerWarning,
 )
 from tsaccess.preflight import connection as _preflight  # noqa: F401  plugs connect(preflight=True)
 from tsaccess.preflight.access import my_access
@@ -48,6 +49,7 @@ __all__ = [
     "TlsStatus",
     "TsConnection",
     "TsaccessError",
+    "UnverifiedServerWarning",
     "__version__",
     "connect",
     "create_certificates",

@@ -28,11 +28,21 @@ __all__ = [
     "StandbyError",
     "TargetsError",
     "TsaccessError",
+    "UnverifiedServerWarning",
 ]
 
 
 class TsaccessError(Exception):
     """Root of every error tsaccess raises on purpose."""
+
+    __module__ = "tsaccess"
+
+
+class UnverifiedServerWarning(UserWarning):
+    """The server's certificate is not verified: the session is encrypted, but anyone between
+    client and server could pose as the server (and read the password). Issued once per
+    target (host:port) and process; filter it with ``warnings.filterwarnings("ignore",
+    category=tsaccess.UnverifiedServerWarning)`` — better, give a root certificate."""
 
     __module__ = "tsaccess"
 

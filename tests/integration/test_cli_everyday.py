@@ -255,4 +255,5 @@ def test_one_rule_picks_the_database_for_every_command(db, applied, policy_file,
         )
     finally:
         os.close(w)
-    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+    assert proc.returncode == 141, proc.stderr
+    assert all(x.startswith("tsaccess: TLS to ") for x in proc.stderr.splitlines()), proc.stderr

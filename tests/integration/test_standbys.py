@@ -334,7 +334,7 @@ def test_wait_replicas_fails_naming_the_laggard(site: Site, tmp_path: Path) -> N
             env=site.env(),
         )
         assert res.returncode == 1, res.stdout + res.stderr
-        assert res.stderr.startswith("tsaccess: error: 1 of 2 standby(s)")
+        assert "\ntsaccess: error: 1 of 2 standby(s)" in "\n" + res.stderr, res.stderr
         assert "standby2" in res.stderr and "Traceback" not in res.stderr
     finally:
         with tsaccess.connect(**laggard.params(), autocommit=True) as conn:

@@ -10,16 +10,14 @@ interactive prompt — never from a flag. Only the CLI configures logging.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import re
 import signal
 import sys
 import threading
-import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,15 @@ import structlog
 
 from tsaccess.cli.plan import DATABASE_RULE
 from tsaccess.cli.plan import Fail as PlanFail
+from tsaccess.cli.run import (
+    EXIT_DENIED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    VERIFY_EXIT,
+    run_command,
+    say,
+    show_warning,
+)
 from tsaccess.cli.tools import (
     audit_command,
     certs_command,
@@ -37,14 +44,8 @@ from tsaccess.cli.tools import (
     targets_command,
     user_params,
 )
-from tsaccess.errors import TsaccessError
 
 __all__ = ["main"]
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_UNDECIDED = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED, EXIT_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as a shell reports them
-VERIFY_EXIT = {"agree": EXIT_OK, "disagree": EXIT_DENIED, "incomplete": EXIT_UNDECIDED}
-VERIFY_EXIT["error"] = EXIT_ERROR  # a try ended in an error: nothing proved for it
 
 
 _Fail = PlanFail  # one error class for every command: a message and an exit code
@@ -97,10 +98,21 @@ def _policy(args: argparse.Namespace) -> Any:
     return policy_for_database(args, load_policy(args.policy))
 
 
-def _admin(args: argparse.Namespace, dbname: str | None = None) -> psycopg.Connection[Any]:
-    from tsaccess.client.connection import connect
+_TLS_SHOWN: set[str] = set()
 
-    return connect(args.dsn or "", dbname=dbname)
+
+def _admin(args: argparse.Namespace, dbname: str | None = None) -> psycopg.Connection[Any]:
+    """The administrator's connection; says on stderr (once per server) how it is protected:
+    the TLS version and whether the server's certificate was verified."""
+    from tsaccess.client.connection import connect
+    from tsaccess.client.tls import tls_status
+
+    conn = connect(args.dsn or "", dbname=dbname)
+    target = f"{conn.info.host}:{conn.info.port}"
+    if target not in _TLS_SHOWN:
+        _TLS_SHOWN.add(target)
+        print(f"tsaccess: TLS to {target}: {tls_status(conn)}", file=sys.stderr)
+    return conn
 
 
 def _passwords(
@@ -431,59 +443,6 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # unwinds: the throwaway server is stopped and deleted
 
 
-def _say(line: str) -> None:
-    """One line on stderr (quietly nothing if stderr is gone too)."""
-    with contextlib.suppress(OSError):
-        print(line, file=sys.stderr, flush=True)
-
-
-def _silence_stdout() -> None:
-    """The reader of stdout went away: send what is still buffered nowhere, so the interpreter's
-    last flush does not fail again (the recipe of Python's signal module documentation)."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-
-
-def _run(args: argparse.Namespace) -> int:
-    """The command, every expected error as one line and its exit status."""
-    try:
-        code: int = args.func(args)
-        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
-        return code
-    except BrokenPipeError:
-        _silence_stdout()
-        return EXIT_PIPE
-    except KeyboardInterrupt:
-        _say("tsaccess: interrupted")
-        return EXIT_INTERRUPTED
-    except PlanFail as exc:
-        _say(f"tsaccess: error: {exc}")
-        return exc.code
-    except TsaccessError as exc:
-        _say(f"tsaccess: error: {exc}")
-        return EXIT_ERROR
-    except psycopg.Error as exc:
-        msg = " ".join(str(exc).split()) or exc.__class__.__name__
-        _say(f"tsaccess: error: {msg}")
-        return EXIT_ERROR
-    except OSError as exc:  # a file or directory that cannot be read or written
-        where = f"{exc.filename}: " if exc.filename else ""
-        _say(f"tsaccess: error: {where}{exc.strerror or exc}")
-        return EXIT_ERROR
-    except Exception as exc:
-        if getattr(args, "log_level", None) == "debug":
-            traceback.print_exc()
-        msg = " ".join(str(exc).split())
-        _say(
-            f"tsaccess: internal error: {exc.__class__.__name__}: {msg} (a bug: please report "
-            "it; --log-level debug shows where)"
-        )
-        return EXIT_ERROR
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``tsaccess`` command; returns its exit status (see the module documentation)."""
     try:
@@ -493,9 +452,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
     except KeyboardInterrupt:
-        _say("tsaccess: interrupted")
+        say("tsaccess: interrupted")
         return EXIT_INTERRUPTED
-    return _run(args)
+    with warnings.catch_warnings():  # warnings as one line each (no file:line, no code)
+        warnings.showwarning = show_warning
+        return run_command(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,6 +19,7 @@ URI plus libpq keywords) and add three guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from tsaccess.client.params import (
 from tsaccess.client.pooler import autocommit_refused, check_pooler, scope_statement
 from tsaccess.client.reset import ClientState, custom_names_in
 from tsaccess.client.tls import TlsStatus, tls_status
+from tsaccess.client.trust import server_verification, warn_if_unverified
 from tsaccess.errors import InsecureConnectionError, RoleScopeError, TsaccessError
 
 __all__ = [
@@ -331,7 +333,8 @@ def _app_name(base: str | None, user: str, role: str | None) -> str:
 
 
 def _verify_tls(conn: psycopg.Connection[Any]) -> TlsStatus:
-    """Close ``conn`` and raise unless both libpq and the server report an encrypted session."""
+    """Close ``conn`` and raise unless both libpq and the server report an encrypted session;
+    the status says whether libpq verified the server (its effective ``sslmode``/``sslrootcert``)."""
     status = tls_status(conn)
     if not (conn.pgconn.ssl_in_use and status.ssl):
         conn.close()
@@ -339,7 +342,10 @@ def _verify_tls(conn: psycopg.Connection[Any]) -> TlsStatus:
             "the server reports this session as NOT encrypted although TLS was required; "
             "check the server's ssl settings and pg_hba.conf (use hostssl lines)"
         )
-    return status
+    used = {o.keyword: o.val for o in conn.pgconn.info}
+    mode, root = used.get(b"sslmode"), used.get(b"sslrootcert")
+    how = server_verification(mode.decode() if mode else "", root.decode() if root else None)
+    return dataclasses.replace(status, verified=how is not None, verification=how or "")
 
 
 def _scope_sql(role: str | None, app_name: str) -> sql.Composed:
@@ -446,6 +452,7 @@ def connect(
     pooler = check_pooler(pooler)
     if pooler is not None and autocommit:
         raise autocommit_refused(secure.user, role)
+    warn_if_unverified(secure, stacklevel=2)  # once per target: never silent
     cls = _connection_class(preflight, connection_class)
     conn = cls.connect(**_startup_params(secure, role, pooler), autocommit=autocommit, **python)
     try:

@@ -29,6 +29,7 @@ from tsaccess.client.hosts import check_host_list
 from tsaccess.client.params import secure_params, split_connection_kwargs
 from tsaccess.client.pooler import autocommit_refused, check_pooler
 from tsaccess.client.reset import ClientState, check_custom_names, reset_batch, run_reset
+from tsaccess.client.trust import warn_if_unverified
 from tsaccess.errors import TsaccessError
 
 __all__ = ["ScopedPool", "create_pool"]
@@ -206,6 +207,7 @@ def create_pool(
     pooler = check_pooler(pooler)
     if pooler is not None and autocommit:
         raise autocommit_refused(secure.user, role)
+    warn_if_unverified(secure, stacklevel=2)  # once for the pool, not per connection
     cls = _connection_class(preflight)
 
     def configure(conn: TsConnection) -> None:

@@ -178,11 +178,21 @@ class TlsStatus:
     """Cipher suite name."""
     bits: int | None
     """Key length of the cipher in bits."""
+    verified: bool | None = None
+    """The client verified the server's certificate (None: unknown, the connection was not
+    opened by tsaccess)."""
+    verification: str = ""
+    """How it was verified (``verify-full: CA and host name``...), empty when it was not."""
 
     def __str__(self) -> str:
         if not self.ssl:
             return "NOT ENCRYPTED"
-        return f"{self.version} {self.cipher} ({self.bits} bits)"
+        text = f"{self.version} {self.cipher} ({self.bits} bits)"
+        if self.verified is None:
+            return text
+        if self.verified:
+            return f"{text}, server verified ({self.verification})"
+        return f"{text}, server NOT verified (no root certificate)"
 
 
 @runtime_checkable
@@ -212,11 +222,14 @@ def tls_status(conn: psycopg.Connection[Any]) -> TlsStatus:
         ).fetchone()
     if was_idle and not conn.autocommit:
         conn.rollback()  # leave the connection as we found it
+    known = conn.verified_tls if isinstance(conn, VerifiedTls) else None
     if row is None or row[0] is None:
         # After SET ROLE to a role without the login user's privileges, pg_stat_ssl hides the
         # session's own fields: use what the server reported when tsaccess.connect() verified
         # this session, else libpq's view.
-        if isinstance(conn, VerifiedTls) and conn.verified_tls is not None:
-            return conn.verified_tls
+        if known is not None:
+            return known
         return TlsStatus(bool(conn.pgconn.ssl_in_use), None, None, None)
-    return TlsStatus(bool(row[0]), row[1], row[2], row[3])
+    if known is None:
+        return TlsStatus(bool(row[0]), row[1], row[2], row[3])
+    return TlsStatus(bool(row[0]), row[1], row[2], row[3], known.verified, known.verification)
