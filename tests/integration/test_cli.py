@@ -256,8 +256,8 @@ def test_demo_json_exits_zero(pg_server):
     assert out["matrix"]["disagreements"] == 0
     assert {"bob", "david"} <= {r["username"] for r in out["audit"] if r["operation"] == "INSERT"}
     assert all(t["ssl"] for t in out["matrix"]["tls"].values())
-    # the printed connection commands name the database the demo made
-    assert len(out["connect"]) == len(company_policy().users)
+    # the printed connection commands name the database the demo made: admin and each user
+    assert len(out["connect"]) == len(company_policy().users) + 1
     assert all(f"dbname={company_policy().database} " in line for line in out["connect"])
 
 
@@ -271,30 +271,45 @@ def test_demo_keep_leaves_a_server_the_printed_commands_reach(tmp_path):
 
     res = run("demo", "--keep", check_code=0)
     assert "Server kept running" in res.stdout
+    # the report alone: no library log line on stdout or stderr (only with --verbose)
+    assert "preflight denied" not in res.stdout + res.stderr
+    assert "[warning" not in res.stdout + res.stderr and "[info" not in res.stdout + res.stderr
+    # the auditor's view says which columns are hidden and why
+    assert "hidden from eve: time, metric_type, amount, currency, department" in res.stdout
+    assert "she may not SELECT them in financial_metrics" in res.stdout
     pwfile = Path(re.search(r"Passwords: (\S+)", res.stdout).group(1))
     workdir = pwfile.parent
     try:
-        line = next(x for x in res.stdout.splitlines() if x.strip().startswith("carol  psql"))
-        conninfo = shlex.split(line)[2]  # carol psql "<conninfo>"
         psql = shutil.which("psql") or str(find_installation().bindir / "psql")
-        got = subprocess.run(
-            [
-                psql,
-                "-X",
-                "-A",
-                "-t",
-                "-c",
-                "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                conninfo,
-            ],
-            env={**os.environ, "PGPASSFILE": str(pwfile)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert got.returncode == 0, got.stderr
-        assert got.stdout.strip() == "carol|t"
+        for who, expect in (("carol", "carol|t"), ("admin", "postgres|t")):
+            line = next(x for x in res.stdout.splitlines() if x.strip().startswith(f"{who}  psql"))
+            conninfo = shlex.split(line)[2]  # who psql "<conninfo>"
+            got = subprocess.run(
+                [
+                    psql,
+                    "-X",
+                    "-A",
+                    "-t",
+                    "-c",
+                    "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    conninfo,
+                ],
+                env={**os.environ, "PGPASSFILE": str(pwfile)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert got.returncode == 0, got.stderr
+            assert got.stdout.strip() == expect
+        # the docs, followed against the kept server as its administrator
+        exports = next(x for x in res.stdout.splitlines() if x.strip().startswith("export "))
+        env = dict(kv.split("=", 1) for kv in shlex.split(exports)[1:])
+        got = run(
+            "audit", "recent", "--policy", str(Path(__file__).parents[2] / "examples/company.toml"),
+            env=env, check_code=0,
+        )  # fmt: skip
+        assert "sensor_readings" in got.stdout
     finally:  # the kept server is ours to clean up
         stop_node(find_installation().bindir, workdir / "data", unprivileged_user(), workdir)
         shutil.rmtree(workdir, ignore_errors=True)

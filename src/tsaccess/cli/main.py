@@ -214,9 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--log-level",
-        default="warning",
+        default="error",
         choices=["debug", "info", "warning", "error"],
-        help="log messages at or above this level to stderr (default: warning)",
+        help="show the library's log lines at or above this level, on stderr (default: error: "
+        "none interleave with a command's report; info or debug show what tsaccess does)",
     )
     p.add_argument("--version", action="version", version=f"tsaccess {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
