@@ -314,7 +314,8 @@ def test_two_cli_applies_creating_the_database_at_once(db, pg_server, tmp_path, 
         f"TSACCESS_PASSWORD_{u.upper()}": f"pw-{u}-0123456789"
         for u in ("alice", "bob", "carol", "david", "eve")
     }
-    args = ["apply", "--yes", "--dsn", dsn(db), "--policy", str(policy_file), "--create-database"]
+    admin = dsn(db, dbname=None)  # the policy names the database (a dbname in --dsn would win)
+    args = ["apply", "--yes", "--dsn", admin, "--policy", str(policy_file), "--create-database"]
     results = []
     try:
         errors = _race([lambda: results.append(run(*args, env=env)) for _ in range(2)])
