@@ -305,11 +305,11 @@ def test_demo_keep_leaves_a_server_the_printed_commands_reach(tmp_path):
         # the docs, followed against the kept server as its administrator
         exports = next(x for x in res.stdout.splitlines() if x.strip().startswith("export "))
         env = dict(kv.split("=", 1) for kv in shlex.split(exports)[1:])
-        got = run(
-            "audit", "recent", "--policy", str(Path(__file__).parents[2] / "examples/company.toml"),
-            env=env, check_code=0,
-        )  # fmt: skip
+        example = str(Path(__file__).parents[2] / "examples/company.toml")
+        got = run("audit", "recent", "--policy", example, env=env, check_code=0)
         assert "sensor_readings" in got.stdout
+        got = run("apply", "--yes", "--policy", example, env=env, check_code=0)
+        assert "applied 0 statement(s)" in got.stdout or "Nothing to do" in got.stdout
     finally:  # the kept server is ours to clean up
         stop_node(find_installation().bindir, workdir / "data", unprivileged_user(), workdir)
         shutil.rmtree(workdir, ignore_errors=True)

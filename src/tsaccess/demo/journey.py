@@ -214,13 +214,13 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         if not exists:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(policy.database)))
     passwords = resolve_passwords([u.name for u in policy.users], generate=True)
-    if info.workdir is not None:  # the users' passwords, and the administrator's (kept server)
+    if info.workdir is not None:  # the users' passwords, and the administrator's (kept server),
+        # for every database of the server (apply connects to "postgres" first)
         write_pgpass(
             info.workdir / "passwords.pgpass",
             {**passwords, info.user: Secret(info.password)},
             host=info.host,
             port=info.port,
-            dbname=policy.database,
         )
     db_params = info.params(dbname=policy.database)
 
