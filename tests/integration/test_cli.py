@@ -271,15 +271,15 @@ def test_demo_keep_leaves_a_server_the_printed_commands_reach(tmp_path):
 
     res = run("demo", "--keep", check_code=0)
     assert "Server kept running" in res.stdout
-    # the report alone: no library log line on stdout or stderr (only with --verbose)
-    assert "preflight denied" not in res.stdout + res.stderr
-    assert "[warning" not in res.stdout + res.stderr and "[info" not in res.stdout + res.stderr
-    # the auditor's view says which columns are hidden and why
-    assert "hidden from eve: time, metric_type, amount, currency, department" in res.stdout
-    assert "she may not SELECT them in financial_metrics" in res.stdout
     pwfile = Path(re.search(r"Passwords: (\S+)", res.stdout).group(1))
     workdir = pwfile.parent
     try:
+        # the report alone: no library log line on stdout or stderr (only with --log-level)
+        assert "preflight denied" not in res.stdout + res.stderr
+        assert "[warning" not in res.stdout + res.stderr and "[info" not in res.stdout + res.stderr
+        # the auditor's view says which columns are hidden and why
+        assert "hidden from eve: time, metric_type, amount, currency, department" in res.stdout
+        assert "she may not SELECT them in financial_metrics" in res.stdout
         psql = shutil.which("psql") or str(find_installation().bindir / "psql")
         for who, expect in (("carol", "carol|t"), ("admin", "postgres|t")):
             line = next(x for x in res.stdout.splitlines() if x.strip().startswith(f"{who}  psql"))
