@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tsaccess.client.connection import TsConnection, _connection_class
 from tsaccess.client.reset import ClientState, ResetPlan, check_custom_names, run_reset
 from tsaccess.client.session import app_name, login_refused, pool_kwargs, prepare
+from tsaccess.client.trust import warn_if_unverified
 from tsaccess.errors import TsaccessError
 
 __all__ = ["ScopedPool", "create_pool"]
@@ -158,6 +159,7 @@ def create_pool(
     opening = prepare(
         conninfo, pool_kwargs(kwargs, params), role=role, autocommit=autocommit, pooler=pooler
     )
+    warn_if_unverified(opening.secure, stacklevel=2)  # once for the pool, not per connection
     cls = _connection_class(preflight)
 
     def configure(conn: TsConnection) -> None:
