@@ -92,6 +92,76 @@ GRANT SELECT ON TABLE "public"."sensor_readings" TO "finance_users";
 GRANT SELECT ON TABLE "public"."financial_metrics" TO "department_managers";
 -- grant DELETE, INSERT, SELECT, UPDATE on table financial_metrics to finance_users
 GRANT DELETE, INSERT, SELECT, UPDATE ON TABLE "public"."financial_metrics" TO "finance_users";
+-- revoke EXECUTE from PUBLIC on the TimescaleDB routines that change data, chunks or jobs without their own check, or that only TimescaleDB's internals call (derived on the server once the extension exists)
+DO  E'DECLARE rt record; BEGIN PERFORM pg_catalog.set_config(''jit'', ''off'', true); FOR rt IN SELECT * FROM (
+WITH RECURSIVE
+ext AS (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = ''timescaledb''),
+members AS (
+  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d, ext
+  WHERE d.refclassid = ''pg_catalog.pg_extension''::pg_catalog.regclass AND d.refobjid = ext.oid
+    AND d.deptype = ''e''),
+surface AS (
+  SELECT p.oid, n.nspname, p.proname, p.prokind, l.lanname, p.prosrc, p.proowner, p.proacl,
+         pg_catalog.oidvectortypes(p.proargtypes) AS args, p.prorettype,
+         n.nspname = ANY (ARRAY[''_timescaledb_functions'', ''_timescaledb_internal'', ''timescaledb_experimental'']::text[]) AS internal
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  WHERE n.nspname = ANY (ARRAY[''_timescaledb_functions'', ''_timescaledb_internal'', ''timescaledb_experimental'']::text[])
+     OR p.oid IN (SELECT objid FROM members WHERE classid = ''pg_catalog.pg_proc''::pg_catalog.regclass)),
+calls AS (
+  SELECT o.oid AS caller, i.oid AS callee
+  FROM surface o JOIN surface i ON i.internal AND i.oid <> o.oid
+   AND pg_catalog.strpos(o.prosrc, i.proname) > 0
+   AND o.prosrc OPERATOR(pg_catalog.~*)
+       (i.nspname OPERATOR(pg_catalog.||) ''\\s*\\.\\s*"?'' OPERATOR(pg_catalog.||) i.proname
+        OPERATOR(pg_catalog.||) ''"?\\s*\\('')
+  WHERE o.lanname IN (''sql'', ''plpgsql'')),
+aggregate_views AS (
+  SELECT pg_catalog.to_regclass(pg_catalog.format(''%I.%I'', x.s, x.v)) AS rel
+  FROM _timescaledb_catalog.continuous_agg ca,
+  LATERAL (VALUES (ca.user_view_schema, ca.user_view_name),
+                  (ca.partial_view_schema, ca.partial_view_name),
+                  (ca.direct_view_schema, ca.direct_view_name)) x(s, v)),
+keep AS (
+  SELECT d.refobjid AS oid, ''used by view '' || r.ev_class::pg_catalog.regclass::text AS why
+  FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+  WHERE d.classid = ''pg_catalog.pg_rewrite''::pg_catalog.regclass
+    AND d.refclassid = ''pg_catalog.pg_proc''::pg_catalog.regclass
+    AND d.refobjid IN (SELECT oid FROM surface WHERE internal)
+    AND (r.ev_class IN (SELECT objid FROM members
+                        WHERE classid = ''pg_catalog.pg_class''::pg_catalog.regclass)
+         OR r.ev_class IN (SELECT rel FROM aggregate_views))
+  UNION SELECT c.callee, ''called by '' || c.caller::pg_catalog.regprocedure::text
+  FROM calls c JOIN surface o ON o.oid = c.caller AND NOT o.internal
+  UNION SELECT c.callee, ''called by '' || c.caller::pg_catalog.regprocedure::text
+  FROM keep k JOIN calls c ON c.caller = k.oid),
+job AS (
+  SELECT s.oid, ''job entry point'' AS why FROM surface s
+  WHERE s.nspname = ''_timescaledb_functions''
+    AND (s.args = ''integer, jsonb'' OR (s.prokind = ''f'' AND s.args = ''jsonb''
+         AND s.prorettype = ''pg_catalog.void''::pg_catalog.regtype))
+  UNION SELECT pg_catalog.to_regprocedure(pg_catalog.format(''%I.%I(integer, jsonb)'',
+                 j.proc_schema, j.proc_name))::oid, ''job '' || j.id
+  FROM _timescaledb_config.bgw_job j
+  UNION SELECT pg_catalog.to_regprocedure(pg_catalog.format(''%I.%I(jsonb)'',
+                 j.check_schema, j.check_name))::oid, ''check of job '' || j.id
+  FROM _timescaledb_config.bgw_job j WHERE j.check_name IS NOT NULL
+  UNION SELECT c.callee, ''called by '' || c.caller::pg_catalog.regprocedure::text
+  FROM job k JOIN calls c ON c.caller = k.oid)
+SELECT s.nspname::text, s.proname::text, s.args, s.prokind::text, s.internal,
+  pg_catalog.pg_get_userbyid(s.proowner)::text,
+  (SELECT pg_catalog.array_agg(ARRAY[CASE WHEN a.grantee = 0 THEN ''PUBLIC''
+          ELSE pg_catalog.pg_get_userbyid(a.grantee) END, a.privilege_type])
+   FROM pg_catalog.aclexplode(coalesce(s.proacl, pg_catalog.acldefault(''f'', s.proowner))) a
+   WHERE a.grantee <> s.proowner),
+  CASE WHEN s.internal THEN (SELECT pg_catalog.string_agg(DISTINCT k.why, ''; '' ORDER BY k.why)
+                             FROM keep k WHERE k.oid = s.oid)
+       WHEN s.proname <> ALL (ARRAY[''add_job'', ''get_telemetry_report'']::text[]) THEN ''public API'' END,
+  (SELECT pg_catalog.string_agg(DISTINCT k.why, ''; '' ORDER BY k.why) FROM job k
+   WHERE k.oid = s.oid)
+FROM surface s
+) d(schema, name, args, kind, internal, owner, grants, keep, job) LOOP IF rt.keep IS NULL THEN EXECUTE pg_catalog.format(''REVOKE EXECUTE ON ROUTINE %I.%I(%s) FROM PUBLIC'', rt.schema, rt.name, rt.args); END IF; END LOOP; END';
 -- create function tsaccess_chunk_acl(): new chunks: no writes, nothing for sliced roles
 CREATE OR REPLACE FUNCTION "public"."tsaccess_chunk_acl"() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS '
 DECLARE

@@ -15,7 +15,15 @@ from tsaccess._render import html_table, text_table
 from tsaccess.client.tls import TlsStatus
 from tsaccess.policy import TABLE_PRIVILEGES
 
-__all__ = ["DATABASE_OBJECT", "LEGEND", "SCHEMA_OBJECT", "UNTRIED_DETAIL", "AccessMatrix", "Cell"]
+__all__ = [
+    "DATABASE_OBJECT",
+    "LEGEND",
+    "ROUTINES_OBJECT",
+    "SCHEMA_OBJECT",
+    "UNTRIED_DETAIL",
+    "AccessMatrix",
+    "Cell",
+]
 
 UNTRIED_DETAIL = "no password available for this user"
 LEGEND = (
@@ -24,13 +32,16 @@ LEGEND = (
 )
 DATABASE_OBJECT = "<database>"
 SCHEMA_OBJECT = "<schema>"
+ROUTINES_OBJECT = "<timescaledb routines>"
+"""EXECUTE on any TimescaleDB routine revoked from PUBLIC (:mod:`tsaccess.verify.routines`)."""
 
 
 @dataclass(frozen=True)
 class Cell:
     user: str
     object: str
-    """A managed table, ``<database>`` (CONNECT) or ``<schema>`` (CREATE)."""
+    """A managed table, ``<database>`` (CONNECT), ``<schema>`` (CREATE) or
+    ``<timescaledb routines>`` (EXECUTE)."""
     privilege: str
     expected: bool
     catalog: bool
@@ -84,7 +95,11 @@ class AccessMatrix:
         for u in users:
             for o in objects:
                 row, cls = [u, o], ["", ""]
-                special = {DATABASE_OBJECT: "CONNECT", SCHEMA_OBJECT: "CREATE"}.get(o)
+                special = {
+                    DATABASE_OBJECT: "CONNECT",
+                    SCHEMA_OBJECT: "CREATE",
+                    ROUTINES_OBJECT: "EXECUTE",
+                }.get(o)
                 for p in TABLE_PRIVILEGES:
                     # CONNECT / CREATE are shown in the first column of their object's row
                     key = (u, o, special) if special and p == "SELECT" else (u, o, p)
@@ -119,7 +134,8 @@ class AccessMatrix:
                 r[0],
                 r[1]
                 .replace(DATABASE_OBJECT, "database (CONNECT)")
-                .replace(SCHEMA_OBJECT, f"schema {self.schema} (CREATE)"),
+                .replace(SCHEMA_OBJECT, f"schema {self.schema} (CREATE)")
+                .replace(ROUTINES_OBJECT, "TimescaleDB routines revoked from PUBLIC (EXECUTE)"),
                 *r[2:],
             ]
             for r in rows

@@ -48,6 +48,7 @@ from tsaccess.verify.matrix import (
     AccessMatrix,
     Cell,
 )
+from tsaccess.verify.routines import routine_cell, routine_probe
 from tsaccess.verify.timescale import ExtraObject, timescale_objects
 
 __all__ = ["AccessMatrix", "Cell", "verify"]
@@ -218,6 +219,8 @@ def verify(
     extras = timescale_objects(admin, policy)
     admin.rollback()
     catalog_extra = _extra_cells(admin, extras, users)
+    routines = routine_probe(admin, users)
+    admin.rollback()
     last_col = {name: info.columns[-1].name for name, info in cat.tables.items() if info.columns}
     column_granted = {t for r in policy.roles for t, _, _ in r.column_grants}
     all_cols = {
@@ -335,6 +338,8 @@ def verify(
                             error=actual is None and conn is not None,
                         )
                     )
+            if routines is not None:
+                cells.append(routine_cell(conn, user, routines, connect_detail))
             if read_only:
                 continue
             actual_create: bool | None = None if pw is None else False
