@@ -34,10 +34,12 @@ import psycopg
 __all__ = [
     "DERIVE_SQL",
     "INTERNAL_SCHEMAS",
+    "ROW_COLUMNS",
     "UNCHECKED_API",
     "RoutineInfo",
     "derive_sql",
     "read_routines",
+    "routines_from",
 ]
 
 INTERNAL_SCHEMAS = ("_timescaledb_functions", "_timescaledb_internal", "timescaledb_experimental")
@@ -105,19 +107,21 @@ job AS (
                  j.check_schema, j.check_name))::oid, 'check of job ' || j.id
   FROM _timescaledb_config.bgw_job j WHERE j.check_name IS NOT NULL
   UNION SELECT c.callee, 'called by ' || c.caller::pg_catalog.regprocedure::text
-  FROM job k JOIN calls c ON c.caller = k.oid)
+  FROM job k JOIN calls c ON c.caller = k.oid),
+keep_why AS (
+  SELECT oid, pg_catalog.string_agg(DISTINCT why, '; ' ORDER BY why) AS why FROM keep GROUP BY oid),
+job_why AS (
+  SELECT oid, pg_catalog.string_agg(DISTINCT why, '; ' ORDER BY why) AS why FROM job GROUP BY oid)
 SELECT s.nspname::text, s.proname::text, s.args, s.prokind::text, s.internal,
   pg_catalog.pg_get_userbyid(s.proowner)::text,
   (SELECT pg_catalog.array_agg(ARRAY[CASE WHEN a.grantee = 0 THEN 'PUBLIC'
           ELSE pg_catalog.pg_get_userbyid(a.grantee) END, a.privilege_type])
    FROM pg_catalog.aclexplode(coalesce(s.proacl, pg_catalog.acldefault('f', s.proowner))) a
    WHERE a.grantee <> s.proowner),
-  CASE WHEN s.internal THEN (SELECT pg_catalog.string_agg(DISTINCT k.why, '; ' ORDER BY k.why)
-                             FROM keep k WHERE k.oid = s.oid)
+  CASE WHEN s.internal THEN k.why
        WHEN s.proname <> ALL ({unchecked}) THEN 'public API' END,
-  (SELECT pg_catalog.string_agg(DISTINCT k.why, '; ' ORDER BY k.why) FROM job k
-   WHERE k.oid = s.oid)
-FROM surface s
+  j.why
+FROM surface s LEFT JOIN keep_why k ON k.oid = s.oid LEFT JOIN job_why j ON j.oid = s.oid
 """
 """The surface and the rule in one query; ``{internal}`` and ``{unchecked}`` are ``text[]``
 literals (:func:`derive_sql`)."""
@@ -165,31 +169,43 @@ class RoutineInfo:
         return ("PUBLIC", "EXECUTE") in self.grants
 
 
+ROW_COLUMNS = "d(schema, name, args, kind, internal, owner, grants, keep, job)"
+"""Names for :data:`DERIVE_SQL`'s columns (``SELECT ... FROM (<derive_sql()>) <ROW_COLUMNS>``)."""
+
+
+def routines_from(rows: Any) -> tuple[RoutineInfo, ...]:
+    """:class:`RoutineInfo` from :data:`DERIVE_SQL`'s rows (tuples, or JSON objects named as in
+    :data:`ROW_COLUMNS`), in a stable order."""
+    out: list[RoutineInfo] = []
+    for r in rows or ():
+        v = [r[k] for k in _KEYS] if isinstance(r, dict) else list(r)
+        out.append(
+            RoutineInfo(
+                v[0],
+                v[1],
+                v[2],
+                v[3],
+                bool(v[4]),
+                v[5],
+                frozenset((g, p) for g, p in v[6] or ()),
+                v[7],
+                v[8],
+            )
+        )
+    return tuple(sorted(out, key=lambda r: (not r.internal, r.schema, r.name, r.args)))
+
+
+_KEYS = ("schema", "name", "args", "kind", "internal", "owner", "grants", "keep", "job")
+
+
 def read_routines(conn: psycopg.Connection[Any]) -> tuple[RoutineInfo, ...]:
     """TimescaleDB's routines and the rule's verdict on each (empty without the extension).
 
-    One query, with JIT off until the end of the transaction (compiling it takes seconds)."""
+    The plan reads the same through :func:`tsaccess.catalog.read_timescale`."""
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
         (present,) = cur.execute(
             "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'timescaledb')"
         ).fetchone() or (False,)
         if not present:
             return ()
-        with conn.transaction():
-            cur.execute("SET LOCAL jit = off")
-            rows = cur.execute(derive_sql().encode()).fetchall()
-    out = [
-        RoutineInfo(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            bool(r[4]),
-            r[5],
-            frozenset((g, p) for g, p in r[6] or ()),
-            r[7],
-            r[8],
-        )
-        for r in rows
-    ]
-    return tuple(sorted(out, key=lambda r: (not r.internal, r.schema, r.name, r.args)))
+        return routines_from(cur.execute(derive_sql().encode()).fetchall())

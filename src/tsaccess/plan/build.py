@@ -17,7 +17,6 @@ from psycopg import sql
 from tsaccess.audit.ddl import audit_steps
 from tsaccess.audit.retention import retention_steps
 from tsaccess.catalog import CatalogSnapshot
-from tsaccess.catalog.routines import RoutineInfo
 from tsaccess.catalog.timescale import TimescaleCatalog
 from tsaccess.errors import PolicyError
 from tsaccess.passwords import Secret
@@ -47,7 +46,6 @@ def build_steps(
     drop_tables: bool = False,
     tsc: TimescaleCatalog | None = None,
     generated: dict[str, Secret] | None = None,
-    routines: tuple[RoutineInfo, ...] | None = None,
 ) -> tuple[list[Step], list[str]]:
     """The steps that bring ``cat`` (None: an empty database) to ``policy``, in phase order,
     and the warnings met on the way."""
@@ -81,7 +79,7 @@ def build_steps(
     defaults = default_privilege_steps(policy, cat)
     audit = audit_steps(policy, cat, timescaledb)
     acl_security = [s for s in acl if s.phase == "security"]
-    acl_security += routine_steps(policy, cat, routines, timescaledb)
+    acl_security += routine_steps(policy, cat, tsc.routines if tsc else None, timescaledb)
     acl_audit = [s for s in acl if s.phase == "audit"]
     pruned = (
         prune_steps(policy, cat, prune, warnings, drop_roles=drop_roles, drop_tables=drop_tables)

@@ -24,7 +24,6 @@ import psycopg
 
 from tsaccess._log import get_logger
 from tsaccess.catalog import CatalogSnapshot, read_catalog
-from tsaccess.catalog.routines import read_routines
 from tsaccess.catalog.timescale import read_timescale
 from tsaccess.client.topology import ReplicaState, current_lsn, require_primary
 from tsaccess.client.topology import wait_replicas as wait_replicas_
@@ -143,7 +142,6 @@ def plan(
     _refuse_admin(policy, {str(current[1]), str(current[2])})
     cat = read_catalog(conn, policy.schema, policy.audit.data_schema)
     tsc = read_timescale(conn, policy.schema, timescaledb=cat.timescaledb)
-    routines = read_routines(conn) if cat.timescaledb else ()
     ts, warnings = timescaledb_decision(policy, cat)
     if phases is not None:
         if "schema" not in phases:
@@ -165,7 +163,6 @@ def plan(
         drop_tables=drop_removed_tables,
         tsc=tsc,
         generated=generated,
-        routines=routines,
     )
     if phases is not None:
         steps = [s for s in steps if s.phase in phases]
@@ -177,7 +174,7 @@ def plan(
         tuple(steps),
         tuple(warnings + more),
         ts,
-        cat.queries + tsc.queries + 1 + bool(routines),
+        cat.queries + tsc.queries + 1,
         fingerprint=digest(cat, dataclasses.replace(pinfo, rows={}), skip=frozenset({"queries"})),
         logins=frozenset(
             {u.name for u in policy.users} | {n for n, r in cat.roles.items() if r.login}

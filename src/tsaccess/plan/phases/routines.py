@@ -99,9 +99,7 @@ def _runtime_step(owners: list[str]) -> Step:
         " owner, grants, keep, job) LOOP"
         " IF rt.keep IS NULL THEN EXECUTE pg_catalog.format("
         "'REVOKE EXECUTE ON ROUTINE %I.%I(%s) FROM PUBLIC', rt.schema, rt.name, rt.args);"
-        " END IF;"
-        + grant
-        + " END LOOP; END"
+        " END IF;" + grant + " END LOOP; END"
     )
     return Step(
         sql.SQL("DO {}").format(sql.Literal(body)),
