@@ -120,7 +120,10 @@ SELECT s.nspname::text, s.proname::text, s.args, s.prokind::text, s.internal,
    WHERE a.grantee <> s.proowner),
   CASE WHEN s.internal THEN k.why
        WHEN s.proname <> ALL ({unchecked}) THEN 'public API' END,
-  j.why
+  j.why,
+  EXISTS (SELECT FROM pg_catalog.aclexplode(coalesce(s.proacl,
+          pg_catalog.acldefault('f', s.proowner))) a
+          WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
 FROM surface s LEFT JOIN keep_why k ON k.oid = s.oid LEFT JOIN job_why j ON j.oid = s.oid
 """
 """The surface and the rule in one query; ``{internal}`` and ``{unchecked}`` are ``text[]``
@@ -169,7 +172,7 @@ class RoutineInfo:
         return ("PUBLIC", "EXECUTE") in self.grants
 
 
-ROW_COLUMNS = "d(schema, name, args, kind, internal, owner, grants, keep, job)"
+ROW_COLUMNS = "d(schema, name, args, kind, internal, owner, grants, keep, job, public)"
 """Names for :data:`DERIVE_SQL`'s columns (``SELECT ... FROM (<derive_sql()>) <ROW_COLUMNS>``)."""
 
 
@@ -195,7 +198,7 @@ def routines_from(rows: Any) -> tuple[RoutineInfo, ...]:
     return tuple(sorted(out, key=lambda r: (not r.internal, r.schema, r.name, r.args)))
 
 
-_KEYS = ("schema", "name", "args", "kind", "internal", "owner", "grants", "keep", "job")
+_KEYS = ("schema", "name", "args", "kind", "internal", "owner", "grants", "keep", "job", "public")
 
 
 def read_routines(conn: psycopg.Connection[Any]) -> tuple[RoutineInfo, ...]:

@@ -13,8 +13,9 @@ the job entry points and ``add_job``. Everything else owners called before (``fr
 superuser grants it to (``GRANT EXECUTE ON FUNCTION ... TO <owner>``; tsaccess leaves grants to
 roles outside the policy alone).
 
-A plan that creates the extension cannot read its routines yet: one ``DO`` step runs the same
-rule on the server when the extension exists.
+A plan that creates the extension cannot read its routines yet, and one that creates a
+continuous aggregate makes the rule keep what the aggregate's views call: there, one ``DO``
+step after the TimescaleDB phase runs the same rule on the server.
 
 See ``docs/timescaledb.md`` ("TimescaleDB's functions").
 """
@@ -26,11 +27,12 @@ from collections.abc import Iterable
 from psycopg import sql
 
 from tsaccess.catalog import CatalogSnapshot
-from tsaccess.catalog.routines import RoutineInfo, derive_sql
+from tsaccess.catalog.routines import ROW_COLUMNS, RoutineInfo, derive_sql
+from tsaccess.catalog.timescale import TimescaleCatalog
 from tsaccess.policy import Policy
 from tsaccess.steps import Step, role_ident
 
-__all__ = ["ROUTINES_OBJECT", "routine_owners", "routine_steps"]
+__all__ = ["ROUTINES_OBJECT", "routine_owners", "routine_runtime_steps", "routine_steps"]
 
 ROUTINES_OBJECT = "TimescaleDB routines"
 _SHOWN = 6
@@ -82,50 +84,84 @@ def _step(verb: str, routines: list[RoutineInfo], who: str, why: str) -> Step:
     )
 
 
-def _runtime_step(owners: list[str]) -> Step:
-    """The rule run on the server (the extension is created by this plan)."""
+def _runtime_step(owners: list[str], why: str) -> Step:
+    """The rule run on the server when the step runs (after the objects this plan creates)."""
     grant = ""
     if owners:
         who = ", ".join(sql.Identifier(o).as_string(None) for o in owners)
         grant = (
-            " IF rt.job IS NOT NULL OR (NOT rt.internal AND rt.name = 'add_job') THEN"
+            " IF rt.keep IS NULL AND (rt.job IS NOT NULL OR (NOT rt.internal"
+            " AND rt.name = 'add_job')) THEN"
             " EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %I.%I(%s) TO "
             + who.replace("%", "%%").replace("'", "''")
             + "', rt.schema, rt.name, rt.args); END IF;"
         )
     body = (
-        "DECLARE rt record; BEGIN PERFORM pg_catalog.set_config('jit', 'off', true);"
-        " FOR rt IN SELECT * FROM (" + derive_sql() + ") d(schema, name, args, kind, internal,"
-        " owner, grants, keep, job) LOOP"
-        " IF rt.keep IS NULL THEN EXECUTE pg_catalog.format("
+        "DECLARE rt record; BEGIN"
+        " FOR rt IN SELECT * FROM (" + derive_sql() + ") " + ROW_COLUMNS + " LOOP"
+        " IF rt.keep IS NULL AND rt.public THEN"
+        " EXECUTE pg_catalog.format("
         "'REVOKE EXECUTE ON ROUTINE %I.%I(%s) FROM PUBLIC', rt.schema, rt.name, rt.args);"
+        " ELSIF rt.keep IS NOT NULL AND NOT rt.public THEN"
+        " EXECUTE pg_catalog.format("
+        "'GRANT EXECUTE ON ROUTINE %I.%I(%s) TO PUBLIC', rt.schema, rt.name, rt.args);"
         " END IF;" + grant + " END LOOP; END"
     )
     return Step(
         sql.SQL("DO {}").format(sql.Literal(body)),
-        "revoke EXECUTE from PUBLIC on the TimescaleDB routines that change data, chunks or "
-        "jobs without their own check, or that only TimescaleDB's internals call (derived "
-        "on the server once the extension exists)",
+        "EXECUTE on TimescaleDB's routines by the rule, derived on the server after "
+        + why
+        + " (PUBLIC keeps what normal use calls, owners their jobs' entry points)",
         "security",
-        action="revoke",
+        action="change",
         object=ROUTINES_OBJECT,
     )
+
+
+def routine_runtime_steps(
+    policy: Policy,
+    cat: CatalogSnapshot | None,
+    tsc: TimescaleCatalog | None,
+    timescaledb: bool,
+) -> list[Step]:
+    """The rule once more on the server, after the TimescaleDB phase, when this plan creates
+    what changes it: the extension (its routines do not exist at plan time) or a continuous
+    aggregate (its views use routines such as ``cagg_watermark``)."""
+    extension_now = cat is not None and cat.timescaledb
+    if (not timescaledb and not extension_now) or (cat is not None and not cat.superuser):
+        return []
+    if not extension_now:
+        return [_runtime_step(routine_owners(policy, cat), "the extension is created")]
+    live = tsc.aggregates if tsc else {}
+    new = [a.name for a in policy.aggregates if a.name not in live]
+    if new:
+        return [_runtime_step(routine_owners(policy, cat), "creating " + ", ".join(new))]
+    return []
 
 
 def routine_steps(
     policy: Policy,
     cat: CatalogSnapshot | None,
     routines: tuple[RoutineInfo, ...] | None,
-    timescaledb: bool,
+    warnings: list[str],
 ) -> list[Step]:
-    """Steps that bring EXECUTE on TimescaleDB's routines to the rule.
-
-    ``routines`` None or empty with ``timescaledb``: the extension is created by this plan (or
-    the database is not there yet): the rule runs on the server (:func:`_runtime_step`)."""
+    """Steps that bring EXECUTE on TimescaleDB's routines to the rule, as read in the catalog
+    (None or empty: no extension yet; :func:`routine_runtime_steps` covers it). Only the
+    routines' owner (the superuser who created the extension) or a superuser can change their
+    privileges: others get a warning."""
     owners = routine_owners(policy, cat)
     if not routines:
-        extension_now = cat is not None and cat.timescaledb
-        return [_runtime_step(owners)] if timescaledb and not extension_now else []
+        return []
+    if cat is not None and not cat.superuser:
+        mine = tuple(r for r in routines if r.owner == cat.current_user)
+        open_ = [r for r in routines if r.keep is None and r.public and r not in mine]
+        if open_:
+            warnings.append(
+                f"not a superuser: {len(open_)} TimescaleDB routine(s) that change data, chunks "
+                f"or jobs unchecked ({_names(open_)}) stay executable by PUBLIC (their owner is "
+                f"{open_[0].owner}); run tsaccess apply once as a superuser"
+            )
+        routines = mine
     steps: list[Step] = []
     revoke = [r for r in routines if r.keep is None and r.public]
     if revoke:
