@@ -21,6 +21,7 @@ from tsaccess.catalog.timescale import TimescaleCatalog
 from tsaccess.errors import PolicyError
 from tsaccess.passwords import Secret
 from tsaccess.plan.phases.acl import acl_steps, column_grant_steps, default_privilege_steps
+from tsaccess.plan.phases.chunks import chunk_steps
 from tsaccess.plan.phases.markers import marker_steps
 from tsaccess.plan.phases.prune import PruneInfo, prune_steps
 from tsaccess.plan.phases.roles import role_steps, settings_steps
@@ -92,6 +93,10 @@ def build_steps(
     timescale += timescale_steps(policy, cat, tsc, timescaledb, warnings)
     timescale += retention_steps(policy, cat, tsc, timescaledb, warnings)
     timescale = [_with_object(policy, s) for s in timescale]
+    repaired = frozenset(
+        s.object.removeprefix("table ") for s in timescale if s.object and " on chunk " in s.summary
+    )
+    timescale += chunk_steps(policy, cat, tsc, timescaledb, repaired)
     timescale += routine_runtime_steps(policy, cat, tsc, timescaledb)
     return [
         *schema,
