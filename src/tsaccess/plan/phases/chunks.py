@@ -241,10 +241,8 @@ def _storage_steps(
                 "security",
             )
         )
-    if info is None:  # born with the schema's default privileges
-        have = set(cat.default_acl) if cat else set()
-    else:
-        have = {g for g in info.acl if g[0] != info.owner}
+    born = set(cat.default_acl) if cat else set()  # a new table gets the default privileges
+    have = born if info is None else {g for g in info.acl if g[0] != info.owner}
     steps += grant_steps(table, CHUNK_STATE_TABLE, "TABLE", have, set(), "security")
     seq = sql.Identifier(policy.schema, CHUNK_MARK_SEQUENCE)
     mark = tsc.chunk_mark if tsc else None
