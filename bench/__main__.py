@@ -12,6 +12,7 @@ import json
 import time
 
 from bench.audit import bench_audit
+from bench.chunks import bench_chunks
 from bench.common import RESULTS
 from bench.connections import bench_connections
 from bench.plan import bench_plan
@@ -23,6 +24,7 @@ SUBJECTS = {
     "audit": bench_audit,
     "preflight": bench_preflight,
     "plan": bench_plan,
+    "chunks": bench_chunks,
 }
 
 
