@@ -199,3 +199,51 @@ def test_a_chunk_made_without_a_write_is_closed_by_the_next_fix_and_by_apply(ts)
         apply(conn, ts.policy, passwords=ts.passwords)
         assert not plan(conn, ts.policy)
     assert _leaks(ts) == []
+
+
+def test_retention_with_a_frozen_chunk_drops_and_audits_the_others_and_reports_it(ts):
+    """A frozen chunk (drop_chunks skips it silently) no longer wedges the job: the others are
+    dropped and recorded, the frozen one is recorded as kept, and the job succeeds."""
+    with ts.db.admin() as conn:
+        conn.execute(
+            "INSERT INTO sensor_readings (time, sensor_id) SELECT t, 's' FROM unnest(ARRAY["
+            " now() - interval '600 days', now() - interval '500 days', now() - interval"
+            " '420 days', now() - interval '1 day']) t"
+        )
+        conn.commit()
+        old = [
+            r[0]
+            for r in conn.execute(
+                "SELECT format('%I.%I', chunk_schema, chunk_name) FROM"
+                " timescaledb_information.chunks WHERE hypertable_name = 'sensor_readings'"
+                " AND range_end <= now() - interval '365 days' ORDER BY range_start"
+            )
+        ]
+        assert len(old) == 3
+        conn.execute("SELECT _timescaledb_functions.freeze_chunk(%s)", (old[1],))
+        (job,) = conn.execute(
+            "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'tsaccess_retention'"
+        ).fetchone()
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("CALL run_job(%s)", (job,))
+        left = {
+            r[0]
+            for r in conn.execute(
+                "SELECT format('%I.%I', chunk_schema, chunk_name) FROM"
+                " timescaledb_information.chunks WHERE hypertable_name = 'sensor_readings'"
+            )
+        }
+        rows = conn.execute(
+            "SELECT operation, description, row_count FROM activity_audit"
+            " WHERE operation IN ('DROP CHUNK', 'KEEP CHUNK') ORDER BY id"
+        ).fetchall()
+        conn.execute("CALL run_job(%s)", (job,))  # and again: still no wedge
+    assert old[1] in left and not {old[0], old[2]} & left
+    assert sorted((op, n) for op, _, n in rows) == [
+        ("DROP CHUNK", 1),
+        ("DROP CHUNK", 1),
+        ("KEEP CHUNK", 1),
+    ]
+    kept = next(d for op, d, _ in rows if op == "KEEP CHUNK")
+    assert old[1] in kept and "frozen" in kept and f"retention job {job}" in kept
