@@ -45,7 +45,8 @@ EVENT_TRIGGER = "tsaccess_chunk_drops"
 
 _DROP_BODY = """
   INSERT INTO {audit} (username, operation, table_name, description, effective_role, txid,
-                       client_addr, application_name, actor, request_id, row_count)
+                       client_addr, application_name, actor, request_id, row_count,
+                       client_asserted)
   VALUES (session_user, 'DROP CHUNK', hypertable,
           'DROP CHUNK ' || chunk || ' [' || coalesce(range_start, '?') || ', '
             || coalesce(range_end, '?') || ')'
@@ -55,12 +56,13 @@ _DROP_BODY = """
           pg_catalog.txid_current(), pg_catalog.inet_client_addr(),
           nullif(pg_catalog.current_setting('application_name'), ''),
           CASE WHEN job IS NULL THEN NULL ELSE 'tsaccess retention job ' || job END,
-          NULL, rows)
+          NULL, rows, pg_catalog.current_setting('application_name') <> '')
 """
 
 _KEEP_BODY = """
   INSERT INTO {audit} (username, operation, table_name, description, effective_role, txid,
-                       client_addr, application_name, actor, request_id, row_count)
+                       client_addr, application_name, actor, request_id, row_count,
+                       client_asserted)
   VALUES (session_user, 'KEEP CHUNK', hypertable,
           'KEEP CHUNK ' || chunk || ' [' || coalesce(range_start, '?') || ', '
             || coalesce(range_end, '?') || ') not dropped by retention job ' || job || ': '
@@ -68,7 +70,8 @@ _KEEP_BODY = """
           coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text),
           pg_catalog.txid_current(), pg_catalog.inet_client_addr(),
           nullif(pg_catalog.current_setting('application_name'), ''),
-          'tsaccess retention job ' || job, NULL, rows)
+          'tsaccess retention job ' || job, NULL, rows,
+          pg_catalog.current_setting('application_name') <> '')
 """
 
 # Chunks in the window: frozen ones (status bit 4: drop_chunks skips them without a word) are
