@@ -38,7 +38,7 @@ from tsaccess.client.params import (
     without_login,
 )
 from tsaccess.client.pooler import autocommit_refused, check_pooler, scope_statement
-from tsaccess.client.reset import ClientState, custom_names_in
+from tsaccess.client.reset import ClientState, custom_names_in, maybe_sets
 from tsaccess.client.tls import TlsStatus, tls_status
 from tsaccess.errors import InsecureConnectionError, RoleScopeError, TsaccessError
 
@@ -123,7 +123,7 @@ class TsConnection(psycopg.Connection[Any]):
 
     def note_custom_settings(self, text: str) -> None:
         """Note the custom settings ``text`` may create (called by :class:`TsCursor`)."""
-        if "set" in text or "SET" in text or "Set" in text:
+        if maybe_sets(text):  # any case, or escapes that could spell set_config
             names, unknown = custom_names_in(text)
             self.custom_seen |= names
             self.custom_unknown |= unknown
