@@ -234,6 +234,7 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
                     passwords=pw,
                     generate_passwords=gen is not None,
                     before_commit=write_generated if gen is not None else None,
+                    allow_cluster_changes=getattr(args, "allow_cluster_changes", False),
                 )
         else:
             with tools.admin(args, policy.database) as conn:
@@ -260,6 +261,7 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
                     wait_replicas=getattr(args, "wait_replicas", None),
                     generate_passwords=gen is not None,
                     before_commit=write_generated if gen is not None else None,
+                    allow_cluster_changes=getattr(args, "allow_cluster_changes", False),
                     **opts,
                 )
     except BaseException as exc:
@@ -369,4 +371,10 @@ def add_apply_options(sp: argparse.ArgumentParser) -> None:
     _prune_flags(sp)
     sp.add_argument(
         "--yes", "-y", action="store_true", help="do not ask for confirmation on a terminal"
+    )
+    sp.add_argument(
+        "--allow-cluster-changes",
+        action="store_true",
+        help="apply even when the plan changes roles (attributes, memberships, passwords) that "
+        "the policies of other databases of the cluster also manage (refused by default)",
     )
