@@ -247,3 +247,59 @@ def test_retention_with_a_frozen_chunk_drops_and_audits_the_others_and_reports_i
     ]
     kept = next(d for op, d, _ in rows if op == "KEEP CHUNK")
     assert old[1] in kept and "frozen" in kept and f"retention job {job}" in kept
+
+
+def _estimates(company: Company, user: str, values: list[str]) -> list[int]:
+    with company.connect(user) as conn:
+        return [
+            conn.execute(
+                "EXPLAIN (FORMAT JSON) SELECT * FROM financial_metrics WHERE metric_type = %s",
+                (v,),
+            ).fetchone()[0][0]["Plan"]["Plan Rows"]
+            for v in values
+        ]
+
+
+def test_without_statistics_estimates_tell_carol_nothing_outside_her_slice(db):
+    """Leakproof operators use statistics under row-level security: with them, carol's EXPLAIN
+    tells a value only Ops has from one nobody has; with ``statistics = false``, it cannot."""
+    import dataclasses
+
+    policy = load_policy(EXAMPLE)
+    assert policy.table("financial_metrics").statistics is False
+    leaky = dataclasses.replace(
+        policy,
+        tables=tuple(
+            dataclasses.replace(t, statistics=True) if t.name == "financial_metrics" else t
+            for t in policy.tables
+        ),
+    )
+    company = apply_company(db, leaky)
+    with db.admin() as conn:
+        conn.execute(
+            "INSERT INTO financial_metrics (time, metric_type, department)"
+            " SELECT now() - (g % 20) * interval '1 day', CASE WHEN g % 50 = 0 THEN 'ops_secret'"
+            " ELSE 'revenue' END, CASE WHEN g % 50 = 0 THEN 'Ops' ELSE 'Sales' END"
+            " FROM generate_series(1, 20000) g"
+        )
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("ANALYZE financial_metrics")
+        conn.autocommit = False
+    secret, nothing = _estimates(company, "carol", ["ops_secret", "no_such_metric"])
+    assert secret > 5 * nothing  # the leak, measured
+    with db.admin() as conn:
+        summary = plan(conn, policy.with_database(db.name)).summary(verbose=True)
+        conn.rollback()
+        assert "no planner statistics on financial_metrics" in summary
+        apply(conn, policy.with_database(db.name), passwords=company.passwords)
+        conn.autocommit = True
+        conn.execute("ANALYZE financial_metrics")  # gathers nothing any more
+        stats = conn.execute(
+            "SELECT count(*) FROM pg_stats WHERE tablename = 'financial_metrics'"
+            " OR tablename IN (SELECT chunk_name FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = 'financial_metrics')"
+        ).fetchone()[0]
+    assert stats == 0
+    secret, nothing = _estimates(company, "carol", ["ops_secret", "no_such_metric"])
+    assert secret == nothing

@@ -167,6 +167,7 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
                 "audit_exclude",
                 "compression",
                 "retention",
+                "statistics",
             },
             tp,
             source,
@@ -200,6 +201,9 @@ def _parse_once(data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
                 retention=parse_retention(t["retention"], f"{tp}.retention", source)
                 if "retention" in t
                 else None,
+                statistics=_expect(
+                    t.get("statistics", True), bool, f"{tp}.statistics", source, "true or false"
+                ),
             )
         )
     roles: list[GroupRole] = []

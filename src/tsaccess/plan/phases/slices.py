@@ -308,6 +308,101 @@ def _view_steps(
     return steps
 
 
+_CLEAR_STATISTICS = """
+DECLARE r record;
+BEGIN
+  -- compressed chunks keep their own statistics target (1000 on segment-by columns)
+  FOR r IN
+    SELECT k.oid::pg_catalog.regclass AS rel, a.attname
+    FROM _timescaledb_catalog.hypertable h
+    JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = h.compressed_hypertable_id
+    JOIN pg_catalog.pg_namespace n ON n.nspname = c.schema_name
+    JOIN pg_catalog.pg_class k ON k.relnamespace = n.oid AND k.relname = c.table_name
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = k.oid AND a.attnum > 0
+         AND NOT a.attisdropped AND a.attstattarget <> 0
+    WHERE h.schema_name = {schema} AND h.table_name = {table}
+  LOOP
+    EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN %I SET STATISTICS 0', r.rel, r.attname);
+  END LOOP;
+  DELETE FROM pg_catalog.pg_statistic s
+  WHERE s.starelid = {relation}::pg_catalog.regclass
+     OR s.starelid IN (
+       SELECT pg_catalog.to_regclass(pg_catalog.format('%I.%I', c.schema_name, c.table_name))
+       FROM _timescaledb_catalog.hypertable h
+       JOIN _timescaledb_catalog.chunk c
+         ON c.hypertable_id = h.id OR c.hypertable_id = h.compressed_hypertable_id
+       WHERE h.schema_name = {schema} AND h.table_name = {table});
+END
+"""
+
+_CLEAR_PLAIN = "DELETE FROM pg_catalog.pg_statistic WHERE starelid = {}::pg_catalog.regclass"
+
+
+def _statistics_steps(
+    policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool, warnings: list[str]
+) -> list[Step]:
+    """``statistics = false``: every column's statistics target 0 (TimescaleDB copies it to
+    every chunk, also to chunks made later), and the statistics gathered so far deleted (the
+    table's, its chunks', its compressed chunks'; a superuser's privilege)."""
+    steps: list[Step] = []
+    for t in policy.tables:
+        if t.statistics:
+            continue
+        info = cat.tables.get(t.name) if cat else None
+        have = {c.name: c.statistics for c in info.columns} if info else {}
+        todo = [c.name for c in t.columns if have.get(c.name, -1) != 0]
+        if not todo:
+            continue
+        target = sql.Identifier(policy.schema, t.name)
+        steps.append(
+            Step(
+                sql.SQL("ALTER TABLE {} {}").format(
+                    target,
+                    sql.SQL(", ").join(
+                        sql.SQL("ALTER COLUMN {} SET STATISTICS 0").format(sql.Identifier(c))
+                        for c in todo
+                    ),
+                ),
+                f"no planner statistics on {t.name} ({', '.join(todo)}): estimates tell sliced "
+                "readers nothing about rows outside their slice",
+                "security",
+                action="revoke",
+                object=f"table {t.name}",
+            )
+        )
+        if cat is not None and not cat.superuser:
+            warnings.append(
+                f"not a superuser: statistics already gathered on {t.name} stay until a "
+                "superuser deletes them (tsaccess apply as a superuser does)"
+            )
+            continue
+        literal = sql.Literal(target.as_string(None))
+        clear = (
+            sql.SQL("DO {}").format(
+                sql.Literal(
+                    _CLEAR_STATISTICS.format(
+                        schema=sql.Literal(policy.schema).as_string(None),
+                        table=sql.Literal(t.name).as_string(None),
+                        relation=literal.as_string(None),
+                    )
+                )
+            )
+            if t.hypertable and timescaledb
+            else sql.SQL(_CLEAR_PLAIN).format(literal)
+        )
+        steps.append(
+            Step(
+                clear,
+                f"delete the statistics gathered on {t.name} and its chunks",
+                "security",
+                action="revoke",
+                object=f"table {t.name}",
+                internal=True,
+            )
+        )
+    return steps
+
+
 def slice_steps(
     policy: Policy,
     cat: CatalogSnapshot | None,
@@ -333,4 +428,5 @@ def slice_steps(
                 " (permissive policies widen every slice; left alone)"
             )
     steps += _bypass_steps(policy, tsc)
+    steps += _statistics_steps(policy, cat, timescaledb, warnings)
     return steps
