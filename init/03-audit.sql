@@ -176,6 +176,7 @@ CREATE OR REPLACE FUNCTION "public"."tsaccess_audit_denied"(statement text, reas
     ON CONFLICT (username) DO UPDATE
       SET n = CASE WHEN r.second = excluded.second THEN r.n + 1 ELSE 1 END,
           second = excluded.second
+      WHERE r.second <> excluded.second OR r.n <= 10  -- then no new row version
     RETURNING r.n)
   INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
   SELECT session_user, 'DENIED', pg_catalog.left(table_name, 200),

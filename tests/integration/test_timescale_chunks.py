@@ -303,3 +303,36 @@ def test_without_statistics_estimates_tell_carol_nothing_outside_her_slice(db):
     assert stats == 0
     secret, nothing = _estimates(company, "carol", ["ops_secret", "no_such_metric"])
     assert secret == nothing
+
+
+def test_no_policy_user_creates_a_relation_by_any_path(ts):
+    """Every path to a new relation, as every user: refused (create_chunk made one as the
+    hypertable owner, in any schema the owner may create in, for anyone with INSERT)."""
+    paths = [
+        "SELECT _timescaledb_functions.create_chunk('sensor_readings', jsonb_build_object("
+        "'time', ARRAY[0, 604800000000]), 'public', 'squat')",
+        "SELECT _timescaledb_internal.create_chunk('sensor_readings', jsonb_build_object("
+        "'time', ARRAY[0, 604800000000]), 'public', 'squat')",
+        "CREATE TABLE public.squat (x int)",
+        "CREATE TABLE _timescaledb_internal.squat (x int)",
+        "CREATE TABLE tsaccess_audit.squat (x int)",
+        "SELECT 1 AS x INTO public.squat",
+        "CREATE TEMP TABLE squat (x int)",
+        "CREATE VIEW public.squat AS SELECT 1",
+        "CREATE SEQUENCE public.squat",
+        "CREATE SCHEMA squat",
+        "CREATE INDEX squat ON sensor_readings (temperature)",
+        "CREATE MATERIALIZED VIEW public.squat WITH (timescaledb.continuous) AS SELECT"
+        " time_bucket('1 day', time) b, count(*) FROM sensor_readings GROUP BY 1 WITH NO DATA",
+        "ALTER TABLE sensor_readings SET (timescaledb.compress)",
+    ]
+    with ts.db.admin() as conn:
+        before = conn.execute("SELECT count(*) FROM pg_class").fetchone()[0]
+    for user in (u.name for u in ts.policy.users):
+        with ts.connect(user) as conn:
+            for stmt in paths:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(stmt)
+                conn.rollback()
+    with ts.db.admin() as conn:
+        assert conn.execute("SELECT count(*) FROM pg_class").fetchone()[0] == before

@@ -191,6 +191,7 @@ _DENIED_BODY = """
     ON CONFLICT (username) DO UPDATE
       SET n = CASE WHEN r.second = excluded.second THEN r.n + 1 ELSE 1 END,
           second = excluded.second
+      WHERE r.second <> excluded.second OR r.n <= {limit}  -- then no new row version
     RETURNING r.n)
   INSERT INTO {audit} ({columns}, client_asserted)
   SELECT session_user, 'DENIED', pg_catalog.left(table_name, 200),
