@@ -173,6 +173,12 @@ BEGIN
   RETURN true;
 END
 ';
+-- revoke EXECUTE on function tsaccess_chunk_fix from PUBLIC
+REVOKE EXECUTE ON FUNCTION "public"."tsaccess_chunk_fix"() FROM PUBLIC;
+-- grant EXECUTE on function tsaccess_chunk_fix to data_engineers
+GRANT EXECUTE ON FUNCTION "public"."tsaccess_chunk_fix"() TO "data_engineers";
+-- grant EXECUTE on function tsaccess_chunk_fix to finance_users
+GRANT EXECUTE ON FUNCTION "public"."tsaccess_chunk_fix"() TO "finance_users";
 -- create function tsaccess_chunk_acl(): the chunk trigger: two comparisons unless the statement made a chunk
 CREATE OR REPLACE FUNCTION "public"."tsaccess_chunk_acl"() RETURNS trigger LANGUAGE plpgsql VOLATILE AS '
 BEGIN

@@ -155,6 +155,11 @@ def test_the_chunk_trigger_cannot_be_talked_out_of_its_work(ts):
         conn.rollback()
         conn.execute("RESET tsaccess.chunk_mark")
         assert conn.execute("SELECT public.tsaccess_chunk_fix()").fetchone() == (True,)
+        conn.commit()
+    with ts.connect("alice") as conn:  # a reader makes no chunk: no business with the fixer
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT public.tsaccess_chunk_fix()")
+    with ts.connect("bob") as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT setval('public.tsaccess_chunk_mark', 1000000)")
         conn.rollback()

@@ -3,7 +3,8 @@
 A chunk copies its hypertable's ACL and carries no row-level security, and making one fires no
 event trigger. A statement trigger ``AFTER INSERT OR UPDATE`` on every policy hypertable
 (``tsaccess_chunk_acl()``, the *gate*) sees whether the statement may have made one, and only
-then calls ``tsaccess_chunk_fix()`` (``SECURITY DEFINER``, owned by the tables' owner), which
+then calls ``tsaccess_chunk_fix()`` (``SECURITY DEFINER``, owned by the tables' owner,
+executable by the roles that may write a hypertable), which
 revokes on every chunk newer than the newest it closed before, per hypertable, every privilege
 of the hypertable's sliced roles (its trigger's arguments) and every privilege but SELECT of
 everyone else but the owner (a write on a chunk skips the hypertable's audit triggers). The
@@ -180,6 +181,17 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
+def _writers(policy: Policy) -> set[tuple[str, str]]:
+    """EXECUTE on the fixer for the roles that may write a hypertable (the gate runs as the
+    writer; a reader has no business holding the fixer's locks)."""
+    return {
+        (r.name, "EXECUTE")
+        for r in policy.roles
+        for t in policy.tables
+        if t.hypertable and {"INSERT", "UPDATE"} & {str(p) for p in r.privileges_on(t.name)}
+    }
+
+
 def _function_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
     steps: list[Step] = []
     for name, head, body, definer, want, summary in (
@@ -189,7 +201,7 @@ def _function_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
             " SET search_path = pg_catalog, pg_temp AS {}",
             chunk_fix_body(policy),
             True,
-            {("PUBLIC", "EXECUTE")},
+            _writers(policy),
             "close every new chunk of the policy's hypertables (as their owner)",
         ),
         (
