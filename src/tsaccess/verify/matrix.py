@@ -66,32 +66,39 @@ class AccessMatrix:
     tls: Mapping[str, TlsStatus | None]
     read_only: bool = False
     """Checked on a hot standby: read-side cells only (writes need the primary)."""
+    routines: tuple[Cell, ...] = ()
+    """Per user: EXECUTE on the TimescaleDB routines revoked from PUBLIC (object
+    :data:`ROUTINES_OBJECT`), a section of its own next to the table cells."""
+
+    @property
+    def _all(self) -> tuple[Cell, ...]:
+        return self.cells + self.routines
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.cells)
+        return all(c.ok for c in self._all)
 
     @property
     def disagreements(self) -> tuple[Cell, ...]:
-        return tuple(c for c in self.cells if not c.ok)
+        return tuple(c for c in self._all if not c.ok)
 
     @property
     def errors(self) -> tuple[Cell, ...]:
         """Cells whose try failed for a reason other than privileges (nothing was proved)."""
-        return tuple(c for c in self.cells if c.error)
+        return tuple(c for c in self._all if c.error)
 
     def cell(self, user: str, obj: str, privilege: str) -> Cell:
         return next(
-            c for c in self.cells if (c.user, c.object, c.privilege) == (user, obj, privilege)
+            c for c in self._all if (c.user, c.object, c.privilege) == (user, obj, privilege)
         )
 
     def _grid(self) -> tuple[list[str], list[list[str]], list[list[str]]]:
         headers = ["user", "object", *TABLE_PRIVILEGES, "TLS"]
         rows: list[list[str]] = []
         classes: list[list[str]] = []
-        users = list(dict.fromkeys(c.user for c in self.cells))
-        objects = list(dict.fromkeys(c.object for c in self.cells))
-        index = {(c.user, c.object, c.privilege): c for c in self.cells}
+        users = list(dict.fromkeys(c.user for c in self._all))
+        objects = list(dict.fromkeys(c.object for c in self._all))
+        index = {(c.user, c.object, c.privilege): c for c in self._all}
         for u in users:
             for o in objects:
                 row, cls = [u, o], ["", ""]
@@ -143,7 +150,7 @@ class AccessMatrix:
         out = [text_table(headers, pretty), "", LEGEND]
         bad = self.disagreements
         out.append(
-            f"\n{len(self.cells)} checks, {len(bad)} disagreement(s)"
+            f"\n{len(self._all)} checks, {len(bad)} disagreement(s)"
             + ("" if bad else ": the database enforces exactly the policy")
         )
         if self.read_only:
@@ -191,6 +198,7 @@ class AccessMatrix:
             "errors": len(self.errors),
             "tls": {u: (asdict(t) if t else None) for u, t in self.tls.items()},
             "cells": [{**asdict(c), "ok": c.ok} for c in self.cells],
+            "routines": [{**asdict(c), "ok": c.ok} for c in self.routines],
         }
 
     def to_json(self) -> str:
@@ -201,7 +209,7 @@ class AccessMatrix:
             import pandas as pd
         except ImportError:
             raise ImportError("to_pandas() needs pandas: pip install 'tsaccess[pandas]'") from None
-        return pd.DataFrame([{**asdict(c), "ok": c.ok} for c in self.cells])
+        return pd.DataFrame([{**asdict(c), "ok": c.ok} for c in self._all])
 
     def _repr_html_(self) -> str:
         headers, rows, classes = self._grid()

@@ -1,6 +1,7 @@
 """TimescaleDB's routines in the access matrix: may a policy user execute one PUBLIC lost?
 
-One cell per user (object :data:`ROUTINES_OBJECT`, privilege ``EXECUTE``): expected denied;
+One cell per user (object :data:`ROUTINES_OBJECT`, privilege ``EXECUTE``, in the matrix's
+``routines`` section, apart from the table cells): expected denied;
 the catalog answer is ``has_function_privilege`` on every routine the rule revokes from PUBLIC
 (:mod:`tsaccess.catalog.routines`), the actual answer comes from the user's own session, which
 plans a call of each of those functions (``EXPLAIN`` checks EXECUTE without running anything)

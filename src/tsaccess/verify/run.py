@@ -230,6 +230,7 @@ def verify(
     }
 
     cells: list[Cell] = []
+    routine_cells: list[Cell] = []
     tls: dict[str, TlsStatus | None] = {}
     for user in users:
         expected = policy.expected_privileges(user)
@@ -339,7 +340,7 @@ def verify(
                         )
                     )
             if routines is not None:
-                cells.append(routine_cell(conn, user, routines, connect_detail))
+                routine_cells.append(routine_cell(conn, user, routines, connect_detail))
             if read_only:
                 continue
             actual_create: bool | None = None if pw is None else False
@@ -366,7 +367,9 @@ def verify(
                 conn.close()
     if view is not None and view not in missing and not read_only:  # the probe row is a write
         cells += _row_data_cells(admin, policy, users)
-    matrix = AccessMatrix(policy.database, policy.schema, tuple(cells), tls, read_only)
+    matrix = AccessMatrix(
+        policy.database, policy.schema, tuple(cells), tls, read_only, tuple(routine_cells)
+    )
     log.info(
         "access matrix",
         database=policy.database,
