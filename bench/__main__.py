@@ -13,6 +13,7 @@ import time
 
 from bench.aio import bench_aio
 from bench.audit import bench_audit
+from bench.chunks import bench_chunks
 from bench.common import RESULTS
 from bench.connections import bench_connections
 from bench.plan import bench_plan
@@ -25,6 +26,7 @@ SUBJECTS = {
     "preflight": bench_preflight,
     "plan": bench_plan,
     "async": bench_aio,
+    "chunks": bench_chunks,
 }
 
 

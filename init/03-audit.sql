@@ -42,8 +42,9 @@ DECLARE
   n_rec record;
 BEGIN
   IF TG_LEVEL = 'ROW' THEN  -- no transition tables (DELETE on a compressed hypertable)
-    INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count)
-    VALUES (session_user, TG_OP, tbl, TG_OP || ' row', eff, tx, addr, app, act, req, 1)
+    INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+    VALUES (session_user, TG_OP, tbl, TG_OP || ' row', eff, tx, addr, app, act, req, 1,
+            (act IS NOT NULL OR req IS NOT NULL OR app IS NOT NULL))
     RETURNING id, event_time INTO aid, ts;
     INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data) VALUES (aid, ts, ROW("old"."time", "old"."metric_type", "old"."amount", "old"."currency", "old"."department", "old"."is_confidential")::"tsaccess_audit"."financial_metrics_row");
     RETURN NULL;
@@ -100,9 +101,9 @@ BEGIN
       AND pg_catalog.current_query() !~ ';\s*\S' THEN
     RETURN NULL;  -- an action of a lone MERGE or WITH statement that changed no row
   END IF;
-  INSERT INTO "public"."activity_audit" (id, event_time, username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count) OVERRIDING SYSTEM VALUE
+  INSERT INTO "public"."activity_audit" (id, event_time, username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted) OVERRIDING SYSTEM VALUE
   VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
-          app, act, req, n);
+          app, act, req, n, (act IS NOT NULL OR req IS NOT NULL OR app IS NOT NULL));
   RETURN NULL;
 END
 $tsaccess$;
@@ -110,6 +111,10 @@ $tsaccess$;
 ALTER FUNCTION "tsaccess_audit"."financial_metrics"() OWNER TO "tsaccess_audit";
 -- revoke EXECUTE on tsaccess_audit.financial_metrics() from PUBLIC
 REVOKE EXECUTE ON FUNCTION "tsaccess_audit"."financial_metrics"() FROM PUBLIC;
+-- create tsaccess_audit.tsaccess_denied_rate (bounds DENIED rows per user and second)
+CREATE UNLOGGED TABLE "tsaccess_audit"."tsaccess_denied_rate" (username text PRIMARY KEY, second timestamptz NOT NULL, n integer NOT NULL);
+-- tsaccess_audit.tsaccess_denied_rate owned by tsaccess_audit
+ALTER TABLE "tsaccess_audit"."tsaccess_denied_rate" OWNER TO "tsaccess_audit";
 -- create or replace audit function tsaccess_audit_stmt
 CREATE OR REPLACE FUNCTION "public"."tsaccess_audit_stmt"() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tsaccess$
 DECLARE
@@ -152,10 +157,10 @@ BEGIN
       RETURN NULL;  -- an action of a lone MERGE or WITH statement that changed no row
     END IF;
   END IF;
-  INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count)
+  INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
   VALUES (session_user, TG_OP, tbl,
           TG_OP || CASE WHEN n IS NULL THEN '' ELSE ' of ' || n || ' row(s)' END,
-          eff, tx, addr, app, act, req, n);
+          eff, tx, addr, app, act, req, n, (act IS NOT NULL OR req IS NOT NULL OR app IS NOT NULL));
   RETURN NULL;
 END
 $tsaccess$;
@@ -165,15 +170,26 @@ ALTER FUNCTION "public"."tsaccess_audit_stmt"() OWNER TO "tsaccess_audit";
 REVOKE EXECUTE ON FUNCTION "public"."tsaccess_audit_stmt"() FROM PUBLIC;
 -- create or replace audit function tsaccess_audit_denied
 CREATE OR REPLACE FUNCTION "public"."tsaccess_audit_denied"(statement text, reason text, table_name text DEFAULT NULL) RETURNS void LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tsaccess$
+  WITH seen AS (
+    INSERT INTO "tsaccess_audit"."tsaccess_denied_rate" AS r (username, second, n)
+    VALUES (session_user, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp()), 1)
+    ON CONFLICT (username) DO UPDATE
+      SET n = CASE WHEN r.second = excluded.second THEN r.n + 1 ELSE 1 END,
+          second = excluded.second
+      WHERE r.second <> excluded.second OR r.n <= 10  -- then no new row version
+    RETURNING r.n)
   INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
-  VALUES (session_user, 'DENIED', pg_catalog.left(table_name, 200),
-          pg_catalog.left(reason, 500) || ': ' || pg_catalog.left(statement, 2000),
-          coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text),
-          pg_catalog.txid_current(), pg_catalog.inet_client_addr(),
-          nullif(pg_catalog.current_setting('application_name'), ''),
-          nullif(pg_catalog.current_setting('tsaccess.actor', true), ''),
-          nullif(pg_catalog.current_setting('tsaccess.request_id', true), ''),
-          NULL, true)
+  SELECT session_user, 'DENIED', pg_catalog.left(table_name, 200),
+         CASE WHEN seen.n > 10 THEN 'more than 10 DENIED events of ' || session_user
+              || ' in this second: the others are not recorded'
+         ELSE pg_catalog.left(reason, 500) || ': ' || pg_catalog.left(statement, 2000) END,
+         coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text),
+         pg_catalog.txid_current(), pg_catalog.inet_client_addr(),
+         nullif(pg_catalog.current_setting('application_name'), ''),
+         nullif(pg_catalog.current_setting('tsaccess.actor', true), ''),
+         nullif(pg_catalog.current_setting('tsaccess.request_id', true), ''),
+         NULL, true
+  FROM seen WHERE seen.n <= 10 + 1
 $tsaccess$;
 -- tsaccess_audit_denied owned by tsaccess_audit
 ALTER FUNCTION "public"."tsaccess_audit_denied"(text, text, text) OWNER TO "tsaccess_audit";

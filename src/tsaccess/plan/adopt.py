@@ -198,6 +198,8 @@ def _tables(
                 chunk_interval=interval,
                 audit="off",
                 compression=comp,
+                # statistics = false: every column's statistics target is 0 (as tsaccess sets it)
+                statistics=not info.columns or any(c.statistics != 0 for c in info.columns),
             )
         )
     return out
