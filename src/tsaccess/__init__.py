@@ -8,6 +8,8 @@ from tsaccess.client.results import Results, results
 from tsaccess.client.tls import TlsStatus, create_certificates, tls_status
 from tsaccess.errors import (
     ApplyError,
+    AuditChainError,
+    AuditTamperedError,
     InsecureConnectionError,
     MissingPrivilege,
     NoPrimaryError,
@@ -31,6 +33,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ApplyError",
+    "AuditChainError",
+    "AuditTamperedError",
     "InsecureConnectionError",
     "MissingPrivilege",
     "NoPrimaryError",
