@@ -14,6 +14,7 @@ import time
 from bench.audit import bench_audit
 from bench.common import RESULTS
 from bench.connections import bench_connections
+from bench.integrity import bench_integrity
 from bench.plan import bench_plan
 from bench.preflight import bench_preflight
 from tsaccess.ephemeral import EphemeralServer
@@ -23,6 +24,7 @@ SUBJECTS = {
     "audit": bench_audit,
     "preflight": bench_preflight,
     "plan": bench_plan,
+    "integrity": bench_integrity,
 }
 
 
