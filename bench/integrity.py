@@ -229,7 +229,8 @@ def bench_integrity(info: ServerInfo, quick: bool) -> None:
         "without": _setup(info, "bench_chain_without", pw, False),
     }
     runs = 4 if quick else 16
-    res = _ingest_runs(dbs, pw, runs, 100_000, 100 if quick else 300)
+    singles = 100 if quick else 300
+    res = _ingest_runs(dbs, pw, runs, 100_000, singles)
     print("  (median of the per-run ratios of back-to-back pairs; the machine is shared)")
     for table, mode in (("c_stmt", "statement"), ("c_row", "row")):
         for op in ("INSERT", "COPY", "single INSERTs"):
@@ -237,7 +238,9 @@ def bench_integrity(info: ServerInfo, quick: bool) -> None:
             ratio = statistics.median(w / wo for w, wo in pairs)
             with_ = statistics.median(res[("with", table, op)])
             without = statistics.median(res[("without", table, op)])
-            label = {"INSERT": "100k INSERT...SELECT", "COPY": "100k COPY"}.get(op, f"300 {op}")
+            label = {"INSERT": "100k INSERT...SELECT", "COPY": "100k COPY"}.get(
+                op, f"{singles} {op}"
+            )
             report(
                 f"{label}, {mode} audit: chain / no chain",
                 ratio,

@@ -475,6 +475,29 @@ def test_the_documented_encoding_recomputes_a_head_with_psycopg_and_hashlib(seal
     assert head.hex() == checkpoint["head"]
 
 
+def test_no_policy_user_may_seal_or_touch_the_chain(sealed):
+    """Every user of the policy, against every chain routine and the chain table (from the
+    catalog): seal, run the job, read, write, delete, truncate — all refused."""
+    with sealed.admin() as conn:
+        routines = conn.execute(
+            "SELECT p.oid::regproc::text, p.prokind FROM pg_proc p"
+            " WHERE p.proname LIKE 'tsaccess\\_audit\\_seal%'"
+        ).fetchall()
+    assert len(routines) == 2
+    attempts = [
+        "SELECT * FROM tsaccess_audit.tsaccess_chain",
+        "UPDATE tsaccess_audit.tsaccess_chain SET head = head",
+        "DELETE FROM tsaccess_audit.tsaccess_chain",
+        "TRUNCATE tsaccess_audit.tsaccess_chain",
+        *(f"CALL {r}(1, '{{}}')" if kind == "p" else f"SELECT * FROM {r}()" for r, kind in routines),
+    ]
+    for user in (u.name for u in sealed.policy.users):
+        with sealed.company.connect(user, autocommit=True) as conn:
+            for statement in attempts:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+
+
 def test_compressed_audit_chunks_prove_the_same_and_still_show_an_edit(sealed, capsys):
     """Runs last: it leaves the audit table and the per-row data compressed."""
     with sealed.admin() as conn:

@@ -11,8 +11,9 @@ to the checkpoint it fails.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,10 +31,8 @@ from tsaccess.audit.integrity.encoding import (
     GENESIS,
     LEAF_SIZE,
     SETTINGS,
-    audit_leaf,
     group_leaf,
     next_head,
-    record_hash,
 )
 from tsaccess.audit.integrity.keys import VerifyKey, load_verify_key
 from tsaccess.audit.integrity.schema import DATA_TABLES_SQL, data_record_sql
@@ -70,33 +69,46 @@ def _block_sql(names: Names, block: Block, columns_now: set[str], tables: Sequen
     )
 
 
-def _leaves(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[bytes, Ident, int]]:
-    """(leaf, identity, records in it) in chain order, from rows ordered by (txid, id, k, tbl)."""
-    key: tuple[int, int] | None = None
-    own: list[bytes] = []
-    groups: dict[tuple[str, str], list[bytes]] = {}
+class _Leaves:
+    """A block's leaves recomputed from its rows (ordered by txid, id, kind, table)."""
 
-    def flush() -> Iterator[tuple[bytes, Ident, int]]:
-        assert key is not None
-        entries = [(0, b"", leaf, "", 0) for leaf in own]
-        for (table, _), hashes in groups.items():
-            entries.append(
-                (1, table.encode(), group_leaf(table, key[1], hashes), table, len(hashes))
-            )
-        for _, _, leaf, table, n in sorted(entries, key=lambda e: (e[0], e[1], e[2])):
-            yield leaf, (key[0], key[1], table), n
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.idents: list[Ident] = []
+        self.rows = 0
+        self.records = 0
+        self._key: tuple[int, int] | None = None
+        self._own: list[bytes] = []
+        self._groups: dict[tuple[str, str], list[bytes]] = {}
 
-    for k, txid, audit_id, table, et, text in rows:
-        if (txid, audit_id) != key:
-            if key is not None:
-                yield from flush()
-            key, own, groups = (txid, audit_id), [], {}
-        if k == 0:
-            own.append(audit_leaf(text))
+    def feed(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        sha = hashlib.sha256
+        for k, txid, audit_id, table, et, text in rows:
+            if self._key is None or (txid, audit_id) != self._key:
+                self.flush()
+                self._key = (txid, audit_id)
+            if k == 0:
+                self._own.append(sha(b"\x00" + text.encode()).digest())  # audit_leaf(), inline
+            else:  # record_hash(), inline
+                self._groups.setdefault((table, et), []).append(sha(text.encode()).digest())
+
+    def flush(self) -> None:
+        key, own, groups = self._key, self._own, self._groups
+        if key is None:
+            return
+        self.rows += len(own)
+        if len(own) == 1 and not groups:  # most rows: one audit row, no per-row data
+            self.data += own[0]
+            self.idents.append((key[0], key[1], ""))
         else:
-            groups.setdefault((table, et), []).append(record_hash(text))
-    if key is not None:
-        yield from flush()
+            entries = [(0, b"", leaf, "") for leaf in own]
+            for (table, _), hashes in groups.items():
+                self.records += len(hashes)
+                entries.append((1, table.encode(), group_leaf(table, key[1], hashes), table))
+            for _, _, leaf, table in sorted(entries):
+                self.data += leaf
+                self.idents.append((key[0], key[1], table))
+        self._key, self._own, self._groups = None, [], {}
 
 
 @dataclass
@@ -110,12 +122,23 @@ class _Walk:
     """(relative index, previous identity, identity) of the first leaf unlike the stored one."""
     last: Ident | None = None
 
-    def add(self, leaf: bytes, ident: Ident) -> None:
-        i = len(self.recomputed) // LEAF_SIZE
-        if self.first is None and leaf != self.stored[i * LEAF_SIZE : (i + 1) * LEAF_SIZE]:
-            self.first = (i, self.last, ident)
-        self.recomputed += leaf
-        self.last = ident
+    def add(self, block: _Leaves) -> None:
+        at = len(self.recomputed)
+        seen = self.stored[at : at + len(block.data)]
+        if self.first is None and seen != block.data[: len(seen)]:
+            i = (
+                next(
+                    i
+                    for i in range(0, len(seen), LEAF_SIZE)
+                    if seen[i : i + LEAF_SIZE] != block.data[i : i + LEAF_SIZE]
+                )
+                // LEAF_SIZE
+            )
+            before = block.idents[i - 1] if i else self.last
+            self.first = (at // LEAF_SIZE + i, before, block.idents[i])
+        self.recomputed += block.data
+        if block.idents:
+            self.last = block.idents[-1]
 
 
 def _recompute(
@@ -125,24 +148,20 @@ def _recompute(
     columns_now: set[str] | None,
     tables: Sequence[str],
     walk: _Walk,
-) -> tuple[bytes, int, int, int]:
-    """The block's leaves from the rows: (leaves, leaf count, audit rows, data records)."""
-    if columns_now is None:  # the audit table is gone
-        return b"", 0, 0, 0
-    out = bytearray()
-    rows = records = 0
-    with conn.cursor(name=f"tsaccess_prove_{block.block}") as cur:
-        cur.itersize = 20_000
-        cur.execute(
-            _block_sql(names, block, columns_now, tables),
-            {"lo": block.lo_txid, "hi": block.hi_txid},
-        )
-        for leaf, ident, n in _leaves(iter(cur)):
-            out += leaf
-            walk.add(leaf, ident)
-            rows += not ident[2]
-            records += n
-    return bytes(out), len(out) // LEAF_SIZE, rows, records
+) -> _Leaves:
+    """The block's leaves from the rows."""
+    out = _Leaves()
+    if columns_now is not None:  # else the audit table is gone
+        with conn.cursor(name=f"tsaccess_prove_{block.block}") as cur:
+            cur.execute(
+                _block_sql(names, block, columns_now, tables),
+                {"lo": block.lo_txid, "hi": block.hi_txid},
+            )
+            while rows := cur.fetchmany(20_000):
+                out.feed(rows)
+        out.flush()
+    walk.add(out)
+    return out
 
 
 def _from_checkpoint(cp: Checkpoint) -> Block:
@@ -281,8 +300,9 @@ def _prove(
                 )
             )
             break
-        leaves, count, rows, records = _recompute(conn, names, block, columns_now, tables, walk)
-        head = next_head(head, block.meta(count, rows, records), leaves)
+        got = _recompute(conn, names, block, columns_now, tables, walk)
+        count = len(got.data) // LEAF_SIZE
+        head = next_head(head, block.meta(count, got.rows, got.records), bytes(got.data))
         heads[n] = head
         position += count
         positions[n] = position
@@ -306,17 +326,17 @@ def _prove(
         before = max(
             (x.position for x in cps if x.position < c.position and x not in failed), default=pos0
         )
-        got = positions.get(c.block, position)
+        reached = positions.get(c.block, position)
         guess: Kind = "changed"
-        if got < c.position:
-            guess = "truncated" if got <= before else "missing"
-        elif got > c.position:
+        if reached < c.position:
+            guess = "truncated" if reached <= before else "missing"
+        elif reached > c.position:
             guess = "inserted"
         breaks.append(
             Break(
                 guess,
                 before,
-                f"between positions {before} and {c.position} the rows give {got - before} "
+                f"between positions {before} and {c.position} the rows give {reached - before} "
                 f"leaves, {c.position - before} were sealed; the chain table was changed too, "
                 "so it cannot tell which",
                 c.name,
