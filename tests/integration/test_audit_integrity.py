@@ -248,6 +248,27 @@ def test_an_edited_per_row_record_is_changed_until_put_back(sealed, capsys):
     assert sealed.prove(capsys)[0] == 0
 
 
+def test_a_forged_per_row_record_is_inserted_until_removed(sealed, capsys):
+    """A record attached to a sealed statement-mode row (which never had per-row data)."""
+    with sealed.admin() as conn:
+        aid, at = conn.execute(
+            "SELECT id, event_time FROM activity_audit WHERE table_name = 'sensor_readings'"
+            " AND operation = 'INSERT' ORDER BY id LIMIT 1"
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO tsaccess_audit.financial_metrics (audit_id, event_time, new_data)"
+            " SELECT %s, %s, new_data FROM tsaccess_audit.financial_metrics"
+            " WHERE new_data IS NOT NULL LIMIT 1",
+            (aid, at),
+        )
+        code, proof, _ = sealed.prove(capsys)
+        assert code == 1
+        kind, _, detail = _first_break(proof)
+        assert kind == "inserted" and f"financial_metrics of audit row id {aid} " in detail
+        conn.execute("DELETE FROM tsaccess_audit.financial_metrics WHERE audit_id = %s", (aid,))
+    assert sealed.prove(capsys)[0] == 0
+
+
 def test_dropped_audit_chunks_and_a_truncated_audit_table_are_truncated_until_put_back(
     sealed, capsys
 ):
@@ -489,7 +510,10 @@ def test_no_policy_user_may_seal_or_touch_the_chain(sealed):
         "UPDATE tsaccess_audit.tsaccess_chain SET head = head",
         "DELETE FROM tsaccess_audit.tsaccess_chain",
         "TRUNCATE tsaccess_audit.tsaccess_chain",
-        *(f"CALL {r}(1, '{{}}')" if kind == "p" else f"SELECT * FROM {r}()" for r, kind in routines),
+        *(
+            f"CALL {r}(1, '{{}}')" if kind == "p" else f"SELECT * FROM {r}()"
+            for r, kind in routines
+        ),
     ]
     for user in (u.name for u in sealed.policy.users):
         with sealed.company.connect(user, autocommit=True) as conn:

@@ -83,14 +83,21 @@ class _Leaves:
 
     def feed(self, rows: Sequence[tuple[Any, ...]]) -> None:
         sha = hashlib.sha256
+        key, own, groups = self._key, self._own, self._groups
+        group: list[bytes] = []
+        gkey: tuple[str, str] | None = None
         for k, txid, audit_id, table, et, text in rows:
-            if self._key is None or (txid, audit_id) != self._key:
+            if key is None or audit_id != key[1] or txid != key[0]:
                 self.flush()
-                self._key = (txid, audit_id)
+                key = self._key = (txid, audit_id)
+                own, groups, gkey = self._own, self._groups, None
             if k == 0:
-                self._own.append(sha(b"\x00" + text.encode()).digest())  # audit_leaf(), inline
+                own.append(sha(b"\x00" + text.encode()).digest())  # audit_leaf(), inline
             else:  # record_hash(), inline
-                self._groups.setdefault((table, et), []).append(sha(text.encode()).digest())
+                if (table, et) != gkey:
+                    gkey = (table, et)
+                    group = groups.setdefault(gkey, [])
+                group.append(sha(text.encode()).digest())
 
     def flush(self) -> None:
         key, own, groups = self._key, self._own, self._groups
@@ -212,7 +219,7 @@ def prove(
         raise AuditChainError("prove needs a connection outside a transaction")
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        for name, value in SETTINGS:
+        for name, value in (*SETTINGS, ("work_mem", "64MB")):  # a block sorts in memory
             conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
         return _prove(conn, Names.of(policy), cps, first, source)
 

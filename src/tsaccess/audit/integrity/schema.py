@@ -108,10 +108,13 @@ BEGIN
       || ' || pg_catalog.string_agg(x.h, ''''::bytea ORDER BY x.h)), pg_catalog.count(*)'
       || ' FROM (SELECT d.audit_id, d.event_time,'
       || ' pg_catalog.sha256(pg_catalog.convert_to({record}, ''UTF8'')) AS h'
-      || ' FROM %I.%I d WHERE d.event_time >= $3 AND d.event_time <= $4) x'
+      || ' FROM %I.%I d WHERE d.event_time >= $3 AND d.event_time <= $4'
+      -- only when an audit row of the block names the table (as the triggers do): a block of
+      -- other tables' statements reads none of its chunks
+      || ' AND EXISTS (SELECT FROM a WHERE a.table_name IN (%L, %L))) x'
       || ' JOIN a ON a.id = x.audit_id AND a.event_time = x.event_time'
       || ' GROUP BY a.txid, a.id, a.event_time',
-      t, t, {data_schema_literal}, t);
+      t, t, {data_schema_literal}, t, t, {schema_literal} || '.' || t);
   END LOOP;
   LOOP
     EXIT WHEN lo >= bound;
@@ -126,7 +129,7 @@ BEGIN
     EXECUTE 'SELECT pg_catalog.min(a.event_time), pg_catalog.max(a.event_time) FROM {audit} a'
             ' WHERE a.txid >= $1 AND a.txid < $2' INTO et_min, et_max USING lo, hi;
     EXIT WHEN et_min IS NULL AND nb > 0;  -- nothing to seal (the first block may be empty)
-    EXECUTE 'WITH a AS MATERIALIZED (SELECT a.txid, a.id, a.event_time, ' || row_sql
+    EXECUTE 'WITH a AS MATERIALIZED (SELECT a.txid, a.id, a.event_time, a.table_name, ' || row_sql
       || ' AS t FROM {audit} a WHERE a.txid >= $1 AND a.txid < $2),'
       || ' l (txid, id, k, tbl, leaf, n) AS (SELECT a.txid, a.id, 0, '''','
       || ' pg_catalog.sha256(pg_catalog.decode(''00'', ''hex'') || pg_catalog.convert_to(a.t,'
@@ -186,6 +189,7 @@ def seal_function_source(policy: Policy) -> str:
         audit_literal=_lit(audit),
         data_tables=DATA_TABLES_SQL.format(schema=_lit(policy.audit.data_schema)),
         data_schema_literal=_lit(policy.audit.data_schema),
+        schema_literal=_lit(policy.schema),
         record=data_record_sql("d").replace("'", "''"),
         format_literal=_lit(CHAIN_FORMAT),
     )
