@@ -496,6 +496,47 @@ def test_the_documented_encoding_recomputes_a_head_with_psycopg_and_hashlib(seal
     assert head.hex() == checkpoint["head"]
 
 
+def test_a_period_is_proved_from_a_start_checkpoint_once_older_rows_are_gone(sealed, capsys):
+    """Retention of the audit trail itself: rows sealed before the start checkpoint (and their
+    per-row data) removed; from genesis that is a break, from the start checkpoint it is not."""
+    with sealed.company.connect("david") as conn:
+        conn.execute("INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'later')")
+        conn.commit()
+    with sealed.admin() as conn:
+        newest = audit.seal(conn, sealed.policy, key=sealed.key, out=sealed.checkpoints)
+        start = next(
+            p
+            for p in sorted(sealed.checkpoints.iterdir(), reverse=True)
+            if json.loads(p.read_text())["block"] < newest.checkpoint.block
+        )
+        hi = json.loads(start.read_text())["hi_txid"]
+        old_data = (
+            "SELECT d.* FROM tsaccess_audit.financial_metrics d JOIN activity_audit a"
+            f" ON a.id = d.audit_id AND a.event_time = d.event_time WHERE a.txid < {hi}"
+        )
+        with (
+            _saved(conn, "old_rows", f"SELECT * FROM activity_audit WHERE txid < {hi}"),
+            _saved(conn, "old_data", old_data),
+        ):
+            conn.execute(
+                "DELETE FROM tsaccess_audit.financial_metrics d USING old_data o"
+                " WHERE d.audit_id = o.audit_id AND d.event_time = o.event_time"
+            )
+            conn.execute("DELETE FROM activity_audit WHERE txid < %s", (hi,))
+            code, proof, _ = sealed.prove(capsys)
+            assert code == 1 and _first_break(proof)[:2] == ("missing", 0)
+            code, proof, err = sealed.prove(capsys, start=str(start))
+            assert code == 0, err
+            assert proof["checkpoints"] and all(
+                json.loads((sealed.checkpoints / n).read_text())["block"]
+                > json.loads(start.read_text())["block"]
+                for n in proof["checkpoints"]
+            )
+            _restore_rows(conn, "old_rows")
+            conn.execute("INSERT INTO tsaccess_audit.financial_metrics SELECT * FROM old_data")
+    assert sealed.prove(capsys)[0] == 0
+
+
 def test_no_policy_user_may_seal_or_touch_the_chain(sealed):
     """Every user of the policy, against every chain routine and the chain table (from the
     catalog): seal, run the job, read, write, delete, truncate — all refused."""
