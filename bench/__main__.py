@@ -16,6 +16,7 @@ from bench.audit import bench_audit
 from bench.chunks import bench_chunks
 from bench.common import RESULTS
 from bench.connections import bench_connections
+from bench.integrity import bench_integrity
 from bench.plan import bench_plan
 from bench.preflight import bench_preflight
 from tsaccess.ephemeral import EphemeralServer
@@ -27,6 +28,7 @@ SUBJECTS = {
     "plan": bench_plan,
     "async": bench_aio,
     "chunks": bench_chunks,
+    "integrity": bench_integrity,
 }
 
 

@@ -143,6 +143,15 @@ def db(pg_server: ServerInfo, template_db: str, request: pytest.FixtureRequest) 
         yield made
 
 
+@pytest.fixture(scope="module")
+def module_db(
+    pg_server: ServerInfo, template_db: str, request: pytest.FixtureRequest
+) -> Iterator[TestDb]:
+    """One database for a whole test module (tests that share it restore what they change)."""
+    with fresh_db(pg_server, template_db, request.module.__name__.rsplit(".", 1)[-1]) as made:
+        yield made
+
+
 def _required(var: str) -> bool:
     return os.environ.get(var, "").strip().lower() in ("1", "true", "yes")
 

@@ -2,8 +2,6 @@
 
 Design (see ``docs/concepts.md``):
 
-Design (see ``docs/concepts.md``):
-
 * The audit table, the per-row data schema and the functions belong to a dedicated NOLOGIN role
   (``audit.owner``) that owns nothing else. Nobody is granted INSERT/UPDATE/DELETE/TRUNCATE on
   them; auditors get SELECT on the audit table and on its ``<table>_rows`` view. Rows arrive
@@ -33,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
+from tsaccess.audit.integrity.schema import chain_steps
 from tsaccess.audit.templates import (
     DENIED_FUNCTION,
     DENIED_RATE_TABLE,
@@ -431,6 +430,7 @@ def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
         steps.append(_owned(policy, "TABLE", audit_t, f"audit table {policy.audit.table}"))
     steps += _data_steps(policy, cat, timescaledb)
     steps += _denied_rate_steps(policy, cat.audit_data if cat else None)
+    steps += chain_steps(policy, cat)  # the tamper-evident chain: objects only, no trigger work
 
     grantees = {(r.name, "EXECUTE") for r in policy.roles}
     for fname, body in function_sources(policy).items():
