@@ -9,6 +9,7 @@ write for anyone. The chunk trigger has no time window and cannot be talked out 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+import tsaccess
 from tests.helpers import Company, apply_company
 from tsaccess.plan.compose import apply, plan
 from tsaccess.policy import load_policy
+from tsaccess.preflight import check, my_access
+from tsaccess.verify import verify
 
 pytestmark = pytest.mark.timescaledb
 
@@ -204,6 +208,181 @@ def test_a_chunk_made_without_a_write_is_closed_by_the_next_fix_and_by_apply(ts)
         apply(conn, ts.policy, passwords=ts.passwords)
         assert not plan(conn, ts.policy)
     assert _leaks(ts) == []
+
+
+def _fin_chunks(conn: psycopg.Connection[Any]) -> list[tuple[str, Any, Any]]:
+    """(chunk, range start, range end) of financial_metrics, oldest first."""
+    return conn.execute(
+        "SELECT format('%I.%I', chunk_schema, chunk_name), range_start, range_end"
+        " FROM timescaledb_information.chunks WHERE hypertable_schema = 'public'"
+        " AND hypertable_name = 'financial_metrics' ORDER BY range_start"
+    ).fetchall()
+
+
+def _sliced_privileges(conn: psycopg.Connection[Any], rel: str) -> list[str]:
+    """What department_managers (carol's role) holds on ``rel``: any table or column privilege."""
+    return [
+        p
+        for (p,) in conn.execute(
+            "SELECT p FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE',"
+            " 'REFERENCES', 'TRIGGER']) p WHERE has_table_privilege('carol', %s, p)"
+            " OR (p IN ('SELECT', 'INSERT', 'UPDATE', 'REFERENCES')"
+            "     AND has_any_column_privilege('carol', %s, p))",
+            (rel, rel),
+        )
+    ]
+
+
+def test_chunks_made_without_a_write_give_carol_nothing_from_their_first_moment(ts):
+    """A superuser's create_chunk, an owner's split_chunk and merge_chunks make chunks no
+    trigger sees: each copies the hypertable's table-level ACL, and carol's SELECT is not in it
+    (column privileges, never copied). Her very next statement after each, by name, is refused;
+    through the hypertable she reads exactly the Sales rows throughout."""
+    with ts.connect("david") as david:  # three departments over a month (closed by the trigger)
+        david.execute(
+            "INSERT INTO financial_metrics (time, metric_type, amount, department)"
+            " SELECT g, 'revenue', 1, d FROM generate_series('2059-12-20'::timestamptz,"
+            " '2060-01-20', interval '6 hours') g, unnest(ARRAY['Sales', 'Ops', 'HR']) d"
+        )
+        david.commit()
+
+    def sales(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+        return conn.execute(
+            "SELECT time, metric_type, amount, department FROM financial_metrics"
+            " WHERE department = 'Sales' ORDER BY time"
+        ).fetchall()
+
+    def carols(carol: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+        rows = carol.execute(
+            "SELECT time, metric_type, amount, department FROM financial_metrics ORDER BY time"
+        ).fetchall()
+        carol.commit()
+        return rows
+
+    def refused(carol: psycopg.Connection[Any], rel: str) -> None:
+        for q in ("SELECT * FROM {}", "SELECT count(*) FROM {}", "SELECT department FROM {}"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                carol.execute(sql.SQL(q).format(sql.SQL(rel)))
+            carol.rollback()
+
+    with ts.db.admin() as admin, ts.connect("carol") as carol:
+        admin.autocommit = True
+        expected = sales(admin)
+        assert len(expected) > 100 and carols(carol) == expected
+        # 1. create_chunk (a superuser's only), then rows of another department in it
+        admin.execute(
+            "SELECT _timescaledb_functions.create_chunk('financial_metrics',"
+            " jsonb_build_object('time', ARRAY[_timescaledb_functions.to_unix_microseconds("
+            "'2070-01-01'), _timescaledb_functions.to_unix_microseconds('2070-01-08')]))"
+        )
+        made = _fin_chunks(admin)[-1][0]
+        refused(carol, made)  # carol's next statement: no one else's came between
+        with ts.db.admin() as other:  # an INSERT into an existing chunk runs no fixer
+            other.execute(
+                "INSERT INTO financial_metrics (time, metric_type, department)"
+                " VALUES ('2070-01-02', 'secret', 'Ops')"
+            )
+            other.commit()
+        refused(carol, made)
+        assert _sliced_privileges(admin, made) == []
+        # 2. split_chunk: both halves hold every department's rows
+        (mid,) = [c for c in _fin_chunks(admin) if c[1] <= datetime(2060, 1, 3, tzinfo=UTC) < c[2]]
+        admin.execute(
+            "CALL split_chunk(%s::regclass, %s::timestamptz)",
+            (mid[0], mid[1] + (mid[2] - mid[1]) / 2),
+        )
+        halves = [c for c in _fin_chunks(admin) if mid[1] <= c[1] < mid[2]]
+        assert len(halves) == 2
+        new_half = next(c[0] for c in halves if c[0] != mid[0])
+        refused(carol, new_half)
+        refused(carol, mid[0])
+        for half in halves:
+            assert admin.execute(
+                sql.SQL("SELECT count(DISTINCT department) FROM {}").format(sql.SQL(half[0]))
+            ).fetchone() == (3,)
+            assert _sliced_privileges(admin, half[0]) == []
+        assert carols(carol) == expected
+        # 3. merge_chunks: the two halves back into one
+        admin.execute("CALL merge_chunks(%s::regclass, %s::regclass)", (halves[0][0], halves[1][0]))
+        merged = [c[0] for c in _fin_chunks(admin) if mid[1] <= c[1] < mid[2]]
+        assert len(merged) == 1
+        refused(carol, merged[0])
+        assert _sliced_privileges(admin, merged[0]) == []
+        assert carols(carol) == expected
+        for chunk, _, _ in _fin_chunks(admin):
+            assert _sliced_privileges(admin, chunk) == [], chunk
+    # what remains until the next fix or apply: the writers' copied privileges on the chunks
+    # made without a write (plan and verify show them); carol (sliced) is never among them
+    leaks = _leaks(ts)
+    assert leaks and {u for u, _, _ in leaks} == {"david"}
+    with ts.db.admin() as conn:
+        assert "on chunk" in plan(conn, ts.policy).summary()
+        conn.rollback()
+        matrix = verify(conn, ts.policy, ts.passwords, **ts.user_params())
+        assert {c.user for c in matrix.disagreements} == {"david"}, matrix.to_text()
+        assert matrix.cell("carol", "financial_metrics", "SELECT").ok
+        apply(conn, ts.policy, passwords=ts.passwords)
+        assert not plan(conn, ts.policy)
+        matrix = verify(conn, ts.policy, ts.passwords, **ts.user_params())
+        assert matrix.ok, matrix.to_text()
+    assert _leaks(ts) == []
+    with ts.connect("carol") as carol:
+        assert carols(carol) == expected
+
+
+def test_a_database_applied_before_moves_the_sliced_grant_onto_the_columns(ts):
+    """As tsaccess left it before: department_managers held SELECT on the table (its chunks
+    closed one by one). The plan revokes it, grants SELECT on every column, and takes back in
+    the same transaction the column privileges TimescaleDB copies to the existing chunks."""
+    cols = "time, metric_type, amount, currency, department, is_confidential"
+    with ts.db.admin() as conn:
+        conn.execute(
+            "INSERT INTO financial_metrics (time, metric_type, department)"
+            " SELECT now() - g * interval '8 days', 'm', 'Ops' FROM generate_series(0, 3) g"
+        )
+        conn.execute(f"REVOKE SELECT ({cols}) ON financial_metrics FROM department_managers")
+        conn.execute("GRANT SELECT ON financial_metrics TO department_managers")
+        chunks = [c for c, _, _ in _fin_chunks(conn)]
+        for c in chunks:  # the old plan's work on chunks
+            conn.execute(sql.SQL("REVOKE ALL ON {} FROM department_managers").format(sql.SQL(c)))
+        conn.commit()
+        steps = [s.summary for s in plan(conn, ts.policy).steps]
+        conn.rollback()
+        assert "revoke SELECT on table financial_metrics from department_managers" in steps
+        assert f"grant SELECT ({cols}) on table financial_metrics to department_managers" in steps
+        revokes = [s for s in steps if s.startswith("revoke SELECT (") and " on chunk " in s]
+        assert len(revokes) == len(chunks) >= 4
+        apply(conn, ts.policy, passwords=ts.passwords)  # checks the plan after it is empty
+        assert not plan(conn, ts.policy)
+        for c in chunks:
+            assert _sliced_privileges(conn, c) == []
+    with ts.connect("carol") as carol:
+        assert carol.execute("SELECT count(*) FROM financial_metrics").fetchone() == (0,)
+        carol.execute("SELECT * FROM financial_metrics")
+    assert _leaks(ts) == []
+
+
+def test_preflight_and_my_access_read_carols_column_grants_as_the_table(ts):
+    """carol's SELECT on financial_metrics is a privilege on every column: pre-flight allows her
+    SELECT * and count(*) (row-level security still applies), refuses a chunk by name, and
+    my_access shows "all columns" with her row filter."""
+    with ts.db.admin() as conn:
+        conn.execute(
+            "INSERT INTO financial_metrics (time, metric_type, department)"
+            " VALUES (now(), 'm', 'Sales'), (now(), 'm', 'Ops')"
+        )
+        conn.commit()
+        chunk = _fin_chunks(conn)[-1][0]
+    with ts.connect("carol", preflight=True, autocommit=True) as conn:
+        for q in ("SELECT * FROM financial_metrics", "SELECT count(*) FROM financial_metrics"):
+            assert check(conn, q).status == "allowed", q
+        assert [r[4] for r in conn.execute("SELECT * FROM financial_metrics")] == ["Sales"]
+        assert check(conn, f"SELECT * FROM {chunk}").status == "denied"
+        with pytest.raises(tsaccess.PreflightDenied):
+            conn.execute(f"SELECT count(*) FROM {chunk}")
+        row = next(r for r in my_access(conn) if r.table == "financial_metrics")
+        assert row.select == "all columns" and "tsaccess_rls.attribute" in row.row_filter
+        assert (row.insert, row.update, row.delete) == ("", "", False)
 
 
 def test_retention_with_a_frozen_chunk_drops_and_audits_the_others_and_reports_it(ts):

@@ -47,6 +47,9 @@ class ChunkInfo:
     acl: frozenset[Grant]
     kind: str = "chunk"
     """``chunk``, ``materialized`` (an aggregate's hypertable or its chunks) or ``view``."""
+    column_acl: frozenset[tuple[str, str, str]] = frozenset()
+    """(column, grantee, privilege): column privileges (TimescaleDB copies a column GRANT on
+    the hypertable to the chunks that exist at the time)."""
 
 
 @dataclass(frozen=True)
@@ -151,13 +154,24 @@ def read_timescale(
     aggregates = {r[0]: AggregateInfo(r[0], bool(r[1]), (r[2], r[3])) for r in cagg_j or ()}
     meta: dict[tuple[str, str, str], tuple[str, str]] = {}
     acl: dict[tuple[str, str, str], set[Grant]] = defaultdict(set)
-    for parent, kind, sch, name, owner, grantee, priv in chunk_j or ():
+    col_acl: dict[tuple[str, str, str], set[tuple[str, str, str]]] = defaultdict(set)
+    for parent, kind, sch, name, owner, grantee, priv, column in chunk_j or ():
         key = (parent, sch, name)
         meta[key] = (owner, kind)
-        if grantee is not None and grantee != owner:
+        if column is not None:
+            col_acl[key].add((column, grantee, priv))
+        elif grantee is not None and grantee != owner:
             acl[key].add((grantee, priv))
     chunks = tuple(
-        ChunkInfo(p, s, n, meta[p, s, n][0], frozenset(acl[p, s, n]), meta[p, s, n][1])
+        ChunkInfo(
+            p,
+            s,
+            n,
+            meta[p, s, n][0],
+            frozenset(acl[p, s, n]),
+            meta[p, s, n][1],
+            frozenset(col_acl[p, s, n]),
+        )
         for p, s, n in sorted(meta)
     )
     seg: dict[str, list[str]] = {}
@@ -258,14 +272,24 @@ _TS_PART = (
     "  FROM _timescaledb_catalog.continuous_agg ca,"
     "  LATERAL (VALUES (ca.direct_view_schema, ca.direct_view_name),"
     "   (ca.partial_view_schema, ca.partial_view_name)) v(s, n)"
-    "  WHERE ca.user_view_schema = %s)"
-    "  SELECT json_agg(json_build_array(r.parent, r.kind, r.schema_name, r.table_name,"
-    "   pg_catalog.pg_get_userbyid(k.relowner), CASE WHEN a.grantee = 0 THEN 'PUBLIC'"
-    "   ELSE pg_catalog.pg_get_userbyid(a.grantee) END, a.privilege_type))"
-    "  FROM rels r JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name"
-    "  JOIN pg_catalog.pg_class k ON k.relnamespace = n.oid AND k.relname = r.table_name"
-    "  LEFT JOIN LATERAL pg_catalog.aclexplode("
-    "   coalesce(k.relacl, pg_catalog.acldefault('r', k.relowner))) a ON true),"
+    "  WHERE ca.user_view_schema = %s),"
+    " rk AS ("
+    "  SELECT r.*, k.oid, k.relowner, k.relacl FROM rels r"
+    "  JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name"
+    "  JOIN pg_catalog.pg_class k ON k.relnamespace = n.oid AND k.relname = r.table_name)"
+    "  SELECT json_agg(x.j) FROM ("
+    "  SELECT json_build_array(r.parent, r.kind, r.schema_name, r.table_name,"
+    "   pg_catalog.pg_get_userbyid(r.relowner), CASE WHEN a.grantee = 0 THEN 'PUBLIC'"
+    "   ELSE pg_catalog.pg_get_userbyid(a.grantee) END, a.privilege_type, NULL::text) AS j"
+    "  FROM rk r LEFT JOIN LATERAL pg_catalog.aclexplode("
+    "   coalesce(r.relacl, pg_catalog.acldefault('r', r.relowner))) a ON true"
+    "  UNION ALL"  # column privileges (copied from a column GRANT on the hypertable)
+    "  SELECT json_build_array(r.parent, r.kind, r.schema_name, r.table_name,"
+    "   pg_catalog.pg_get_userbyid(r.relowner), CASE WHEN a.grantee = 0 THEN 'PUBLIC'"
+    "   ELSE pg_catalog.pg_get_userbyid(a.grantee) END, a.privilege_type, t.attname::text)"
+    "  FROM rk r JOIN pg_catalog.pg_attribute t ON t.attrelid = r.oid AND t.attnum > 0"
+    "   AND NOT t.attisdropped AND t.attacl IS NOT NULL,"
+    "  LATERAL pg_catalog.aclexplode(t.attacl) a) x),"
     " (SELECT json_agg(json_build_array(hypertable_name, attname, segmentby_column_index,"
     "   orderby_column_index, orderby_asc, orderby_nullsfirst) ORDER BY hypertable_name,"
     "   segmentby_column_index NULLS LAST, orderby_column_index NULLS LAST)"

@@ -42,8 +42,21 @@ __all__ = [
     "Table",
     "TimescaleMode",
     "User",
+    "column_level",
     "password_env_var",
 ]
+
+COLUMN_LEVEL: frozenset[str] = frozenset({"SELECT", "INSERT", "UPDATE"})
+"""Table privileges PostgreSQL can also grant on columns."""
+
+
+def column_level(
+    table: Table | None, role: GroupRole | None, privilege: str, timescaledb: TimescaleMode
+) -> bool:
+    """:meth:`Policy.column_level` for a table and role (also before their policy exists)."""
+    if table is None or role is None or not table.hypertable or timescaledb == "off":
+        return False
+    return privilege in COLUMN_LEVEL and role.slice_of(table.name) is not None
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,30 @@ class Policy:
     def sliced_roles(self, table: str) -> tuple[str, ...]:
         """Group roles that see only a slice of ``table``'s rows."""
         return tuple(r.name for r in self.roles if r.slice_of(table) is not None)
+
+    def by_columns(self, table: str, role: str) -> frozenset[Privilege]:
+        """The table privileges of ``role`` on ``table`` that tsaccess grants column by column,
+        on every column of the table: SELECT, INSERT and UPDATE of a role that sees a slice of
+        a hypertable's rows. TimescaleDB copies a hypertable's table-level privileges to every
+        chunk it makes (``create_chunk``, ``split_chunk``... included) and never its column
+        privileges; chunks carry no row-level security (see docs/timescaledb.md)."""
+        r = self.role(role)
+        if r is None:
+            return frozenset()
+        return frozenset(p for p in r.privileges_on(table) if self.column_level(table, role, p))
+
+    def column_level(self, table: str, role: str, privilege: str) -> bool:
+        """Whether ``role``'s table privilege ``privilege`` on ``table`` (held or not) is one
+        tsaccess grants on every column instead (:meth:`by_columns`)."""
+        return column_level(self.table(table), self.role(role), privilege, self.timescaledb)
+
+    def table_level(self, table: str, role: str) -> frozenset[Privilege]:
+        """The privileges of ``role`` on ``table`` granted on the table itself (the others:
+        :meth:`by_columns`)."""
+        r = self.role(role)
+        if r is None:
+            return frozenset()
+        return r.privileges_on(table) - self.by_columns(table, role)
 
     @property
     def managed_tables(self) -> tuple[str, ...]:

@@ -93,6 +93,19 @@ def _probe_ident(
     return sql.SQL("TRUNCATE {}").format(t)
 
 
+# The catalog's answer for a table privilege: held on the table, or (SELECT, INSERT, UPDATE) on
+# every one of its columns — how tsaccess grants a sliced role's privileges on a hypertable
+# (chunks never copy column privileges; Policy.by_columns). ``{rel}``: the relation's name.
+_TABLE_PRIVILEGE = (
+    "(pg_catalog.has_table_privilege(u, r, p) OR (p IN ('SELECT', 'INSERT', 'UPDATE')"
+    " AND EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = r"
+    "  AND a.attnum > 0 AND NOT a.attisdropped)"
+    " AND NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a"
+    "  WHERE a.attrelid = r AND a.attnum > 0 AND NOT a.attisdropped"
+    "  AND NOT pg_catalog.has_column_privilege(u, a.attrelid, a.attnum, p))))"
+)
+
+
 def _extra_cells(
     admin: psycopg.Connection[Any],
     extras: list[ExtraObject],
@@ -101,8 +114,8 @@ def _extra_cells(
     if not extras:
         return {}
     rows = admin.execute(
-        "SELECT u, t, p, pg_catalog.has_table_privilege(u, t, p)"
-        " FROM unnest(%s::text[]) u, unnest(%s::text[]) t, unnest(%s::text[]) p"
+        "SELECT u, t, p, " + _TABLE_PRIVILEGE + " FROM unnest(%s::text[]) u,"
+        " unnest(%s::text[]) t, LATERAL (SELECT t::regclass AS r) rel, unnest(%s::text[]) p"
         " WHERE EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = u)",
         (users, [e.qualified for e in extras], list(TABLE_PRIVILEGES)),
     ).fetchall()
@@ -198,13 +211,14 @@ def verify(
     missing = {t for t in objects if t not in cat.tables}
     absent = f"does not exist in schema {policy.schema}: run tsaccess apply"
     rows = admin.execute(
-        "SELECT u, t, p, pg_catalog.has_table_privilege(u, pg_catalog.format('%%I.%%I', %s::text, t), p)"
-        " FROM unnest(%s::text[]) u, unnest(%s::text[]) t, unnest(%s::text[]) p"
+        "SELECT u, t, p, " + _TABLE_PRIVILEGE + " FROM unnest(%s::text[]) u,"
+        " unnest(%s::text[]) t, LATERAL (SELECT pg_catalog.format('%%I.%%I', %s::text, t)"
+        "::regclass AS r) rel, unnest(%s::text[]) p"
         " WHERE EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = u)",
         (
-            policy.schema,
             users,
             [t for t in objects if t not in missing],
+            policy.schema,
             list(TABLE_PRIVILEGES),
         ),
     ).fetchall()
@@ -224,6 +238,7 @@ def verify(
     admin.rollback()
     last_col = {name: info.columns[-1].name for name, info in cat.tables.items() if info.columns}
     column_granted = {t for r in policy.roles for t, _, _ in r.column_grants}
+    column_granted |= {t for t in tables for r in policy.roles if policy.by_columns(t, r.name)}
     all_cols = {
         name: tuple(c.name for c in info.columns)
         for name, info in cat.tables.items()

@@ -13,10 +13,16 @@ from typing import Literal
 from psycopg import sql
 
 from tsaccess.catalog import CatalogSnapshot
+from tsaccess.plan.phases.grants import (
+    column_grants,
+    table_columns,
+    table_grants,
+    wanted_column_grants,
+)
 from tsaccess.policy import Policy
 from tsaccess.steps import Phase, Step, grant_steps, managed_grants, role_ident
 
-__all__ = ["acl_steps", "column_grant_steps", "default_privilege_steps", "wanted_column_grants"]
+__all__ = ["acl_steps", "column_grant_steps", "default_privilege_steps"]
 
 Action = Literal["add", "change", "revoke"]
 
@@ -65,14 +71,8 @@ def acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
             continue
         info = cat.tables.get(name) if cat else None
         t_owner = info.owner if info else (policy.audit.owner if t is None else None)
-        # a table created by this plan starts with the schema's default privileges
         born = cat.default_acl if cat else frozenset()
-        have = managed_grants(
-            {g for g in (info.acl if info else born) if g[0] != t_owner}, policy.public
-        )
-        want: set[tuple[str, str]] = {
-            (r.name, str(p)) for r in policy.roles for p in r.privileges_on(name)
-        }
+        have, want = table_grants(policy, cat, name)
         phase: Phase = "audit" if t is None else "security"
         target = sql.Identifier(policy.schema, name)
         steps += grant_steps(target, f"table {name}", "TABLE", have, want, phase)
@@ -90,13 +90,7 @@ def acl_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
                 want,
                 phase,
             )
-        wanted_cols = {
-            (c, r.name, p)
-            for r in policy.roles
-            for tbl, p, cols in r.column_grants
-            if tbl == name
-            for c in cols
-        }
+        wanted_cols = wanted_column_grants(policy, name, info)
         for col, grantee, priv in sorted(info.column_acl if info else ()):
             if grantee == t_owner or (col, grantee, priv) in wanted_cols:
                 continue
@@ -122,41 +116,33 @@ def _public_defaults(kind: str) -> set[tuple[str, str]]:
 
 
 def column_grant_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
-    """GRANT the policy's column privileges that are missing (extra ones: acl_steps revokes)."""
+    """GRANT the policy's column privileges that are missing (extra ones: acl_steps revokes),
+    the table privileges granted column by column included."""
     steps: list[Step] = []
-    for r in policy.roles:
-        for table, priv, cols in r.column_grants:
-            info = cat.tables.get(table) if cat else None
-            have = info.column_acl if info else frozenset()
-            missing = [c for c in cols if (c, r.name, priv) not in have]
-            if not missing:
-                continue
+    for t in policy.tables:
+        info = cat.tables.get(t.name) if cat else None
+        have, want = column_grants(policy, cat, t.name)
+        order = {c: i for i, c in enumerate(table_columns(policy, t.name, info))}
+        missing: dict[tuple[str, str], list[str]] = {}
+        for col, grantee, priv in want - have:
+            missing.setdefault((grantee, priv), []).append(col)
+        for (grantee, priv), cols in sorted(missing.items()):
+            cols.sort(key=lambda c: (order.get(c, len(order)), c))
             steps.append(
                 Step(
                     sql.SQL("GRANT {} ({}) ON TABLE {} TO {}").format(
                         sql.SQL(priv),
-                        sql.SQL(", ").join(sql.Identifier(c) for c in missing),
-                        sql.Identifier(policy.schema, table),
-                        sql.Identifier(r.name),
+                        sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+                        sql.Identifier(policy.schema, t.name),
+                        sql.Identifier(grantee),
                     ),
-                    f"grant {priv} ({', '.join(missing)}) on table {table} to {r.name}",
+                    f"grant {priv} ({', '.join(cols)}) on table {t.name} to {grantee}",
                     "security",
                     action="add",
-                    object=f"table {table}",
+                    object=f"table {t.name}",
                 )
             )
     return steps
-
-
-def wanted_column_grants(policy: Policy, table: str) -> set[tuple[str, str, str]]:
-    """(column, grantee, privilege) the policy grants on ``table``."""
-    return {
-        (c, r.name, priv)
-        for r in policy.roles
-        for t, priv, cols in r.column_grants
-        if t == table
-        for c in cols
-    }
 
 
 def default_privilege_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:

@@ -23,8 +23,9 @@ from psycopg import sql
 from tsaccess.catalog import CatalogSnapshot
 from tsaccess.catalog.timescale import ChunkInfo, TimescaleCatalog
 from tsaccess.errors import PolicyError
+from tsaccess.plan.phases.grants import ColumnGrant, column_grants, table_grants
 from tsaccess.policy import Aggregate, Policy, Table
-from tsaccess.steps import Step, grant_steps, managed_grants
+from tsaccess.steps import Step, grant_steps, managed_grants, role_ident
 
 __all__ = ["timescale_steps"]
 
@@ -59,29 +60,96 @@ def _table_want(policy: Policy, table: str, *, chunk: bool) -> set[Grant]:
 def _chunk_acl_steps(
     policy: Policy, cat: CatalogSnapshot | None, tsc: TimescaleCatalog
 ) -> list[Step]:
-    """Chunks get their hypertable's SELECT grants less the sliced roles'; an aggregate's
-    internal relations get none (readers go through the aggregate)."""
+    """Chunks get their hypertable's SELECT grants less the sliced roles', and no column
+    privilege; an aggregate's internal relations get none (readers go through the
+    aggregate)."""
     steps: list[Step] = []
     if policy.chunk_privileges == "copied":
         return steps  # chunks and aggregates' internals keep what TimescaleDB copies
+    parents: dict[str, tuple[set[Grant], set[Grant], set[ColumnGrant], set[ColumnGrant]]] = {}
     for c in tsc.chunks:
-        info = cat.tables.get(c.parent) if cat else None
-        parent_have = {g for g in (info.acl if info else ()) if info and g[0] != info.owner}
-        parent_have = managed_grants(parent_have, policy.public)
         if c.kind == "chunk":
             if policy.table(c.parent) is None:
                 continue
-            parent_want = _table_want(policy, c.parent, chunk=False)
             want = _table_want(policy, c.parent, chunk=True)
             label = f"chunk {c.schema}.{c.name} of {c.parent}"
         else:
             if policy.aggregate(c.parent) is None:
                 continue
-            parent_want = _table_want(policy, c.parent, chunk=False)
             want = set()
             label = f"{c.schema}.{c.name} (inside aggregate {c.parent})"
+        if c.parent not in parents:
+            parents[c.parent] = _parent_changes(policy, cat, c.parent, aggregate=c.kind != "chunk")
+        parent_have, parent_want, col_gone, col_added = parents[c.parent]
         have = managed_grants(_predict(c.acl, parent_have, parent_want), policy.public)
         steps += grant_steps(_ident(c), label, "TABLE", have, want, "security")
+        # column privileges, in the order the steps run: TimescaleDB copies the hypertable's
+        # table-level REVOKE (which takes the privilege off every column too), then its column
+        # REVOKE and GRANT, to the chunks that exist (never to later ones); then the chunk's
+        # own table-level REVOKE above
+        parent_gone = parent_have - parent_want
+        cols = {g for g in c.column_acl if (g[1], g[2]) not in parent_gone}
+        cols = (cols - col_gone) | col_added
+        cols = {
+            g
+            for g in cols
+            if (g[1], g[2]) not in have - want
+            and g[1] != c.owner
+            and not (g[1] == "PUBLIC" and policy.public == "keep")
+        }
+        steps += _column_revokes(c, label, cols)
+    return steps
+
+
+def _parent_changes(
+    policy: Policy, cat: CatalogSnapshot | None, parent: str, *, aggregate: bool
+) -> tuple[set[Grant], set[Grant], set[ColumnGrant], set[ColumnGrant]]:
+    """What this plan does to a hypertable's (or aggregate's) privileges, as TimescaleDB copies
+    it to the existing chunks: (table-level grants before, after; column privileges revoked,
+    granted)."""
+    if aggregate:
+        info = cat.tables.get(parent) if cat else None
+        have = {g for g in (info.acl if info else ()) if info and g[0] != info.owner}
+        return (
+            managed_grants(have, policy.public),
+            _table_want(policy, parent, chunk=False),
+            set(),
+            set(),
+        )
+    have, want = table_grants(policy, cat, parent)
+    info = cat.tables.get(parent) if cat else None
+    owner = info.owner if info else None
+    col_before = {g for g in (info.column_acl if info else ()) if g[1] != owner}
+    col_have, col_want = column_grants(policy, cat, parent)
+    return have, want, col_before - col_want, col_want - col_have
+
+
+def _column_revokes(c: ChunkInfo, label: str, cols: set[ColumnGrant]) -> list[Step]:
+    """REVOKE every column privilege left on a chunk, one statement per grantee."""
+    by: dict[str, dict[str, list[str]]] = {}
+    for col, grantee, priv in cols:
+        by.setdefault(grantee, {}).setdefault(priv, []).append(col)
+    steps: list[Step] = []
+    for grantee in sorted(by):
+        parts = [(priv, sorted(by[grantee][priv])) for priv in sorted(by[grantee])]
+        steps.append(
+            Step(
+                sql.SQL("REVOKE {} ON TABLE {} FROM {}").format(
+                    sql.SQL(", ").join(
+                        sql.SQL("{} ({})").format(
+                            sql.SQL(priv), sql.SQL(", ").join(sql.Identifier(x) for x in names)
+                        )
+                        for priv, names in parts
+                    ),
+                    _ident(c),
+                    role_ident(grantee),
+                ),
+                "revoke "
+                + ", ".join(f"{priv} ({', '.join(names)})" for priv, names in parts)
+                + f" on {label} from {grantee}",
+                "security",
+            )
+        )
     return steps
 
 
