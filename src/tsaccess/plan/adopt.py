@@ -35,6 +35,7 @@ from tsaccess.catalog.timescale import TimescaleCatalog, read_timescale
 from tsaccess.plan.adopt_access import read_access
 from tsaccess.plan.adopt_timescale import aggregate_of, compression_of, interval_of, slices_of
 from tsaccess.plan.compose import Plan, plan
+from tsaccess.plan.phases.chunks import CHUNK_STATE_TABLE
 from tsaccess.plan.phases.tables import _canonical_type
 from tsaccess.policy import AuditSettings, Column, Policy, Table
 from tsaccess.policy.base import DEFAULT_FUNCS, canonical_type, check_ident
@@ -145,8 +146,8 @@ def _tables(
     out: list[Table] = []
     for name, info in sorted(cat.tables.items()):
         key = f"tables.{name}"
-        if info.kind not in ("r", "p") or name in ad.aggregates:
-            continue
+        if info.kind not in ("r", "p") or name in ad.aggregates or name == CHUNK_STATE_TABLE:
+            continue  # (the chunk trigger's state: tsaccess's own, made again by apply)
         if name in ad.partitions:
             notes["footer"].append(f"table {name} is a partition: left out (and left alone)")
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from typing import cast
 
 from tsaccess.catalog import CatalogSnapshot
 from tsaccess.catalog.adopt import AdoptionCatalog, AggregateDefinition
@@ -22,10 +23,12 @@ from tsaccess.policy import (
     AggregateColumn,
     Compression,
     GroupRole,
+    Privilege,
     RowSlice,
     Table,
     User,
 )
+from tsaccess.policy.model import column_level
 from tsaccess.policy.timescale import AGGREGATE_FUNCTIONS
 
 __all__ = ["aggregate_of", "compression_of", "interval_of", "slices_of"]
@@ -274,6 +277,7 @@ def slices_of(
         else r
         for r in roles
     ]
+    roles = _sliced_table_grants(roles, tables)
     attrs: dict[str, list[tuple[str, str]]] = {}
     for user, attr, value in sorted(tsc.attributes):
         attrs.setdefault(user, []).append((attr, value))
@@ -282,3 +286,29 @@ def slices_of(
         for u in users
     ]
     return roles, users
+
+
+def _sliced_table_grants(roles: list[GroupRole], tables: Sequence[Table]) -> list[GroupRole]:
+    """A column privilege on every column that tsaccess grants so for a table privilege (a
+    sliced role's SELECT, INSERT or UPDATE on a hypertable: :func:`column_level`) is that table
+    privilege: the policy says ``grants = { t = ["SELECT"] }`` again, and its plan makes the
+    same column grants."""
+    out = []
+    for r in roles:
+        grants: dict[str, set[Privilege]] = {t: set(p) for t, p in r.grants}
+        kept = []
+        for table, priv, cols in r.column_grants:
+            t = next((x for x in tables if x.name == table), None)
+            every = {c.name for c in t.columns} if t else set()
+            if t is not None and every <= set(cols) and column_level(t, r, priv, "prefer"):
+                grants.setdefault(table, set()).add(cast(Privilege, priv))
+            else:
+                kept.append((table, priv, cols))
+        if len(kept) < len(r.column_grants):
+            r = dataclasses.replace(
+                r,
+                grants=tuple((t, frozenset(p)) for t, p in sorted(grants.items())),
+                column_grants=tuple(kept),
+            )
+        out.append(r)
+    return out
