@@ -362,6 +362,40 @@ def test_a_database_applied_before_moves_the_sliced_grant_onto_the_columns(ts):
     assert _leaks(ts) == []
 
 
+def test_a_column_added_to_a_sliced_hypertable_is_granted_on_the_table_only(ts):
+    """A column the policy adds gets carol's SELECT on the hypertable; TimescaleDB copies that
+    GRANT to the existing chunks, and the same apply takes it back there."""
+    import dataclasses
+
+    from tsaccess.policy import Column
+
+    with ts.db.admin() as conn:
+        conn.execute(
+            "INSERT INTO financial_metrics (time, metric_type, department)"
+            " SELECT now() - g * interval '8 days', 'm', 'Ops' FROM generate_series(0, 2) g"
+        )
+        conn.commit()
+        policy = dataclasses.replace(
+            ts.policy,
+            tables=tuple(
+                dataclasses.replace(t, columns=(*t.columns, Column("note", "text")))
+                if t.name == "financial_metrics"
+                else t
+                for t in ts.policy.tables
+            ),
+        )
+        steps = [s.summary for s in plan(conn, policy).steps]
+        conn.rollback()
+        assert "grant SELECT (note) on table financial_metrics to department_managers" in steps
+        assert sum(s.startswith("revoke SELECT (note) on chunk ") for s in steps) >= 3
+        apply(conn, policy, passwords=ts.passwords)  # checks the plan after it is empty
+        assert not plan(conn, policy)
+        for chunk, _, _ in _fin_chunks(conn):
+            assert _sliced_privileges(conn, chunk) == []
+    with ts.connect("carol") as carol:
+        assert carol.execute("SELECT note FROM financial_metrics").fetchall() == []
+
+
 def test_preflight_and_my_access_read_carols_column_grants_as_the_table(ts):
     """carol's SELECT on financial_metrics is a privilege on every column: pre-flight allows her
     SELECT * and count(*) (row-level security still applies), refuses a chunk by name, and

@@ -4,7 +4,8 @@ aggregate and its materialized hypertable.
 A chunk is a table of its own (``_timescaledb_internal._hyper_N_M_chunk``) that copies its
 hypertable's privileges and never carries row-level security: the matrix expects on it the
 hypertable's SELECT less that of the roles that see only a slice of the rows, and no write (a
-write on a chunk would skip the hypertable's audit triggers). An aggregate
+write on a chunk would skip the hypertable's audit triggers; a sliced role's privileges on the
+hypertable are column privileges on every column, never copied to a chunk). An aggregate
 is expected readable exactly by its grantees, its materialized hypertable by nobody. With
 ``[database] chunk_privileges = "copied"`` a chunk is expected to have its hypertable's
 privileges and the materialized hypertable its aggregate's (what TimescaleDB copies).

@@ -25,8 +25,11 @@ Per hypertable, ``tsaccess_chunk_state`` holds the newest chunk id closed. Times
 hypertable's chunks under a lock on the hypertable held until the transaction ends, so a chunk id
 above the recorded one can only belong to a committed chunk or to this transaction: both are
 visible to the fixer. Chunks made without any write through the hypertable (an owner's
-``split_chunk``, a superuser's ``create_chunk``) are closed by the next fixer run in any session
-and by every ``apply``; see ``docs/timescaledb.md``.
+``split_chunk``, a superuser's ``create_chunk``) give the sliced roles nothing from their first
+moment (their SELECT, INSERT, UPDATE are column privileges, which TimescaleDB never copies:
+:mod:`tsaccess.plan.phases.grants`); the writers' copied privileges (and a sliced role's DELETE)
+stay on them until the next fixer run in any session or the next ``apply``; see
+``docs/timescaledb.md``.
 """
 
 from __future__ import annotations

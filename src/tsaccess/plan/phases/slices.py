@@ -8,9 +8,11 @@
   ``true`` for the others): ``FOR ALL`` for a role granted SELECT, INSERT, UPDATE and DELETE,
   else one policy per granted command (a ``FOR ALL ... USING (true)`` policy of an INSERT-only
   role would widen its members' reads to every row).
-* Chunks copy the hypertable's ACL and never carry row-level security: new chunks are closed
-  by the chunk trigger (:mod:`tsaccess.plan.phases.chunks`), existing ones by
-  :mod:`tsaccess.plan.phases.timescale`.
+* Chunks copy the hypertable's table-level ACL and never carry row-level security: a sliced
+  role's SELECT (INSERT, UPDATE) on a hypertable is granted on every column instead, which no
+  chunk copies (:mod:`tsaccess.plan.phases.grants`); the copies of a column GRANT on existing
+  chunks are revoked by :mod:`tsaccess.plan.phases.timescale`, the rest of a new chunk's copied
+  ACL by the chunk trigger (:mod:`tsaccess.plan.phases.chunks`).
 * Views that read a sliced table with their owner's rights lose the sliced roles' and PUBLIC's
   privileges; users who may INSERT into a sliced table and are in no sliced role get
   ``BYPASSRLS`` (``COPY FROM`` is refused under row-level security).

@@ -4,9 +4,11 @@
   policy hypertable (and every compressed chunk, and the internal compressed hypertable) gets
   the hypertable's SELECT grants less those of the roles that see only a slice of its rows —
   no write privilege, so every write goes through the hypertable and its audit triggers
-  (:mod:`tsaccess.plan.phases.slices` closes new chunks as they are created). A
-  chunk ACL that drifted is repaired; the copies TimescaleDB makes of the hypertable's
-  GRANT/REVOKE steps planned before are predicted, so the plan after apply is empty.
+  (:mod:`tsaccess.plan.phases.chunks` closes new chunks as they are created) — and no column
+  privilege (a column GRANT on a hypertable is copied to its existing chunks; the sliced roles'
+  privileges are column grants, :mod:`tsaccess.plan.phases.grants`). A chunk ACL that drifted is
+  repaired; the copies TimescaleDB makes of the hypertable's GRANT/REVOKE steps planned before
+  (table and column) are predicted, so the plan after apply is empty.
 * **Compression** settings and the compression job; the audit phase switches DELETE to its
   fallback triggers before compression is enabled.
 * **Continuous aggregates**: created, refreshed by a policy, granted to roles; the grant that
