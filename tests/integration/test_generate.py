@@ -484,3 +484,10 @@ roles = ["finance"]
     adopted = tmp_path / "adopted.toml"
     adopted.write_text(data["policy"])
     run("plan", "--dsn", dsn(db), "--policy", str(adopted), "--detailed-exitcode")
+    # a column added by hand: managers cannot read it; the slice still needs the table grant
+    with db.admin(autocommit=True) as conn:
+        conn.execute("ALTER TABLE sales ADD COLUMN note text")
+    data = json.loads(run("generate", "--dsn", dsn(db), "--json").stdout)
+    managers = parse_policy(tomllib.loads(data["policy"])).role("managers")
+    assert managers is not None and managers.grants == (("sales", frozenset({"SELECT"})),)
+    assert data["changes"] == ["grant SELECT (note) on table sales to managers"]

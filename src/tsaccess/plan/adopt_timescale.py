@@ -277,7 +277,7 @@ def slices_of(
         else r
         for r in roles
     ]
-    roles = _sliced_table_grants(roles, tables)
+    roles = _sliced_table_grants(roles, tables, notes)
     attrs: dict[str, list[tuple[str, str]]] = {}
     for user, attr, value in sorted(tsc.attributes):
         attrs.setdefault(user, []).append((attr, value))
@@ -288,22 +288,36 @@ def slices_of(
     return roles, users
 
 
-def _sliced_table_grants(roles: list[GroupRole], tables: Sequence[Table]) -> list[GroupRole]:
+def _sliced_table_grants(
+    roles: list[GroupRole], tables: Sequence[Table], notes: dict[str, list[str]]
+) -> list[GroupRole]:
     """A column privilege on every column that tsaccess grants so for a table privilege (a
     sliced role's SELECT, INSERT or UPDATE on a hypertable: :func:`column_level`) is that table
     privilege: the policy says ``grants = { t = ["SELECT"] }`` again, and its plan makes the
-    same column grants."""
+    same column grants. A sliced role with such privileges on some columns only and no table
+    privilege (a column added by hand since) gets the table privilege too, noted: a slice needs
+    one, and apply grants the missing columns (listed among the changes)."""
     out = []
     for r in roles:
         grants: dict[str, set[Privilege]] = {t: set(p) for t, p in r.grants}
         kept = []
         for table, priv, cols in r.column_grants:
             t = next((x for x in tables if x.name == table), None)
-            every = {c.name for c in t.columns} if t else set()
-            if t is not None and every <= set(cols) and column_level(t, r, priv, "prefer"):
-                grants.setdefault(table, set()).add(cast(Privilege, priv))
-            else:
+            every = [c.name for c in t.columns] if t else []
+            if t is None or not column_level(t, r, priv, "prefer"):
                 kept.append((table, priv, cols))
+                continue
+            missing = [c for c in every if c not in cols]
+            if missing and table in grants:
+                kept.append((table, priv, cols))  # the slice has its table grant already
+                continue
+            if missing:
+                notes[f"roles.{r.name}"].append(
+                    f"{priv} on {table} covers every column but {', '.join(missing)}: written "
+                    f"as the table privilege its row slice needs (apply grants {priv} on those "
+                    "columns too)"
+                )
+            grants.setdefault(table, set()).add(cast(Privilege, priv))
         if len(kept) < len(r.column_grants):
             r = dataclasses.replace(
                 r,
