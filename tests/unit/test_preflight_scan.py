@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tsaccess.preflight.scan import scan_read
@@ -178,7 +178,36 @@ def test_sent_to_the_analysis(sql):
 
 def test_caveats_name_what_the_server_still_checks():
     assert scan("SELECT s.name FROM sensors s") == ()
-    assert scan("SELECT upper(s.name) FROM sensors s") == ("function bodies",)
+    assert scan("SELECT upper(s.name) FROM sensors s") == ()  # a catalog function: judged
+
+
+def test_functions_to_look_at_closer_go_to_the_analysis():
+    # checked when they run (sequences, settings, files): never allowed from the tokens
+    for sql in [
+        "SELECT nextval('s'), s.name FROM sensors s",
+        "SELECT current_setting('data_directory') FROM sensors",
+        "SELECT pg_read_file('x') FROM sensors",
+        "SELECT s.name FROM sensors s WHERE s.id = pg_catalog.pg_ls_dir('.')",
+    ]:
+        assert scan(sql) is None, sql
+    snap = _snapshot()
+    from tsaccess.preflight.snapshot import Func
+
+    snap.funcs["label"] = [Func("public", False, False, False)]  # not executable
+    shaped = shape("SELECT label(s.name) FROM sensors s")
+    assert shaped is not None and scan_read(shaped, snap, _loaded) is None
+
+
+def test_a_second_from_is_no_shape_the_scan_knows():
+    for sql in [
+        "SELECT  FROM  sensors r  WHERE  FROM readings r",
+        "SELECT r.temp FROM readings r FROM sensors",
+        "SELECT 1 FROM sensors s GROUP BY s.id FROM readings",
+    ]:
+        assert scan(sql) is None, sql
+    # FROM inside an expression or a later query is still understood
+    assert scan("SELECT extract(epoch FROM r.time) FROM readings r") is not None
+    assert scan("SELECT s.id FROM sensors s UNION SELECT x.id FROM sites x") is not None
 
 
 _WORDS = ["r", "s", "readings", "sensors", "temp", "secret", "time", "name", "id", "x"]
@@ -187,6 +216,7 @@ _PUNCT = [",", ".", "(", ")", "*", "=", "::text", " AS ", " JOIN ", " ON ", " FR
 
 @settings(max_examples=3000, deadline=None)
 @given(st.lists(st.sampled_from(_WORDS + _PUNCT), min_size=1, max_size=14))
+@example([" FROM ", "sensors", "r", " WHERE "])  # two FROM lists: once allowed, r as a value
 def test_no_ungranted_column_and_no_lone_row_is_ever_allowed(parts):
     """Invariant over token soups: an allowed text names no ungranted column of a relation it
     names, and never uses ``readings`` (or ``r`` when it is its alias) as a value."""

@@ -63,8 +63,8 @@ _WORD_START = frozenset(string.ascii_letters + '_"')
 _WRITES = frozenset(
     {"insert", "update", "delete", "truncate", "merge", "copy", "for", "into", "lock"}
 )
-# frame states: an expression, a query outside its FROM list, inside its FROM list
-_EXPR, _QUERY, _FROM = 0, 1, 2
+# frame states: an expression, a query before its FROM list, inside its FROM list, after it
+_EXPR, _QUERY, _FROM, _AFTER = 0, 1, 2, 3
 _FROM_ENDS = frozenset(
     {
         "where",
@@ -125,7 +125,7 @@ def _from_lists(toks: list[str]) -> tuple[list[int], bool] | None:
     ``JOIN``, ``ONLY``, ``LATERAL``, a comma or an opening parenthesis of the list is a
     relation (or a function call). A word after ``AS`` is a name, whatever it spells."""
     structure, rel_before, from_ends = _STRUCTURE, _REL_BEFORE, _FROM_ENDS
-    in_from, query, expr = _FROM, _QUERY, _EXPR
+    in_from, query, expr, after = _FROM, _QUERY, _EXPR, _AFTER
     stack: list[int] = []
     state = expr
     prev = ""
@@ -164,9 +164,13 @@ def _from_lists(toks: list[str]) -> tuple[list[int], bool] | None:
                     t = ""  # IS [NOT] DISTINCT FROM: an operator, not a FROM list
                 elif state == query:
                     state = in_from
+                elif state in (after, in_from):
+                    return None  # a second FROM in one query: not a shape the scan knows
                 else:
                     t = ""  # EXTRACT(x FROM y), substring(...): no relation follows
             elif state == in_from and t in from_ends:
+                state = after
+            elif state == after and t in ("union", "intersect", "except"):
                 state = query
         elif state == in_from and prev in rel_before:
             starts.append(i)
@@ -281,11 +285,16 @@ def scan_read(
         or not _only_granted_columns(toks, names, words, refs, scoped, load_columns)
     ):
         return None
-    if "(" in words:
-        caveats.add("function bodies")
+    if "(" in words and not _calls(toks, names).isdisjoint(snap.special_functions):
+        return None  # a function pre-flight must look at closer: the analysis does
     if max(map(len, words)) > _NAMEDATALEN:
         return None  # the server truncates long names: the analysis compares as it does
     return tuple(sorted(caveats))
+
+
+def _calls(toks: list[str], names: list[str]) -> set[str]:
+    """The names of the functions the tokens may call (every name before ``(``)."""
+    return {names[i - 1] for i, t in enumerate(toks) if t == "(" and i}
 
 
 def _ctes(toks: list[str], names: list[str]) -> dict[str, int]:

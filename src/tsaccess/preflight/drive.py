@@ -1,0 +1,180 @@
+"""The I/O of a check, on a synchronous connection: the checker's requests answered.
+
+:meth:`tsaccess.preflight.Checker.steps` is a generator that decides and yields what it needs
+from the server: a catalog :class:`Query` (answered with its rows) or a :class:`Probe` (answered
+with a :class:`ProbeResult`). :func:`drive` answers them on a ``psycopg.Connection``; an
+asynchronous connection answers the same requests with its own cursor (the decision is shared,
+only the I/O differs, as psycopg does with its generators).
+
+A probe confirms a refusal without changing anything: it runs in a transaction of its own that
+is rolled back (``BEGIN ... ROLLBACK`` when the session is idle, ``SAVEPOINT ... ROLLBACK TO``
+inside the caller's transaction, through psycopg's ``Connection.transaction`` so pipelines and
+the transaction-pooler scope work as for any statement), and runs ``EXPLAIN`` (never
+``ANALYZE``) or privilege functions only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import psycopg
+from psycopg import sql
+
+from tsaccess.preflight.snapshot import catalog_rows
+
+__all__ = [
+    "INTERNAL",
+    "Binding",
+    "Probe",
+    "ProbeResult",
+    "Query",
+    "Request",
+    "drive",
+    "internal",
+    "run_probe",
+]
+
+Binding = Literal["server", "client", "raw"]
+"""How the caller's cursor binds parameters: server-side (``%s`` -> ``$1``), client-side
+(``ClientCursor``), or raw ``$1`` placeholders (``RawCursor``)."""
+
+INTERNAL: ContextVar[bool] = ContextVar("tsaccess_preflight_internal", default=False)
+"""True while pre-flight runs its own catalog queries and probes (they are not checked)."""
+
+
+@contextmanager
+def internal() -> Any:
+    token = INTERNAL.set(True)
+    try:
+        yield
+    finally:
+        INTERNAL.reset(token)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A catalog query; the answer is its rows."""
+
+    sql: sql.Composable
+    params: Any = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Statements run in a transaction rolled back at once: ``setup`` (statements of the same
+    string that set the role or ``search_path`` before it), then ``statement`` (an ``EXPLAIN``,
+    bound to the caller's parameters when ``with_params``).
+
+    ``generic`` >= 0: ``statement`` is a query with that many ``$n`` parameters and no values
+    for them; it is prepared (``PREPARE``, which infers their types), explained with NULLs
+    (``EXPLAIN EXECUTE``, its own savepoint) and deallocated."""
+
+    statement: str | sql.SQL | sql.Composed
+    setup: tuple[str, ...] = ()
+    with_params: bool = False
+    generic: int = -1
+    fetch: bool = False
+    """Answer with the statement's rows (a confirmation query kept apart from the caller's
+    transaction: its failure aborts nothing)."""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What the server said: ``sqlstate`` None when the statement ran; ``setup`` True when a
+    setup statement failed (nothing was learnt about the statement)."""
+
+    sqlstate: str | None
+    message: str = ""
+    setup: bool = False
+    rows: tuple[tuple[Any, ...], ...] = ()
+
+
+Request = Query | Probe
+T = TypeVar("T")
+
+_CURSORS: dict[Binding, type[psycopg.Cursor[Any]]] = {
+    "server": psycopg.Cursor,
+    "client": psycopg.ClientCursor,
+    "raw": psycopg.RawCursor,
+}
+
+
+def run_probe(
+    conn: psycopg.Connection[Any], probe: Probe, params: Any = None, binding: Binding = "server"
+) -> ProbeResult:
+    """Run ``probe`` and roll it back (see the module's docstring)."""
+    cls = _CURSORS[binding]
+    if (
+        conn.autocommit
+        and not probe.setup
+        and probe.generic < 0
+        and conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        and conn._pipeline is None
+    ):  # no transaction to protect, nothing to undo: one round trip
+        try:
+            with internal(), cls(conn) as cur:
+                cur.execute(probe.statement, params if probe.with_params else None, prepare=False)
+                return ProbeResult(None, rows=tuple(cur.fetchall()) if probe.fetch else ())
+        except psycopg.Error as exc:
+            return ProbeResult(exc.sqlstate, str(exc).split("\n", 1)[0])
+    in_setup = True
+    try:
+        with internal(), conn.transaction(force_rollback=True), cls(conn) as cur:
+            for text in probe.setup:
+                cur.execute(text, prepare=False)
+            in_setup = False
+            if probe.generic < 0:
+                args = params if probe.with_params else None
+                cur.execute(probe.statement, args, prepare=False)
+                if probe.fetch:
+                    return ProbeResult(None, rows=tuple(cur.fetchall()))
+            else:
+                return _generic(conn, cur, probe)
+    except psycopg.Error as exc:
+        return ProbeResult(exc.sqlstate, str(exc).split("\n", 1)[0], in_setup)
+    return ProbeResult(None)
+
+
+def _generic(conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], probe: Probe) -> ProbeResult:
+    """``EXPLAIN`` of a query whose parameters have no values (see :class:`Probe`)."""
+    name = sql.Identifier("tsaccess_preflight_probe")
+    statement = probe.statement
+    query = sql.SQL(statement) if isinstance(statement, str) else statement
+    cur.execute(sql.SQL("PREPARE {} AS ").format(name) + query, prepare=False)
+    nulls = sql.SQL(", ").join([sql.NULL] * probe.generic)
+    explain = sql.SQL("EXPLAIN EXECUTE {}").format(name)
+    if probe.generic:
+        explain += sql.SQL("({})").format(nulls)
+    result = ProbeResult(None)
+    try:
+        with conn.transaction():
+            cur.execute(explain, prepare=False)
+    except psycopg.Error as exc:
+        result = ProbeResult(exc.sqlstate, str(exc).split("\n", 1)[0])
+    cur.execute(sql.SQL("DEALLOCATE {}").format(name), prepare=False)
+    return result
+
+
+def drive(
+    conn: psycopg.Connection[Any],
+    gen: Generator[Request, Any, T],
+    params: Any = None,
+    binding: Binding = "server",
+) -> T:
+    """Run a checker's generator to its verdict, answering its requests on ``conn``."""
+    try:
+        request = next(gen)
+        while True:
+            if isinstance(request, Query):
+                with internal():
+                    answer: Any = catalog_rows(conn, request.sql, request.params)
+            else:
+                answer = run_probe(conn, request, params, binding)
+            request = gen.send(answer)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
