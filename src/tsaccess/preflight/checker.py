@@ -169,7 +169,9 @@ class Checker:
             self._roles.clear()
             self._generation += 1
             rows = yield Query(snapshot_query(self.role))
-            s = build_snapshot(rows, self._conn.info.user, self._generation, self.role)
+            s = build_snapshot(
+                rows, self._conn.info.user, self._generation, self.role, login=self.role
+            )
             self._snapshot = s
         return s
 
@@ -286,7 +288,9 @@ class Checker:
         found = self._roles.get(role)
         if found is None:
             rows = yield Query(snapshot_query(role))
-            found = build_snapshot(rows, self._conn.info.user, snap.generation, role)
+            found = build_snapshot(
+                rows, self._conn.info.user, snap.generation, role, login=self.role
+            )
             self._roles[role] = found
         return found
 

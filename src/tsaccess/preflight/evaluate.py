@@ -146,8 +146,8 @@ class _Eval(TableChecks):
         facts = session_facts(self.snap)
         if n.name not in facts["roles"] or n.name in facts["member_of"]:
             return
-        member = "session_user" if self.snap.for_role is None else None
-        who = sql.SQL(member) if member else sql.Literal(self.snap.for_role)
+        login = self.snap.login
+        who = sql.SQL("session_user") if login is None else sql.Literal(login)
         check = sql.SQL("pg_catalog.pg_has_role({}, {}, 'MEMBER')").format(who, sql.Literal(n.name))
         self.miss("MEMBERSHIP", n.name, check, kind="role", when=n.when)
 

@@ -48,7 +48,7 @@ def _who(snap: Snapshot) -> sql.Composable:
 def _member(snap: Snapshot) -> sql.Composable:
     """Whose memberships ``SET ROLE`` checks: the session user (or the role of a snapshot
     taken for another role)."""
-    return sql.SQL("session_user") if snap.for_role is None else sql.Literal(snap.for_role)
+    return sql.SQL("session_user") if snap.login is None else sql.Literal(snap.login)
 
 
 def session_facts(snap: Snapshot) -> dict[str, Any]:

@@ -164,6 +164,9 @@ class Snapshot:
     temp_schema: str = ""
     for_role: str | None = None
     """The role the snapshot was taken for (None: the session's current role)."""
+    login: str | None = None
+    """Whose memberships ``SET ROLE`` checks (None: the session user): the role a checker for
+    another role checks as (:class:`~tsaccess.preflight.Checker` ``role=``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Facts loaded on demand (:class:`Fetch`): settings, roles, owners..."""
     _by_name: dict[str, list[Rel]] | None = None
@@ -364,9 +367,14 @@ def _split_path(setting: str) -> list[str]:
 
 
 def build_snapshot(
-    rows: Iterable[tuple[Any, ...]], user: str, generation: int = 0, role: str | None = None
+    rows: Iterable[tuple[Any, ...]],
+    user: str,
+    generation: int = 0,
+    role: str | None = None,
+    login: str | None = None,
 ) -> Snapshot:
-    """The snapshot from the rows of :func:`snapshot_query` (``user``: the login user)."""
+    """The snapshot from the rows of :func:`snapshot_query` (``user``: the login user;
+    ``login``: see :attr:`Snapshot.login`)."""
     rels: dict[tuple[str, str], Rel] = {}
     usage: dict[str, bool] = {}
     schemas: dict[str, Schema] = {}
@@ -419,6 +427,7 @@ def build_snapshot(
         path_setting=setting,
         temp_schema=temp,
         for_role=role,
+        login=login,
     )
 
 

@@ -42,7 +42,8 @@ _NUMBER = re.compile(  # ASCII classes, first character before the look-behind: 
 # constants that name what a statement needs (a sequence, a setting, a relation as regclass),
 # statements that are no query (SET ROLE 'x', COPY ... TO 'file'), several statements
 _LITERAL_MATTERS = re.compile(
-    r"(?i)nextval|setval|currval|current_setting|set_config|to_reg|\breg\w+\b|_size\s*\("
+    r"(?i)nextval|setval|currval|current_setting|set_config|to_reg|_size\s*\("
+    r"|\breg(?:class|type|proc|procedure|oper|operator|config|dictionary|collation)\b"
     r"|relation_filepath"
 )
 _NOT_A_QUERY = re.compile(
