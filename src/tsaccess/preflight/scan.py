@@ -311,7 +311,8 @@ def scan_read(
         or not _only_granted_columns(toks, names, words, refs, scoped, load_columns)
     ):
         return None
-    if "(" in words and not _calls(toks, names).isdisjoint(snap.special_functions):
+    special = words & snap.special_functions  # a word that may call such a function
+    if special and "(" in words and not _calls(toks, names).isdisjoint(special):
         return None  # a function pre-flight must look at closer: the analysis does
     if max(map(len, words)) > _NAMEDATALEN:
         return None  # the server truncates long names: the analysis compares as it does
