@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tsaccess
+from bench import compiled
 from bench.common import RESULTS, create_db, median_of, report
 from bench.shapes import GRANTS, SCHEMA, shapes
 from tsaccess.ephemeral import ServerInfo
@@ -115,6 +116,14 @@ def bench_preflight(info: ServerInfo, quick: bool) -> None:
         RESULTS["preflight p95 / interleaved round trip"] = p95 / inter
         RESULTS["preflight median / tight round trip"] = med / tight
         RESULTS["preflight p95 / tight round trip"] = p95 / tight
+        if compiled.wanted():
+            found = compiled.measure(params, texts, rounds)
+            if isinstance(found, str):
+                report("compiled scan (mypyc): skipped", 0, "us", found)
+            else:
+                _report_ratio("compiled scan (mypyc): median", found[0], inter, tight,
+                              f"; pure Python is {med / found[0]:.2f}x it")  # fmt: skip
+                _report_ratio("compiled scan (mypyc): p95", found[1], inter, tight)
         parser = Checker(conn, ttl=3600, fast_path=False)  # baseline: sqlglot for every shape
         parser._snapshot = checker._snapshot
         parsed, _, _, _ = _timed_rounds(conn, parser, texts, 1)

@@ -132,8 +132,10 @@ def test_check_exit_codes(db, applied):
     assert res.stdout.startswith("allowed")
     res = run(*base, "SELECT amount FROM financial_metrics", env=env, check_code=3)
     assert "SELECT (amount) on table public.financial_metrics" in res.stdout
-    res = run(*base, "--json", "LISTEN x", env=env, check_code=4)
+    res = run(*base, "--json", "DO $$ BEGIN END $$", env=env, check_code=4)
     assert json.loads(res.stdout)["status"] == "deferred"
+    res = run(*base, "SET ROLE finance_users", env=env, check_code=3)  # confirmed: no member
+    assert "MEMBERSHIP on role finance_users" in res.stdout
     res = run(*base, "SELECT 1", env={}, check_code=1)  # no password, no terminal
     assert "TSACCESS_PASSWORD_ALICE" in res.stderr
 

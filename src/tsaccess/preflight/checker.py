@@ -383,14 +383,33 @@ class Checker:
         bound: bool,
     ) -> Generator[Request, Any, Verdict | str | None]:
         """Confirm the missing privileges of the ``k``-th statement: a Verdict (denied), None
-        (nothing is missing after all) or why the server must decide (str)."""
+        (nothing is missing after all) or why the server must decide (str). One probe: the
+        privileges live, then (if a privilege checked when planning is still missing)
+        ``EXPLAIN`` of the statement."""
         items = res.items
-        query = sql.SQL("SELECT {}").format(sql.SQL(", ").join(i.granted for i in items))
-        answer: ProbeResult = yield Probe(query, fetch=True)
-        if answer.sqlstate is not None:
-            return f"the privileges could not be confirmed ({answer.message})"
-        row = answer.rows[0] if answer.rows else ()
-        really = [i for i, granted in zip(items, row, strict=False) if not granted]
+        checks = sql.SQL("SELECT {}").format(sql.SQL(", ").join(i.granted for i in items))
+        planned_at = tuple(n for n, i in enumerate(items) if i.when == "plan")
+        setup = tuple(replay)
+        if self.role is not None:
+            role = sql.SQL("SET ROLE {}").format(sql.Identifier(self.role))
+            setup = (role.as_string(self._conn), *setup)
+        probe = Probe(None, setup, checks=checks)
+        if planned_at and st.explain is not None:
+            query_text = st.explain[len("EXPLAIN ") :]
+            _, dollars = server_placeholders(query_text, client=False)
+            if has_params and bound:
+                probe = Probe(st.explain, setup, True, checks=checks, explain_if=planned_at)
+            elif has_params or dollars:  # parameters without values: PREPARE infers their types
+                generic, n = server_placeholders(query_text, client=has_params)
+                probe = Probe(
+                    generic, setup, generic=max(n, dollars), checks=checks, explain_if=planned_at
+                )
+            else:
+                probe = Probe(st.explain, setup, checks=checks, explain_if=planned_at)
+        result: ProbeResult = yield probe
+        if result.setup or not result.checks:
+            return f"the privileges could not be confirmed ({result.message})"
+        really = [i for i, granted in zip(items, result.checks, strict=False) if not granted]
         if len(really) != len(items):
             self.invalidate()  # the snapshot was stale
         if not really:
@@ -398,23 +417,8 @@ class Checker:
         planned = [i for i in really if i.when == "plan"]
         reason = ""
         if planned and st.explain is not None:
-            setup = tuple(replay)
-            if self.role is not None:
-                role = sql.SQL("SET ROLE {}").format(sql.Identifier(self.role))
-                setup = (role.as_string(self._conn), *setup)
-            query_text = st.explain[len("EXPLAIN ") :]
-            _, dollars = server_placeholders(query_text, client=False)
-            if has_params and bound:
-                probe = Probe(st.explain, setup, with_params=True)
-            elif has_params or dollars:  # parameters without values: PREPARE infers their types
-                generic, n = server_placeholders(query_text, client=has_params)
-                probe = Probe(generic, setup, generic=max(n, dollars))
-            else:
-                probe = Probe(st.explain, setup)
-            result: ProbeResult = yield probe
-            if result.setup or (result.sqlstate is not None and result.sqlstate != "42501"):
-                why = result.message or "the confirmation could not run"
-                return f"the server refuses it for another reason ({why})"
+            if result.sqlstate is not None and result.sqlstate != "42501":
+                return f"the server refuses it for another reason ({result.message})"
             if result.sqlstate is None:
                 self._disagree(text, planned)
                 really = [i for i in really if i.when != "plan"]

@@ -16,7 +16,7 @@ the transaction-pooler scope work as for any statement), and runs ``EXPLAIN`` (n
 from __future__ import annotations
 
 from collections.abc import Generator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -66,31 +66,34 @@ class Query:
 @dataclass(frozen=True)
 class Probe:
     """Statements run in a transaction rolled back at once: ``setup`` (statements of the same
-    string that set the role or ``search_path`` before it), then ``statement`` (an ``EXPLAIN``,
-    bound to the caller's parameters when ``with_params``).
+    string that set the role or ``search_path`` before it), then ``checks`` (a ``SELECT`` of
+    booleans: the privileges, live; its row is answered), then ``statement`` (an ``EXPLAIN``,
+    bound to the caller's parameters when ``with_params``) — only when one of the ``checks``
+    columns listed in ``explain_if`` is false (all of them when empty).
 
     ``generic`` >= 0: ``statement`` is a query with that many ``$n`` parameters and no values
     for them; it is prepared (``PREPARE``, which infers their types), explained with NULLs
     (``EXPLAIN EXECUTE``, its own savepoint) and deallocated."""
 
-    statement: str | sql.SQL | sql.Composed
+    statement: str | sql.SQL | sql.Composed | None
     setup: tuple[str, ...] = ()
     with_params: bool = False
     generic: int = -1
-    fetch: bool = False
-    """Answer with the statement's rows (a confirmation query kept apart from the caller's
-    transaction: its failure aborts nothing)."""
+    checks: sql.SQL | sql.Composed | None = None
+    explain_if: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """What the server said: ``sqlstate`` None when the statement ran; ``setup`` True when a
-    setup statement failed (nothing was learnt about the statement)."""
+    """What the server said: ``sqlstate`` None when the statement ran (or was not needed);
+    ``setup`` True when a setup statement or the checks failed (nothing was learnt about the
+    statement); ``checks`` the row of the checks; ``ran`` whether the statement was run."""
 
     sqlstate: str | None
     message: str = ""
     setup: bool = False
-    rows: tuple[tuple[Any, ...], ...] = ()
+    checks: tuple[Any, ...] = ()
+    ran: bool = False
 
 
 Request = Query | Probe
@@ -106,43 +109,49 @@ _CURSORS: dict[Binding, type[psycopg.Cursor[Any]]] = {
 def run_probe(
     conn: psycopg.Connection[Any], probe: Probe, params: Any = None, binding: Binding = "server"
 ) -> ProbeResult:
-    """Run ``probe`` and roll it back (see the module's docstring)."""
+    """Run ``probe`` and roll it back (see the module's docstring); in autocommit with nothing
+    to set up, no transaction is needed (a failure aborts nothing)."""
     cls = _CURSORS[binding]
-    if (
+    direct = (
         conn.autocommit
         and not probe.setup
         and probe.generic < 0
         and conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
         and conn._pipeline is None
-    ):  # no transaction to protect, nothing to undo: one round trip
-        try:
-            with internal(), cls(conn) as cur:
-                cur.execute(probe.statement, params if probe.with_params else None, prepare=False)
-                return ProbeResult(None, rows=tuple(cur.fetchall()) if probe.fetch else ())
-        except psycopg.Error as exc:
-            return ProbeResult(exc.sqlstate, str(exc).split("\n", 1)[0])
-    in_setup = True
+    )
+    row: tuple[Any, ...] = ()
+    stage = "setup"
     try:
-        with internal(), conn.transaction(force_rollback=True), cls(conn) as cur:
+        with (
+            internal(),
+            nullcontext() if direct else conn.transaction(force_rollback=True),
+            cls(conn) as cur,
+        ):
             for text in probe.setup:
                 cur.execute(text, prepare=False)
-            in_setup = False
-            if probe.generic < 0:
-                args = params if probe.with_params else None
-                cur.execute(probe.statement, args, prepare=False)
-                if probe.fetch:
-                    return ProbeResult(None, rows=tuple(cur.fetchall()))
-            else:
-                return _generic(conn, cur, probe)
+            if probe.checks is not None:
+                cur.execute(probe.checks, prepare=False)
+                row = tuple(cur.fetchone() or ())
+            stage = "statement"
+            if probe.statement is None or (
+                row and probe.explain_if and all(row[i] for i in probe.explain_if)
+            ):
+                return ProbeResult(None, checks=row)
+            if probe.generic >= 0:
+                found = _generic(conn, cur, probe)
+                return ProbeResult(found.sqlstate, found.message, checks=row, ran=True)
+            args = params if probe.with_params else None
+            cur.execute(probe.statement, args, prepare=False)
     except psycopg.Error as exc:
-        return ProbeResult(exc.sqlstate, str(exc).split("\n", 1)[0], in_setup)
-    return ProbeResult(None)
+        message = str(exc).split("\n", 1)[0]
+        return ProbeResult(exc.sqlstate, message, stage == "setup", row, stage == "statement")
+    return ProbeResult(None, checks=row, ran=True)
 
 
 def _generic(conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], probe: Probe) -> ProbeResult:
     """``EXPLAIN`` of a query whose parameters have no values (see :class:`Probe`)."""
     name = sql.Identifier("tsaccess_preflight_probe")
-    statement = probe.statement
+    statement = probe.statement or ""
     query = sql.SQL(statement) if isinstance(statement, str) else statement
     cur.execute(sql.SQL("PREPARE {} AS ").format(name) + query, prepare=False)
     nulls = sql.SQL(", ").join([sql.NULL] * probe.generic)

@@ -10,18 +10,25 @@ with certainty makes :func:`split` return None: the caller then defers to the se
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from tsaccess.preflight.text import decode_unicode_names
 
-__all__ = ["Tok", "calls", "leading_comments_end", "parse_name", "split", "tokens"]
+__all__ = [
+    "CALL_KEYWORDS",
+    "NOT_CALLED",
+    "Tok",
+    "calls",
+    "leading_comments_end",
+    "parse_name",
+    "split",
+    "tokens",
+]
 
 Kind = Literal["word", "name", "string", "number", "param", "op", "semi"]
 
 
-@dataclass(frozen=True)
-class Tok:
+class Tok(NamedTuple):
     """One token: ``word`` (unquoted, folded to lower case), ``name`` (a quoted identifier, as
     written), ``string``, ``number``, ``param`` (``$1``), ``op`` (one character, or ``::``),
     ``semi``."""
@@ -153,8 +160,11 @@ def split(text: str) -> list[tuple[str, list[Tok]]] | None:
 
     def close() -> None:
         base = cur[0].start  # positions relative to the statement's own text
-        rebased = [Tok(t.kind, t.value, t.start - base, t.end - base) for t in cur]
-        out.append((text[base : cur[-1].end], rebased))
+        if base:
+            out.append((text[base : cur[-1].end], [t._replace(start=t.start - base,
+                                                              end=t.end - base) for t in cur]))  # fmt: skip
+        else:
+            out.append((text[: cur[-1].end], cur))
 
     for k, t in enumerate(toks):
         if t.kind == "semi":
@@ -193,9 +203,9 @@ def leading_comments_end(text: str) -> int:
     return i
 
 
-_NOT_CALLED = frozenset({"into", "as", "table", "only", "copy", "references", "with", "update"})
+NOT_CALLED = frozenset({"into", "as", "table", "only", "copy", "references", "with", "update"})
 """A name right after one of these, followed by ``(``, is a table and its columns."""
-_KEYWORDS = frozenset(
+CALL_KEYWORDS = frozenset(
     {
         "all", "and", "any", "array", "as", "between", "by", "case", "check", "copy", "cube",
         "default", "distinct", "do", "else", "exists", "filter", "for", "from", "grouping",
@@ -218,7 +228,7 @@ def calls(toks: list[Tok]) -> list[tuple[str | None, str]]:
         if t.kind != "op" or t.value != "(":
             continue
         name = toks[k - 1]
-        if name.ident is None or (name.kind == "word" and name.value in _KEYWORDS):
+        if name.ident is None or (name.kind == "word" and name.value in CALL_KEYWORDS):
             continue
         schema: str | None = None
         before = k - 2
@@ -228,7 +238,7 @@ def calls(toks: list[Tok]) -> list[tuple[str | None, str]]:
                 continue
             schema = q.ident
             before -= 2
-        if before >= 0 and toks[before].kind == "word" and toks[before].value in _NOT_CALLED:
+        if before >= 0 and toks[before].kind == "word" and toks[before].value in NOT_CALLED:
             continue
         if (schema, name.ident) not in out:
             out.append((schema, name.ident))

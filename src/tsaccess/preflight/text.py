@@ -41,15 +41,21 @@ _NUMBER = re.compile(  # ASCII classes, first character before the look-behind: 
 
 # constants that name what a statement needs (a sequence, a setting, a relation as regclass),
 # statements that are no query (SET ROLE 'x', COPY ... TO 'file'), several statements
-_LITERAL_WORDS = ("val", "setting", "set_config", "reg", "_size", "relation_filepath")
-"""Fragments of the names whose constants matter (nextval, setval, currval, current_setting,
-set_config, to_regclass, ``::regclass``, pg_relation_size...): searched as plain substrings
-of the lower-cased text first (a regular expression with alternatives costs ten times more)."""
-_LITERAL_MATTERS = re.compile(
-    r"nextval|setval|currval|current_setting|set_config|to_reg|_size\s*\("
-    r"|\breg(?:class|type|proc|procedure|oper|operator|config|dictionary|collation)\b"
-    r"|relation_filepath"
+_LITERAL_NAMES = (
+    "nextval",
+    "setval",
+    "currval",
+    "current_setting",
+    "set_config",
+    "to_reg",
+    "relation_filepath",
 )
+"""Names whose constant arguments name what a statement needs: searched as plain substrings
+of the lower-cased text (a regular expression with alternatives costs ten times more)."""
+_REG_TYPE = re.compile(
+    r"\breg(?:class|type|proc|procedure|oper|operator|config|dictionary|collation)\b"
+)
+_SIZE = re.compile(r"_size\s*\(")
 _QUERY_START = (
     "select",
     "with",
@@ -100,8 +106,12 @@ def shape(text: str) -> str | None:
     if "$" in text and _UNSURE.search(text) is not None:
         return None
     lower = text.lower()
-    if any(w in lower for w in _LITERAL_WORDS) and _LITERAL_MATTERS.search(lower) is not None:
-        return None  # a constant names what is needed
+    if (
+        any(w in lower for w in _LITERAL_NAMES)
+        or ("reg" in lower and _REG_TYPE.search(lower) is not None)
+        or ("_size" in lower and _SIZE.search(lower) is not None)
+    ):
+        return None  # a constant names what is needed (a sequence, a setting, a relation)
     if text.isascii() and '"' not in text and "--" not in text:
         # the common case, three times as fast: strings, then numbers outside them
         out = _NUMBER.sub("0", _STRING.sub("''", text))

@@ -19,12 +19,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
 
 from tsaccess.preflight.analysis.statements import Analyzer, Defer
-from tsaccess.preflight.lexer import Tok, calls, split, tokens
+from tsaccess.preflight.lexer import (
+    CALL_KEYWORDS,
+    NOT_CALLED,
+    Tok,
+    calls,
+    leading_comments_end,
+    split,
+    tokens,
+)
 from tsaccess.preflight.model import (
     Analysis,
     ColNeed,
@@ -42,6 +51,9 @@ from tsaccess.preflight.utility import Inner, analyze_command
 __all__ = ["analyze"]
 
 _POSTGRES = sqlglot.Dialect.get_or_raise("postgres")
+_L_PAREN = sqlglot.TokenType.L_PAREN
+_DOT = sqlglot.TokenType.DOT
+_QUOTED = sqlglot.TokenType.IDENTIFIER
 _PLACEHOLDER = re.compile(r"%%|%\(\w+\)[sbt]|%[sbt]")
 
 _ALLOWED_ROOTS = (
@@ -61,6 +73,10 @@ _EXPLAINABLE = (exp.Select, exp.SetOperation, exp.Insert, exp.Update, exp.Delete
 _QUERY_WORDS = frozenset(
     {"select", "with", "values", "table", "insert", "update", "delete", "merge", "truncate", "copy"}
 )
+
+
+_FIRST = re.compile(r"[A-Za-z_]+|\(")
+_WORDLIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 
 
 def _sqlglot_text(text: str, has_params: bool) -> str:
@@ -90,9 +106,10 @@ def _analyze(text: str, has_params: bool, shaped: str | None) -> Analysis:
                 f"sending (limit {MAX_ANALYSED}, after collapsing literal lists)"
             )
         text = short  # needs exactly what the text needs, in far fewer characters
-    pieces = split(text)
-    if pieces is None:
+    found = [(text, None)] if ";" not in text else split(text)  # one statement: no split
+    if found is None:
         return Analysis(deferred="not split into statements (an unterminated quote or comment)")
+    pieces: list[tuple[str, list[Tok] | None]] = list(found)
     if not pieces:
         return Analysis(deferred="no statement", statements=0)
     parts = tuple(statement(piece, toks, has_params) for piece, toks in pieces)
@@ -105,15 +122,17 @@ def _analyze(text: str, has_params: bool, shaped: str | None) -> Analysis:
     return Analysis(tuple(needs), deferred, len(parts), tuple(sorted(caveats)), parts)
 
 
-def statement(text: str, toks: list[Tok], has_params: bool = False) -> Statement:
-    """What one statement needs."""
-    first = toks[0]
-    if first.is_word("explain"):
+def statement(text: str, toks: list[Tok] | None = None, has_params: bool = False) -> Statement:
+    """What one statement needs (``toks``: its tokens, when already read)."""
+    m = _FIRST.match(text, leading_comments_end(text))
+    first = m.group(0).lower() if m else ""
+    if first == "explain":
         return _explain(text, has_params)
-    if (first.kind == "word" and first.value in _QUERY_WORDS) or (
-        first.kind == "op" and first.value == "("
-    ):
+    if first in _QUERY_WORDS or first == "(":
         return _query(text, toks, has_params)
+    toks = toks if toks is not None else tokens(text)
+    if not toks:
+        return Statement(text, deferred="not read (an unterminated quote or comment)")
     found, inner = analyze_command(text, toks)
     if inner is None:
         return found
@@ -123,10 +142,9 @@ def statement(text: str, toks: list[Tok], has_params: bool = False) -> Statement
 def _explain(text: str, has_params: bool) -> Statement:
     prefix = explain_prefix(text)
     inner_text = text[prefix[0] :] if prefix else ""
-    toks = tokens(inner_text)
-    if prefix is None or not toks:
+    if prefix is None or not inner_text.strip():
         return Statement(text, deferred="EXPLAIN of an unusual form")
-    inner = statement(inner_text, toks, has_params)
+    inner = statement(inner_text, None, has_params)
     if inner.explain is None:
         return Statement(text, deferred="EXPLAIN of a statement it cannot take")
     analyze_it = prefix[1]
@@ -170,15 +188,50 @@ def _call_needs(toks: list[Tok]) -> list[ObjNeed]:
     return [ObjNeed("function", "EXECUTE", name, schema) for schema, name in calls(toks)]
 
 
-def _query(text: str, toks: list[Tok], has_params: bool) -> Statement:
-    source = _rewrite(text, toks)
+def _sqlglot_calls(raw: list[Any]) -> list[ObjNeed]:
+    """The functions sqlglot's tokens show a call of: ``name (`` and ``schema . name (`` (a
+    table before its column list is no call), as :func:`tsaccess.preflight.lexer.calls`."""
+    out: list[ObjNeed] = []
+    for k in range(1, len(raw)):
+        if raw[k].token_type != _L_PAREN:
+            continue
+        before, schema = k - 2, None
+        name = _token_name(raw[k - 1])
+        if name is None or (name in CALL_KEYWORDS and raw[k - 1].token_type != _QUOTED):
+            continue
+        if before >= 1 and raw[before].token_type == _DOT:
+            schema = _token_name(raw[before - 1])
+            if schema is None:
+                continue
+            before -= 2
+        if before >= 0 and str(raw[before].text).lower() in NOT_CALLED:
+            continue
+        need = ObjNeed("function", "EXECUTE", name, schema)
+        if need not in out:
+            out.append(need)
+    return out
+
+
+def _token_name(tok: Any) -> str | None:
+    if tok.token_type == _QUOTED:
+        return str(tok.text)
+    text = str(tok.text)
+    return text.lower() if _WORDLIKE.fullmatch(text) else None
+
+
+def _query(text: str, toks: list[Tok] | None, has_params: bool) -> Statement:
+    lower = text.lower()
+    if "overriding" in lower or "using" in lower:
+        toks = toks if toks is not None else tokens(text) or []
+        source = _rewrite(text, toks)
+    else:
+        source = text
     try:
-        trees = [
-            t for t in _POSTGRES.parse(decode_unicode_names(_sqlglot_text(source, has_params)))
-        ]
+        sqltext = decode_unicode_names(_sqlglot_text(source, has_params))
+        raw = _POSTGRES.tokenize(sqltext)
+        trees = [t for t in _POSTGRES.parser().parse(raw, sqltext) if t is not None]
     except Exception as exc:
         return _fallback(text, toks, f"not parsed ({exc.__class__.__name__})")
-    trees = [t for t in trees if t is not None]
     if len(trees) != 1 or not isinstance(trees[0], _ALLOWED_ROOTS):
         kind = type(trees[0]).__name__ if trees else "empty"
         return _fallback(text, toks, f"{kind} statement (checked by the server)")
@@ -188,7 +241,7 @@ def _query(text: str, toks: list[Tok], has_params: bool) -> Statement:
         a.statement(tree, frozenset())
     except Defer as d:
         return _fallback(text, toks, str(d))
-    needs: list[Need | ColNeed | JoinNeed | ObjNeed] = [*a.needs, *_call_needs(toks)]
+    needs: list[Need | ColNeed | JoinNeed | ObjNeed] = [*a.needs, *_sqlglot_calls(raw)]
     effect = a.effect or Effect()
     deferred = ""
     if a.opaque_calls:
@@ -205,6 +258,7 @@ def _query(text: str, toks: list[Tok], has_params: bool) -> Statement:
             needs.append(ObjNeed("schema", "CREATE", name, when="command"))
         effect = Effect(opaque=True)
     if isinstance(tree, exp.Copy):
+        toks = toks if toks is not None else tokens(text) or []
         needs.extend(_copy_files(toks))
         explain = _copy_query(text, toks)
     if effect.role is not None or effect.search_path is not None:
@@ -260,9 +314,12 @@ def _copy_query(text: str, toks: list[Tok]) -> str | None:
     return None
 
 
-def _fallback(text: str, toks: list[Tok], reason: str) -> Statement:
+def _fallback(text: str, toks: list[Tok] | None, reason: str) -> Statement:
     """A query the walker cannot model: deferred, with what its tokens show for certain —
     each relation named after FROM, JOIN, INTO, UPDATE needs some privilege of its kind."""
+    toks = toks if toks is not None else tokens(text)
+    if not toks:
+        return Statement(text, deferred=reason)
     ctes = {
         toks[k].ident
         for k in range(len(toks) - 2)
@@ -317,10 +374,9 @@ def _name_at(toks: list[Tok], k: int) -> tuple[TableRef | None, int]:
 def _with_inner(found: Statement, inner: Inner, has_params: bool) -> Statement:
     """A command carrying a query: what the query needs where the command runs it."""
     inner_text = found.text[inner.start :]
-    toks = tokens(inner_text)
-    if not toks:
+    if not inner_text.strip():
         return replace(found, deferred=found.deferred or "no query where one belongs")
-    query = statement(inner_text, toks, has_params)
+    query = statement(inner_text, None, has_params)
     if inner.mode in ("prepare", "parse"):
         needs = _parse_time(query.needs)
         return replace(found, needs=found.needs + needs)

@@ -100,6 +100,7 @@ class Analyzer(QueryWalker):
             raise _Defer("MERGE without USING")
         self.add_sources(using, scope, ctes, outer)
         self.exprs(node.args.get("on"), scope, ctes)
+        before = len(self.needs)
         whens = node.args.get("whens")
         for when in whens.expressions if whens is not None else []:
             self.exprs(when.args.get("condition"), scope, ctes)
@@ -121,6 +122,8 @@ class Analyzer(QueryWalker):
                 self.needs.append(Need("DELETE", ref))
             elif not (isinstance(then, exp.Var) and then.name.upper() == "DO NOTHING"):
                 raise _Defer("unusual MERGE action")
+        if not any(isinstance(n, Need) and n.table == ref for n in self.needs[before:]):
+            self.needs.append(Need("SELECT", ref))  # only DO NOTHING: measured, SELECT
 
     def set_clause(
         self, assignments: list[exp.Expression], scope: _Scope, ctes: frozenset[str], what: str
