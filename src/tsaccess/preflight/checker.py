@@ -117,7 +117,7 @@ class Checker:
 
     def __init__(
         self,
-        conn: psycopg.Connection[Any],
+        conn: psycopg.BaseConnection[Any],
         *,
         ttl: float = 60.0,
         cache_size: int = 2048,
@@ -157,7 +157,7 @@ class Checker:
 
     def snapshot(self) -> Snapshot:
         """The current snapshot (taken now if there is none or it is older than ``ttl``)."""
-        return drive(self._conn, self._snapshot_steps())
+        return drive(self._sync(), self._snapshot_steps())
 
     def _fresh(self, s: Snapshot | None) -> bool:
         return s is not None and time.monotonic() - s.taken <= self.ttl
@@ -218,7 +218,16 @@ class Checker:
         v = self._cached((text, has_params))
         if v is not None:
             return v
-        return drive(self._conn, self.steps(text, has_params, params is not None), params, binding)
+        steps = self.steps(text, has_params, params is not None)
+        return drive(self._sync(), steps, params, binding)
+
+    def _sync(self) -> psycopg.Connection[Any]:
+        if not isinstance(self._conn, psycopg.Connection):
+            raise TypeError(
+                "Checker.check() and snapshot() run on a synchronous connection; drive "
+                "Checker.steps() with the asynchronous connection's own I/O instead"
+            )
+        return self._conn
 
     def steps(self, text: str, has_params: bool = False, bound: bool | None = None) -> Steps:
         """The decision for ``text`` as a generator of requests (see the module docstring);

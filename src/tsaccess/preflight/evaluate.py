@@ -36,6 +36,17 @@ _MODELED_RUNTIME = frozenset(
 )
 
 
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _regclass(n: ObjNeed) -> sql.Composable:
+    """The relation ``n`` names, resolved when the check runs (inside the probe, after the
+    role and ``search_path`` changes replayed before it): NULL when there is none."""
+    text = _quoted(n.name) if n.schema is None else f"{_quoted(n.schema)}.{_quoted(n.name)}"
+    return sql.SQL("pg_catalog.to_regclass({})").format(sql.Literal(text))
+
+
 class _Eval(TableChecks):
     def obj(self, n: ObjNeed) -> None:
         if n.when == "run" and not n.certain:
@@ -72,11 +83,11 @@ class _Eval(TableChecks):
         }[n.privilege]
         if allowed:
             return
-        oid = sql.Literal(rel.oid)
+        oid = _regclass(n)
         privs = {"USAGE": ("USAGE", "UPDATE"), "SELECT": ("SELECT", "USAGE")}.get(
             n.privilege, (n.privilege,)
         )
-        check = sql.SQL("({})").format(
+        check = sql.SQL("coalesce({}, true)").format(
             sql.SQL(" OR ").join(
                 self.fn("has_sequence_privilege", oid, sql.Literal(p)) for p in privs
             )
@@ -197,8 +208,8 @@ class _Eval(TableChecks):
             if rel.kind == "v":
                 self.r.uncertain.append("LOCK of a view locks its tables as the view's owner")
             return
-        oid = sql.Literal(rel.oid)
-        check = sql.SQL("({})").format(
+        oid = _regclass(n)
+        check = sql.SQL("coalesce({}, true)").format(
             sql.SQL(" OR ").join(self.fn("has_table_privilege", oid, sql.Literal(p)) for p in privs)
         )
         self.miss(" or ".join(privs), f"{rel.schema}.{rel.name}", check, when=n.when)
@@ -216,11 +227,10 @@ class _Eval(TableChecks):
             self.r.uncertain.append(f"GRANT on {rel.name} by a role that does not own it")
             return
         privs = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER"
-        owner = sql.SQL("(SELECT relowner FROM pg_catalog.pg_class WHERE oid = {})").format(
-            sql.Literal(rel.oid)
-        )
-        check = sql.SQL("({} OR {})").format(
-            self.fn("has_table_privilege", sql.Literal(rel.oid), sql.Literal(privs)),
+        oid = _regclass(n)
+        owner = sql.SQL("(SELECT relowner FROM pg_catalog.pg_class WHERE oid = {})").format(oid)
+        check = sql.SQL("coalesce({} OR {}, true)").format(
+            self.fn("has_table_privilege", oid, sql.Literal(privs)),
             self.fn("pg_has_role", owner, sql.Literal("USAGE")),
         )
         self.miss("any privilege", f"{rel.schema}.{rel.name}", check, when=n.when)
@@ -246,8 +256,8 @@ class _Eval(TableChecks):
                 if rel.kind not in n.privilege or rel.owned:
                     return
                 owner = sql.SQL("(SELECT relowner FROM pg_catalog.pg_class WHERE oid = {})")
-                check = self.fn("pg_has_role", owner.format(sql.Literal(rel.oid)),
-                                sql.Literal("USAGE"))  # fmt: skip
+                owns = self.fn("pg_has_role", owner.format(_regclass(n)), sql.Literal("USAGE"))
+                check = sql.SQL("coalesce({}, true)").format(owns)
                 self.miss("OWNER", f"{rel.schema}.{rel.name}", check, kind="table", when=n.when)
                 return
         count, owned, relkind = owner_of(snap, n.target, n.schema, n.name)
