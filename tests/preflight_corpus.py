@@ -449,6 +449,15 @@ _STRINGS = [
     "SELECT 1; LOCK sensor_readings IN ROW EXCLUSIVE MODE",
     "SHOW work_mem; SHOW data_directory",
     "SET ROLE finance_users; SET ROLE data_analysts",
+    "SET search_path = scratch; DROP TABLE notes",
+    "SET search_path = scratch; LOCK notes IN ACCESS SHARE MODE",
+    "SET search_path = scratch, public; SELECT nextval('ticket_seq')",
+    "BEGIN; SET LOCAL ROLE finance_users; SELECT amount FROM financial_metrics; COMMIT",
+    "SELECT 1/0, nextval('ticket_seq')",
+    "MERGE INTO scratch.notes USING (SELECT 1 AS x) s ON false WHEN NOT MATCHED THEN DO NOTHING",
+    "CREATE INDEX CONCURRENTLY ON scratch.notes (body)",
+    "SET SESSION AUTHORIZATION DEFAULT",
+    "CREATE TABLE IF NOT EXISTS public.sensor_readings (a int)",
 ]
 
 _CAGG = [

@@ -397,7 +397,9 @@ class Checker:
         ``EXPLAIN`` of the statement."""
         items = res.items
         checks = sql.SQL("SELECT {}").format(sql.SQL(", ").join(i.granted for i in items))
-        planned_at = tuple(n for n, i in enumerate(items) if i.when == "plan")
+        # EXPLAIN confirms what planning checks, and that nothing else stops the statement
+        # before it runs (a run-time check is reached only by a statement that plans)
+        planned_at = tuple(n for n, i in enumerate(items) if i.when in ("plan", "run"))
         setup = tuple(replay)
         if self.role is not None:
             role = sql.SQL("SET ROLE {}").format(sql.Identifier(self.role))
@@ -425,15 +427,15 @@ class Checker:
             return None
         planned = [i for i in really if i.when == "plan"]
         reason = ""
-        if planned and st.explain is not None:
+        if st.explain is not None and any(i.when in ("plan", "run") for i in really):
             if result.sqlstate is not None and result.sqlstate != "42501":
                 return f"the server refuses it for another reason ({result.message})"
-            if result.sqlstate is None:
+            if result.sqlstate is None and planned:
                 self._disagree(text, planned)
                 really = [i for i in really if i.when != "plan"]
                 if not really:
                     return None
-            else:
+            elif result.sqlstate is not None:
                 reason = result.message
         return Verdict("denied", text, _merge(really), reason=reason)
 

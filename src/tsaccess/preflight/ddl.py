@@ -216,14 +216,17 @@ def _create(text: str, c: Cursor) -> Found:
         need = ObjNeed("database", "CREATE", "", when="command")
         return command(text, needs=(need,), deferred="the rest of CREATE SCHEMA", effect=fx), None
     if kind == "index":
-        c.word("concurrently")
+        concurrently = c.word("concurrently")
         on = c.after_word("on")
         c.word("only")
         table = c.qualified() if on is not None else None
         if table is None:
             return command(text, deferred="CREATE INDEX of an unusual form"), None
-        need = _owner("relation", table, "rpm")  # checked before CONCURRENTLY's block rule
-        return command(text, needs=(need,), deferred="the rest of CREATE INDEX"), None
+        # CONCURRENTLY refuses a transaction block first (TimescaleDB checks a hypertable's
+        # owner before, measured: deferred then)
+        need = _owner("relation", table, "rpm")
+        return command(text, needs=(need,), no_tx_block=concurrently,
+                       deferred="the rest of CREATE INDEX"), None  # fmt: skip
     if kind not in _CREATE_IN_SCHEMA:
         return command(text, deferred=f"CREATE {kind.upper()} is checked by the server"), None
     if c.word("if"):
@@ -372,14 +375,14 @@ def _reindex(text: str, c: Cursor) -> Found:
     if c.op("("):
         c.skip_parens()
     kind, _ = _object(c)
-    c.word("concurrently")
+    concurrently = c.word("concurrently")
     if kind not in ("table", "index"):
         return command(text, deferred=f"REINDEX {kind.upper()} is checked by the server"), None
     name = c.qualified()
     if name is None:
         return command(text, deferred="REINDEX of an unusual form"), None
     need = _owner("relation", name, "rpm" if kind == "table" else "iI")
-    return command(text, needs=(need,)), None  # checked before CONCURRENTLY's block rule
+    return command(text, needs=(need,), no_tx_block=concurrently), None
 
 
 def _cluster(text: str, c: Cursor) -> Found:
