@@ -215,11 +215,44 @@ class Checker:
         bound as ``binding`` binds them; a refusal is confirmed with them). Answered from the
         caches when the same text, or a text differing only in its constants
         (:func:`~tsaccess.preflight.text.shape`), was checked with the current snapshot."""
-        v = self._cached((text, has_params))
+        v = self._cached((text, has_params)) or self.quick(text, has_params)
         if v is not None:
             return v
         steps = self.steps(text, has_params, params is not None)
         return drive(self._sync(), steps, params, binding)
+
+    def quick(self, text: str, has_params: bool = False) -> Verdict | None:
+        """The verdict when it needs no I/O: cached for the text or its shape, or proven by the
+        token scan with what the snapshot holds; None otherwise (:meth:`steps` decides). The
+        common case of a new query shape, without the generators' overhead."""
+        s = self._snapshot
+        if (
+            s is None
+            or not self.fast_path
+            or time.monotonic() - s.taken > self.ttl
+            or self._conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        ):
+            return None
+        shaped = shape(text)
+        if shaped is None:
+            return None
+        skey = (shaped, has_params)
+        v = self._verdicts.get(skey)
+        if v is not None and v.generation == s.generation:
+            v = replace(v, statement=text)
+        elif skey in self._analyses:
+            return None
+        else:
+            try:
+                caveats = scan_read(shaped, s, lambda rels: _need_columns(rels, s))
+            except Fetch:
+                return None
+            if caveats is None:
+                return None
+            v = Verdict("allowed", text, generation=s.generation, caveats=caveats)
+            self._remember(skey, v)
+        self._remember((text, has_params), v)
+        return v
 
     def _sync(self) -> psycopg.Connection[Any]:
         if not isinstance(self._conn, psycopg.Connection):
