@@ -21,7 +21,8 @@ scan: new query shapes proven allowed without parsing), :mod:`~tsaccess.prefligh
 keys with constants normalised, ``EXPLAIN``, ``U&"..."`` names), :mod:`~tsaccess.preflight.model`
 (the needs), :mod:`~tsaccess.preflight.snapshot` and :mod:`~tsaccess.preflight.lookups` (the
 privileges, loaded once or when needed), :mod:`~tsaccess.preflight.tables` and
-:mod:`~tsaccess.preflight.evaluate` (needs against privileges), :mod:`~tsaccess.preflight.checker`
+:mod:`~tsaccess.preflight.evaluate` (needs against privileges), :mod:`~tsaccess.preflight.verdict`
+(the answer), :mod:`~tsaccess.preflight.checker`
 (verdicts, confirmation, caches; a generator of requests), :mod:`~tsaccess.preflight.drive` (its
 I/O on a synchronous connection), :mod:`~tsaccess.preflight.connection` (the psycopg connection
 and its cursors), :mod:`~tsaccess.preflight.access` (``my_access``: what may I read and write?).

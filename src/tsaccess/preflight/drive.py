@@ -6,6 +6,20 @@ with a :class:`ProbeResult`). :func:`drive` answers them on a ``psycopg.Connecti
 asynchronous connection answers the same requests with its own cursor (the decision is shared,
 only the I/O differs, as psycopg does with its generators).
 
+An asynchronous driver is the same loop with ``await``::
+
+    gen = checker.steps(text, has_params, bound=params is not None)
+    try:
+        request = next(gen)
+        while True:
+            if isinstance(request, Query):
+                answer = await rows(aconn, request.sql, request.params)
+            else:
+                answer = await probe(aconn, request, params)  # as run_probe, awaited
+            request = gen.send(answer)
+    except StopIteration as stop:
+        verdict = stop.value
+
 A probe confirms a refusal without changing anything: it runs in a transaction of its own that
 is rolled back (``BEGIN ... ROLLBACK`` when the session is idle, ``SAVEPOINT ... ROLLBACK TO``
 inside the caller's transaction, through psycopg's ``Connection.transaction`` so pipelines and
