@@ -55,7 +55,7 @@ def test_verdicts_about_a_role_equal_its_own(db):
     ]
     for user in [u.name for u in company.policy.users]:
         with db.connect_as(user, company.passwords[user].reveal()) as own, db.admin() as admin:
-            mine, theirs = Checker(own), Checker(admin, as_role=user, login=user)
+            mine, theirs = Checker(own), Checker(admin, role=user, login=user)
             for stmt in statements:
                 a, b = mine.check(stmt), theirs.check(stmt)
                 assert (b.status, b.missing) == (a.status, a.missing), (user, stmt)
