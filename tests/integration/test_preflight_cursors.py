@@ -155,3 +155,28 @@ def test_a_statement_with_parameters_is_confirmed_with_them(company):
         )
         assert verdict.status == "denied"  # no values: prepared and explained with NULLs
         assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_a_confirmation_leaves_the_session_as_it_was(company, driver, autocommit):
+    """For both clients, in a transaction (a savepoint) and in autocommit: the probe holds no
+    lock afterwards, leaves the transaction state and the session's own prepared statements
+    (psycopg deallocates them at a rollback: not at the probe's), and none of its own."""
+    with driver.connect(**company.params("alice"), preflight=True, autocommit=autocommit) as conn:
+        if not autocommit:
+            conn.execute("SELECT 1")
+        for _ in range(7):  # auto-prepared by the connection
+            conn.execute("SELECT length(%s::text)", ("s",))
+        with pytest.raises(tsaccess.PreflightDenied):
+            conn.execute("UPDATE sensor_readings SET temperature = 0")
+        with pytest.raises(tsaccess.PreflightDenied):  # no values: prepared, explained with NULLs
+            conn.execute("SELECT amount FROM financial_metrics WHERE amount > $1")
+        with company.db.admin(autocommit=True) as admin:
+            admin.execute("SET lock_timeout = '2s'")
+            admin.execute("BEGIN; LOCK sensor_readings IN ACCESS EXCLUSIVE MODE; ROLLBACK")
+        idle = TransactionStatus.IDLE if autocommit else TransactionStatus.INTRANS
+        assert conn.info.transaction_status == idle
+        rows = conn.execute(
+            "SELECT name, from_sql FROM pg_prepared_statements ORDER BY 1"
+        ).fetchall()
+        assert rows == [("_pg3_0", False)]
