@@ -4,7 +4,8 @@ Rounds alternate between the variants so machine drift hits every one alike. Rep
 to plain ``psycopg.AsyncConnection``'s prepared ``SELECT 1``: what the tsaccess face adds per
 statement (nothing but the custom-setting scan on pooled connections), what a cached pre-flight
 verdict costs on the event loop, what a trip to the sync face in a worker thread costs (paid
-only on a checker cache miss and for a DENIED event), and a pool borrow.
+only for a DENIED event: a check that needs the server awaits it on the event loop), and a pool
+borrow.
 """
 
 from __future__ import annotations

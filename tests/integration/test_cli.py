@@ -126,8 +126,10 @@ def test_check_exit_codes(db, applied):
     assert res.stdout.startswith("allowed")
     res = run(*base, "SELECT amount FROM financial_metrics", check_code=3)
     assert "SELECT (amount) on table public.financial_metrics" in res.stdout
-    res = run(*base, "--json", "LISTEN x", check_code=4)
+    res = run(*base, "--json", "DO $$ BEGIN END $$", check_code=4)
     assert json.loads(res.stdout)["status"] == "deferred"
+    res = run(*base, "SET ROLE finance_users", check_code=3)  # confirmed: alice is no member
+    assert "MEMBERSHIP on role finance_users" in res.stdout
 
 
 def test_audit_subcommands(db, applied):

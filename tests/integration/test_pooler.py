@@ -159,6 +159,10 @@ def test_preflight_behind_pgbouncer_checks_the_transactions_role(app: App, drive
             r.rollback()
             assert r.execute("SELECT count(*) FROM pb_log WHERE who = 'readers'").fetchone() == (0,)
             r.rollback()
+        with r.transaction():  # confirmed in a savepoint of the scoped transaction
+            with pytest.raises(tsaccess.PreflightDenied, match=r"INSERT on table public\.pb_log"):
+                r.execute("INSERT INTO pb_log VALUES ('readers')")
+            assert r.execute("SELECT current_user::text").fetchone() == (readers,)
 
 
 def test_autocommit_is_refused_before_sending(app: App, driver) -> None:

@@ -6,6 +6,7 @@ verdicts."""
 from __future__ import annotations
 
 import pytest
+from psycopg import sql
 
 from tests.helpers import apply_company
 from tsaccess.preflight import Checker, take_snapshot
@@ -55,7 +56,35 @@ def test_verdicts_about_a_role_equal_its_own(db):
     ]
     for user in [u.name for u in company.policy.users]:
         with db.connect_as(user, company.passwords[user].reveal()) as own, db.admin() as admin:
-            mine, theirs = Checker(own), Checker(admin, as_role=user, login=user)
+            mine, theirs = Checker(own), Checker(admin, role=user, login=user)
             for stmt in statements:
                 a, b = mine.check(stmt), theirs.check(stmt)
                 assert (b.status, b.missing) == (a.status, a.missing), (user, stmt)
+
+
+def test_the_search_path_is_the_roles_own(db):
+    """The search path comes from the role's settings (``ALTER ROLE ... IN DATABASE ... SET
+    search_path``), not from the administrator's session: a table of the same name earlier on
+    alice's path shadows the one she may read, and the refusal is confirmed on her path."""
+    company = apply_company(db)
+    with db.admin(autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA shadow")
+        conn.execute("GRANT USAGE ON SCHEMA shadow TO alice")
+        conn.execute("CREATE TABLE shadow.sensor_readings (sensor_id text)")
+        conn.execute(
+            sql.SQL("ALTER ROLE alice IN DATABASE {} SET search_path = shadow, public").format(
+                sql.Identifier(db.name)
+            )
+        )
+    stmt = "SELECT sensor_id FROM sensor_readings"
+    with company.connect("alice") as own, db.admin() as admin:
+        assert _view(take_snapshot_for(admin, "alice")) == _view(take_snapshot(own))
+        mine, theirs = Checker(own), Checker(admin, role="alice", login="alice")
+        a, b = mine.check(stmt), theirs.check(stmt)
+        assert (b.status, b.missing) == (a.status, a.missing)
+        assert b.status == "denied" and [m.object for m in b.missing] == ["shadow.sensor_readings"]
+        # her group, from her login's settings ($user: the group; no USAGE on shadow)
+        group = Checker(admin, role="data_analysts", login="alice").check(stmt)
+        own.execute("SET ROLE data_analysts")
+        assert (group.status, group.missing) == (Checker(own).check(stmt).status, ())
+        assert group.status == "allowed"

@@ -49,13 +49,22 @@ def test_granted_columns_still_pass(company):
         conn.execute('SELECT U&"metric\\005ftype" FROM financial_metrics').fetchall()
 
 
-def test_a_role_change_earlier_in_the_string_is_not_refused(company):
-    """A user in two roles, scoped to the one without the figures, switches with set_config."""
+def test_a_role_change_earlier_in_the_string_is_followed(company):
+    """A user in two roles, scoped to the one without the figures, switches with set_config or
+    SET ROLE: the next statements are checked as the new role (its privileges taken with
+    has_*_privilege(role, ...), the refusal confirmed under that role)."""
     with company.db.admin(autocommit=True) as conn:
         conn.execute("GRANT data_analysts, finance_users TO alice")
     with company.connect("alice", role="data_analysts", preflight=True, autocommit=True) as conn:
         stmt = "SELECT set_config('role', 'finance_users', false); SELECT amount FROM financial_metrics"
-        assert check(conn, stmt).status == "deferred"
+        assert check(conn, stmt).status == "allowed"
+        back = (
+            "SET ROLE finance_users; SET ROLE data_analysts; SELECT amount FROM financial_metrics"
+        )
+        with pytest.raises(tsaccess.PreflightDenied, match="financial_metrics"):
+            conn.execute(back)
+        with pytest.raises(tsaccess.PreflightDenied, match="MEMBERSHIP on role auditors"):
+            conn.execute("SET ROLE auditors; SELECT 1")
         conn.execute(stmt)  # not refused: the server runs the second statement as finance_users
         conn.execute("SELECT amount FROM financial_metrics")  # the snapshot followed the role
         conn.execute("RESET ROLE")

@@ -85,7 +85,7 @@ def check_command(args: argparse.Namespace, tools: Tools) -> int:
     with tools.admin(args, dbname) as conn:
         why = _refused_at_login(conn, args.user, args.role)
         if why is None:
-            checker = Checker(conn, as_role=args.role or args.user, login=args.user)
+            checker = Checker(conn, role=args.role or args.user, login=args.user)
             verdict = checker.check(args.sql)
     if why is not None:
         if args.json:

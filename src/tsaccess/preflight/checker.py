@@ -1,133 +1,133 @@
-"""Verdicts: a statement's needs against the session's privileges, with caches.
+"""Verdicts: a statement's needs against the session's privileges, confirmed by the server.
 
 A :class:`Checker` belongs to one connection: it caches analyses (per statement text), the
-privilege snapshot (with a TTL) and allowed verdicts. A denial is confirmed with one live
-``has_*_privilege`` query before it is reported, so a stale snapshot never causes a false
-refusal; whatever the analysis cannot decide is *deferred* to the server.
+privilege snapshot (with a TTL) and allowed verdicts. Its decision is the generator
+:meth:`Checker.steps`, which yields what it needs from the server
+(:mod:`~tsaccess.preflight.drive`: catalog queries, probes): :meth:`Checker.check` answers them
+on a synchronous connection; an asynchronous one answers the same requests
+(:mod:`~tsaccess.preflight.drive_async`) after :meth:`Checker.quick` found no answer without I/O.
+
+Never a false refusal: a statement is refused only when the server confirms, without running
+it, that it would refuse it. Missing privileges are first checked live (``has_*_privilege``:
+a stale snapshot never refuses); those the server checks when planning are then confirmed with
+``EXPLAIN`` of the statement (which runs the same permission checks without executing it); those
+of a command ``EXPLAIN`` cannot take (ownership, ``SET ROLE``, ``COPY`` to a file...) are the
+command's first check, confirmed by the live privilege functions. When ``EXPLAIN`` runs
+although the analysis found something missing, the statement is let through and the
+disagreement is counted (:attr:`Checker.disagreements`) and logged (``preflight
+disagreement``) so it can be fixed.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Generator
+from dataclasses import replace
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from tsaccess.errors import MissingPrivilege
-from tsaccess.preflight.model import ALL, Analysis, ColNeed, JoinNeed, Need, TableRef
+from tsaccess._log import get_logger
+from tsaccess.preflight.drive import Binding, Probe, ProbeResult, Query, Request, drive
+from tsaccess.preflight.evaluate import Item, Result, evaluate
+from tsaccess.preflight.lookups import session_facts
+from tsaccess.preflight.model import RESET_ROLE, SESSION_ROLE, Analysis, Statement
+from tsaccess.preflight.paths import path_for
 from tsaccess.preflight.scan import scan_read
 from tsaccess.preflight.snapshot import (
-    COLUMN_PRIVS,
+    Fetch,
     Rel,
     Snapshot,
-    catalog_rows,
-    load_columns,
-    take_snapshot,
-    take_snapshot_for,
+    build_snapshot,
+    columns_query,
+    snapshot_query,
+    store_columns,
 )
-from tsaccess.preflight.text import shape
+from tsaccess.preflight.text import server_placeholders, shape
+from tsaccess.preflight.utility import RESET_PATH
+from tsaccess.preflight.verdict import Verdict, merge
 
 __all__ = ["Checker", "Verdict"]
 
+log = get_logger("tsaccess.preflight")
 
-@dataclass(frozen=True)
-class Verdict:
-    """Pre-flight's answer for one statement text."""
-
-    status: Literal["allowed", "denied", "deferred"]
-    """``deferred``: the analysis cannot tell; the statement is sent and the server decides."""
-    statement: str
-    missing: tuple[MissingPrivilege, ...] = ()
-    """For a denied statement: every privilege it lacks (confirmed live)."""
-    reason: str = ""
-    """For a deferred statement: why."""
-    generation: int = -1
-    """The snapshot generation the verdict was computed with (cache validity)."""
-    caveats: tuple[str, ...] = ()
-    """For an allowed statement: what the server still checks on its own (view base tables,
-    row-level security, function bodies, sequence defaults)."""
-
-    @property
-    def allowed(self) -> bool:
-        return self.status != "denied"
-
-    def __str__(self) -> str:
-        if self.status == "allowed":
-            extra = f" (the server still checks: {', '.join(self.caveats)})" if self.caveats else ""
-            return "allowed: the session has every privilege this statement needs" + extra
-        if self.status == "deferred":
-            return f"undecided (deferred to the server): {self.reason}"
-        return "denied: missing " + "; ".join(str(m) for m in self.missing)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "reason": self.reason,
-            "caveats": list(self.caveats),
-            "missing": [
-                {"privilege": m.privilege, "object": m.object, "columns": list(m.columns)}
-                for m in self.missing
-            ],
-        }
+Steps = Generator[Request, Any, "Verdict"]
 
 
 class Checker:
-    """Pre-flight state of one connection: analysis cache, snapshot (TTL) and verdict cache."""
+    """Pre-flight state of one connection: analysis cache, snapshot (TTL) and verdict cache.
+
+    ``role``: check for another role than the session's (its privileges through
+    ``has_*_privilege(role, ...)``, its refusals confirmed under ``SET ROLE role`` inside the
+    probe's rolled-back transaction): an administrator's connection checking a user's
+    statement, no password of the user's (``tsaccess check --user U``). ``login``: the login
+    user whose sessions are checked (default: ``role``), scoped to ``role``: its search path
+    (``ALTER ROLE ... SET search_path``, :func:`~tsaccess.preflight.snapshot.take_snapshot`)
+    and its memberships (``SET ROLE``).
+    """
 
     def __init__(
         self,
-        conn: psycopg.Connection[Any],
+        conn: psycopg.BaseConnection[Any],
         *,
         ttl: float = 60.0,
         cache_size: int = 2048,
         fast_path: bool = True,
-        as_role: str | None = None,
+        role: str | None = None,
         login: str | None = None,
     ) -> None:
         self._conn = conn
-        self.as_role = as_role
-        """Check as this role, from ``conn``'s session (``has_*_privilege(role, ...)``: an
-        administrator asking "would alice be refused?"); None: as the session itself."""
-        self._login = login
         self.ttl = ttl
         self.fast_path = fast_path
         """Try :func:`~tsaccess.preflight.scan.scan_read` before parsing a new query shape
         (False: always parse; the differential tests compare both)."""
+        self.role = role
+        self.login = (login or role) if role is not None else None
         self._cache_size = cache_size
         self._analyses: OrderedDict[tuple[str, bool], Analysis] = OrderedDict()
         self._verdicts: OrderedDict[tuple[str, bool], Verdict] = OrderedDict()
         self._snapshot: Snapshot | None = None
+        self._roles: dict[str, Snapshot] = {}
         self._generation = 0
         self.session_changed = False
         """Set when a statement may have changed role or settings (a pool reset then drops
         the snapshot, since the reset restores the pool's own role and settings)."""
+        self.prepared: dict[str, tuple[str, tuple[str, ...]]] = {}
+        """Statements prepared on the session with ``PREPARE``: name -> (text, search_path)."""
+        self.disagreements = 0
+        """Refusals the analysis predicted and the server's ``EXPLAIN`` did not confirm (the
+        statements were let through)."""
+        self.confirmations = 0
+        """Round trips spent confirming refusals (live privilege checks and probes)."""
 
+    # caches ------------------------------------------------------------------------------
     def invalidate(self) -> None:
         """Forget the privilege snapshot (after SET ROLE, GRANT, DDL, a server refusal...)."""
         self._snapshot = None
+        self._roles.clear()
         self._verdicts.clear()
         self._generation += 1
 
     def snapshot(self) -> Snapshot:
-        s = self._snapshot
-        if s is None or time.monotonic() - s.taken > self.ttl:
-            self._verdicts.clear()
-            self._generation += 1
-            s = self._snapshot = (
-                take_snapshot(self._conn, self._generation)
-                if self.as_role is None
-                else take_snapshot_for(
-                    self._conn, self.as_role, self._generation, login=self._login
-                )
-            )
-        return s
+        """The current snapshot (taken now if there is none or it is older than ``ttl``)."""
+        return drive(self._sync(), self._snapshot_steps())
 
-    def _columns(self, rels: Iterable[Rel]) -> None:
-        load_columns(self._conn, rels, role=self.as_role)
+    def _fresh(self, s: Snapshot | None) -> bool:
+        return s is not None and time.monotonic() - s.taken <= self.ttl
+
+    def _snapshot_steps(self) -> Generator[Request, Any, Snapshot]:
+        s = self._snapshot
+        if s is None or not self._fresh(s):
+            self._verdicts.clear()
+            self._roles.clear()
+            self._generation += 1
+            rows = yield Query(snapshot_query(self.role, self.login))
+            user = self.login or self._conn.info.user
+            s = build_snapshot(rows, user, self._generation, self.role, login=self.login)
+            self._snapshot = s
+        return s
 
     def analysis(
         self, text: str, has_params: bool, shaped: str | None = None, key: Any = None
@@ -147,12 +147,7 @@ class Checker:
     def _cached(self, key: tuple[str, bool]) -> Verdict | None:
         v = self._verdicts.get(key)
         s = self._snapshot
-        if (
-            v is not None
-            and s is not None
-            and v.generation == s.generation
-            and time.monotonic() - s.taken <= self.ttl
-        ):
+        if v is not None and s is not None and v.generation == s.generation and self._fresh(s):
             return v
         return None
 
@@ -161,270 +156,303 @@ class Checker:
         if len(self._verdicts) > self._cache_size:
             self._verdicts.popitem(last=False)
 
-    def cached_verdict(self, text: str, *, has_params: bool = False) -> Verdict | None:
-        """The verdict for ``text`` from the caches alone (no I/O), or None: the same text, or
-        one differing only in its constants, checked with the current snapshot. (The async
-        cursor asks this first and runs :meth:`check` in a thread only on a miss.)"""
-        key = (text, has_params)
-        v = self._cached(key)
+    # the decision --------------------------------------------------------------------------
+    def check(
+        self,
+        text: str,
+        *,
+        has_params: bool = False,
+        params: Any = None,
+        binding: Binding = "server",
+    ) -> Verdict:
+        """The verdict for ``text`` (``params``: the values the statement will be sent with,
+        bound as ``binding`` binds them; a refusal is confirmed with them). Answered from the
+        caches when the same text, or a text differing only in its constants
+        (:func:`~tsaccess.preflight.text.shape`), was checked with the current snapshot."""
+        v = self.quick(text, has_params)
         if v is not None:
             return v
-        return self._cached_shape(text, key, shape(text))
+        steps = self.steps(text, has_params, params is not None)
+        return drive(self._sync(), steps, params, binding)
 
-    def _cached_shape(self, text: str, key: tuple[str, bool], shaped: str | None) -> Verdict | None:
-        skey = (shaped, key[1]) if shaped is not None else key
-        if skey == key:
+    def quick(self, text: str, has_params: bool = False) -> Verdict | None:
+        """The verdict when it needs no I/O: cached for the text or its shape, or proven by the
+        token scan with what the snapshot holds; None otherwise (:meth:`steps` decides). The
+        common case of a new query shape, without the generators' overhead (an asynchronous
+        connection asks it on the event loop, and drives :meth:`steps` only when it is None)."""
+        v = self._cached((text, has_params))
+        if v is not None:
+            return v
+        s = self._snapshot
+        if (
+            s is None
+            or not self.fast_path
+            or time.monotonic() - s.taken > self.ttl
+            or self._conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        ):
             return None
-        v = self._cached(skey)
-        if v is None:
+        shaped = shape(text)
+        if shaped is None:
             return None
-        v = Verdict(v.status, text, v.missing, v.reason, v.generation, v.caveats)
-        self._remember(key, v)
+        skey = (shaped, has_params)
+        v = self._verdicts.get(skey)
+        if v is not None and v.generation == s.generation:
+            v = replace(v, statement=text)
+        elif skey in self._analyses:
+            return None
+        else:
+            try:
+                caveats = scan_read(shaped, s, lambda rels: _need_columns(rels, s))
+            except Fetch:
+                return None
+            if caveats is None:
+                return None
+            v = Verdict("allowed", text, generation=s.generation, caveats=caveats)
+            self._remember(skey, v)
+        self._remember((text, has_params), v)
         return v
 
-    def check(self, text: str, *, has_params: bool = False) -> Verdict:
-        """The verdict for ``text``: answered from the caches when the same text, or a text
-        differing only in its constants (:func:`~tsaccess.preflight.text.shape`), was checked
-        with the current snapshot."""
+    def _sync(self) -> psycopg.Connection[Any]:
+        if not isinstance(self._conn, psycopg.Connection):
+            raise TypeError(
+                "Checker.check() and snapshot() run on a synchronous connection; drive "
+                "Checker.steps() with the asynchronous connection's own I/O instead"
+            )
+        return self._conn
+
+    def steps(self, text: str, has_params: bool = False, bound: bool | None = None) -> Steps:
+        """The decision for ``text`` as a generator of requests (see the module docstring);
+        ``bound``: the caller can bind the statement's parameters to a probe (default: when
+        it has none)."""
         key = (text, has_params)
         v = self._cached(key)
         if v is not None:
             return v
         shaped = shape(text)
         skey = (shaped, has_params) if shaped is not None else key
-        v = self._cached_shape(text, key, shaped)
-        if v is not None:
-            return v
+        if skey != key:
+            v = self._cached(skey)
+            if v is not None:
+                v = replace(v, statement=text)
+                self._remember(key, v)
+                return v
+        if self._conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            return Verdict("deferred", text, reason="transaction is aborted")
         if self.fast_path and shaped is not None and skey not in self._analyses:
-            v = self._scanned(text, shaped)
+            v = yield from self._scanned(text, shaped)
             if v is not None:
                 self._remember(key, v)
                 self._remember(skey, v)
                 return v
         a = self.analysis(text, has_params, shaped, skey)
-        if a.deferred:
-            v = Verdict("deferred", text, reason=a.deferred)
-        else:
-            if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                return Verdict("deferred", text, reason="transaction is aborted")
-            v = self._evaluate(text, a)
-        # denials are never cached: each one is confirmed live before it is reported
+        exact = [False]
+        v = yield from self._decide(text, a, has_params, not has_params or bool(bound), exact)
+        # denials are never cached: each one is confirmed before it is reported
         if v.status != "denied":
             self._remember(key, v)
-            if skey != key:
+            if skey != key and not exact[0]:
                 self._remember(skey, v)
         return v
 
-    def _scanned(self, text: str, shaped: str) -> Verdict | None:
+    def _fetching(self, fn: Any, *args: Any) -> Generator[Request, Any, Any]:
+        """Call ``fn`` until it stops asking for catalog facts (:class:`Fetch`)."""
+        for _ in range(32):
+            try:
+                return fn(*args)
+            except Fetch as f:
+                rows = yield Query(f.query, f.params)
+                if f.store is not None:
+                    f.store(rows)
+        raise RuntimeError("pre-flight: facts requested without end")  # pragma: no cover
+
+    def _scanned(self, text: str, shaped: str) -> Generator[Request, Any, Verdict | None]:
         """The fast path for a new query shape (:func:`~tsaccess.preflight.scan.scan_read`):
         an allowed verdict proven from the tokens, or None (the statement is analysed)."""
-        if self._conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-            return None
-        snap = self.snapshot()
-        caveats = scan_read(shaped, snap, self._columns)
+        snap = yield from self._snapshot_steps()
+        caveats = yield from self._fetching(
+            scan_read, shaped, snap, lambda rels: _need_columns(rels, snap)
+        )
         if caveats is None:
             return None
         return Verdict("allowed", text, generation=snap.generation, caveats=caveats)
 
-    def _evaluate(self, text: str, a: Analysis) -> Verdict:
-        snap = self.snapshot()
-        missing: dict[tuple[str, str, int], set[str]] = {}
-        unresolved: list[str] = []
-        caveats = set(a.caveats)
-
-        def miss(priv: str, rel_name: str, cols: Iterable[str] = (), oid: int = 0) -> None:
-            missing.setdefault((priv, rel_name, oid), set()).update(cols)
-
-        for need in a.needs:
-            if isinstance(need, ColNeed):
-                self._col_need(snap, need, miss, unresolved)
-                continue
-            if isinstance(need, JoinNeed):
-                self._join_need(snap, need, miss)
-                continue
-            rel = snap.resolve(need.table)
-            if rel == "system":
-                continue
-            if rel is None:
-                unresolved.append(str(need.table))
-                continue
-            if need.table.schema is not None and not rel.usage:
-                miss("USAGE", rel.schema)
-                continue
-            caveats.update(rel.caveats)
-            if need.privilege == "INSERT" and rel.sequences:
-                supplied = self._supplied(need, rel)
-                if supplied is None:
-                    caveats.add("sequence defaults")
-                for col, seq_oid, seq in rel.sequences:
-                    if supplied is not None and col not in supplied:
-                        miss("USAGE", seq, oid=seq_oid)  # its default calls nextval()
-            self._table_need(need, rel, miss)
-        if missing:
-            confirmed = self._confirm(missing)
-            if confirmed:
-                return Verdict("denied", text, tuple(confirmed), generation=snap.generation)
-        if unresolved:
-            return Verdict(
-                "deferred",
-                text,
-                reason="unresolved name(s) "
-                f"{', '.join(sorted(set(unresolved)))} (temporary table or missing)",
-                generation=snap.generation,
-            )
-        return Verdict("allowed", text, generation=snap.generation, caveats=tuple(sorted(caveats)))
-
-    def _supplied(self, need: Need, rel: Rel) -> set[str] | None:
-        """The columns an INSERT gives values for (None: unknown)."""
-        if need.first_n:
-            self._columns([rel])
-            return set(rel.user_columns()[: need.first_n])
-        if need.columns is None:
-            return None
-        return set(rel.user_columns()) if ALL in need.columns else set(need.columns)
-
-    def _table_need(self, need: Need, rel: Rel, miss: Any) -> None:
-        p = need.privilege
-        fq = f"{rel.schema}.{rel.name}"
-        if rel.table.get(p):
-            return
-        if p in ("DELETE", "TRUNCATE"):
-            miss(p, fq, oid=rel.oid)
-            return
-        if not rel.any.get(p):  # nothing of that kind: name the columns the statement uses
-            named = sorted(need.columns - {ALL}) if need.columns else []
-            miss(p, fq, named, oid=rel.oid)
-            return
-        if need.columns is None and not need.first_n:
-            return  # some column is granted: enough for "table or any column"
-        self._columns([rel])
-        cols = rel.columns or []
-        if need.first_n:
-            wanted = rel.user_columns()[: need.first_n]
-        elif need.columns and ALL in need.columns:
-            wanted = rel.user_columns()
-        else:
-            wanted = [c for c in (need.columns or ()) if any(c == n for n, _ in cols)]
-        if need.positions:
-            user = rel.user_columns()
-            wanted += [user[i] for i in need.positions if i < len(user)]
-        privs = dict(cols)
-        lacking = [c for c in wanted if not privs[c].get(p)]
-        if lacking:
-            miss(p, fq, lacking, oid=rel.oid)
-
-    def _col_need(self, snap: Snapshot, need: ColNeed, miss: Any, unresolved: list[str]) -> None:
-        for level in need.levels:
-            rels: list[Rel] = []
-            for ref in level:
-                if ref is None:
-                    return  # a source with unknown columns might provide it: do not guess
-                r = snap.resolve(ref)
-                if r == "system":
-                    return
-                if r is None:
-                    unresolved.append(str(ref))
-                    return
-                rels.append(r)
-            if len(rels) == 1 and rels[0].table.get(need.privilege):
-                return  # whoever provides it, the privilege is there for this level's table
-            self._columns(rels)
-            owners = [r for r in rels if any(c == need.column for c, _ in (r.columns or []))]
-            if len(owners) == 1:
-                self._table_need(
-                    Need(
-                        need.privilege,
-                        TableRef(owners[0].schema, owners[0].name),
-                        frozenset({need.column}),
-                    ),
-                    owners[0],
-                    miss,
-                )
-                return
-            if len(owners) > 1:
-                return  # ambiguous: the server reports it
-        # no source has such a column: the name of a source is a whole-row reference
-        for refs, names in zip(need.levels, need.aliases, strict=False):
-            if need.column in names:
-                ref = refs[names.index(need.column)]
-                r = snap.resolve(ref) if ref is not None else None
-                if isinstance(r, Rel) and ref is not None:
-                    self._table_need(Need(need.privilege, ref, frozenset({ALL})), r, miss)
-                return
-        # else an output alias, a parameter... nothing to require
-
-    def _join_need(self, snap: Snapshot, need: JoinNeed, miss: Any) -> None:
-        """USING / NATURAL: each join column is read from the side's source that has it."""
-        sides: list[list[Rel]] = []
-        for refs in (need.left, need.right):
-            rels: list[Rel] = []
-            for ref in refs:
-                r = snap.resolve(ref) if ref is not None else None
-                if not isinstance(r, Rel):
-                    return  # a source with unknown columns: cannot tell which side has what
-                rels.append(r)
-            sides.append(rels)
-        self._columns(sides[0] + sides[1])
-        names = [[set(r.user_columns()) for r in rels] for rels in sides]
-        cols = need.columns
-        if cols is None:  # NATURAL: the column names both sides have
-            cols = frozenset(set().union(*names[0]) & set().union(*names[1]))
-        for col in cols:
-            for rels, side_names in zip(sides, names, strict=True):
-                owners = [r for r, n in zip(rels, side_names, strict=True) if col in n]
-                if len(owners) == 1:
-                    o = owners[0]
-                    self._table_need(
-                        Need(need.privilege, TableRef(o.schema, o.name), frozenset({col})), o, miss
-                    )
-
-    def _confirm(self, missing: dict[tuple[str, str, int], set[str]]) -> list[MissingPrivilege]:
-        """Re-check every missing privilege live; return those that are really missing."""
-        parts: list[sql.Composable] = []
-        keys: list[MissingPrivilege] = []
-        who = sql.SQL("{}, ").format(sql.Literal(self.as_role)) if self.as_role else sql.SQL("")
-        for (priv, obj, oid), cols in sorted(missing.items()):
-            # by OID: a name cast (::regclass) would itself need USAGE on the schema
-            if priv == "USAGE" and oid:  # a sequence: nextval() takes USAGE or UPDATE
-                parts.append(
-                    sql.SQL(
-                        "(pg_catalog.has_sequence_privilege({1}{0}::oid, 'USAGE')"
-                        " OR pg_catalog.has_sequence_privilege({1}{0}::oid, 'UPDATE'))"
-                    ).format(sql.Literal(oid), who)
-                )
-                keys.append(MissingPrivilege(priv, obj, kind="sequence"))
-            elif priv == "USAGE":
-                parts.append(
-                    sql.SQL("pg_catalog.has_schema_privilege({}{}, 'USAGE')").format(
-                        who, sql.Literal(obj)
-                    )
-                )
-                keys.append(MissingPrivilege(priv, obj))
-            elif cols:
-                for c in sorted(cols):
-                    parts.append(
-                        sql.SQL("pg_catalog.has_column_privilege({}{}::oid, {}, {})").format(
-                            who, sql.Literal(oid), sql.Literal(c), sql.Literal(priv)
-                        )
-                    )
-                    keys.append(MissingPrivilege(priv, obj, (c,)))
+    def _role_snapshot(self, snap: Snapshot, role: str) -> Generator[Request, Any, Snapshot]:
+        if role in (RESET_ROLE, SESSION_ROLE):
+            if role == SESSION_ROLE:
+                role = snap.session_user
             else:
-                fn = "has_any_column_privilege" if priv in COLUMN_PRIVS else "has_table_privilege"
-                parts.append(
-                    sql.SQL("pg_catalog.{}({}{}::oid, {})").format(
-                        sql.Identifier(fn), who, sql.Literal(oid), sql.Literal(priv)
-                    )
+                facts = yield from self._fetching(session_facts, snap)
+                role = facts["reset_role"] if facts["reset_role"] != "none" else snap.session_user
+        if role == snap.role:
+            return snap
+        found = self._roles.get(role)
+        if found is None:
+            rows = yield Query(snapshot_query(role, self.login))
+            user = self.login or self._conn.info.user
+            found = build_snapshot(rows, user, snap.generation, role, login=self.login)
+            self._roles[role] = found
+        if found.path_setting == snap.path_setting:
+            return found
+        # SET ROLE keeps the search_path setting (the login's, or one set earlier)
+        path = path_for(snap.path_setting, role, found.usage, found.temp_schema)
+        return replace(found, search_path=path, path_setting=snap.path_setting, _resolved={})
+
+    def _with_path(self, snap: Snapshot, value: str) -> Generator[Request, Any, Snapshot]:
+        if value == RESET_PATH:
+            facts = yield from self._fetching(session_facts, snap)
+            value = facts["reset_path"]
+        path = path_for(value, snap.role, snap.usage, snap.temp_schema)
+        return replace(snap, search_path=path, path_setting=value, _resolved={}, extra=snap.extra)
+
+    def _decide(
+        self, text: str, a: Analysis, has_params: bool, bound: bool, exact: list[bool]
+    ) -> Steps:
+        if not a.parts:
+            return Verdict("deferred", text, reason=a.deferred or "nothing to check")
+        snap = yield from self._snapshot_steps()
+        base = snap
+        status = self._conn.pgconn.transaction_status
+        outside = self._conn.autocommit and status == psycopg.pq.TransactionStatus.IDLE
+        several = len(a.parts) > 1
+        replay: list[str] = []
+        prepared = dict(self.prepared)
+        reasons: list[str] = []
+        caveats: set[str] = set()
+        for k, part in enumerate(a.parts):
+            st = part
+            if st.executes is not None:
+                found = prepared.get(st.executes)
+                if found is None or found[1] != snap.search_path:
+                    reasons.append(f"EXECUTE {st.executes}: not prepared by this connection")
+                    continue
+                inner = self.analysis(found[0], False)
+                if len(inner.parts) != 1:
+                    reasons.append(f"EXECUTE {st.executes}: its statement is not analysed")
+                    continue
+                explain = st.explain
+                if st.executes not in self.prepared:  # prepared earlier in this string
+                    explain = inner.parts[0].explain
+                st = replace(inner.parts[0], text=st.text, explain=explain, effect=st.effect)
+            if st.tx_block and outside and not several:
+                reasons.append("the server refuses this command outside a transaction block")
+                continue
+            if st.no_tx_block and (not outside or several):
+                reasons.append("the server refuses this command inside a transaction block")
+                continue
+            res: Result = yield from self._fetching(evaluate, st, snap)
+            if res.items:
+                self.confirmations += 1
+                outcome = yield from self._confirm(
+                    text, k, st, res, replay, has_params and k == 0, bound
                 )
-                keys.append(MissingPrivilege(priv, obj))
-        try:
-            rows = catalog_rows(self._conn, sql.SQL("SELECT {}").format(sql.SQL(", ").join(parts)))
-            row = rows[0] if rows else None
-        except psycopg.Error:
-            return []  # cannot confirm: never refuse on an unconfirmed snapshot
-        really = [k for k, granted in zip(keys, row or (), strict=False) if not granted]
-        if len(really) != len(keys):
+                if isinstance(outcome, Verdict):
+                    return replace(outcome, generation=base.generation)
+                if outcome is not None:
+                    reasons.append(outcome)
+                exact[0] = True
+            reasons += res.uncertain + [f"unresolved name {u}" for u in res.unresolved]
+            if st.deferred:
+                reasons.append(st.deferred)
+            caveats |= res.caveats
+            effect = st.effect
+            if effect.prepared is not None:
+                prepared[effect.prepared[0]] = (effect.prepared[1], snap.search_path)
+            if effect.opaque or (
+                (effect.role is not None or effect.search_path is not None)
+                and not effect.replayable
+            ):
+                if k + 1 < len(a.parts):
+                    reasons.append("an earlier statement of the string changes what the next see")
+                break
+            if effect.role is not None:
+                snap = yield from self._role_snapshot(snap, effect.role)
+            if effect.search_path is not None:
+                snap = yield from self._with_path(snap, effect.search_path)
+            if effect.replayable:
+                replay.append(st.text)
+        if reasons:
+            return Verdict("deferred", text, reason="; ".join(dict.fromkeys(reasons)),
+                           generation=base.generation)  # fmt: skip
+        return Verdict("allowed", text, generation=base.generation, caveats=tuple(sorted(caveats)))
+
+    def _confirm(
+        self,
+        text: str,
+        k: int,
+        st: Statement,
+        res: Result,
+        replay: list[str],
+        has_params: bool,
+        bound: bool,
+    ) -> Generator[Request, Any, Verdict | str | None]:
+        """Confirm the missing privileges of the ``k``-th statement: a Verdict (denied), None
+        (nothing is missing after all) or why the server must decide (str). One probe: the
+        privileges live, then (if a privilege checked when planning is still missing)
+        ``EXPLAIN`` of the statement."""
+        items = res.items
+        checks = sql.SQL("SELECT {}").format(sql.SQL(", ").join(i.granted for i in items))
+        # EXPLAIN confirms what planning checks, and that nothing else stops the statement
+        # before it runs (a run-time check is reached only by a statement that plans)
+        planned_at = tuple(n for n, i in enumerate(items) if i.when in ("plan", "run"))
+        setup = tuple(replay)
+        if self.role is not None:  # as the role, with its login's search_path
+            path = self._snapshot.path_setting if self._snapshot else ""
+            scope = (
+                sql.SQL("SET ROLE {}").format(sql.Identifier(self.role)),
+                sql.SQL("SELECT pg_catalog.set_config('search_path', {}, true)").format(
+                    sql.Literal(path)
+                ),
+            )
+            setup = (*(q.as_string(self._conn) for q in scope), *setup)
+        probe = Probe(None, setup, checks=checks)
+        if planned_at and st.explain is not None:
+            query_text = st.explain[len("EXPLAIN ") :]
+            _, dollars = server_placeholders(query_text, client=False)
+            if has_params and bound:
+                probe = Probe(st.explain, setup, True, checks=checks, explain_if=planned_at)
+            elif has_params or dollars:  # parameters without values: PREPARE infers their types
+                generic, n = server_placeholders(query_text, client=has_params)
+                probe = Probe(
+                    generic, setup, generic=max(n, dollars), checks=checks, explain_if=planned_at
+                )
+            else:
+                probe = Probe(st.explain, setup, checks=checks, explain_if=planned_at)
+        result: ProbeResult = yield probe
+        if result.setup or not result.checks:
+            return f"the privileges could not be confirmed ({result.message})"
+        really = [i for i, granted in zip(items, result.checks, strict=False) if not granted]
+        if len(really) != len(items):
             self.invalidate()  # the snapshot was stale
-        merged: dict[tuple[str, str, str], list[str]] = {}
-        for m in really:
-            merged.setdefault((m.privilege, m.object, m.kind), []).extend(m.columns)
-        return [MissingPrivilege(p, o, tuple(c), k) for (p, o, k), c in merged.items()]
+        if not really:
+            return None
+        planned = [i for i in really if i.when == "plan"]
+        reason = ""
+        if st.explain is not None and any(i.when in ("plan", "run") for i in really):
+            if result.sqlstate is not None and result.sqlstate != "42501":
+                return f"the server refuses it for another reason ({result.message})"
+            if result.sqlstate is None and planned:
+                self._disagree(text, planned)
+                really = [i for i in really if i.when != "plan"]
+                if not really:
+                    return None
+            elif result.sqlstate is not None:
+                reason = result.message
+        return Verdict("denied", text, merge(really), reason=reason)
+
+    def _disagree(self, text: str, items: list[Item]) -> None:
+        self.disagreements += 1
+        shown = shape(text)
+        log.warning(
+            "preflight disagreement",
+            statement=(shown or text.split(None, 1)[0] if text.strip() else "")[:200],
+            missing=[str(i.missing) for i in items],
+            server="planned it (EXPLAIN ran)",
+            disagreements=self.disagreements,
+        )
+
+
+def _need_columns(rels: Any, snap: Snapshot) -> None:
+    todo = [r for r in rels if isinstance(r, Rel) and r.columns is None]
+    if todo:
+        query, params = columns_query([r.oid for r in todo], snap.for_role)
+        raise Fetch("columns", query, params, lambda rows: store_columns(todo, rows))

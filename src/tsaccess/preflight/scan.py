@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 
 from tsaccess.preflight.snapshot import Rel, Snapshot
 from tsaccess.preflight.text import strip_explain
+from tsaccess.preflight.writes import DML_WORDS, WORD_START, Ref, Target, dml_target, writable
 
 __all__ = ["scan_read"]
 
@@ -58,13 +59,13 @@ def _tokens(text: str) -> list[str]:
 
 
 _TOKENS_QUOTED = re.compile(r'"(?:[^"]|"")*"|[A-Za-z0-9_$]+|[(),.*\[\]]')
-_WORD_START = frozenset(string.ascii_letters + '_"')
+_WORD_START = WORD_START
 # words that make a statement need more than SELECT, create something, or change what it reads
 _WRITES = frozenset(
     {"insert", "update", "delete", "truncate", "merge", "copy", "for", "into", "lock"}
 )
-# frame states: an expression, a query outside its FROM list, inside its FROM list
-_EXPR, _QUERY, _FROM = 0, 1, 2
+# frame states: an expression, a query before its FROM list, inside its FROM list, after it
+_EXPR, _QUERY, _FROM, _AFTER = 0, 1, 2, 3
 _FROM_ENDS = frozenset(
     {
         "where",
@@ -110,32 +111,39 @@ def _name(token: str) -> str:
     return token if len(token) <= _NAMEDATALEN else token[:_NAMEDATALEN]
 
 
-_Ref = tuple[str | None, str, int, int, bool]
-"""A relation in a FROM list: schema (None: unqualified), name, the index of the name's token,
-the index of the alias's token (-1: none), whether a column alias list follows."""
+_Ref = Ref
 
 
-def _from_lists(toks: list[str]) -> tuple[list[int], bool] | None:
-    """Where relation names stand (token indexes) and whether something reads every column of
-    a relation (``*`` other than ``f(*)``, ``TABLE t``); None when parentheses do not balance or
-    a FROM list holds a parenthesised item other than a subquery (``(a JOIN b) j``, ``ONLY (t)``).
+_Found = tuple[list[tuple[int, int]], list[tuple[int, int, int]], bool]
 
-    One pass with a stack of frame states: a ``FROM`` of a query opens its FROM list, which
-    the next clause keyword or the frame's closing parenthesis ends; a name after ``FROM``,
-    ``JOIN``, ``ONLY``, ``LATERAL``, a comma or an opening parenthesis of the list is a
-    relation (or a function call). A word after ``AS`` is a name, whatever it spells."""
+
+def _from_lists(toks: list[str], state: int = _EXPR, offset: int = 0) -> _Found | None:
+    """Where relation names stand (token index, frame), where ``*`` stands (index, frame, the
+    index of its qualifier or -1; not ``f(*)``), and whether ``TABLE t`` reads a whole relation;
+    None when
+    parentheses do not balance or a FROM list holds a parenthesised item other than a subquery
+    (``(a JOIN b) j``, ``ONLY (t)``), or a query has two FROM lists.
+
+    One pass with a stack of frame states (each parenthesis opens a frame): a ``FROM`` of a
+    query opens its FROM list, which the next clause keyword or the frame's closing parenthesis
+    ends; a name after ``FROM``, ``JOIN``, ``ONLY``, ``LATERAL``, a comma or an opening
+    parenthesis of the list is a relation (or a function call). A word after ``AS`` is a name,
+    whatever it spells. ``offset``: added to the indexes (a statement's tail)."""
     structure, rel_before, from_ends = _STRUCTURE, _REL_BEFORE, _FROM_ENDS
-    in_from, query, expr = _FROM, _QUERY, _EXPR
-    stack: list[int] = []
-    state = expr
+    in_from, query, expr, after = _FROM, _QUERY, _EXPR, _AFTER
+    stack: list[tuple[int, int]] = []
+    frame = frames = 0
     prev = ""
-    starts: list[int] = []
-    star = False
+    starts: list[tuple[int, int]] = []
+    stars: list[tuple[int, int, int]] = []
+    table = False
     n = len(toks)
     for i, t in enumerate(toks):
         if t in structure and (prev != "as" or t in _PUNCTUATION):
             if t == "(":
-                stack.append(state)
+                stack.append((state, frame))
+                frames += 1
+                frame = frames
                 if state == in_from and prev in rel_before:
                     nxt = toks[i + 1] if i + 1 < n else ""
                     if nxt == "values":
@@ -149,14 +157,17 @@ def _from_lists(toks: list[str]) -> tuple[list[int], bool] | None:
             elif t == ")" or t == "]":
                 if not stack:
                     return None
-                state = stack.pop()
+                state, frame = stack.pop()
             elif t == "[":
-                stack.append(state)
+                stack.append((state, frame))
+                frames += 1
+                frame = frames
                 state = expr
             elif t == "*":
-                star = star or prev != "("
+                if prev != "(":
+                    stars.append((i + offset, frame, i - 2 + offset if prev == "." else -1))
             elif t == "table":
-                star = True  # TABLE t: SELECT * FROM t
+                table = True  # TABLE t: SELECT * FROM t
             elif t == "select":
                 state = query
             elif t == "from":
@@ -164,14 +175,18 @@ def _from_lists(toks: list[str]) -> tuple[list[int], bool] | None:
                     t = ""  # IS [NOT] DISTINCT FROM: an operator, not a FROM list
                 elif state == query:
                     state = in_from
+                elif state in (after, in_from):
+                    return None  # a second FROM in one query: not a shape the scan knows
                 else:
                     t = ""  # EXTRACT(x FROM y), substring(...): no relation follows
             elif state == in_from and t in from_ends:
+                state = after
+            elif state == after and t in ("union", "intersect", "except"):
                 state = query
         elif state == in_from and prev in rel_before:
-            starts.append(i)
+            starts.append((i + offset, frame))
         prev = t
-    return (starts, star) if not stack else None
+    return (starts, stars, table) if not stack else None
 
 
 def _ref(toks: list[str], names: list[str], i: int) -> _Ref | bool | None:
@@ -210,7 +225,7 @@ def _ref(toks: list[str], names: list[str], i: int) -> _Ref | bool | None:
 def scan_read(
     shaped: str, snap: Snapshot, load_columns: Callable[[Iterable[Rel]], None]
 ) -> tuple[str, ...] | None:
-    """The caveats of an allowed verdict for the read-only ``shaped`` text
+    """The caveats of an allowed verdict for the ``shaped`` text
     (:func:`~tsaccess.preflight.text.shape`), or None when the tokens do not prove it allowed.
 
     ``load_columns`` fills :attr:`Rel.columns` for column-scoped relations (one catalog query
@@ -230,36 +245,48 @@ def scan_read(
             return None  # names the token counts below could mistake for punctuation
     else:
         toks = names = _tokens(text)
-    if not toks or toks[0] not in ("select", "with"):
+    if not toks:
         return None
     words = set(names)  # every name (and some punctuation): each a possible column
-    if not words.isdisjoint(_WRITES):
+    target: Target | None = None
+    if toks[0] in ("select", "with"):
+        if not words.isdisjoint(_WRITES):
+            return None
+        found = _from_lists(toks)
+    elif toks[0] in ("insert", "update", "delete"):
+        target = dml_target(toks, names)
+        if target is None or any(names.count(w) > (w in DML_WORDS[toks[0]]) for w in _WRITES):
+            return None
+        found = _from_lists(toks[target.rest :], _QUERY, target.rest)
+    else:
         return None
-    found = _from_lists(toks)
     if found is None:
         return None
-    starts, star = found
+    starts, stars, table_star = found
     rels: dict[int, Rel] = {}
     refs: list[tuple[_Ref, Rel]] = []
+    in_frame: dict[int, set[int]] = {}
     ctes: dict[str, int] | None = None
     n = len(toks)
-    for i in starts:
-        ref = _ref(toks, names, i)
+    items = [(target.ref[2], 0)] if target is not None else []
+    for i, frame in items + starts:
+        ref = target.ref if target is not None and i == target.ref[2] else _ref(toks, names, i)
         if ref is True:
             continue
         if ref is None or ref is False:
             return None
         rel = snap.resolve_name(ref[0], ref[1])
-        if rel == "system":
+        if rel == "system" and target is None:
             continue
-        if rel is None:
+        if not isinstance(rel, Rel):
             if ctes is None:
                 ctes = _ctes(toks, names)
-            if ref[0] is None and ctes.get(ref[1], n) <= i:
+            if target is None and ref[0] is None and ctes.get(ref[1], n) <= i:
                 continue  # a CTE of the statement's WITH list, defined before this
             return None  # missing, temporary, or not a relation: the analysis says which
         rels[rel.oid] = rel
         refs.append((ref, rel))
+        in_frame.setdefault(frame, set()).add(rel.oid)
     index = snap.by_name()
     for name in words & snap.names:  # every relation a word could name
         for rel in index[name]:
@@ -275,17 +302,51 @@ def scan_read(
             if not rel.any["SELECT"]:
                 return None
             scoped[rel.oid] = rel
+    if target is not None and not writable(target, refs[0][1], load_columns):
+        return None
     if scoped and (
-        star
+        table_star
         or "natural" in words
+        or not _stars_read_granted(stars, in_frame, refs, names, scoped)
         or not _only_granted_columns(toks, names, words, refs, scoped, load_columns)
     ):
         return None
-    if "(" in words:
-        caveats.add("function bodies")
+    special = words & snap.special_functions  # a word that may call such a function
+    if special and "(" in words and not _calls(toks, names).isdisjoint(special):
+        return None  # a function pre-flight must look at closer: the analysis does
     if max(map(len, words)) > _NAMEDATALEN:
         return None  # the server truncates long names: the analysis compares as it does
     return tuple(sorted(caveats))
+
+
+def _stars_read_granted(
+    stars: list[tuple[int, int, int]],
+    in_frame: dict[int, set[int]],
+    refs: list[tuple[_Ref, Rel]],
+    names: list[str],
+    scoped: dict[int, Rel],
+) -> bool:
+    """No ``*`` expands a column-scoped relation: an unqualified one stands in a query whose
+    FROM list has none (a CTE's or a subquery's ``*`` reads their chosen columns), a qualified
+    one names no such relation or alias."""
+    scoped_names = {rel.name for rel in scoped.values()}
+    for ref, rel in refs:
+        if rel.oid in scoped:
+            scoped_names.add(ref[1])
+            if ref[3] >= 0:
+                scoped_names.add(names[ref[3]])
+    for _, frame, qualifier in stars:
+        if qualifier < 0:
+            if not in_frame.get(frame, set()).isdisjoint(scoped):
+                return False
+        elif names[qualifier] in scoped_names:
+            return False
+    return True
+
+
+def _calls(toks: list[str], names: list[str]) -> set[str]:
+    """The names of the functions the tokens may call (every name before ``(``)."""
+    return {names[i - 1] for i, t in enumerate(toks) if t == "(" and i}
 
 
 def _ctes(toks: list[str], names: list[str]) -> dict[str, int]:

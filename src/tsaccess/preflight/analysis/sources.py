@@ -8,6 +8,7 @@ way are the walker's (:meth:`SourceWalker.query`, :meth:`SourceWalker.exprs`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlglot import exp
@@ -16,9 +17,9 @@ from tsaccess.preflight.analysis.scope import Scope as _Scope
 from tsaccess.preflight.analysis.scope import Source as _Source
 from tsaccess.preflight.analysis.scope import alias_of as _alias
 from tsaccess.preflight.analysis.scope import ident as _ident
-from tsaccess.preflight.model import ColNeed, JoinNeed, Need, TableRef
+from tsaccess.preflight.model import ColNeed, JoinNeed, Need, ObjNeed, TableRef
 
-__all__ = ["Defer", "SourceWalker"]
+__all__ = ["Defer", "QueryInfo", "SourceWalker"]
 
 
 class Defer(Exception):
@@ -28,14 +29,26 @@ class Defer(Exception):
 _Defer = Defer
 
 
+@dataclass(frozen=True)
+class QueryInfo:
+    """What a nested query shows its parent: the tables of its FROM lists (a locking clause
+    of the parent reaches them) and its output column names (None: not all known)."""
+
+    tables: tuple[TableRef, ...] = ()
+    columns: tuple[str, ...] | None = None
+
+
 class SourceWalker:
     """Collects what the FROM items and joins of a statement need (``needs``)."""
 
     def __init__(self) -> None:
-        self.needs: list[Need | ColNeed | JoinNeed] = []
+        self.needs: list[Need | ColNeed | JoinNeed | ObjNeed] = []
         self.caveats: set[str] = set()
+        self.ghost = 0
+        """> 0 while walking what the server folds away (``false AND (SELECT ...)``)."""
+        self.cte_columns: dict[str, tuple[str, ...] | None] = {}
 
-    def query(self, node: exp.Expression, outer: _Scope | None, ctes: frozenset[str]) -> None:
+    def query(self, node: exp.Expression, outer: _Scope | None, ctes: frozenset[str]) -> QueryInfo:
         """A nested query, analysed as a scope seeing ``outer`` (the walker's)."""
         raise NotImplementedError
 
@@ -63,18 +76,27 @@ class SourceWalker:
         """Add a FROM / JOIN item of ``node`` to ``scope`` (subqueries analysed with ``parent``;
         LATERAL subqueries and functions also see the items before them)."""
         if isinstance(node, exp.Table) and isinstance(node.this, exp.Func | exp.Anonymous):
-            self.function_source(node.this, _alias(node) or "", scope, ctes)
+            self.function_source(node.this, _alias(node) or "", scope, ctes, node)
+        elif isinstance(node, exp.Table) and node.args.get("rows_from"):
+            for item in node.args["rows_from"]:  # ROWS FROM (f(...), g(...)): read the args
+                self.exprs(item, scope, ctes)
+            scope.sources.append(_Source(_alias(node) or "", None))
         elif isinstance(node, exp.Table):
             ref = self.table_ref(node, ctes)
             alias = _alias(node) or _ident(node.this)
             renames: tuple[str, ...] = ()
-            if node.args.get("alias") is not None and node.args["alias"].columns:
-                if ref is None:
-                    raise _Defer("column aliases on a CTE")
+            columns: tuple[str, ...] | None = None
+            has_list = node.args.get("alias") is not None and node.args["alias"].columns
+            if has_list:
                 renames = tuple(_ident(c) or "" for c in node.args["alias"].columns)
-            scope.sources.append(_Source(alias or node.alias_or_name, ref, renames))
-            if ref is not None:
+            if ref is None:  # a CTE: its columns when its select list names them all
+                columns = None if has_list else self.cte_columns.get(_ident(node.this) or "")
+                renames = ()
+            scope.sources.append(_Source(alias or node.alias_or_name, ref, renames, columns))
+            if ref is not None and not scope.ghost:
                 self.needs.append(Need("SELECT", ref))
+            elif ref is not None and ref.schema is not None:  # folded away: looked up only
+                self.needs.append(ObjNeed("schema", "USAGE", ref.schema))
             if node.args.get("joins"):  # a parenthesized join tree: its items join the scope
                 for j in node.args["joins"]:
                     cond = self.join(j, scope, ctes, parent, len(scope.sources) - 1)
@@ -83,14 +105,14 @@ class SourceWalker:
         elif isinstance(node, exp.Lateral):
             inner = node.this
             if isinstance(inner, exp.Subquery):
-                self.query(inner.this, scope, ctes)  # sees the FROM items before it
-                scope.sources.append(_Source(_alias(node) or "", None))
+                info = self.query(inner.this, scope, ctes)  # sees the FROM items before it
+                scope.sources.append(self._derived(node, info))
             elif isinstance(inner, exp.Func | exp.Anonymous):
-                self.function_source(inner, _alias(node) or _alias(inner) or "", scope, ctes)
+                self.function_source(inner, _alias(node) or _alias(inner) or "", scope, ctes, node)
             else:
                 raise _Defer(f"unsupported LATERAL item {type(inner).__name__}")
         elif isinstance(node, exp.Unnest):
-            self.function_source(node, _alias(node) or "", scope, ctes)
+            self.function_source(node, _alias(node) or "", scope, ctes, node)
         elif (
             isinstance(node, exp.Subquery)
             and isinstance(node.this, exp.Table)
@@ -101,8 +123,8 @@ class SourceWalker:
         elif isinstance(node, exp.Subquery):
             if node.args.get("lateral"):
                 raise _Defer("LATERAL subquery")
-            self.query(node.this, parent, ctes)
-            scope.sources.append(_Source(_alias(node) or "", None))
+            info = self.query(node.this, parent, ctes)
+            scope.sources.append(self._derived(node, info))
         elif isinstance(node, exp.Values):
             alias = node.args.get("alias")
             first = node.expressions[0] if node.expressions else None
@@ -115,14 +137,26 @@ class SourceWalker:
         else:
             raise _Defer(f"unsupported FROM item {type(node).__name__}")
 
+    @staticmethod
+    def _derived(node: exp.Expression, info: QueryInfo) -> _Source:
+        """A subquery in FROM: its known output columns (renamed by an alias list)."""
+        columns = info.columns
+        a = node.args.get("alias")
+        if columns is not None and a is not None and a.columns:
+            names = tuple(_ident(c) or "" for c in a.columns)
+            columns = names + columns[len(names) :] if len(names) <= len(columns) else None
+        return _Source(_alias(node) or "", None, columns=columns, tables=info.tables)
+
     def function_source(
-        self, fn: exp.Func, alias: str, scope: _Scope, ctes: frozenset[str]
+        self,
+        fn: exp.Expression | exp.Func,
+        alias: str,
+        scope: _Scope,
+        ctes: frozenset[str],
+        holder: exp.Expression | None = None,
     ) -> None:
         """A function in FROM: its arguments are read (it may see the items before it); its
         columns are unknown; its body is the server's to check."""
-        if fn.args.get("alias") is not None and fn.args["alias"].columns:
-            raise _Defer("column aliases on a function")
-        self.caveats.add("function bodies")
         args: list[Any] = list(fn.iter_expressions())
         for arg in args:
             if not isinstance(arg, exp.TableAlias):
@@ -166,19 +200,13 @@ class SourceWalker:
         left = scope.sources[group:before]
         right = scope.sources[before:]
         using = [c for c in (_ident(u) for u in j.args.get("using") or []) if c]
-        if (method == "NATURAL" or using) and any(s.renames for s in (*left, *right)):
-            raise _Defer("NATURAL or USING join with renamed columns")
-        if method == "NATURAL":
-            self.needs.append(
-                JoinNeed("SELECT", tuple(s.table for s in left), tuple(s.table for s in right))
-            )
-        elif using:  # USING (c): c is read from both sides
+        if (method == "NATURAL" or using) and not scope.ghost:
             self.needs.append(
                 JoinNeed(
                     "SELECT",
-                    tuple(s.table for s in left),
-                    tuple(s.table for s in right),
-                    frozenset(using),
+                    tuple(s.ref() for s in left),
+                    tuple(s.ref() for s in right),
+                    frozenset(using) if method != "NATURAL" else None,
                 )
             )
         on = j.args.get("on")

@@ -1,4 +1,4 @@
-"""The scope walker: a parsed statement's privileges, in tsaccess's own types.
+"""The scope walker: the privileges a query's expressions and nested queries need.
 
 Scopes are resolved here rather than with ``sqlglot.optimizer.scope`` / ``qualify_columns``
 (measured with sqlglot 30.30): without a schema of every table, ``qualify`` raises
@@ -8,35 +8,92 @@ leaves the same unqualified columns to attribute. Pre-flight loads column privil
 the tables a check needs, so an unqualified column becomes a
 :class:`~tsaccess.preflight.model.ColNeed`, and ``USING`` / ``NATURAL`` a
 :class:`~tsaccess.preflight.model.JoinNeed`, that the checker attributes against the catalog.
+
+Constant folding: PostgreSQL 15 removes, before checking privileges, the subqueries of a branch
+that can never be taken (``false AND EXISTS (...)``, ``CASE WHEN false THEN (SELECT ...)``,
+``COALESCE(1, (SELECT ...))``): their tables are never checked, their outer references are
+(:attr:`~tsaccess.preflight.analysis.scope.Scope.ghost`). An ``EXISTS`` or ``IN`` that is a
+conjunct of a ``WHERE`` or ``ON`` condition may be turned into a join first: it stays checked.
+Only the constants ``true``/``false`` are folded here (a number is no key of the cache).
 """
 
 from __future__ import annotations
 
 from sqlglot import exp
 
+from tsaccess.preflight.analysis.calls import call_needs, set_config_effect
 from tsaccess.preflight.analysis.scope import Scope as _Scope
-from tsaccess.preflight.analysis.scope import Source as _Source
 from tsaccess.preflight.analysis.scope import ident as _ident
 from tsaccess.preflight.analysis.scope import used_ctes as _used_ctes
-from tsaccess.preflight.analysis.sources import Defer, SourceWalker
-from tsaccess.preflight.model import ALL, ColNeed, Need, Priv, TableRef
+from tsaccess.preflight.analysis.sources import Defer, QueryInfo, SourceWalker
+from tsaccess.preflight.model import ALL, ColNeed, Effect, Need, Priv, TableRef
 
-__all__ = ["Analyzer", "Defer"]
+__all__ = ["Defer", "QueryWalker"]
 
 _Defer = Defer
 
-# settings that change what later statements may do or which tables their names mean
-_SESSION_SETTINGS = {"role", "session_authorization", "search_path"}
+
+def _const(node: exp.Expression | None) -> bool | None:
+    """The value of a boolean constant (``true``, ``NOT false``, ``(false)``), else None."""
+    if isinstance(node, exp.Paren):
+        return _const(node.this)
+    if isinstance(node, exp.Boolean):
+        return bool(node.this)
+    if isinstance(node, exp.Not):
+        inner = _const(node.this)
+        return None if inner is None else not inner
+    return None
 
 
-class Analyzer(SourceWalker):
-    """Walks statements, collecting what they need (``needs``)."""
+def _flatten(node: exp.Expression, kind: type[exp.Expression]) -> list[exp.Expression]:
+    out: list[exp.Expression] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, kind):
+            stack.extend([n.expression, n.this])
+        elif isinstance(n, exp.Paren) and isinstance(n.this, kind):
+            stack.append(n.this)
+        else:
+            out.append(n)
+    return out
+
+
+def _uncorrelated(sub: exp.Expression) -> bool:
+    """Certainly no outer reference: every column is qualified by a name the subquery's own
+    FROM items define (an unqualified one could be an outer column)."""
+    names = {
+        _ident(t.args["alias"].this) if t.args.get("alias") is not None else _ident(t.this)
+        for t in sub.find_all(exp.Table)
+    }
+    for col in sub.find_all(exp.Column):
+        qualifier = col.args.get("table")
+        if qualifier is None or _ident(qualifier) not in names:
+            return False
+    return True
+
+
+def _pulled_up(n: exp.Expression) -> bool:
+    """A conjunct PostgreSQL may turn into a join before folding (``EXISTS`` with an outer
+    reference, ``IN``, ``= ANY`` over a subquery, and their ``NOT``)."""
+    if isinstance(n, exp.Not):
+        n = n.this
+    if isinstance(n, exp.Exists):
+        return not _uncorrelated(n.this)
+    if isinstance(n, exp.In) and n.args.get("query") is not None:
+        return True
+    return isinstance(n, exp.Any | exp.All) or any(isinstance(c, exp.Any) for c in n.args.values())
+
+
+class QueryWalker(SourceWalker):
+    """Walks queries and expressions, collecting what they need (``needs``)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.sets_config = False
-        """A ``set_config`` call that may change the role or ``search_path`` for the
-        statements after it (a name that is not a string constant, or one of those)."""
+        self.effect: Effect | None = None
+        """What a ``set_config`` of the statement changes for the statements after it."""
+        self.opaque_calls = 0
+        """Calls whose privileges depend on a computed argument (``nextval(x)``)."""
 
     # expressions ----------------------------------------------------------------------------
     def column(self, col: exp.Column, scope: _Scope, priv: Priv = "SELECT") -> None:
@@ -47,20 +104,20 @@ class Analyzer(SourceWalker):
             raise _Defer("three-part column reference")
         qualifier = _ident(col.args.get("table")) if col.args.get("table") is not None else None
         if col.args.get("db") is not None:  # schema.table.column: the source of that table
-            ref = TableRef(_ident(col.args["db"]), qualifier or "")
-            src = scope.find_table(ref)
-            if src is None:
+            found = scope.find_table(TableRef(_ident(col.args["db"]), qualifier or ""))
+            if found is None:
                 raise _Defer("schema-qualified column reference")
         elif qualifier:
-            src = scope.find(qualifier)
-            if src is None:
+            found = scope.find_with_scope(qualifier)
+            if found is None:
                 raise _Defer(f"unknown qualifier {qualifier}")
         else:
-            if scope.renamed():
-                raise _Defer("unqualified column beside renamed columns")
-            self.needs.append(ColNeed(priv, name, scope.levels(name), scope.aliases(name)))
+            self.needs.append(
+                ColNeed(priv, name, scope.levels(name), scope.aliases(name), scope.ghost_levels())
+            )
             return
-        if src.table is None:
+        src, where = found
+        if src.table is None or where.ghost:
             return
         if name in src.renames:  # t AS x(a, b): x.b is the table's second column
             self.needs.append(
@@ -68,6 +125,66 @@ class Analyzer(SourceWalker):
             )
         else:
             self.needs.append(Need(priv, src.table, frozenset({name})))
+
+    def folded(self, node: exp.Expression, scope: _Scope, ctes: frozenset[str]) -> None:
+        """Walk what the server folds away: its subqueries are ghosts."""
+        self.ghost += 1
+        try:
+            self.exprs(node, scope, ctes)
+        finally:
+            self.ghost -= 1
+
+    def condition(self, node: exp.Expression | None, scope: _Scope, ctes: frozenset[str]) -> None:
+        """A ``WHERE`` or ``ON`` condition: a conjunct ``EXISTS``/``IN`` may become a join (its
+        tables checked) even beside ``false``; the rest folds as in any expression."""
+        if isinstance(node, exp.Where):
+            node = node.this
+        if node is None:
+            return
+        parts = _flatten(node, exp.And)
+        if len(parts) > 1 and any(_const(p) is False for p in parts):
+            for p in parts:
+                if _pulled_up(p):
+                    self.exprs(p, scope, ctes)
+                else:
+                    self.folded(p, scope, ctes)
+            return
+        self.exprs(node, scope, ctes)
+
+    def _fold(self, n: exp.Expression, scope: _Scope, ctes: frozenset[str]) -> bool:
+        """Walk ``n`` if the server folds a part of it away; True when done."""
+        if isinstance(n, exp.And | exp.Or):
+            kind = type(n)
+            parts = _flatten(n, kind)
+            if any(_const(p) is (kind is exp.Or) for p in parts):
+                for p in parts:
+                    self.folded(p, scope, ctes)
+                return True
+            return False
+        if isinstance(n, exp.Case):
+            dead = False
+            for branch in n.args.get("ifs") or []:
+                cond = _const(branch.this)
+                if dead or cond is False:
+                    self.folded(branch, scope, ctes)
+                    continue
+                self.exprs(branch, scope, ctes)
+                dead = cond is True
+            default = n.args.get("default")
+            if default is not None:
+                (self.folded if dead else self.exprs)(default, scope, ctes)
+            self.exprs(n.this, scope, ctes)
+            return True
+        if isinstance(n, exp.Coalesce):
+            args = [n.this, *n.expressions]
+            for k, a in enumerate(args):
+                if isinstance(a, exp.Literal | exp.Boolean):
+                    for kept in args[: k + 1]:
+                        self.exprs(kept, scope, ctes)
+                    for rest in args[k + 1 :]:
+                        self.folded(rest, scope, ctes)
+                    return True
+        return False
 
     def exprs(self, node: exp.Expression | None, scope: _Scope, ctes: frozenset[str]) -> None:
         """Columns read by an expression tree; nested queries analysed as correlated scopes."""
@@ -85,31 +202,40 @@ class Analyzer(SourceWalker):
             if isinstance(n, exp.Column):
                 if isinstance(n.this, exp.Star):
                     q = _ident(n.args.get("table"))
-                    src = scope.find(q) if q else None
-                    if src is None:
+                    found = scope.find_with_scope(q) if q else None
+                    if found is None:
                         raise _Defer("unknown qualifier for .*")
-                    if src.table is not None:
-                        self.needs.append(Need("SELECT", src.table, frozenset({ALL})))
+                    if found[0].table is not None and not found[1].ghost:
+                        self.needs.append(Need("SELECT", found[0].table, frozenset({ALL})))
                 else:
                     self.column(n, scope)
                 continue
             if isinstance(n, exp.Placeholder | exp.Parameter):
                 continue
-            if isinstance(n, exp.Anonymous):
-                # a function sqlglot does not know (user-defined, extension): EXECUTE and
-                # what its body reads are left to the server; its arguments are still read here
-                self.caveats.add("function bodies")
-                if str(n.this).lower() == "set_config":
-                    first = n.expressions[0] if n.expressions else None
-                    if not (
-                        isinstance(first, exp.Literal)
-                        and first.is_string
-                        and first.name.lower() not in _SESSION_SETTINGS
-                    ):
-                        self.sets_config = True
+            if isinstance(n, exp.And | exp.Or | exp.Case | exp.Coalesce) and self._fold(
+                n, scope, ctes
+            ):
+                continue
+            if isinstance(n, exp.Anonymous | exp.Cast):
+                # EXECUTE and the body are judged from the statement's tokens (evaluate)
+                if isinstance(n, exp.Anonymous) and str(n.this).lower() == "set_config":
+                    effect = set_config_effect(n)
+                    if effect is not None:
+                        self.effect = effect
+                found_needs = call_needs(n)
+                if found_needs is None:
+                    self.opaque_calls += 0 if self.ghost else 1
+                else:  # a name cast to regclass is looked up even where it is folded away
+                    self.needs.extend(x for x in found_needs if not self.ghost or x.when == "plan")
             stack.extend(v for v in n.iter_expressions())
 
-    # statements -----------------------------------------------------------------------------
+    # queries ----------------------------------------------------------------------------------
+    def statement(
+        self, node: exp.Expression, ctes: frozenset[str], outer: _Scope | None = None
+    ) -> None:
+        """A statement (the DML walker's): a query here."""
+        self.query(node, outer, ctes)
+
     def with_ctes(
         self, node: exp.Expression, ctes: frozenset[str], outer: _Scope | None
     ) -> frozenset[str]:
@@ -118,35 +244,44 @@ class Analyzer(SourceWalker):
             return ctes
         recursive = bool(w.args.get("recursive"))
         names = set(ctes)
+        all_names = {
+            _ident(c.args["alias"].this) for c in w.expressions if c.args.get("alias") is not None
+        }
+        if recursive:  # every CTE of the list sees every other one
+            names |= {n for n in all_names if n}
         used = _used_ctes(node, w)
         for cte in w.expressions:
             cname = _ident(cte.args["alias"].this) if cte.args.get("alias") else None
-            if recursive and cname:
-                names.add(cname)
-            if cname in used or not isinstance(cte.this, exp.Select | exp.SetOperation):
+            body = cte.this
+            if cname in used or not isinstance(body, exp.Select | exp.SetOperation):
                 # the server plans no SELECT CTE nothing refers to, nor checks what it reads
-                self.statement(cte.this, frozenset(names), outer)
+                if isinstance(body, exp.Select | exp.SetOperation | exp.Subquery):
+                    info = self.query(body, outer, frozenset(names))
+                    if cname and not cte.args["alias"].columns:
+                        self.cte_columns[cname] = info.columns
+                else:
+                    self.statement(body, frozenset(names), outer)
             if cname:
                 names.add(cname)
         return frozenset(names)
 
-    def query(self, node: exp.Expression, outer: _Scope | None, ctes: frozenset[str]) -> None:
+    def query(self, node: exp.Expression, outer: _Scope | None, ctes: frozenset[str]) -> QueryInfo:
         if isinstance(node, exp.Subquery):
-            self.query(node.this, outer, ctes)
-            return
+            return self.query(node.this, outer, ctes)
         if isinstance(node, exp.SetOperation):
             ctes = self.with_ctes(node, ctes, outer)
-            self.query(node.this, outer, ctes)
-            self.query(node.expression, outer, ctes)
-            return  # ORDER BY of a set operation names output columns
+            left = self.query(node.this, outer, ctes)
+            right = self.query(node.expression, outer, ctes)
+            # ORDER BY of a set operation names output columns
+            return QueryInfo(left.tables + right.tables, left.columns)
         if isinstance(node, exp.Values):
             for e in node.expressions:
-                self.exprs(e, outer or _Scope(), ctes)
-            return
+                self.exprs(e, outer or _Scope(ghost=self.ghost > 0), ctes)
+            return QueryInfo()
         if not isinstance(node, exp.Select):
             raise _Defer(f"unsupported query {type(node).__name__}")
         ctes = self.with_ctes(node, ctes, outer)
-        scope = _Scope(parent=outer)
+        scope = _Scope(parent=outer, ghost=self.ghost > 0)
         conds = self.from_joins(node, scope, ctes, outer)
         aliases = {
             _ident(e.args["alias"])
@@ -155,202 +290,66 @@ class Analyzer(SourceWalker):
         }
         self.output_list(node.expressions, scope, ctes)
         for c in conds:
-            self.exprs(c, scope, ctes)
-        for key in ("where", "group", "having", "qualify", "distinct"):
+            self.condition(c, scope, ctes)
+        self.condition(node.args.get("where"), scope, ctes)
+        for key in ("group", "having", "qualify", "distinct"):
             self.exprs(node.args.get(key), scope, ctes)
-        for key in ("order",):
-            o = node.args.get(key)
-            if o is not None:  # ORDER BY may name output aliases: skip those
-                for item in o.expressions:
-                    target = item.this if isinstance(item, exp.Ordered) else item
-                    if (
-                        isinstance(target, exp.Column)
-                        and not target.args.get("table")
-                        and _ident(target.this) in aliases
-                    ):
-                        continue
+        for w in node.args.get("windows") or []:
+            for key in ("partition_by", "order"):
+                value = w.args.get(key)
+                for item in value if isinstance(value, list) else [value]:
                     self.exprs(item, scope, ctes)
+        o = node.args.get("order")
+        if o is not None:  # ORDER BY may name output aliases: skip those
+            for item in o.expressions:
+                target = item.this if isinstance(item, exp.Ordered) else item
+                if (
+                    isinstance(target, exp.Column)
+                    and not target.args.get("table")
+                    and _ident(target.this) in aliases
+                ):
+                    continue
+                self.exprs(item, scope, ctes)
         for key in ("limit", "offset"):
             self.exprs(node.args.get(key), scope, ctes)
+        self.locks(node, scope)
+        tables = [s.table for s in scope.sources if s.table is not None]
+        for s in scope.sources:
+            tables.extend(s.tables)
+        return QueryInfo(tuple(tables), self._output_names(node))
+
+    def locks(self, node: exp.Select, scope: _Scope) -> None:
+        """``FOR UPDATE/SHARE [OF x]``: UPDATE on the tables locked, the tables of a subquery
+        in FROM included (the server pushes the lock into it)."""
         for lock in node.args.get("locks") or []:
-            if lock.args.get("update") is not None or True:
-                targets = lock.expressions
-                names = {_ident(t.this) if isinstance(t, exp.Table) else _ident(t) for t in targets}
-                for s in scope.sources:
-                    if s.table is not None and (not targets or s.alias in names):
-                        self.needs.append(Need("UPDATE", s.table))
-        if node.args.get("windows"):
-            raise _Defer("WINDOW clause")
+            targets = lock.expressions
+            names = {_ident(t.this) if isinstance(t, exp.Table) else _ident(t) for t in targets}
+            for s in scope.sources:
+                if targets and s.alias not in names:
+                    continue
+                for table in (s.table,) if s.table is not None else s.tables:
+                    if not scope.ghost:
+                        self.needs.append(Need("UPDATE", table))
 
-    def target(self, node: exp.Expression, ctes: frozenset[str]) -> tuple[TableRef, str, list[str]]:
-        cols: list[str] = []
-        if isinstance(node, exp.Schema):
-            if not all(isinstance(c, exp.Identifier | exp.Column) for c in node.expressions):
-                raise _Defer("a target column list with something other than names")
-            cols = [_ident(c) or "" for c in node.expressions]
-            node = node.this
-        if not isinstance(node, exp.Table):
-            raise _Defer("unusual DML target")
-        ref = self.table_ref(node, frozenset())  # DML targets are never CTEs
-        assert ref is not None
-        alias = (
-            _ident(node.args["alias"].this)
-            if node.args.get("alias") and node.args["alias"].this
-            else None
-        )
-        return ref, alias or ref.name, cols
-
-    def returning(self, node: exp.Expression, scope: _Scope, ctes: frozenset[str]) -> None:
-        ret = node.args.get("returning")
-        if ret is not None:
-            self.output_list(ret.expressions, scope, ctes)
+    @staticmethod
+    def _output_names(node: exp.Select) -> tuple[str, ...] | None:
+        """The select list's column names when each is an alias or a plain column."""
+        names = []
+        for e in node.expressions:
+            if isinstance(e, exp.Alias):
+                names.append(_ident(e.args.get("alias")) or "")
+            elif isinstance(e, exp.Column) and not isinstance(e.this, exp.Star):
+                names.append(_ident(e.this) or "")
+            else:
+                return None
+        return tuple(names)
 
     def output_list(self, items: list[exp.Expression], scope: _Scope, ctes: frozenset[str]) -> None:
         """A select list or RETURNING list: ``*`` needs every column of every source."""
         for e in items:
             if isinstance(e, exp.Star):
                 for s in scope.sources:
-                    if s.table is not None:
+                    if s.table is not None and not scope.ghost:
                         self.needs.append(Need("SELECT", s.table, frozenset({ALL})))
             else:
                 self.exprs(e, scope, ctes)
-
-    def statement(
-        self, node: exp.Expression, ctes: frozenset[str], outer: _Scope | None = None
-    ) -> None:
-        if isinstance(node, exp.Select | exp.SetOperation | exp.Subquery):
-            self.query(node, outer, ctes)
-        elif isinstance(node, exp.Insert):
-            self.insert(node, ctes, outer)
-        elif isinstance(node, exp.Update):
-            ctes = self.with_ctes(node, ctes, outer)
-            ref, alias, _ = self.target(node.this, ctes)
-            scope = _Scope([_Source(alias, ref)], outer)
-            conds = self.from_joins(node, scope, ctes, outer)
-            set_cols = self.set_clause(node.expressions, scope, ctes, "SET clause")
-            self.needs.append(Need("UPDATE", ref, set_cols))
-            for c in conds:
-                self.exprs(c, scope, ctes)
-            self.exprs(node.args.get("where"), scope, ctes)
-            self.returning(node, scope, ctes)
-        elif isinstance(node, exp.Delete):
-            ctes = self.with_ctes(node, ctes, outer)
-            ref, alias, _ = self.target(node.this, ctes)
-            scope = _Scope([_Source(alias, ref)], outer)
-            for u in node.args.get("using") or []:
-                self.add_sources(u, scope, ctes, outer)
-            self.needs.append(Need("DELETE", ref))
-            self.exprs(node.args.get("where"), scope, ctes)
-            self.returning(node, scope, ctes)
-        elif isinstance(node, exp.TruncateTable):
-            if node.args.get("option") or "CASCADE" in node.sql("postgres").upper():
-                raise _Defer("TRUNCATE ... CASCADE")
-            for t in node.expressions:
-                tref = self.table_ref(t, frozenset())
-                assert tref is not None
-                self.needs.append(Need("TRUNCATE", tref))
-        elif isinstance(node, exp.Copy):
-            target = node.this
-            if isinstance(target, exp.Subquery | exp.Select):
-                self.query(target, outer, ctes)
-                return
-            ref, _, cols = self.target(target, ctes)
-            priv: Priv = "INSERT" if node.args.get("kind") else "SELECT"
-            self.needs.append(Need(priv, ref, frozenset(cols) if cols else frozenset({ALL})))
-        elif isinstance(node, exp.Merge):
-            self.merge(node, ctes, outer)
-        else:
-            raise _Defer(f"{type(node).__name__} statements are not analysed")
-
-    def merge(self, node: exp.Merge, ctes: frozenset[str], outer: _Scope | None) -> None:
-        """MERGE: SELECT on the source and on target columns read; per action UPDATE (SET
-        columns), INSERT (listed or first N columns) or DELETE on the target."""
-        ctes = self.with_ctes(node, ctes, outer)
-        ref, alias, _ = self.target(node.this, ctes)
-        scope = _Scope([_Source(alias, ref)], outer)
-        using = node.args.get("using")
-        if using is None:
-            raise _Defer("MERGE without USING")
-        self.add_sources(using, scope, ctes, outer)
-        self.exprs(node.args.get("on"), scope, ctes)
-        whens = node.args.get("whens")
-        for when in whens.expressions if whens is not None else []:
-            self.exprs(when.args.get("condition"), scope, ctes)
-            then = when.args.get("then")
-            if isinstance(then, exp.Update):
-                set_cols = self.set_clause(then.expressions, scope, ctes, "MERGE ... UPDATE SET")
-                self.needs.append(Need("UPDATE", ref, set_cols))
-            elif isinstance(then, exp.Insert):
-                target_cols = then.this.expressions if isinstance(then.this, exp.Tuple) else []
-                names = [
-                    _ident(c.this if isinstance(c, exp.Column) else c) or "" for c in target_cols
-                ]
-                values = then.expression
-                n = len(values.expressions) if isinstance(values, exp.Tuple) else 0
-                if values is not None:
-                    self.exprs(values, scope, ctes)
-                self.insert_need(ref, names, n)
-            elif isinstance(then, exp.Var) and then.name.upper() == "DELETE":
-                self.needs.append(Need("DELETE", ref))
-            elif not (isinstance(then, exp.Var) and then.name.upper() == "DO NOTHING"):
-                raise _Defer("unusual MERGE action")
-
-    def set_clause(
-        self, assignments: list[exp.Expression], scope: _Scope, ctes: frozenset[str], what: str
-    ) -> frozenset[str]:
-        """``SET c = expr, ...``: the columns assigned; the right-hand sides are read."""
-        cols = []
-        for e in assignments:
-            if not isinstance(e, exp.EQ) or not isinstance(e.this, exp.Column):
-                raise _Defer(f"unusual {what}")
-            cols.append(_ident(e.this.this) or "")
-            self.exprs(e.expression, scope, ctes)
-        return frozenset(cols)
-
-    def insert_need(self, ref: TableRef, cols: list[str], n: int) -> None:
-        """INSERT on the listed columns, else the first ``n``, else any column."""
-        if cols:
-            self.needs.append(Need("INSERT", ref, frozenset(cols)))
-        elif n:
-            self.needs.append(Need("INSERT", ref, first_n=n))
-        else:
-            self.needs.append(Need("INSERT", ref))
-
-    def insert(self, node: exp.Insert, ctes: frozenset[str], outer: _Scope | None) -> None:
-        ctes = self.with_ctes(node, ctes, outer)
-        ref, alias, cols = self.target(node.this, ctes)
-        src = node.expression
-        n = 0
-        if isinstance(src, exp.Values):
-            n = max((len(t.expressions) for t in src.expressions), default=0)
-            for t in src.expressions:
-                self.exprs(t, _Scope(parent=outer), ctes)
-        elif isinstance(src, exp.Select):
-            if not any(isinstance(e, exp.Star) for e in src.expressions):
-                n = len(src.expressions)
-            self.query(src, outer, ctes)
-        elif src is not None:
-            self.query(src, outer, ctes)
-        if node.args.get("default") and not cols:
-            self.needs.append(Need("INSERT", ref, frozenset()))  # DEFAULT VALUES: no column
-        else:
-            self.insert_need(ref, cols, n)
-        scope = _Scope([_Source(alias, ref)], outer)
-        conflict = node.args.get("conflict")
-        if conflict is not None:
-            for k in conflict.args.get("conflict_keys") or []:
-                key = k.this if isinstance(k, exp.Ordered) else k
-                if not isinstance(key, exp.Column | exp.Identifier):
-                    raise _Defer("ON CONFLICT on an expression")
-                name = _ident(key.this if isinstance(key, exp.Column) else key)
-                if name:
-                    self.needs.append(Need("SELECT", ref, frozenset({name})))
-            if conflict.args.get("constraint") is not None:
-                raise _Defer("ON CONFLICT ON CONSTRAINT")
-            action = str(conflict.args.get("action") or "").upper()
-            if "UPDATE" in action:
-                excluded = _Scope([_Source(alias, ref), _Source("excluded", ref)], outer)
-                set_cols = self.set_clause(conflict.expressions, excluded, ctes, "DO UPDATE SET")
-                self.needs.append(Need("UPDATE", ref, set_cols))
-                self.exprs(conflict.args.get("where"), excluded, ctes)
-        self.returning(node, scope, ctes)
