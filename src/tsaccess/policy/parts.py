@@ -120,6 +120,10 @@ class GroupRole:
     """Privileges on tables the administrator creates later in the schema (default privileges)."""
     slices: tuple[RowSlice, ...] = ()
     """Row slices: on these tables the role sees only its members' rows (row-level security)."""
+    monitoring: bool = False
+    """``monitoring = true``: the role of ``tsaccess monitor`` (the Prometheus exporter): a
+    member of ``pg_monitor``, SELECT on the audit table, EXECUTE on the audit chain's status
+    function, and no privilege on any data table (checked when the policy is built)."""
 
     def slice_of(self, table: str) -> RowSlice | None:
         return next((s for s in self.slices if s.table == table), None)
