@@ -26,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from tsaccess._files import write_private
+from tsaccess.audit.templates import display_name
 from tsaccess.policy import Policy
 
 __all__ = ["ChunkWatch", "TableWrites"]
@@ -39,7 +40,7 @@ _CHUNKS_SQL = (
     "  WHERE h.schema_name = %s AND h.table_name = ANY(%s))"
 )
 _DROPPED_SQL = (
-    "SELECT pg_catalog.substring(a.description FROM '^DROP CHUNK (\\S+) ') FROM {} a"
+    "SELECT pg_catalog.substring(a.description, '^DROP CHUNK (\\S+) ') FROM {} a"
     " WHERE a.operation = 'DROP CHUNK' AND a.txid >= %s"
 )
 _NAME = re.compile(r'^"?([^".]+)"?\."?([^".]+)"?$')
@@ -138,6 +139,7 @@ class TableWrites:
     def __init__(self, policy: Policy) -> None:
         self._schema = policy.schema
         self._tables = [t.name for t in policy.tables if t.audit != "off"]
+        self._label = {t: display_name(policy, t) for t in self._tables}
         self._last: dict[int, int] = {}
         self.total: Counter[str] = Counter()
 
@@ -150,8 +152,9 @@ class TableWrites:
         for table, oid, n in rows:
             now[int(oid)] = int(n)
             before = self._last.get(int(oid), 0)
-            self.total[str(table)] += max(0, int(n) - before)  # 0 after a statistics reset
+            label = self._label.get(str(table), str(table))
+            self.total[label] += max(0, int(n) - before)  # 0 after a statistics reset
         self._last = now
         for t in self._tables:
-            self.total.setdefault(t, 0)
+            self.total[self._label[t]] += 0
         return self.total

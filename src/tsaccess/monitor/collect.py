@@ -22,10 +22,11 @@ from typing import Any
 import psycopg
 
 from tsaccess._log import get_logger
+from tsaccess.audit.templates import display_name
 from tsaccess.monitor.chunks import ChunkWatch, TableWrites
 from tsaccess.monitor.metrics import MetricSpec, spec
 from tsaccess.monitor.security import PRIVILEGED_ATTRIBUTES, privileged_roles, sessions
-from tsaccess.monitor.serverlog import ServerLog
+from tsaccess.monitor.serverlog import UNKNOWN_USER, ServerLog
 from tsaccess.monitor.trail import AuditCounts, ChainState, TrailCounter, chain_state
 from tsaccess.plan.drift import drift
 from tsaccess.policy import Policy
@@ -38,6 +39,7 @@ log = get_logger("tsaccess.monitor")
 PARTS = ("drift", "roles", "sessions", "audit", "chunks", "chain", "server_log")
 _PHASES: tuple[Phase, ...] = ("schema", "security", "audit")
 _ACTIONS = ("add", "change", "revoke")
+_AUDITED_OPS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 
 Sample = tuple[MetricSpec, tuple[str, ...], float]
 """A metric, its label values (in the metric's label order) and the value."""
@@ -161,8 +163,8 @@ class Monitor:
         self._writes = TableWrites(policy)
         self._log = ServerLog(self.options.server_log) if self.options.server_log else None
         self._count = 0
-        self.last = Reading()
-        """The latest reading (what the exporter serves)."""
+        self.last: Reading | None = None
+        """The latest reading (what the exporter serves; None before the first)."""
 
     def close(self) -> None:
         if self._conn is not None:
@@ -248,15 +250,33 @@ class Monitor:
         named = {u.name for u in p.users} | {x.name for x in p.roles} | {p.audit.owner}
         r.privileged = privileged_roles(conn, self.options.expect_privileged, named)
 
+    # Counters start at 0 for what the policy names: a series born at 5 hides its first
+    # increase from Prometheus's increase() and rate().
+
     def _audit(self, conn: psycopg.Connection[Any], r: Reading, timescaledb: bool) -> None:
-        if self.policy.audited:
+        p = self.policy
+        if p.audited:
             r.audit = self._trail.read(conn)
+            for t in p.tables:
+                if t.audit != "off":
+                    for op in _AUDITED_OPS:
+                        r.audit.rows[display_name(p, t.name), op] += 0
+            r.audit.rows["", "DENIED"] += 0
+            for u in p.users:
+                r.audit.denied[u.name] += 0
+                r.audit.unrecorded[u.name] += 0
         r.writes = self._writes.read(conn, timescaledb)
 
     def _chunk_watch(self, conn: psycopg.Connection[Any], r: Reading, timescaledb: bool) -> None:
         r.unrecorded_drops = Counter(self._chunks.read(conn, timescaledb))
+        if timescaledb:
+            for t in self.policy.tables:
+                if t.hypertable:
+                    r.unrecorded_drops[t.name] += 0
 
     def _server_log(self, conn: psycopg.Connection[Any], r: Reading) -> None:
         assert self._log is not None
         roles = [str(x[0]) for x in conn.execute("SELECT rolname FROM pg_catalog.pg_roles")]
         r.failed_logins = self._log.read(conn, roles)
+        for name in [UNKNOWN_USER, *(u.name for u in self.policy.users)]:
+            r.failed_logins[name] += 0

@@ -46,6 +46,8 @@ class _ReadingCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         reading = self._source.last if isinstance(self._source, Monitor) else self._source
+        if reading is None:
+            return  # nothing collected yet: no sample rather than a false tsaccess_up 0
         families: dict[str, Any] = {}
         for m in METRICS:
             cls = CounterMetricFamily if m.kind == "counter" else GaugeMetricFamily

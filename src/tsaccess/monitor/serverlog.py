@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["FAILED_LOGIN_STATES", "ServerLog", "failed_login_user"]
+__all__ = ["FAILED_LOGIN_STATES", "UNKNOWN_USER", "ServerLog", "failed_login_user"]
 
 FAILED_LOGIN_STATES = frozenset({"28P01", "28000"})
 UNKNOWN_USER = "_unknown"
