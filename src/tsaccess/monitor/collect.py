@@ -72,6 +72,8 @@ class Reading:
     up: bool = False
     parts: dict[str, bool] = field(default_factory=dict)
     seconds: float = 0.0
+    part_seconds: dict[str, float] = field(default_factory=dict)
+    """How long each part took (the benchmark's breakdown)."""
     at: float = 0.0
     drift: Counter[tuple[str, str]] | None = None
     unchecked: tuple[str, ...] = ()
@@ -219,6 +221,7 @@ class Monitor:
         if self._log is not None:
             steps.append(("server_log", lambda: self._server_log(conn, r)))
         for part, step in steps:
+            t1 = time.perf_counter()
             try:
                 step()
                 r.parts[part] = True
@@ -232,6 +235,8 @@ class Monitor:
             except OSError as exc:
                 r.parts[part] = False
                 log.warning("monitor part failed", part=part, error=str(exc))
+            finally:
+                r.part_seconds[part] = time.perf_counter() - t1
         return self._done(r, t0)
 
     def _done(self, r: Reading, t0: float) -> Reading:
