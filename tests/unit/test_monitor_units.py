@@ -233,3 +233,18 @@ def test_an_unverified_client_says_so_in_its_application_name():
     assert marked == "tsaccess:alice/analysts" + UNVERIFIED_MARK
     long = app_name("x" * 80, "alice", None, unverified=True)
     assert long.endswith(UNVERIFIED_MARK) and len(long.encode()) <= APP_NAME_MAX
+
+
+def test_without_the_extra_serve_names_it_and_the_demo_skips(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import raises ImportError
+    assert main(["monitor", "--policy", str(ROOT / "examples" / "company.toml")]) == 1
+    err = capsys.readouterr().err
+    assert "prometheus-client" in err and "pip install 'tsaccess[monitor]'" in err
+    from tsaccess.demo.journey import company_policy
+    from tsaccess.demo.monitoring import monitoring_chapter
+
+    lines: list[str] = []
+    monitoring_chapter(7, lambda user: {}, company_policy(), lambda *a: None, lines.append)
+    assert any("skipped" in x and "tsaccess[monitor]" in x for x in lines), lines

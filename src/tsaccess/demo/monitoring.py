@@ -16,6 +16,7 @@ __all__ = ["monitoring_chapter"]
 class _Checks(Protocol):
     def __call__(self, name: str, ok: bool, detail: str = "") -> None: ...
 
+
 # the lines worth reading in a demo (the whole scrape is longer)
 _SHOWN = (
     "tsaccess_up",

@@ -27,6 +27,7 @@ from psycopg import sql
 
 from tsaccess._files import write_private
 from tsaccess.audit.templates import display_name
+from tsaccess.errors import TsaccessError
 from tsaccess.policy import Policy
 
 __all__ = ["ChunkWatch", "TableWrites"]
@@ -72,10 +73,17 @@ class ChunkWatch:
     def _load(self) -> None:
         if self._state_file is None or not self._state_file.exists():
             return
-        data = json.loads(self._state_file.read_text(encoding="utf-8"))
-        self._known = dict(data.get("chunks", {}))
-        self._xmin = int(data.get("xmin", 0))
-        self.unrecorded = Counter({str(k): int(v) for k, v in data.get("unrecorded", {}).items()})
+        try:
+            data = json.loads(self._state_file.read_text(encoding="utf-8"))
+            self._known = {str(k): str(v) for k, v in data["chunks"].items()}
+            self._xmin = int(data["xmin"])
+            self.unrecorded = Counter({str(k): int(v) for k, v in data["unrecorded"].items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TsaccessError(
+                f"state file {self._state_file} is not one tsaccess monitor wrote "
+                f"({exc.__class__.__name__}); give another --state-file, or delete it (drops "
+                "while no exporter ran are then not seen)"
+            ) from None
 
     def _save(self) -> None:
         if self._state_file is None:
