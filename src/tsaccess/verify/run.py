@@ -220,7 +220,8 @@ def verify(
     extras = timescale_objects(admin, policy)
     admin.rollback()
     catalog_extra = _extra_cells(admin, extras, users)
-    routines = routine_probe(admin, users)
+    # public = "keep": PUBLIC keeps EXECUTE on the routines (adopted as they are), nothing to try
+    routines = routine_probe(admin, users) if policy.public != "keep" else None
     admin.rollback()
     last_col = {name: info.columns[-1].name for name, info in cat.tables.items() if info.columns}
     column_granted = {t for r in policy.roles for t, _, _ in r.column_grants}

@@ -13,6 +13,11 @@ the job entry points and ``add_job``. Everything else owners called before (``fr
 superuser grants it to (``GRANT EXECUTE ON FUNCTION ... TO <owner>``; tsaccess leaves grants to
 roles outside the policy alone).
 
+With ``[database] public = "keep"`` (an adopted database, see ``tsaccess generate``) PUBLIC's
+EXECUTE on the routines is left as it is, like every other privilege of PUBLIC's: the plan
+warns, naming the routines any login user could erase data with, until the policy says
+``public = "revoke"``.
+
 A plan that creates the extension cannot read its routines yet, and one that creates a
 continuous aggregate makes the rule keep what the aggregate's views call: there, one ``DO``
 step after the TimescaleDB phase runs the same rule on the server.
@@ -130,6 +135,8 @@ def routine_runtime_steps(
     extension_now = cat is not None and cat.timescaledb
     if (not timescaledb and not extension_now) or (cat is not None and not cat.superuser):
         return []
+    if policy.public == "keep":
+        return []  # PUBLIC's privileges are left as they are (routine_steps warns)
     if not extension_now:
         return [_runtime_step(routine_owners(policy, cat), "the extension is created")]
     live = tsc.aggregates if tsc else {}
@@ -151,6 +158,16 @@ def routine_steps(
     privileges: others get a warning."""
     owners = routine_owners(policy, cat)
     if not routines:
+        return []
+    if policy.public == "keep":
+        open_ = [r for r in routines if r.keep is None and r.public]
+        if open_:
+            warnings.append(
+                f'public = "keep": {len(open_)} TimescaleDB routine(s) stay executable by PUBLIC '
+                f"although they change data, chunks or jobs unchecked or only TimescaleDB's "
+                f"internals call them ({_names(open_)}): any login user can drop any chunk, "
+                'the audit trail\'s included; set [database] public = "revoke" and apply'
+            )
         return []
     if cat is not None and not cat.superuser:
         mine = tuple(r for r in routines if r.owner == cat.current_user)
