@@ -6,6 +6,7 @@ collection that never blocks a writer."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
 
 import tsaccess
 from tests.fix_server import fresh_db
@@ -27,6 +29,7 @@ from tests.helpers import Company
 from tsaccess.ephemeral.base import free_port
 from tsaccess.monitor import Monitor, MonitorOptions
 from tsaccess.plan.compose import _LOCK_KEY, apply
+from tsaccess.policy import Retention
 from tsaccess.verify import verify
 
 pytestmark = pytest.mark.timescaledb
@@ -433,3 +436,75 @@ def test_the_audit_chain_per_scrape(monitored, monitor_server, monitor_template)
                     "DELETE FROM activity_audit WHERE id = (SELECT min(id) FROM activity_audit)"
                 )
             assert value(reading(m), "tsaccess_audit_chain_ok") == 0
+
+
+def test_chunks_dropped_by_the_retention_job_and_by_drop_table(
+    monitored, monitor_server, monitor_template
+):
+    """With audited retention: the job's drops count as by retention, a DROP TABLE of a chunk
+    as outside it but recorded (the event trigger), neither as unrecorded."""
+    with fresh_db(monitor_server, monitor_template, "retention") as db:
+        policy = monitored.policy.with_database(db.name)
+        sensor = policy.table("sensor_readings")
+        policy = dataclasses.replace(
+            policy,
+            tables=tuple(
+                dataclasses.replace(t, retention=Retention("60 days")) if t is sensor else t
+                for t in policy.tables
+            ),
+        )
+        with db.admin() as admin:
+            apply(admin, policy, passwords=monitored.company.passwords)
+        company = Company(policy, monitored.company.passwords, db)
+        with db.admin(autocommit=True) as admin:
+            # only the run_job below drops chunks (the scheduler would run the job too, at a
+            # time of its choosing): unschedule the database's jobs, wait for running workers
+            admin.execute(
+                "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs"
+                " WHERE job_id >= 1000"
+            )
+            for _ in range(300):
+                busy = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_type LIKE 'TimescaleDB Background Worker%'"
+                    " AND backend_type NOT LIKE '%Scheduler%'"
+                ).fetchone()
+                if busy == (0,):
+                    break
+                time.sleep(0.1)
+            admin.execute(
+                "INSERT INTO sensor_readings (time, sensor_id) SELECT now() - i * interval"
+                " '30 days', 's' || i FROM generate_series(0, 6) i"
+            )
+            old = admin.execute(
+                "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name ="
+                " 'sensor_readings' AND range_end < now() - interval '60 days'"
+            ).fetchone()[0]
+        with Monitor(lambda: company.connect("monitor"), policy) as m:
+            before = reading(m)
+            with db.admin(autocommit=True) as admin:
+                job = admin.execute(
+                    "SELECT job_id FROM timescaledb_information.jobs"
+                    " WHERE proc_name = 'tsaccess_retention'"
+                ).fetchone()[0]
+                admin.execute("CALL run_job(%s)", (job,))
+                left = admin.execute(
+                    "SELECT chunk_schema, chunk_name FROM timescaledb_information.chunks"
+                    " WHERE hypertable_name = 'sensor_readings' ORDER BY range_start LIMIT 1"
+                ).fetchone()
+            by_job = reading(m)
+            with db.admin(autocommit=True) as admin:
+                admin.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(*left)))
+            by_hand = reading(m)
+    outside = "tsaccess_hypertable_chunks_dropped_outside_retention_total"
+    retained = "tsaccess_hypertable_chunks_dropped_by_retention_total"
+    assert old >= 3  # rows 90, 120, ... 180 days old: one chunk each
+    assert value(before, retained, table="sensor_readings") == 0
+    assert value(by_job, retained, table="sensor_readings") == old
+    assert value(by_job, outside, table="sensor_readings", recorded="false") == 0
+    assert value(by_job, outside, table="sensor_readings", recorded="true") == 0
+    assert value(by_hand, outside, table="sensor_readings", recorded="true") == 1
+    assert value(by_hand, outside, table="sensor_readings", recorded="false") == 0
+    assert value(by_hand, retained, table="sensor_readings") == value(
+        by_job, retained, table="sensor_readings"
+    )
