@@ -113,12 +113,12 @@ def test_cli_generate_passwords_file_new_users_only_and_no_planted_tmp(db, polic
     planted.chmod(0o666)
     args = ["--dsn", dsn(db), "--policy", str(policy_file)]
     res = run("apply", "--yes", *args, "--generate-passwords", str(pwfile), check_code=0)
-    assert "generated passwords for bob, carol, david, eve" in res.stdout
+    assert "generated passwords for bob, carol, david, eve, monitor" in res.stdout
     assert planted.read_bytes() == b""
     assert pwfile.stat().st_mode & 0o777 == 0o600
     lines = [x for x in pwfile.read_text().splitlines() if not x.startswith("#")]
     pw = {x.split(":")[3]: x.split(":")[4] for x in lines}
-    assert set(pw) == {"bob", "carol", "david", "eve"}
+    assert set(pw) == {"bob", "carol", "david", "eve", "monitor"}
     for user, secret in {**pw, "alice": alice_pw}.items():
         with db.connect_as(user, secret) as conn:
             assert conn.execute("SELECT current_user").fetchone() == (user,)
