@@ -130,22 +130,23 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package and the benchmarks."""
-    session.install("-e", ".", "mypy>=1.10")
+    session.install("-e", ".[monitor]", "mypy>=1.10")
     session.run("mypy", "--strict")
     session.run("mypy", "--strict", "bench")
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The tutorial's whole journey on a throwaway server: `tsaccess demo`."""
-    session.install("-e", ".")
+    """The tutorial's whole journey on a throwaway server: `tsaccess demo` (with the monitor
+    extra, so the demo shows one scrape of `tsaccess monitor`)."""
+    session.install("-e", ".[monitor]")
     session.run("tsaccess", "demo", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks under bench/ (ratios against a baseline measured in the same run)."""
-    session.install("-e", ".")
+    session.install("-e", ".[monitor]")
     session.run("python", "-m", "bench", *session.posargs)
 
 

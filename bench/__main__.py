@@ -17,6 +17,7 @@ from bench.chunks import bench_chunks
 from bench.common import RESULTS
 from bench.connections import bench_connections
 from bench.integrity import bench_integrity
+from bench.monitor import bench_monitor
 from bench.plan import bench_plan
 from bench.preflight import bench_preflight
 from tsaccess.ephemeral import EphemeralServer
@@ -29,6 +30,7 @@ SUBJECTS = {
     "async": bench_aio,
     "chunks": bench_chunks,
     "integrity": bench_integrity,
+    "monitor": bench_monitor,
 }
 
 

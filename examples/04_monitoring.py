@@ -1,4 +1,5 @@
-"""Monitoring as an auditor: the tutorial's queries through tsaccess.audit."""
+"""Monitoring as an auditor: the tutorial's queries through tsaccess.audit; then what
+``tsaccess monitor`` (the Prometheus exporter) reads, as the policy's monitoring user."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from _common import ensure_company_db, password
 
 import tsaccess
 from tsaccess import audit
+from tsaccess.demo import company_policy
+from tsaccess.monitor import Monitor
 
 ensure_company_db()
 with tsaccess.connect(user="bob", password=password("bob")) as conn:  # something to audit
@@ -36,3 +39,16 @@ with tsaccess.connect(user="eve", password=password("eve")) as conn:
     print("Activity per hour:\n" + audit.activity(conn).to_text(), end="\n\n")
     print("Sessions (with TLS):\n" + audit.active_sessions(conn).to_text(), end="\n\n")
     print("Roles:\n" + audit.roles(conn).to_text())
+
+# The same signals for Prometheus (docs/howto/monitoring.md): one collection as "monitor", the
+# policy's monitoring user (pg_monitor and the audit trail; no data table)
+
+with Monitor(
+    lambda: tsaccess.connect(user="monitor", password=password("monitor")), company_policy()
+) as monitor:
+    reading = monitor.collect()
+print(
+    f"\ntsaccess monitor: drift {reading.drift_steps} step(s), sessions {dict(reading.sessions or {})}"
+)
+if reading.audit is not None:
+    print(f"DENIED per user: {dict(reading.audit.denied)}")

@@ -18,7 +18,7 @@ from tsaccess.ephemeral import EphemeralServer
 from tsaccess.passwords import resolve_passwords
 from tsaccess.plan.compose import apply
 
-USERS = ["alice", "bob", "carol", "david", "eve"]
+USERS = [u.name for u in company_policy().users]  # alice ... eve, and monitor
 
 
 def ensure_company_db() -> None:

@@ -11,41 +11,50 @@ CREATE ROLE "department_managers" NOLOGIN;
 CREATE ROLE "finance_users" NOLOGIN;
 -- create group role auditors
 CREATE ROLE "auditors" NOLOGIN;
+-- create group role security_monitoring
+CREATE ROLE "security_monitoring" NOLOGIN;
 -- create login user alice (password: TSACCESS_PASSWORD_ALICE)
-\getenv tsaccess_pw_5 TSACCESS_PASSWORD_ALICE
-\if :{?tsaccess_pw_5}
+\getenv tsaccess_pw_6 TSACCESS_PASSWORD_ALICE
+\if :{?tsaccess_pw_6}
 \else
 DO $$ BEGIN RAISE EXCEPTION 'set TSACCESS_PASSWORD_ALICE in the environment'; END $$;
 \endif
-CREATE ROLE "alice" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_5';
+CREATE ROLE "alice" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_6';
 -- create login user bob (password: TSACCESS_PASSWORD_BOB)
-\getenv tsaccess_pw_6 TSACCESS_PASSWORD_BOB
-\if :{?tsaccess_pw_6}
+\getenv tsaccess_pw_7 TSACCESS_PASSWORD_BOB
+\if :{?tsaccess_pw_7}
 \else
 DO $$ BEGIN RAISE EXCEPTION 'set TSACCESS_PASSWORD_BOB in the environment'; END $$;
 \endif
-CREATE ROLE "bob" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_6';
+CREATE ROLE "bob" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_7';
 -- create login user carol (password: TSACCESS_PASSWORD_CAROL)
-\getenv tsaccess_pw_7 TSACCESS_PASSWORD_CAROL
-\if :{?tsaccess_pw_7}
+\getenv tsaccess_pw_8 TSACCESS_PASSWORD_CAROL
+\if :{?tsaccess_pw_8}
 \else
 DO $$ BEGIN RAISE EXCEPTION 'set TSACCESS_PASSWORD_CAROL in the environment'; END $$;
 \endif
-CREATE ROLE "carol" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_7';
+CREATE ROLE "carol" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_8';
 -- create login user david (password: TSACCESS_PASSWORD_DAVID)
-\getenv tsaccess_pw_8 TSACCESS_PASSWORD_DAVID
-\if :{?tsaccess_pw_8}
+\getenv tsaccess_pw_9 TSACCESS_PASSWORD_DAVID
+\if :{?tsaccess_pw_9}
 \else
 DO $$ BEGIN RAISE EXCEPTION 'set TSACCESS_PASSWORD_DAVID in the environment'; END $$;
 \endif
-CREATE ROLE "david" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_8';
+CREATE ROLE "david" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_9';
 -- create login user eve (password: TSACCESS_PASSWORD_EVE)
-\getenv tsaccess_pw_9 TSACCESS_PASSWORD_EVE
-\if :{?tsaccess_pw_9}
+\getenv tsaccess_pw_10 TSACCESS_PASSWORD_EVE
+\if :{?tsaccess_pw_10}
 \else
 DO $$ BEGIN RAISE EXCEPTION 'set TSACCESS_PASSWORD_EVE in the environment'; END $$;
 \endif
-CREATE ROLE "eve" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_9';
+CREATE ROLE "eve" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_10';
+-- create login user monitor (password: TSACCESS_PASSWORD_MONITOR)
+\getenv tsaccess_pw_11 TSACCESS_PASSWORD_MONITOR
+\if :{?tsaccess_pw_11}
+\else
+DO $$ BEGIN RAISE EXCEPTION 'set TSACCESS_PASSWORD_MONITOR in the environment'; END $$;
+\endif
+CREATE ROLE "monitor" LOGIN INHERIT CONNECTION LIMIT  -1 PASSWORD :'tsaccess_pw_11';
 -- grant role auditors to eve
 GRANT "auditors" TO "eve";
 -- grant role data_analysts to alice
@@ -56,6 +65,10 @@ GRANT "data_engineers" TO "bob";
 GRANT "department_managers" TO "carol";
 -- grant role finance_users to david
 GRANT "finance_users" TO "david";
+-- grant role pg_monitor to security_monitoring
+GRANT "pg_monitor" TO "security_monitoring";
+-- grant role security_monitoring to monitor
+GRANT "security_monitoring" TO "monitor";
 -- revoke CONNECT, TEMPORARY on database company_db from PUBLIC
 REVOKE CONNECT, TEMPORARY ON DATABASE "company_db" FROM PUBLIC;
 -- grant CONNECT on database company_db to auditors
@@ -68,6 +81,8 @@ GRANT CONNECT ON DATABASE "company_db" TO "data_engineers";
 GRANT CONNECT ON DATABASE "company_db" TO "department_managers";
 -- grant CONNECT on database company_db to finance_users
 GRANT CONNECT ON DATABASE "company_db" TO "finance_users";
+-- grant CONNECT on database company_db to security_monitoring
+GRANT CONNECT ON DATABASE "company_db" TO "security_monitoring";
 -- revoke USAGE on schema public from PUBLIC
 REVOKE USAGE ON SCHEMA "public" FROM PUBLIC;
 -- grant USAGE on schema public to auditors
@@ -80,6 +95,8 @@ GRANT USAGE ON SCHEMA "public" TO "data_engineers";
 GRANT USAGE ON SCHEMA "public" TO "department_managers";
 -- grant USAGE on schema public to finance_users
 GRANT USAGE ON SCHEMA "public" TO "finance_users";
+-- grant USAGE on schema public to security_monitoring
+GRANT USAGE ON SCHEMA "public" TO "security_monitoring";
 -- grant SELECT on table sensor_readings to data_analysts
 GRANT SELECT ON TABLE "public"."sensor_readings" TO "data_analysts";
 -- grant DELETE, INSERT, SELECT, UPDATE on table sensor_readings to data_engineers
@@ -294,6 +311,8 @@ COMMENT ON ROLE "department_managers" IS 'tsaccess:managed {"databases": ["compa
 COMMENT ON ROLE "finance_users" IS 'tsaccess:managed {"databases": ["company_db"]}';
 -- mark role auditors as managed by tsaccess
 COMMENT ON ROLE "auditors" IS 'tsaccess:managed {"databases": ["company_db"]}';
+-- mark role security_monitoring as managed by tsaccess
+COMMENT ON ROLE "security_monitoring" IS 'tsaccess:managed {"databases": ["company_db"]}';
 -- mark user alice as managed by tsaccess
 COMMENT ON ROLE "alice" IS 'tsaccess:managed {"databases": ["company_db"]}';
 -- mark user bob as managed by tsaccess
@@ -304,4 +323,6 @@ COMMENT ON ROLE "carol" IS 'tsaccess:managed {"databases": ["company_db"]}';
 COMMENT ON ROLE "david" IS 'tsaccess:managed {"databases": ["company_db"]}';
 -- mark user eve as managed by tsaccess
 COMMENT ON ROLE "eve" IS 'tsaccess:managed {"databases": ["company_db"]}';
+-- mark user monitor as managed by tsaccess
+COMMENT ON ROLE "monitor" IS 'tsaccess:managed {"databases": ["company_db"]}';
 COMMIT;

@@ -241,6 +241,59 @@ END
 ALTER ROUTINE "public"."tsaccess_audit_seal_job"(integer, jsonb) OWNER TO "tsaccess_audit";
 -- revoke EXECUTE on tsaccess_audit_seal_job from PUBLIC
 REVOKE EXECUTE ON ROUTINE "public"."tsaccess_audit_seal_job"(integer, jsonb) FROM PUBLIC;
+-- create or replace audit function tsaccess_audit_chain_status (the chain's state for tsaccess monitor)
+CREATE OR REPLACE FUNCTION "public"."tsaccess_audit_chain_status"(all_blocks boolean DEFAULT false) RETURNS TABLE (blocks bigint, linked boolean, sealed_rows bigint, hi_txid bigint, last_sealed timestamptz, rows_present boolean, oldest_unsealed timestamptz) LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS '
+DECLARE
+  n bigint;
+  first_block bigint;
+  last_block bigint;
+  s bigint;
+  hi bigint;
+  at timestamptz;
+  breaks bigint;
+  r record;
+  have bigint;
+  ok boolean := true;
+BEGIN
+  SELECT pg_catalog.count(*), pg_catalog.min(c.block), pg_catalog.max(c.block),
+         pg_catalog.sum(c.audit_rows)
+    INTO n, first_block, last_block, s FROM "tsaccess_audit"."tsaccess_chain" c;
+  SELECT c.hi_txid, c.sealed_at INTO hi, at FROM "tsaccess_audit"."tsaccess_chain" c ORDER BY c.block DESC LIMIT 1;
+  SELECT pg_catalog.count(*) INTO breaks FROM (
+    SELECT c.block, c.lo_txid, c.first_position,
+           pg_catalog.lag(c.block) OVER w AS p_block,
+           pg_catalog.lag(c.hi_txid) OVER w AS p_hi,
+           pg_catalog.lag(c.first_position + c.leaf_count) OVER w AS p_next
+    FROM "tsaccess_audit"."tsaccess_chain" c WINDOW w AS (ORDER BY c.block)) x
+  WHERE (x.p_block IS NULL AND (x.block <> 0 OR x.lo_txid <> 0 OR x.first_position <> 0))
+     OR (x.p_block IS NOT NULL AND (x.block <> x.p_block + 1 OR x.lo_txid <> x.p_hi
+                                    OR x.first_position <> x.p_next));
+  FOR r IN SELECT c.lo_txid, c.hi_txid, c.audit_rows FROM "tsaccess_audit"."tsaccess_chain" c
+           WHERE all_blocks OR c.block IN (first_block, last_block) LOOP
+    SELECT pg_catalog.count(*) INTO have FROM "public"."activity_audit" a
+      WHERE a.txid >= r.lo_txid AND a.txid < r.hi_txid;
+    ok := ok AND have = r.audit_rows;
+  END LOOP;
+  blocks := coalesce(n, 0);
+  linked := breaks = 0;
+  sealed_rows := coalesce(s, 0);
+  hi_txid := coalesce(hi, 0);
+  last_sealed := at;
+  rows_present := ok;
+  IF hi IS NULL THEN
+    SELECT pg_catalog.min(a.event_time) INTO oldest_unsealed FROM "public"."activity_audit" a;
+  ELSE
+    SELECT pg_catalog.min(a.event_time) INTO oldest_unsealed FROM "public"."activity_audit" a WHERE a.txid >= hi;
+  END IF;
+  RETURN NEXT;
+END
+';
+-- tsaccess_audit_chain_status owned by tsaccess_audit
+ALTER ROUTINE "public"."tsaccess_audit_chain_status"(boolean) OWNER TO "tsaccess_audit";
+-- revoke EXECUTE on tsaccess_audit_chain_status from PUBLIC
+REVOKE EXECUTE ON ROUTINE "public"."tsaccess_audit_chain_status"(boolean) FROM PUBLIC;
+-- grant EXECUTE on tsaccess_audit_chain_status to security_monitoring
+GRANT EXECUTE ON ROUTINE "public"."tsaccess_audit_chain_status"(boolean) TO "security_monitoring";
 -- create or replace audit function tsaccess_audit_stmt
 CREATE OR REPLACE FUNCTION "public"."tsaccess_audit_stmt"() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tsaccess$
 DECLARE
@@ -331,6 +384,8 @@ GRANT EXECUTE ON FUNCTION "public"."tsaccess_audit_denied"(text, text, text) TO 
 GRANT EXECUTE ON FUNCTION "public"."tsaccess_audit_denied"(text, text, text) TO "department_managers";
 -- grant EXECUTE on tsaccess_audit_denied to finance_users
 GRANT EXECUTE ON FUNCTION "public"."tsaccess_audit_denied"(text, text, text) TO "finance_users";
+-- grant EXECUTE on tsaccess_audit_denied to security_monitoring
+GRANT EXECUTE ON FUNCTION "public"."tsaccess_audit_denied"(text, text, text) TO "security_monitoring";
 -- audit statement-level on sensor_readings (tsaccess_audit_ins_a488db70f0)
 CREATE TRIGGER "tsaccess_audit_ins_a488db70f0" AFTER INSERT ON "public"."sensor_readings" REFERENCING NEW TABLE AS tsaccess_new FOR EACH STATEMENT EXECUTE FUNCTION "public"."tsaccess_audit_stmt"('sensor_readings', 'counted');
 -- audit statement-level on sensor_readings (tsaccess_audit_upd_3612c8b033)
@@ -357,6 +412,10 @@ ALTER VIEW "public"."activity_audit_rows" OWNER TO "tsaccess_audit";
 GRANT USAGE ON SCHEMA "public" TO "tsaccess_audit";
 -- grant SELECT on table activity_audit to auditors
 GRANT SELECT ON TABLE "public"."activity_audit" TO "auditors";
+-- grant SELECT on table activity_audit to security_monitoring
+GRANT SELECT ON TABLE "public"."activity_audit" TO "security_monitoring";
 -- grant SELECT on view activity_audit_rows to auditors
 GRANT SELECT ON TABLE "public"."activity_audit_rows" TO "auditors";
+-- grant SELECT on view activity_audit_rows to security_monitoring
+GRANT SELECT ON TABLE "public"."activity_audit_rows" TO "security_monitoring";
 COMMIT;

@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fix_server", "tests.fix_cluster", "tests.fix_drivers"]
+pytest_plugins = ["tests.fix_server", "tests.fix_cluster", "tests.fix_drivers", "tests.fix_monitor"]

@@ -63,7 +63,7 @@ def test_generated_passwords_only_for_new_users(db):
     bob_pw = db.create_login("bob")
     with db.admin() as conn:
         result = apply(conn, policy, generate_passwords=True)
-    assert set(result.plan.generated) == {"alice", "carol", "david", "eve"}
+    assert set(result.plan.generated) == {"alice", "carol", "david", "eve", "monitor"}
     assert "bob" not in " ".join(s.summary for s in result.plan.steps if s.secret)
     with db.connect_as("bob", bob_pw) as conn:  # bob's password still works
         assert conn.execute("SELECT current_user").fetchone() == ("bob",)
@@ -113,12 +113,12 @@ def test_cli_generate_passwords_file_new_users_only_and_no_planted_tmp(db, polic
     planted.chmod(0o666)
     args = ["--dsn", dsn(db), "--policy", str(policy_file)]
     res = run("apply", "--yes", *args, "--generate-passwords", str(pwfile), check_code=0)
-    assert "generated passwords for bob, carol, david, eve" in res.stdout
+    assert "generated passwords for bob, carol, david, eve, monitor" in res.stdout
     assert planted.read_bytes() == b""
     assert pwfile.stat().st_mode & 0o777 == 0o600
     lines = [x for x in pwfile.read_text().splitlines() if not x.startswith("#")]
     pw = {x.split(":")[3]: x.split(":")[4] for x in lines}
-    assert set(pw) == {"bob", "carol", "david", "eve"}
+    assert set(pw) == {"bob", "carol", "david", "eve", "monitor"}
     for user, secret in {**pw, "alice": alice_pw}.items():
         with db.connect_as(user, secret) as conn:
             assert conn.execute("SELECT current_user").fetchone() == (user,)
@@ -312,7 +312,7 @@ def test_two_cli_applies_creating_the_database_at_once(db, pg_server, tmp_path, 
     policy_file.write_text(POLICY_TEXT.replace('name = "company_db"', f'name = "{name}"'))
     env = {
         f"TSACCESS_PASSWORD_{u.upper()}": f"pw-{u}-0123456789"
-        for u in ("alice", "bob", "carol", "david", "eve")
+        for u in (x.name for x in company_policy().users)
     }
     admin = dsn(db, dbname=None)  # the policy names the database (a dbname in --dsn would win)
     args = ["apply", "--yes", "--dsn", admin, "--policy", str(policy_file), "--create-database"]

@@ -27,6 +27,7 @@ MODEL = {  # the reference model, cell by cell (user -> table -> privileges)
         "financial_metrics": {"SELECT", "INSERT", "UPDATE", "DELETE"},
     },
     "eve": {"activity_audit": {"SELECT"}},
+    "monitor": {"activity_audit": {"SELECT"}},  # the exporter's login: the audit trail only
 }
 
 
@@ -66,7 +67,7 @@ def test_company_policy_matrix_matches_model_cell_by_cell(db):
         assert matrix.tls[user] is not None
         assert matrix.tls[user].ssl
         view = matrix.cell(user, "activity_audit_rows", "SELECT")  # per-row audit data
-        assert view.actual is (user == "eve"), user
+        assert view.actual is (user in ("eve", "monitor")), user  # readers of the trail
     # per-row audit data: a column is seen through the view only by who may read it in the
     # table too; in the company policy eve (auditors) reads the view but not financial_metrics
     audited = company.policy.table("financial_metrics").audited_data_columns
@@ -79,7 +80,8 @@ def test_company_policy_matrix_matches_model_cell_by_cell(db):
         "hidden"
         in matrix.cell("eve", "activity_audit_rows:financial_metrics.amount", "SELECT").detail
     )
-    assert len(matrix.cells) == 5 * (3 * 5 + 1 + 2) + 5 * len(audited)
+    assert {u.name for u in company.policy.users} == set(MODEL)
+    assert len(matrix.cells) == len(MODEL) * (3 * 5 + 1 + 2 + len(audited))
 
 
 def test_public_cannot_connect_and_outsiders_are_refused(db):

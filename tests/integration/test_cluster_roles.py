@@ -11,6 +11,7 @@ from psycopg import sql
 import tsaccess
 from tests.helpers import apply_company
 from tsaccess.errors import ApplyError
+from tsaccess.passwords import resolve_passwords
 from tsaccess.plan.compose import apply, plan
 from tsaccess.policy import load_policy
 
@@ -33,16 +34,21 @@ def test_a_different_policy_on_a_second_database_is_refused_without_the_option(d
     try:
         same = first.policy.with_database(other)
         different = load_policy(EXAMPLES / "company.toml").with_database(other)
+        # company.toml's users the first policy lacks (its monitor) need passwords of their own
+        passwords = {
+            **resolve_passwords([u.name for u in different.users], generate=True, environ={}),
+            **first.passwords,
+        }
         with tsaccess.connect(**pg_server.params(dbname=other)) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             conn.commit()
-            shown = plan(conn, different, passwords=first.passwords)
+            shown = plan(conn, different, passwords=passwords)
             conn.rollback()
             flagged = {c.role for c in shown.cluster_changes}
             assert "david" in flagged  # BYPASSRLS, which his COPY into the slices needs
             assert any(db.name in w and "cluster-wide" in w for w in shown.warnings)
             with pytest.raises(ApplyError, match="--allow-cluster-changes") as err:
-                apply(conn, different, passwords=first.passwords)
+                apply(conn, different, passwords=passwords)
             assert db.name in str(err.value)
         with db.admin() as conn:  # nothing changed: the first database's slices still hold
             assert _bypass(conn, "david")
@@ -58,7 +64,7 @@ def test_a_different_policy_on_a_second_database_is_refused_without_the_option(d
             with tsaccess.connect(**pg_server.params(dbname=other2)) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                 conn.commit()
-                apply(conn, pol, passwords=first.passwords, allow_cluster_changes=True)
+                apply(conn, pol, passwords=passwords, allow_cluster_changes=True)
             with db.admin() as conn:  # said so, and done: the first database now drifts
                 assert not _bypass(conn, "david")
                 assert "david: BYPASSRLS" in plan(conn, first.policy).summary()

@@ -22,7 +22,13 @@ def variant(mutate) -> dict:
 
 def test_reference_policy_loads():
     p = parse_policy(BASE)
-    assert [u.name for u in p.users] == ["alice", "bob", "carol", "david", "eve"]
+    assert [u.name for u in p.users] == ["alice", "bob", "carol", "david", "eve", "monitor"]
+    assert [r.name for r in p.roles if r.monitoring] == ["security_monitoring"]
+    assert p.expected_privileges("monitor") == {
+        "sensor_readings": frozenset(),
+        "financial_metrics": frozenset(),
+        "activity_audit": {"SELECT"},
+    }
     assert p.expected_privileges("bob")["sensor_readings"] == {
         "SELECT",
         "INSERT",

@@ -283,10 +283,13 @@ def read_catalog(
             if grantee is not None:
                 ns_acl.add((grantee, priv))
 
+    # the comment by a join: obj_description() is a SQL query per row (slow for many tables)
     table_rows = q(
         f"SELECT c.relname, c.relkind, pg_catalog.pg_get_userbyid(c.relowner), {_GRANTEE},"
-        " a.privilege_type, pg_catalog.obj_description(c.oid, 'pg_class')"
+        " a.privilege_type, ds.description"
         " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN pg_catalog.pg_description ds ON ds.objoid = c.oid"
+        "  AND ds.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND ds.objsubid = 0"
         " LEFT JOIN LATERAL pg_catalog.aclexplode("
         "   coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a ON true"
         " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",

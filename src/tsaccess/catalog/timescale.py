@@ -88,6 +88,9 @@ class TimescaleCatalog:
     """(source, ACL) of the attribute function when it exists."""
     attributes: frozenset[tuple[str, str, str]] = frozenset()
     """(user, attribute, value) rows."""
+    attributes_readable: bool = True
+    """False: the attribute table exists but the reader may not read it (``attributes`` is
+    then empty, not known to be)."""
     queries: int = 0
     event_triggers: frozenset[str] = frozenset()
     view_sources: Mapping[str, tuple[bool, frozenset[str]]] = field(default_factory=dict)
@@ -121,9 +124,10 @@ def read_timescale(
         ).fetchone()
         assert row is not None
         queries = 1
-        rls_j, byp_j, pol_j, evt_j, ns_j, fn_j, has_table, views_j = row[:8]
+        rls_j, byp_j, pol_j, evt_j, ns_j, fn_j, table_j, views_j = row[:8]
+        has_table, readable = bool(table_j), bool(table_j and table_j[1])
         attributes: frozenset[tuple[str, str, str]] = frozenset()
-        if has_table:
+        if has_table and readable:
             queries += 1
             attributes = frozenset(
                 (r[0], r[1], r[2])
@@ -141,7 +145,8 @@ def read_timescale(
         policies={k: frozenset(v) for k, v in pols.items()},
         bypassrls={k: bool(v) for k, v in (byp_j or {}).items()},
         slice_schema=(ns_j[0], _grants(ns_j[1])) if ns_j else None,
-        attribute_table=bool(has_table),
+        attribute_table=has_table,
+        attributes_readable=readable or not has_table,
         attribute_function=(fn_j[0], _grants(fn_j[1])) if fn_j else None,
         attributes=attributes,
         event_triggers=frozenset(evt_j or ()),
@@ -233,7 +238,12 @@ _BASE_PART = (
     + _ACL.format(acl="p.proacl", kind="f", owner="p.proowner")
     + ") FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
     "  WHERE n.nspname = %s AND p.proname = %s LIMIT 1),"
-    f" pg_catalog.to_regclass('{SLICE_SCHEMA}.{ATTRIBUTE_TABLE}') IS NOT NULL,"
+    # (exists, readable by the current user): a reader without access (the monitor) sees that
+    # the table is there and leaves its rows unknown
+    " (SELECT json_build_array(true, pg_catalog.has_schema_privilege(n.oid, 'USAGE')"
+    "   AND pg_catalog.has_table_privilege(c.oid, 'SELECT'))"
+    "  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    f"  WHERE n.nspname = '{SLICE_SCHEMA}' AND c.relname = '{ATTRIBUTE_TABLE}'),"
     " (SELECT json_agg(json_build_array(v.relname, EXISTS (SELECT FROM"
     "   pg_catalog.unnest(v.reloptions) o WHERE o ~* '^security_invoker=(true|on|yes|1)$'),"
     "   t.relname))"

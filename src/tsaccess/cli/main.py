@@ -343,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_generate_parser(sub, _DsnAction)
     sub.choices["generate"].set_defaults(func=cmd_generate)
+    from tsaccess.cli.monitor import add_monitor_parser, monitor_command
+
+    add_monitor_parser(sub, _DsnAction)
+    sub.choices["monitor"].set_defaults(func=lambda a: monitor_command(a, _tools()))
 
     sp = sub.add_parser("render-init", help="write init/*.sql and docker-compose.yml")
     sp.add_argument("--policy", required=True, type=Path, help="policy TOML file")

@@ -28,6 +28,7 @@ __all__ = [
     "SecureParams",
     "home_directory",
     "secure_params",
+    "server_verification",
     "split_connection_kwargs",
     "without_login",
 ]
@@ -169,6 +170,26 @@ def home_directory() -> str:
         return pwd.getpwuid(os.geteuid()).pw_dir
     except (ImportError, KeyError):  # pragma: no cover - no passwd entry
         return ""
+
+
+def server_verification(sslmode: str, sslrootcert: str | None) -> str | None:
+    """How libpq verifies the server's certificate with these effective settings, or None when
+    it does not (the session is encrypted, the server unproven).
+
+    ``verify-full`` checks the CA and the host name, ``verify-ca`` the CA. ``require`` checks the
+    CA when a root certificate file exists (``sslrootcert``, else ``~/.postgresql/root.crt``):
+    libpq then behaves as ``verify-ca`` (``fe-secure-openssl.c``, ``initialize_SSL``).
+    """
+    if sslmode == "verify-full":
+        return "verify-full: CA and host name"
+    if sslmode == "verify-ca":
+        return "verify-ca: CA, not the host name"
+    root = sslrootcert or f"{home_directory()}/.postgresql/root.crt"
+    if root == "system":
+        return "verify-full: the system's CAs"  # libpq 16+ refuses anything weaker with it
+    if sslmode == "require" and os.path.isfile(root):
+        return f"verify-ca: sslmode=require with the root certificate {root}, not the host name"
+    return None
 
 
 def _parse_service_file(path: str, service: str) -> tuple[dict[str, str], bool]:

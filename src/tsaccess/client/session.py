@@ -27,7 +27,12 @@ import psycopg
 from psycopg import sql
 
 from tsaccess.client.hosts import check_host_list
-from tsaccess.client.params import SecureParams, secure_params, split_connection_kwargs
+from tsaccess.client.params import (
+    SecureParams,
+    secure_params,
+    server_verification,
+    split_connection_kwargs,
+)
 from tsaccess.client.pooler import autocommit_refused, check_pooler
 from tsaccess.client.tls import TLS_STATUS_SQL, tls_from_row
 from tsaccess.errors import InsecureConnectionError, RoleScopeError, TsaccessError
@@ -87,10 +92,19 @@ def drive(script: Script, execute: Callable[[Query], Any]) -> Any:
         return stop.value
 
 
-def app_name(base: str | None, user: str, role: str | None) -> str:
-    """``application_name`` of a tsaccess session: ``<base or tsaccess>:<user>[/<role>]``."""
+UNVERIFIED_MARK = " (unverified server)"
+"""The end of a tsaccess session's ``application_name`` when libpq does not verify the server's
+certificate: the client's own report, the one thing the server (``pg_stat_activity``, the
+``tsaccess monitor`` exporter) can know of it."""
+
+
+def app_name(base: str | None, user: str, role: str | None, *, unverified: bool = False) -> str:
+    """``application_name`` of a tsaccess session: ``<base or tsaccess>:<user>[/<role>]``, then
+    :data:`UNVERIFIED_MARK` when the server's certificate is not verified."""
     name = f"{base or 'tsaccess'}:{user}" + (f"/{role}" if role else "")
-    return name.encode("utf-8")[:APP_NAME_MAX].decode("utf-8", errors="ignore")
+    mark = UNVERIFIED_MARK if unverified else ""
+    room = APP_NAME_MAX - len(mark.encode("utf-8"))
+    return name.encode("utf-8")[:room].decode("utf-8", errors="ignore") + mark
 
 
 def scope_sql(role: str | None, application_name: str) -> sql.Composed:
@@ -174,7 +188,8 @@ class Opening:
         return str(value) if value is not None else None
 
     def app_name(self, user: str) -> str:
-        return app_name(self.base_app, user, self.role)
+        unverified = server_verification(self.secure.sslmode, self.secure.sslrootcert) is None
+        return app_name(self.base_app, user, self.role, unverified=unverified)
 
     def connect_kwargs(self) -> dict[str, Any]:
         """The arguments of ``Connection.connect`` (password included: never log them).

@@ -9,35 +9,14 @@ session is encrypted, but without a root certificate libpq does not check who an
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from typing import Any
 
-from tsaccess.client.params import SecureParams, home_directory
+from tsaccess.client.params import SecureParams, server_verification
 from tsaccess.errors import UnverifiedServerWarning
 
 __all__ = ["libpq_verification", "server_verification", "warn_if_unverified"]
-
-
-def server_verification(sslmode: str, sslrootcert: str | None) -> str | None:
-    """How libpq verifies the server's certificate with these effective settings, or None when
-    it does not (the session is encrypted, the server unproven).
-
-    ``verify-full`` checks the CA and the host name, ``verify-ca`` the CA. ``require`` checks the
-    CA when a root certificate file exists (``sslrootcert``, else ``~/.postgresql/root.crt``):
-    libpq then behaves as ``verify-ca`` (``fe-secure-openssl.c``, ``initialize_SSL``).
-    """
-    if sslmode == "verify-full":
-        return "verify-full: CA and host name"
-    if sslmode == "verify-ca":
-        return "verify-ca: CA, not the host name"
-    root = sslrootcert or f"{home_directory()}/.postgresql/root.crt"
-    if root == "system":
-        return "verify-full: the system's CAs"  # libpq 16+ refuses anything weaker with it
-    if sslmode == "require" and os.path.isfile(root):
-        return f"verify-ca: sslmode=require with the root certificate {root}, not the host name"
-    return None
 
 
 def libpq_verification(pgconn: Any) -> str | None:

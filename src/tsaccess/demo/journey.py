@@ -446,6 +446,18 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         with connect(**db_params) as admin:
             result.matrix = verify(admin, policy, passwords, **without_login(info.params()))
         out(result.matrix.to_text())
+        chapter = 12
+    else:
+        chapter = 7
+    from tsaccess.demo.monitoring import monitoring_chapter
+
+    monitoring_chapter(
+        chapter,
+        lambda user: _user_params(info, user, passwords[user], policy.database),
+        policy,
+        lambda name, ok, detail="": result.checks.append(Check(name, ok, detail)),
+        out,
+    )
 
     result.connect_info.append(
         f'admin  psql "host={info.host} port={info.port} dbname={policy.database} '

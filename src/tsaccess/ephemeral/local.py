@@ -40,12 +40,14 @@ def hba_text(extra: Sequence[str] = ()) -> str:
     return _HBA_TITLE + "".join(f"{line}\n" for line in (*extra, *HBA_LINES))
 
 
-def start(*, timescaledb: bool = True) -> Started:
+def start(*, timescaledb: bool = True, settings: Mapping[str, str] | None = None) -> Started:
     """Make and start a cluster; returns it and the function that stops and deletes it.
 
     Args:
         timescaledb: preload TimescaleDB when the installation has it; False gives a plain
             PostgreSQL server even where TimescaleDB is installed.
+        settings: more ``postgresql.conf`` settings (values quoted as in the file), e.g.
+            ``{"logging_collector": "on", "log_destination": "'jsonlog'"}``.
     """
     inst = find_installation()
     if not timescaledb:
@@ -54,7 +56,7 @@ def start(*, timescaledb: bool = True) -> Started:
     run_as = unprivileged_user()
     stop = partial(_stop, inst.bindir, workdir, run_as)
     try:
-        info = _init_and_start(inst, workdir, run_as)
+        info = _init_and_start(inst, workdir, run_as, settings)
     except BaseException:
         stop()
         raise
@@ -229,10 +231,13 @@ def init_and_start(
 
 
 def _init_and_start(
-    inst: PgInstallation, workdir: Path, run_as: pwd.struct_passwd | None
+    inst: PgInstallation,
+    workdir: Path,
+    run_as: pwd.struct_passwd | None,
+    settings: Mapping[str, str] | None = None,
 ) -> ServerInfo:
     certs = make_certificates(workdir, run_as)
-    return init_and_start(inst, workdir, run_as, certs)
+    return init_and_start(inst, workdir, run_as, certs, settings=settings)
 
 
 def stop_node(bindir: Path, data: Path, run_as: pwd.struct_passwd | None, cwd: Path) -> None:

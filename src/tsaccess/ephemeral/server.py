@@ -41,6 +41,8 @@ class EphemeralServer:
         dbname: docker backend only: ``POSTGRES_DB``.
         timescaledb: False for a plain PostgreSQL server (local backend only) even where
             TimescaleDB is installed; None (default): TimescaleDB whenever available.
+        settings: local backend only: more ``postgresql.conf`` settings, values quoted as in
+            the file (``{"log_destination": "'jsonlog'", "logging_collector": "on"}``).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class EphemeralServer:
         environment: Mapping[str, str] | None = None,
         dbname: str = "postgres",
         timescaledb: bool | None = None,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self._dsn = dsn if dsn is not None else os.environ.get("TSACCESS_TEST_DSN") or None
         chosen = backend or os.environ.get("TSACCESS_TEST_BACKEND") or "auto"
@@ -72,6 +75,12 @@ class EphemeralServer:
             raise ServerStartError(
                 "timescaledb=False needs the local backend (a Docker image or an existing server "
                 "has TimescaleDB or not by itself); use backend='local'"
+            )
+        self._settings = dict(settings or {})
+        if self._settings and self._backend not in ("local", "auto"):
+            raise ServerStartError(
+                "settings= needs the local backend (a Docker image or an existing server is "
+                "configured by itself); use backend='local'"
             )
         self.keep = keep
         self.info: ServerInfo | None = None
@@ -99,8 +108,9 @@ class EphemeralServer:
         backend = self._backend
         started: Started | None = None
         if backend == "auto":
-            backend = "dsn" if self._dsn and self._timescaledb is not False else "local"
-            if not self._dsn and self._timescaledb is not False:
+            own = self._timescaledb is False or bool(self._settings)  # only local can
+            backend = "dsn" if self._dsn and not own else "local"
+            if not self._dsn and not own:
                 started = docker.start_if_available(self._docker_options())
         if started is None:
             if backend == "dsn":
@@ -111,7 +121,9 @@ class EphemeralServer:
             elif backend == "docker":
                 started = docker.start(self._docker_options())
             else:
-                started = local.start(timescaledb=self._timescaledb is not False)
+                started = local.start(
+                    timescaledb=self._timescaledb is not False, settings=self._settings
+                )
         info, stop = started
         self._cleanup = weakref.finalize(self, stop)
         try:

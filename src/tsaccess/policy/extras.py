@@ -1,4 +1,4 @@
-"""Column grants, role nesting, default privileges, user settings.
+"""Column grants, role nesting, default privileges, user settings, monitoring roles.
 
 The parts of the policy format added after the first version, kept apart from
 :mod:`tsaccess.policy.validate` so each can grow on its own; errors go to the policy's
@@ -93,9 +93,10 @@ def parse_settings(
 
 
 def validate_extras(p: PolicyShape, problems: Problems) -> None:
-    """Check column grants, nested roles, default privileges, user settings, and the
-    ``public`` and ``chunk_privileges`` switches."""
+    """Check column grants, nested roles, default privileges, user settings, monitoring roles,
+    and the ``public`` and ``chunk_privileges`` switches."""
     _validate_switches(p, problems)
+    _validate_monitoring(p, problems)
     built = {t.name for t in p.tables}
     roles = problems.known("roles", (r.name for r in p.roles))
     for r in p.roles:
@@ -189,4 +190,58 @@ def _validate_switches(p: PolicyShape, problems: Problems) -> None:
                 f'chunk_privileges = "copied" leaves writers their privileges on chunks, but '
                 f'{what}; use chunk_privileges = "select"',
                 "database.chunk_privileges",
+            )
+
+
+def _validate_monitoring(p: PolicyShape, problems: Problems) -> None:
+    """A monitoring role (``monitoring = true``) reads the audit trail and nothing else, and the
+    users holding one hold nothing else: the exporter's login cannot read a data table."""
+    monitors = {r.name for r in p.roles if r.monitoring}
+    audit = p.audit.table
+    for r in p.roles:
+        rp = f"roles.{r.name}"
+        if not r.monitoring:
+            for parent in r.member_of:
+                if parent in monitors:
+                    problems.add(
+                        f"{r.name!r} cannot be a member of the monitoring role {parent!r}; give "
+                        "the monitoring role to the exporter's user directly",
+                        f"{rp}.roles",
+                    )
+            continue
+        extra = sorted({t for t, privs in r.grants if t != audit and privs})
+        extra += sorted({t for t, _, _ in r.column_grants} - set(extra))
+        if extra:
+            problems.add(
+                f"monitoring role {r.name!r} may read the audit trail only, not {extra[0]!r}; "
+                f'keep only {audit} = ["SELECT"] in its grants',
+                f"{rp}.grants.{extra[0]}",
+            )
+        privs = r.privileges_on(audit)
+        if privs != frozenset({"SELECT"}):
+            problems.add(
+                f"monitoring role {r.name!r} needs exactly SELECT on the audit table; set "
+                f'grants = {{ {audit} = ["SELECT"] }}',
+                f"{rp}.grants",
+            )
+        for key, value in (
+            ("roles", r.member_of),
+            ("default_grants", r.default_grants),
+            ("slices", r.slices),
+        ):
+            if value:
+                problems.add(
+                    f"monitoring role {r.name!r} takes no {key} (it must not reach data "
+                    "tables); remove them",
+                    f"{rp}.{key}",
+                )
+    for u in p.users:
+        held = set(u.roles)
+        if held & monitors and held - monitors:
+            other = sorted(held - monitors)[0]
+            problems.add(
+                f"user {u.name!r} holds the monitoring role {sorted(held & monitors)[0]!r} and "
+                f"{other!r}: the exporter's login must not read data tables; declare a user of "
+                "its own for the exporter",
+                f"users.{u.name}.roles",
             )

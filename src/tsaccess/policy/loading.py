@@ -215,7 +215,12 @@ def _role(name: str, r: object, source: str, problems: Problems) -> GroupRole | 
     if not isinstance(r, dict):
         problems.add("must be a table (grants, roles, ...)", rp)
         return None
-    _only_keys(r, {"grants", "description", "roles", "default_grants", "slices"}, rp, problems)
+    _only_keys(
+        r,
+        {"grants", "description", "roles", "default_grants", "slices", "monitoring"},
+        rp,
+        problems,
+    )
     grants = _typed(
         r.get("grants", {}),
         dict,
@@ -251,6 +256,14 @@ def _role(name: str, r: object, source: str, problems: Problems) -> GroupRole | 
                 )
             ),
             slices=slices,
+            monitoring=_typed(
+                r.get("monitoring", False),
+                bool,
+                f"{rp}.monitoring",
+                "true or false",
+                problems,
+                False,
+            ),
         )
     return None
 

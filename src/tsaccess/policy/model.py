@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from tsaccess.policy.base import (
     TABLE_PRIVILEGES,
@@ -112,7 +113,16 @@ class Policy:
 
     def sliced_roles(self, table: str) -> tuple[str, ...]:
         """Group roles that see only a slice of ``table``'s rows."""
-        return tuple(r.name for r in self.roles if r.slice_of(table) is not None)
+        return self._sliced.get(table, ())
+
+    @cached_property
+    def _sliced(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, list[str]] = {}
+        for r in self.roles:
+            for s in r.slices:
+                if r.slice_of(s.table) is s:
+                    out.setdefault(s.table, []).append(r.name)
+        return {t: tuple(names) for t, names in out.items()}
 
     def by_columns(self, table: str, role: str) -> frozenset[Privilege]:
         """The table privileges of ``role`` on ``table`` that tsaccess grants column by column,

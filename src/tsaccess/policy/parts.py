@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 from tsaccess.policy.base import (
@@ -120,12 +121,31 @@ class GroupRole:
     """Privileges on tables the administrator creates later in the schema (default privileges)."""
     slices: tuple[RowSlice, ...] = ()
     """Row slices: on these tables the role sees only its members' rows (row-level security)."""
+    monitoring: bool = False
+    """``monitoring = true``: the role of ``tsaccess monitor`` (the Prometheus exporter): a
+    member of ``pg_monitor``, SELECT on the audit table, EXECUTE on the audit chain's status
+    function, and no privilege on any data table (checked when the policy is built)."""
 
     def slice_of(self, table: str) -> RowSlice | None:
-        return next((s for s in self.slices if s.table == table), None)
+        return self._slices.get(table)
 
     def privileges_on(self, table: str) -> frozenset[Privilege]:
-        return next((p for t, p in self.grants if t == table), frozenset())
+        return self._grants.get(table, frozenset())
+
+    # looked up per table by every plan (roles x tables): dicts, made once per role
+    @cached_property
+    def _grants(self) -> dict[str, frozenset[Privilege]]:
+        out: dict[str, frozenset[Privilege]] = {}
+        for t, p in self.grants:
+            out.setdefault(t, p)
+        return out
+
+    @cached_property
+    def _slices(self) -> dict[str, RowSlice]:
+        out: dict[str, RowSlice] = {}
+        for s in self.slices:
+            out.setdefault(s.table, s)
+        return out
 
 
 @dataclass(frozen=True)

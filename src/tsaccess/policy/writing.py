@@ -135,6 +135,8 @@ def _role(r: GroupRole, notes: Mapping[str, Sequence[str]]) -> list[str]:
         pairs.append(("roles", list(r.member_of)))
     if r.default_grants:
         pairs.append(("default_grants", sorted(r.default_grants)))
+    if r.monitoring:
+        pairs.append(("monitoring", True))
     grants: dict[str, list[str]] = {t: sorted(str(p) for p in privs) for t, privs in r.grants}
     for table, priv, cols in r.column_grants:
         grants.setdefault(table, []).append(f"{priv} ({', '.join(cols)})")

@@ -9,6 +9,11 @@
   owned by the audit owner, executable only by superusers, or by a non-superuser admin who
   applied the plan), and ``<schema>.tsaccess_audit_seal_job(job_id, config)`` for TimescaleDB's
   job scheduler (``add_job``).
+* ``<schema>.tsaccess_audit_chain_status(all_blocks)``: what ``tsaccess monitor`` may know of the
+  chain without reading it (``SECURITY DEFINER``, executable by the policy's monitoring roles):
+  how many blocks, whether they follow each other, the newest seal, whether the oldest and the
+  newest block still have their audit rows (with ``all_blocks``: every sealed block's), the oldest
+  unsealed row.
 
 Nothing here runs when a row is written: the triggers are unchanged, the hashing happens when a
 seal runs. The SQL computes exactly what :mod:`tsaccess.audit.integrity.encoding` specifies.
@@ -32,6 +37,7 @@ __all__ = [
     "DATA_TABLES_SQL",
     "SEAL_FUNCTION",
     "SEAL_JOB",
+    "STATUS_FUNCTION",
     "chain_steps",
     "data_record_sql",
     "seal_function_source",
@@ -40,6 +46,7 @@ __all__ = [
 CHAIN_TABLE = "tsaccess_chain"
 SEAL_FUNCTION = "tsaccess_audit_seal"
 SEAL_JOB = "tsaccess_audit_seal_job"
+STATUS_FUNCTION = "tsaccess_audit_chain_status"
 DEFAULT_MAX_ROWS = 250_000
 
 DATA_TABLES_SQL = (
@@ -172,6 +179,64 @@ END
 """
 
 
+# Metadata only (never the leaves), and counts through the txid index: cheap enough to run on
+# every scrape of the exporter; every block's count only when asked (all_blocks).
+_STATUS_BODY = """
+DECLARE
+  n bigint;
+  first_block bigint;
+  last_block bigint;
+  s bigint;
+  hi bigint;
+  at timestamptz;
+  breaks bigint;
+  r record;
+  have bigint;
+  ok boolean := true;
+BEGIN
+  SELECT pg_catalog.count(*), pg_catalog.min(c.block), pg_catalog.max(c.block),
+         pg_catalog.sum(c.audit_rows)
+    INTO n, first_block, last_block, s FROM {chain} c;
+  SELECT c.hi_txid, c.sealed_at INTO hi, at FROM {chain} c ORDER BY c.block DESC LIMIT 1;
+  SELECT pg_catalog.count(*) INTO breaks FROM (
+    SELECT c.block, c.lo_txid, c.first_position,
+           pg_catalog.lag(c.block) OVER w AS p_block,
+           pg_catalog.lag(c.hi_txid) OVER w AS p_hi,
+           pg_catalog.lag(c.first_position + c.leaf_count) OVER w AS p_next
+    FROM {chain} c WINDOW w AS (ORDER BY c.block)) x
+  WHERE (x.p_block IS NULL AND (x.block <> 0 OR x.lo_txid <> 0 OR x.first_position <> 0))
+     OR (x.p_block IS NOT NULL AND (x.block <> x.p_block + 1 OR x.lo_txid <> x.p_hi
+                                    OR x.first_position <> x.p_next));
+  FOR r IN SELECT c.lo_txid, c.hi_txid, c.audit_rows FROM {chain} c
+           WHERE all_blocks OR c.block IN (first_block, last_block) LOOP
+    SELECT pg_catalog.count(*) INTO have FROM {audit} a
+      WHERE a.txid >= r.lo_txid AND a.txid < r.hi_txid;
+    ok := ok AND have = r.audit_rows;
+  END LOOP;
+  blocks := coalesce(n, 0);
+  linked := breaks = 0;
+  sealed_rows := coalesce(s, 0);
+  hi_txid := coalesce(hi, 0);
+  last_sealed := at;
+  rows_present := ok;
+  IF hi IS NULL THEN
+    SELECT pg_catalog.min(a.event_time) INTO oldest_unsealed FROM {audit} a;
+  ELSE
+    SELECT pg_catalog.min(a.event_time) INTO oldest_unsealed FROM {audit} a WHERE a.txid >= hi;
+  END IF;
+  RETURN NEXT;
+END
+"""
+
+
+def status_function_source(policy: Policy) -> str:
+    """The exact ``prosrc`` of the chain status function (compared with the catalog)."""
+    return _STATUS_BODY.format(
+        chain=_ident(policy.audit.data_schema, CHAIN_TABLE),
+        audit=_ident(policy.schema, policy.audit.table),
+    )
+
+
 def _lit(value: str) -> str:
     return sql.Literal(value).as_string(None)
 
@@ -232,6 +297,7 @@ def _routine_steps(
     want_acl: set[tuple[str, str]],
     config: tuple[str, ...],
     settings: str,
+    what: str = "seals the audit chain",
 ) -> list[Step]:
     """Create or replace one definer routine when its source or settings differ, give it to
     the audit owner and make its EXECUTE privileges exactly ``want_acl``."""
@@ -251,7 +317,7 @@ def _routine_steps(
                 sql.SQL(
                     "CREATE OR REPLACE " + head + " SECURITY DEFINER " + settings + " AS {body}"
                 ).format(fq, body=sql.Literal(body)),
-                f"create or replace audit {kind.lower()} {name} (seals the audit chain)",
+                f"create or replace audit {kind.lower()} {name} ({what})",
                 "audit",
             )
         )
@@ -324,5 +390,20 @@ def chain_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
         want,
         ("search_path=pg_catalog, pg_temp",),
         "SET search_path = pg_catalog, pg_temp",
+    )
+    monitors = {(r.name, "EXECUTE") for r in policy.roles if r.monitoring}
+    steps += _routine_steps(
+        policy,
+        STATUS_FUNCTION,
+        "FUNCTION {}(all_blocks boolean DEFAULT false) RETURNS TABLE (blocks bigint, linked boolean,"
+        " sealed_rows bigint, hi_txid bigint, last_sealed timestamptz, rows_present boolean,"
+        " oldest_unsealed timestamptz) LANGUAGE plpgsql STABLE",
+        status_function_source(policy),
+        "(boolean)",
+        functions.get(STATUS_FUNCTION),
+        want | monitors,
+        ("search_path=pg_catalog, pg_temp",),
+        "SET search_path = pg_catalog, pg_temp",
+        what="the chain's state for tsaccess monitor",
     )
     return steps

@@ -79,8 +79,11 @@ def removed_tables(policy: Policy, cat: CatalogSnapshot) -> list[str]:
     )
 
 
-def read_prune(conn: psycopg.Connection[Any], policy: Policy, cat: CatalogSnapshot) -> PruneInfo:
-    """Ownership and privileges of the removed roles, row counts of the removed tables."""
+def read_prune(
+    conn: psycopg.Connection[Any], policy: Policy, cat: CatalogSnapshot, *, count_rows: bool = True
+) -> PruneInfo:
+    """Ownership and privileges of the removed roles, row counts of the removed tables (not
+    with ``count_rows=False``: a reader without privileges on them, e.g. the monitor)."""
     roles = removed_roles(policy, cat)
     tables = removed_tables(policy, cat)
     owned: dict[str, list[str]] = {}
@@ -136,7 +139,7 @@ def read_prune(conn: psycopg.Connection[Any], policy: Policy, cat: CatalogSnapsh
                     continue  # the audit functions: the audit phase keeps their grants exact
                 acl.setdefault(role, []).append(AclObject("FUNCTION", (proc,), descr or proc))
     counts: dict[str, int] = {}
-    for t in tables:
+    for t in tables if count_rows else ():
         row = conn.execute(
             sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(policy.schema, t))
         ).fetchone()

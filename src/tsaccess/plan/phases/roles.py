@@ -19,7 +19,10 @@ from tsaccess.passwords import Secret, generate_password, scram_matches, scram_v
 from tsaccess.policy import Policy
 from tsaccess.steps import Step
 
-__all__ = ["role_steps", "settings_steps", "wanted_settings"]
+__all__ = ["MONITOR_ROLE", "role_steps", "settings_steps", "wanted_settings"]
+
+MONITOR_ROLE = "pg_monitor"
+"""The predefined role a monitoring role (``monitoring = true``) is a member of."""
 
 
 def role_steps(
@@ -143,6 +146,7 @@ def role_steps(
     managed = {u.name for u in policy.users} | {r.name for r in policy.roles}
     want = {(r, u.name) for u in policy.users for r in u.roles}
     want |= {(parent, r.name) for r in policy.roles for parent in r.member_of}
+    want |= {(MONITOR_ROLE, r.name) for r in policy.roles if r.monitoring}
     exempt = {cat.current_user} if cat else set()
     exempt |= {n for n, ri in (cat.roles.items() if cat else ()) if ri.superuser}
     have = {
