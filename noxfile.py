@@ -1,7 +1,7 @@
-"""Sessions: lint, typecheck, tests, docker, demo, bench, examples, docs.
+"""Sessions: lint, typecheck, tests, preflight, docker, demo, bench, examples, docs.
 
-``nox`` (the default sessions: lint, typecheck, tests, docker) is the README's test command and
-what CI runs. Sessions reuse their virtualenvs (``-R`` skips reinstalling).
+``nox`` (the default sessions: lint, typecheck, tests, preflight, docker) is the README's test
+command and what CI runs. Sessions reuse their virtualenvs (``-R`` skips reinstalling).
 """
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import tomllib
+from pathlib import Path
 
 import nox
-from nox.command import CommandFailed
 
-nox.options.sessions = ["lint", "typecheck", "tests", "docker"]
+nox.options.sessions = ["lint", "typecheck", "tests", "preflight", "docker"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
 
@@ -21,14 +22,51 @@ nox.options.default_venv_backend = "venv"
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit and integration tests against a real throwaway TLS server (docker-marked aside)."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,speed]")
     # The local backend when PostgreSQL's server binaries are here (fast, and its server log is
     # readable by the tests); the Docker backend has a session of its own. TSACCESS_TEST_BACKEND
     # overrides.
-    local = shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb")
-    backend = os.environ.get("TSACCESS_TEST_BACKEND") or ("local" if local else "auto")
     session.run(
-        "pytest", "-m", "not docker", *session.posargs, env={"TSACCESS_TEST_BACKEND": backend}
+        "pytest",
+        "-m",
+        "not docker",
+        *session.posargs,
+        env={"TSACCESS_TEST_BACKEND": _local_backend()},
+    )
+
+
+def _local_backend() -> str:
+    local = shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    return os.environ.get("TSACCESS_TEST_BACKEND") or ("local" if local else "auto")
+
+
+def _sqlglot_range() -> tuple[str, str]:
+    """(the oldest release, the whole range) of sqlglot, as pyproject.toml declares it."""
+    project = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))["project"]
+    spec = next(d for d in project["dependencies"] if d.startswith("sqlglot"))
+    oldest = next(part.strip()[2:] for part in spec[7:].split(",") if ">=" in part)
+    return f"sqlglot=={oldest}", spec
+
+
+PREFLIGHT_TESTS = ["tests/unit/test_preflight_*.py", "tests/integration/test_preflight*.py"]
+
+
+@nox.session
+@nox.parametrize("sqlglot", ["oldest", "newest"])
+def preflight(session: nox.Session, sqlglot: str) -> None:
+    """The pre-flight tests on the oldest and on the newest sqlglot of the declared range
+    (pure Python: without the compiled extra), so the range in pyproject.toml stays honest."""
+    session.install("-e", ".[test]")
+    oldest, whole = _sqlglot_range()
+    session.install("--upgrade", oldest if sqlglot == "oldest" else whole)
+    session.run("python", "-c", "import sqlglot; print('sqlglot', sqlglot.__version__)")
+    tests = [f for pattern in PREFLIGHT_TESTS for f in sorted(glob.glob(pattern))]
+    session.run(
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        *(session.posargs or tests),
+        env={"TSACCESS_TEST_BACKEND": _local_backend()},
     )
 
 
@@ -42,32 +80,39 @@ DOCKER_SUITE = [
 ]
 
 
+def _docker_cause() -> str | None:
+    """Why Docker cannot run the test image here (None: it can), asked with the standard library
+    only (``src/tsaccess/ephemeral/engine.py``, loaded by path): nothing is installed first."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "tsaccess_engine", Path("src/tsaccess/ephemeral/engine.py")
+    )
+    assert spec is not None and spec.loader is not None
+    engine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(engine)
+    image = os.environ.get("TSACCESS_TEST_IMAGE")
+    if not image:  # as tsaccess.ephemeral.docker.default_image: the local PostgreSQL's major
+        majors = [int(p.split("/")[-3]) for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
+        image = f"timescale/timescaledb:latest-pg{max(majors, default=17)}"
+    cause: str | None = engine.probe(image)
+    return cause
+
+
 @nox.session
 def docker(session: nox.Session) -> None:
     """Connection, bootstrap, audit and TimescaleDB tests on a container of TSACCESS_TEST_IMAGE.
 
-    Skipped when no Docker engine answers or the image can be neither found nor pulled, unless
-    TSACCESS_REQUIRE_DOCKER=1 (CI): then that is an error.
+    Decided before anything is installed: skipped, with the exact cause, when the engine
+    (DOCKER_HOST, else the local socket) does not answer or the image is neither present nor
+    pullable, unless TSACCESS_REQUIRE_DOCKER=1 (CI): then that cause is the error.
     """
+    cause = _docker_cause()
+    if cause is not None:
+        if os.environ.get("TSACCESS_REQUIRE_DOCKER") == "1":
+            session.error(f"{cause} (TSACCESS_REQUIRE_DOCKER=1: an error, not a skip)")
+        session.skip(f"{cause}; TSACCESS_REQUIRE_DOCKER=1 makes this an error")
     session.install("-e", ".[test,docker]")
-    # the same checks as the backend itself: an engine (DOCKER_HOST honoured), then the image
-    probe = (
-        "from tsaccess.ephemeral.docker import _client, _ensure_image, default_image\n"
-        "c = _client()\n"
-        "assert c is not None, 'no Docker engine answers'\n"
-        "_ensure_image(c, default_image())\n"
-    )
-    try:
-        session.run("python", "-c", probe, silent=True)
-    except CommandFailed:
-        if os.environ.get("TSACCESS_REQUIRE_DOCKER") != "1":
-            session.skip(
-                "no Docker engine answers, or TSACCESS_TEST_IMAGE (default: the official "
-                "timescale/timescaledb image) is neither present nor pullable; "
-                "TSACCESS_REQUIRE_DOCKER=1 makes this an error"
-            )
-        session.run("python", "-c", probe)  # again, loud: its error says what is missing
-        raise
     session.run(
         "pytest", *(session.posargs or DOCKER_SUITE), env={"TSACCESS_TEST_BACKEND": "docker"}
     )

@@ -172,7 +172,9 @@ def docker_image() -> str:
     image = default_image()
     client = _client()
     if client is None:
-        skip_or_fail("no Docker engine answers", "TSACCESS_REQUIRE_DOCKER")
+        from tsaccess.ephemeral.engine import probe
+
+        skip_or_fail(probe() or "no Docker engine answers", "TSACCESS_REQUIRE_DOCKER")
     try:
         _ensure_image(client, image)
     except tsaccess.ServerStartError as exc:

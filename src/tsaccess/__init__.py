@@ -24,6 +24,7 @@ from tsaccess.errors import (
     StandbyError,
     TargetsError,
     TsaccessError,
+    UnverifiedServerWarning,
 )
 from tsaccess.preflight import aio as _preflight_aio  # noqa: F401  plugs connect_async(preflight=True)
 from tsaccess.preflight import connection as _preflight  # noqa: F401  plugs connect(preflight=True)
@@ -54,6 +55,7 @@ __all__ = [
     "TlsStatus",
     "TsConnection",
     "TsaccessError",
+    "UnverifiedServerWarning",
     "__version__",
     "connect",
     "connect_async",

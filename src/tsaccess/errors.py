@@ -28,11 +28,21 @@ __all__ = [
     "StandbyError",
     "TargetsError",
     "TsaccessError",
+    "UnverifiedServerWarning",
 ]
 
 
 class TsaccessError(Exception):
     """Root of every error tsaccess raises on purpose."""
+
+    __module__ = "tsaccess"
+
+
+class UnverifiedServerWarning(UserWarning):
+    """The server's certificate is not verified: the session is encrypted, but anyone between
+    client and server could pose as the server (and read the password). Issued once per
+    target (host:port) and process; filter it with ``warnings.filterwarnings("ignore",
+    category=tsaccess.UnverifiedServerWarning)`` — better, give a root certificate."""
 
     __module__ = "tsaccess"
 
@@ -54,14 +64,20 @@ class RoleScopeError(TsaccessError):
 
 
 class PolicyError(TsaccessError):
-    """A policy is invalid; ``path`` names the offending key (``users.bob.roles``)."""
+    """A policy is invalid; ``path`` names the offending key (``users.bob.roles``), ``line`` its
+    line in the file when known, ``message`` the problem and the fix."""
 
     __module__ = "tsaccess"
 
-    def __init__(self, message: str, *, path: str = "", source: str = "") -> None:
+    def __init__(
+        self, message: str, *, path: str = "", source: str = "", line: int | None = None
+    ) -> None:
         self.path = path
         self.source = source
-        where = " ".join(p for p in (source, f"[{path}]" if path else "") if p)
+        self.line = line
+        self.message = message
+        file = f"{source}:{line}" if source and line else source
+        where = " ".join(p for p in (file, f"[{path}]" if path else "") if p)
         super().__init__(f"{where}: {message}" if where else message)
 
 

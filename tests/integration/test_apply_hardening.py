@@ -112,7 +112,7 @@ def test_cli_generate_passwords_file_new_users_only_and_no_planted_tmp(db, polic
     planted.touch(mode=0o666)
     planted.chmod(0o666)
     args = ["--dsn", dsn(db), "--policy", str(policy_file)]
-    res = run("apply", *args, "--generate-passwords", str(pwfile), check_code=0)
+    res = run("apply", "--yes", *args, "--generate-passwords", str(pwfile), check_code=0)
     assert "generated passwords for bob, carol, david, eve" in res.stdout
     assert planted.read_bytes() == b""
     assert pwfile.stat().st_mode & 0o777 == 0o600
@@ -133,7 +133,7 @@ def test_cli_passwords_file_is_written_before_commit(db, policy_file, tmp_path):
     """Writing the file fails (no such folder): the transaction rolls back, no user exists
     whose password nobody knows."""
     args = ["--dsn", dsn(db), "--policy", str(policy_file)]
-    res = run("apply", *args, "--generate-passwords", str(tmp_path / "missing" / "pw"))
+    res = run("apply", "--yes", *args, "--generate-passwords", str(tmp_path / "missing" / "pw"))
     assert res.returncode == 1, res.stdout
     assert "No such file or directory" in res.stderr or "missing" in res.stderr
     with db.admin() as conn:
@@ -314,7 +314,8 @@ def test_two_cli_applies_creating_the_database_at_once(db, pg_server, tmp_path, 
         f"TSACCESS_PASSWORD_{u.upper()}": f"pw-{u}-0123456789"
         for u in ("alice", "bob", "carol", "david", "eve")
     }
-    args = ["apply", "--dsn", dsn(db), "--policy", str(policy_file), "--create-database"]
+    admin = dsn(db, dbname=None)  # the policy names the database (a dbname in --dsn would win)
+    args = ["apply", "--yes", "--dsn", admin, "--policy", str(policy_file), "--create-database"]
     results = []
     try:
         errors = _race([lambda: results.append(run(*args, env=env)) for _ in range(2)])

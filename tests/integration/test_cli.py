@@ -19,6 +19,7 @@ POLICY_TEXT = (Path(__file__).parents[2] / "src/tsaccess/data/company.toml").rea
 def run(*args: str, env: dict | None = None, check_code: int | None = None):
     res = subprocess.run(
         [sys.executable, "-m", "tsaccess", *args],
+        stdin=subprocess.DEVNULL,  # never the terminal pytest runs on: apply would ask
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -51,6 +52,7 @@ def applied(db, policy_file, tmp_path):
     pwfile = tmp_path / "passwords.pgpass"
     run(
         "apply",
+        "--yes",
         "--dsn",
         dsn(db),
         "--policy",
@@ -73,12 +75,13 @@ def test_plan_apply_verify_roundtrip(db, policy_file, tmp_path):
     assert len(plan["steps"]) > 50
     assert plan["catalog_queries"] <= 15  # read_catalog, read_timescale (one query), the check
     # the audit part alone needs the tables and roles: named, exit 1, nothing applied
-    res = run("apply", "--dsn", dsn(db), "--policy", str(policy_file), "--audit-only")
+    res = run("apply", "-y", "--dsn", dsn(db), "--policy", str(policy_file), "--audit-only")
     assert res.returncode == 1
     assert "table public.sensor_readings does not exist; create it first" in res.stderr
     pwfile = tmp_path / "pw"
     res = run(
         "apply",
+        "--yes",
         "--dsn",
         dsn(db),
         "--policy",
@@ -117,25 +120,14 @@ def test_plan_apply_verify_roundtrip(db, policy_file, tmp_path):
 
 
 def test_check_exit_codes(db, applied):
-    _, pw = applied
-    env = {"TSACCESS_PASSWORD_ALICE": pw["alice"]}
-    base = [
-        "check",
-        "--dsn",
-        dsn(db, user=None, password=None, dbname=None),
-        "--dbname",
-        db.name,
-        "--user",
-        "alice",
-    ]
-    res = run(*base, "SELECT * FROM sensor_readings", env=env, check_code=0)
+    """As the administrator, about alice: no password of alice's is needed."""
+    base = ["check", "--dsn", dsn(db, dbname=None), "--dbname", db.name, "--user", "alice"]
+    res = run(*base, "SELECT * FROM sensor_readings", check_code=0)
     assert res.stdout.startswith("allowed")
-    res = run(*base, "SELECT amount FROM financial_metrics", env=env, check_code=3)
+    res = run(*base, "SELECT amount FROM financial_metrics", check_code=3)
     assert "SELECT (amount) on table public.financial_metrics" in res.stdout
-    res = run(*base, "--json", "LISTEN x", env=env, check_code=4)
+    res = run(*base, "--json", "LISTEN x", check_code=4)
     assert json.loads(res.stdout)["status"] == "deferred"
-    res = run(*base, "SELECT 1", env={}, check_code=1)  # no password, no terminal
-    assert "TSACCESS_PASSWORD_ALICE" in res.stderr
 
 
 def test_audit_subcommands(db, applied):
@@ -264,8 +256,8 @@ def test_demo_json_exits_zero(pg_server):
     assert out["matrix"]["disagreements"] == 0
     assert {"bob", "david"} <= {r["username"] for r in out["audit"] if r["operation"] == "INSERT"}
     assert all(t["ssl"] for t in out["matrix"]["tls"].values())
-    # the printed connection commands name the database the demo made
-    assert len(out["connect"]) == len(company_policy().users)
+    # the printed connection commands name the database the demo made: admin and each user
+    assert len(out["connect"]) == len(company_policy().users) + 1
     assert all(f"dbname={company_policy().database} " in line for line in out["connect"])
 
 
@@ -282,27 +274,42 @@ def test_demo_keep_leaves_a_server_the_printed_commands_reach(tmp_path):
     pwfile = Path(re.search(r"Passwords: (\S+)", res.stdout).group(1))
     workdir = pwfile.parent
     try:
-        line = next(x for x in res.stdout.splitlines() if x.strip().startswith("carol  psql"))
-        conninfo = shlex.split(line)[2]  # carol psql "<conninfo>"
+        # the report alone: no library log line on stdout or stderr (only with --log-level)
+        assert "preflight denied" not in res.stdout + res.stderr
+        assert "[warning" not in res.stdout + res.stderr and "[info" not in res.stdout + res.stderr
+        # the auditor's view says which columns are hidden and why
+        assert "hidden from eve: time, metric_type, amount, currency, department" in res.stdout
+        assert "she may not SELECT them in financial_metrics" in res.stdout
         psql = shutil.which("psql") or str(find_installation().bindir / "psql")
-        got = subprocess.run(
-            [
-                psql,
-                "-X",
-                "-A",
-                "-t",
-                "-c",
-                "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                conninfo,
-            ],
-            env={**os.environ, "PGPASSFILE": str(pwfile)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert got.returncode == 0, got.stderr
-        assert got.stdout.strip() == "carol|t"
+        for who, expect in (("carol", "carol|t"), ("admin", "postgres|t")):
+            line = next(x for x in res.stdout.splitlines() if x.strip().startswith(f"{who}  psql"))
+            conninfo = shlex.split(line)[2]  # who psql "<conninfo>"
+            got = subprocess.run(
+                [
+                    psql,
+                    "-X",
+                    "-A",
+                    "-t",
+                    "-c",
+                    "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    conninfo,
+                ],
+                env={**os.environ, "PGPASSFILE": str(pwfile)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert got.returncode == 0, got.stderr
+            assert got.stdout.strip() == expect
+        # the docs, followed against the kept server as its administrator
+        exports = next(x for x in res.stdout.splitlines() if x.strip().startswith("export "))
+        env = dict(kv.split("=", 1) for kv in shlex.split(exports)[1:])
+        example = str(Path(__file__).parents[2] / "examples/company.toml")
+        got = run("audit", "recent", "--policy", example, env=env, check_code=0)
+        assert "sensor_readings" in got.stdout
+        got = run("apply", "--yes", "--policy", example, env=env, check_code=0)
+        assert "applied 0 statement(s)" in got.stdout or "Nothing to do" in got.stdout
     finally:  # the kept server is ours to clean up
         stop_node(find_installation().bindir, workdir / "data", unprivileged_user(), workdir)
         shutil.rmtree(workdir, ignore_errors=True)

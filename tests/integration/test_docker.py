@@ -21,6 +21,7 @@ import tsaccess
 from tsaccess.cli import main as cli_main
 from tsaccess.ephemeral import EphemeralServer
 from tsaccess.ephemeral.docker import _client
+from tsaccess.ephemeral.engine import engine_url
 
 pytestmark = pytest.mark.docker
 
@@ -192,10 +193,15 @@ def test_rendered_init_on_the_image_equals_apply(docker_image, tmp_path, capsys)
 
 
 def test_docker_host_is_honoured(docker_image, monkeypatch):
-    """DOCKER_HOST chooses the engine: a dead one is a clear error, the real socket works."""
+    """DOCKER_HOST chooses the engine: a dead one is a clear error naming it, the caller's own
+    engine (its DOCKER_HOST, rootless or remote, else the local socket) works."""
+    callers = engine_url()
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    with pytest.raises(tsaccess.ServerStartError, match="no Docker engine answers"):
+    with pytest.raises(
+        tsaccess.ServerStartError,
+        match=r"no Docker engine answers at unix:///nonexistent/docker.sock \(DOCKER_HOST\)",
+    ):
         EphemeralServer(backend="docker", image=docker_image).start()
-    monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+    monkeypatch.setenv("DOCKER_HOST", callers)
     with EphemeralServer(backend="docker", image=docker_image) as info:
         assert info.backend == "docker"

@@ -82,6 +82,7 @@ def _dsn(params: dict[str, Any]) -> str:
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tsaccess", *args],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -252,7 +253,12 @@ def test_plan_and_apply_on_a_standby_name_what_to_connect_to(site: Site, tmp_pat
     policy_file.write_text(POLICY_TEXT)
     for cmd in ("plan", "apply"):
         res = _cli(
-            cmd, "--dsn", _dsn(standby.params(dbname="company_db")), "--policy", str(policy_file)
+            cmd,
+            *(["--yes"] if cmd == "apply" else []),
+            "--dsn",
+            _dsn(standby.params(dbname="company_db")),
+            "--policy",
+            str(policy_file),
         )
         assert res.returncode == 1, res.stderr
         assert "needs the primary" in res.stderr and "read-write" in res.stderr
@@ -274,6 +280,7 @@ def test_apply_wait_replicas_returns_after_both_standbys_enforce_a_revoke(
     primary = site.cluster.multi_host_params(dbname=db, target_session_attrs="read-write")
     res = _cli(
         "apply",
+        "--yes",
         "--dsn",
         _dsn(primary),
         "--policy",
@@ -318,6 +325,7 @@ def test_wait_replicas_fails_naming_the_laggard(site: Site, tmp_path: Path) -> N
         dsn = _dsn(site.cluster.primary.params(dbname=db))
         res = _cli(
             "apply",
+            "--yes",
             "--dsn",
             dsn,
             "--policy",
@@ -326,7 +334,7 @@ def test_wait_replicas_fails_naming_the_laggard(site: Site, tmp_path: Path) -> N
             env=site.env(),
         )
         assert res.returncode == 1, res.stdout + res.stderr
-        assert res.stderr.startswith("tsaccess: error: 1 of 2 standby(s)")
+        assert "\ntsaccess: error: 1 of 2 standby(s)" in "\n" + res.stderr, res.stderr
         assert "standby2" in res.stderr and "Traceback" not in res.stderr
     finally:
         with tsaccess.connect(**laggard.params(), autocommit=True) as conn:
@@ -366,7 +374,7 @@ def test_one_policy_applied_to_three_databases_reports_each(site: Site, tmp_path
     policy_file.write_text(POLICY_TEXT)
     dsns = [_dsn(site.cluster.primary.params(dbname=n)) for n in names]
     args = [a for d in dsns for a in ("--dsn", d)]
-    res = _cli("apply", *args, "--policy", str(policy_file), "--json", env=site.env())
+    res = _cli("apply", "--yes", *args, "--policy", str(policy_file), "--json", env=site.env())
     assert res.returncode == 0, res.stdout + res.stderr
     report = json.loads(res.stdout)
     assert report["ok"] is True

@@ -631,6 +631,7 @@ def test_cli_apply_then_verify_exits_zero_with_chunks_and_the_aggregate(db, tmp_
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "tsaccess", *args],
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             env=os.environ.copy(),
@@ -639,7 +640,14 @@ def test_cli_apply_then_verify_exits_zero_with_chunks_and_the_aggregate(db, tmp_
         )
 
     res = run(
-        "apply", "--dsn", dsn, "--policy", str(policy_file), "--generate-passwords", str(pwfile)
+        "apply",
+        "-y",
+        "--dsn",
+        dsn,
+        "--policy",
+        str(policy_file),
+        "--generate-passwords",
+        str(pwfile),
     )
     assert res.returncode == 0, res.stderr
     _seed_finance(db, days=(0, 8))

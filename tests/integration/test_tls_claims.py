@@ -89,6 +89,7 @@ def test_unix_socket_hosts_refused_before_any_packet(
     assert untouched(trap) and untouched(tcp)
 
 
+@pytest.mark.filterwarnings("ignore::tsaccess.UnverifiedServerWarning")  # no root cert: on purpose
 def test_libpq_s_reading_refused_before_any_packet(
     socket_trap, tcp_trap, no_pg_env, tmp_path, driver
 ):
@@ -248,6 +249,7 @@ def plain_server() -> Iterator[int]:
         shutil.rmtree(node, ignore_errors=True)
 
 
+@pytest.mark.filterwarnings("ignore::tsaccess.UnverifiedServerWarning")  # no root cert: on purpose
 def test_server_without_tls_raises_insecure_connection_error(plain_server, driver):
     params = {"host": "127.0.0.1", "port": plain_server, "user": "postgres", "password": "x"}
     for attempt in (

@@ -181,12 +181,14 @@ def test_markers_objects_and_counts():
         "role x",
         "  ~ mark role x as managed by tsaccess",
         "",
-        "Plan: 3 to add, 3 to change, 2 to revoke.",
+        "Plan: 3 to add, 4 to change, 2 to revoke.",  # statements, the folded ones included
+        "(9 statements, shown in 8 lines: audit internals and bookkeeping are folded; "
+        "--verbose lists every statement)",
         "warning: careful",
     ]
     assert counts(steps, logins={"paul"}, tables=["vitals"]) == {
         "add": 3,
-        "change": 3,
+        "change": 4,
         "revoke": 2,
     }
     verbose = render(steps, verbose=True, tables=["vitals"])

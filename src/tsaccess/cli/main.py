@@ -1,6 +1,8 @@
 """The ``tsaccess`` command.
 
-Exit codes: 0 ok, 1 error, 2 usage, 3 denied / mismatch, 4 undecided (deferred to the server).
+Exit codes: 0 ok, 1 error, 2 usage, 3 denied / mismatch, 4 undecided (deferred to the server),
+130 interrupted (Ctrl-C), 141 the reader of the output went away (a closed pipe), 143 SIGTERM.
+No traceback: every expected error is one line on stderr (``tsaccess: error: ...``).
 Passwords come only from ``TSACCESS_PASSWORD_<USER>``, a 0600 passwords file, or an
 interactive prompt — never from a flag. Only the CLI configures logging.
 """
@@ -15,6 +17,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,17 @@ from typing import Any
 import psycopg
 import structlog
 
+from tsaccess.cli.plan import DATABASE_RULE
 from tsaccess.cli.plan import Fail as PlanFail
+from tsaccess.cli.run import (
+    EXIT_DENIED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    VERIFY_EXIT,
+    run_command,
+    say,
+    show_warning,
+)
 from tsaccess.cli.tools import (
     audit_command,
     certs_command,
@@ -31,11 +44,8 @@ from tsaccess.cli.tools import (
     targets_command,
     user_params,
 )
-from tsaccess.errors import TsaccessError
 
 __all__ = ["main"]
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_UNDECIDED = 0, 1, 2, 3, 4
 
 
 _Fail = PlanFail  # one error class for every command: a message and an exit code
@@ -81,15 +91,28 @@ def _print_json(data: Any) -> None:
 
 
 def _policy(args: argparse.Namespace) -> Any:
+    """The policy of ``--policy``, for the database the command works in (the one rule)."""
+    from tsaccess.cli.plan import policy_for_database
     from tsaccess.policy import load_policy
 
-    return load_policy(args.policy)
+    return policy_for_database(args, load_policy(args.policy))
+
+
+_TLS_SHOWN: set[str] = set()
 
 
 def _admin(args: argparse.Namespace, dbname: str | None = None) -> psycopg.Connection[Any]:
+    """The administrator's connection; says on stderr (once per server) how it is protected:
+    the TLS version and whether the server's certificate was verified."""
     from tsaccess.client.connection import connect
+    from tsaccess.client.tls import tls_status
 
-    return connect(args.dsn or "", dbname=dbname)
+    conn = connect(args.dsn or "", dbname=dbname)
+    target = f"{conn.info.host}:{conn.info.port}"
+    if target not in _TLS_SHOWN:
+        _TLS_SHOWN.add(target)
+        print(f"tsaccess: TLS to {target}: {tls_status(conn)}", file=sys.stderr)
+    return conn
 
 
 def _passwords(
@@ -141,9 +164,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with _admin(args, policy.database) as conn:
         matrix = verify(conn, policy, pw, lock_timeout=args.lock_timeout, **user_params(args))
     print(matrix.to_json() if args.json else matrix.to_text())
-    if matrix.errors:  # nothing proved for some checks: an error, not a verdict
-        return EXIT_ERROR
-    return EXIT_OK if matrix.ok else EXIT_DENIED
+    return VERIFY_EXIT[matrix.verdict]
 
 
 def cmd_render_init(args: argparse.Namespace) -> int:
@@ -193,14 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tsaccess",
         description="Make a TimescaleDB/PostgreSQL database safe to share.",
-        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 denied or mismatch, 4 undecided. "
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 denied or mismatch, 4 undecided or "
+        "incomplete, 130 interrupted, 141 closed pipe. Database: " + DATABASE_RULE + " "
         "Passwords: TSACCESS_PASSWORD_<USER>, --passwords-file (mode 0600) or a prompt.",
     )
     p.add_argument(
         "--log-level",
-        default="warning",
+        default="error",
         choices=["debug", "info", "warning", "error"],
-        help="log messages at or above this level to stderr (default: warning)",
+        help="show the library's log lines at or above this level, on stderr (default: error: "
+        "none interleave with a command's report; info or debug show what tsaccess does)",
     )
     p.add_argument("--version", action="version", version=f"tsaccess {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -227,12 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
                 "--dsn",
                 action=_DsnAction,
                 help="libpq connection string or URI (default: PG* "
-                "variables); sslmode below require is refused"
+                "variables); sslmode below require is refused; a dbname in it names the "
+                "database (it wins over --policy's)"
                 + ("; repeat it for several databases" if policy else ""),
             )
         if policy:
             sp.add_argument(
-                "--policy", required=policy_required, type=Path, help="policy TOML file"
+                "--policy",
+                required=policy_required,
+                type=Path,
+                help="policy TOML file; the command works in the policy's database unless "
+                "--dsn names one (PGDATABASE does not override it)",
             )
             passwords_file(sp)
             sp.add_argument(
@@ -325,19 +353,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_render_init)
 
     sp = sub.add_parser(
-        "check", help="pre-flight a statement as a user (0 allowed, 3 denied, 4 undecided)"
+        "check",
+        help="would a user be refused? pre-flight a statement as that user, from your own "
+        "connection (0 allowed, 3 denied, 4 undecided); no password of the user's",
+        epilog="Database: --dbname, else " + DATABASE_RULE,
     )
     common(sp)
-    sp.add_argument("--user", required=True, help="the login user whose privileges count")
-    sp.add_argument("--role", help="the group role to scope the session to (SET ROLE)")
     sp.add_argument(
-        "--dbname", help="database to check in (default: the DSN's, PGDATABASE, the user name)"
+        "--user",
+        required=True,
+        help="the login user whose privileges count; read from the catalog through your "
+        "connection (--dsn / PG*), never by logging in as them",
     )
-    passwords_file(sp)
+    sp.add_argument("--role", help="the group role the user's session is scoped to (SET ROLE)")
+    sp.add_argument(
+        "--policy",
+        type=Path,
+        help="policy TOML file: check in its database (unless --dsn or --dbname names one)",
+    )
+    sp.add_argument("--dbname", help="database to check in (wins over --dsn's and the policy's)")
     sp.add_argument("sql", help="the statement to check (it is never run)")
     sp.set_defaults(func=cmd_check)
 
-    sp = sub.add_parser("audit", help="read the audit trail and sessions")
+    sp = sub.add_parser(
+        "audit", help="read the audit trail and sessions", epilog="Database: " + DATABASE_RULE
+    )
     sp.add_argument(
         "what",
         choices=["recent", "changes", "summary", "activity", "sessions", "roles"],
@@ -366,7 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="name of the audit table (default: the policy's audit.table, else activity_audit)",
     )
     sp.add_argument(
-        "--policy", type=Path, help="policy TOML file: read the audit schema and table from it"
+        "--policy",
+        type=Path,
+        help="policy TOML file: read the audit trail of the policy's database (unless --dsn "
+        "names one; PGDATABASE does not override it), its audit schema and table",
     )
     sp.set_defaults(func=cmd_audit)
 
@@ -413,27 +456,19 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    """The ``tsaccess`` command; returns its exit status (see the module documentation)."""
     try:
-        code: int = args.func(args)
-        return code
-    except PlanFail as exc:
-        print(f"tsaccess: error: {exc}", file=sys.stderr)
-        return exc.code
-    except TsaccessError as exc:
-        print(f"tsaccess: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except psycopg.Error as exc:
-        msg = " ".join(str(exc).split()) or exc.__class__.__name__
-        print(f"tsaccess: error: {msg}", file=sys.stderr)
-        return EXIT_ERROR
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        _setup_logging(args.log_level)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
     except KeyboardInterrupt:
-        print("tsaccess: interrupted", file=sys.stderr)
-        return 130
+        say("tsaccess: interrupted")
+        return EXIT_INTERRUPTED
+    with warnings.catch_warnings():  # warnings as one line each (no file:line, no code)
+        warnings.showwarning = show_warning
+        return run_command(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,12 +22,16 @@ from psycopg.conninfo import conninfo_to_dict
 from tsaccess.steps import AUDIT_ONLY
 
 __all__ = [
+    "DATABASE_RULE",
     "Fail",
     "Tools",
     "add_apply_options",
     "add_plan_options",
     "apply_command",
+    "approval_needed",
+    "ask",
     "plan_command",
+    "policy_for_database",
 ]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -51,6 +55,39 @@ class Tools:
     passwords: Callable[..., dict[str, Any]]
     policy: Callable[[argparse.Namespace], Any]
     print_json: Callable[[Any], None]
+
+
+DATABASE_RULE = (
+    "With --policy a command works in the policy's database; a dbname written in --dsn wins "
+    "(the policy is then used in that database); PGDATABASE and libpq's default apply only "
+    "without --policy."
+)
+"""How every command picks its database (``--help``, docs/reference/cli.md)."""
+
+
+def dsn_dbname(args: argparse.Namespace) -> str | None:
+    """The database written in ``--dsn`` (explicitly), else None."""
+    try:
+        name = conninfo_to_dict(getattr(args, "dsn", None) or "").get("dbname")
+    except psycopg.ProgrammingError:
+        raise Fail("--dsn could not be parsed (not shown: it may contain a password)") from None
+    return str(name) if name else None
+
+
+def policy_for_database(args: argparse.Namespace, policy: Any) -> Any:
+    """:data:`DATABASE_RULE`: ``policy`` for the database the command works in — its own, or
+    the one ``--dsn`` names (with several targets each target names its own)."""
+    if getattr(args, "targets", None) or len(getattr(args, "dsns", None) or []) > 1:
+        return policy
+    named = dsn_dbname(args)
+    if named is None or named == policy.database:
+        return policy
+    print(
+        f"tsaccess: note: --dsn names database {named!r}: the policy (written for "
+        f"{policy.database!r}) is used there; leave dbname out of --dsn to use the policy's",
+        file=sys.stderr,
+    )
+    return policy.with_database(named)
 
 
 def maintenance_dbname(args: argparse.Namespace, policy_db: str) -> str:
@@ -154,15 +191,41 @@ def plan_command(args: argparse.Namespace, tools: Tools) -> int:
     return EXIT_OK
 
 
-def _confirm(shown: Any) -> Any:
+def approval_needed(args: argparse.Namespace, what: str = "apply") -> bool:
+    """Whether to ask before changing the server: not with ``--yes``; on a terminal, yes; off a
+    terminal (a pipe, a script, ``</dev/null``) the command is refused before anything runs."""
+    if getattr(args, "yes", False):
+        return False
+    if not sys.stdin.isatty():
+        raise Fail(
+            f"{what} changes the server and there is no terminal to ask on (stdin is not a "
+            "terminal): nothing was changed. Review the changes with 'tsaccess plan', then run "
+            "again with --yes (-y) to apply them without asking"
+        )
+    return True
+
+
+def ask(shown: str, *, to_stderr: bool = False) -> None:
+    """Show what would change and ask on the terminal; anything but ``yes`` (end of input
+    included) cancels with :class:`Fail`."""
+    out = sys.stderr if to_stderr else sys.stdout
+    print(shown, file=out)
+    print("\nApply these changes? Only 'yes' is accepted: ", end="", file=out, flush=True)
+    try:
+        answer = input().strip()
+    except EOFError:
+        print(file=out)
+        answer = ""
+    if answer != "yes":
+        raise Fail("apply cancelled; nothing changed (--yes applies without asking)")
+
+
+def _confirm(shown: Any, *, to_stderr: bool = False) -> Any:
     """Show the plan, ask on the terminal; the returned check refuses any other plan."""
     from tsaccess.errors import ApplyError
     from tsaccess.plan.saved import plan_digest
 
-    print(shown.summary())
-    answer = input("\nApply these changes? Only 'yes' is accepted: ").strip()
-    if answer != "yes":
-        raise Fail("apply cancelled; nothing changed")
+    ask(shown.summary(), to_stderr=to_stderr)
     want = plan_digest(shown)
 
     def check(fresh: Any) -> None:
@@ -173,6 +236,12 @@ def _confirm(shown: Any) -> Any:
             )
 
     return check
+
+
+def _saved_summary(saved: Any) -> str:
+    lines = [f"saved plan of {saved.created}: {len(saved.steps)} statement(s)"]
+    lines += [f"  {summary}" for _, summary, _ in saved.steps]
+    return "\n".join(lines)
 
 
 def apply_command(args: argparse.Namespace, tools: Tools) -> int:
@@ -196,6 +265,9 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
         raise Fail(
             "a saved plan carries its policy and options; give only the plan file", EXIT_USAGE
         )
+    ask_first = approval_needed(args)  # off a terminal without --yes: refused, nothing runs
+    if saved is not None and ask_first:
+        ask(_saved_summary(saved), to_stderr=args.json)
     policy = saved.policy if saved else tools.policy(args)
     pw = tools.passwords(args, [u.name for u in policy.users])
     gen = Path(args.generate_passwords) if args.generate_passwords else None
@@ -243,15 +315,17 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
                     "drop_removed_tables": args.drop_removed_tables,
                 }
                 check = None
-                if sys.stdin.isatty() and not args.yes and not args.json:
+                if ask_first:
                     from tsaccess.plan.compose import plan
 
                     shown = plan(conn, policy, passwords=pw, **opts)
                     conn.rollback()
                     if not shown:
-                        print(shown.summary())
+                        print(shown.summary(), file=sys.stderr if args.json else sys.stdout)
+                        if args.json:
+                            tools.print_json({"applied": 0, "steps": []})
                         return EXIT_OK
-                    check = _confirm(shown)
+                    check = _confirm(shown, to_stderr=args.json)
                 result = apply(
                     conn,
                     policy,
@@ -368,5 +442,9 @@ def add_apply_options(sp: argparse.ArgumentParser) -> None:
     )
     _prune_flags(sp)
     sp.add_argument(
-        "--yes", "-y", action="store_true", help="do not ask for confirmation on a terminal"
+        "--yes",
+        "-y",
+        action="store_true",
+        help="apply without asking; without it apply asks on a terminal and, with no terminal "
+        "(a pipe, a script, CI), refuses and changes nothing",
     )

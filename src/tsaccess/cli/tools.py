@@ -8,16 +8,12 @@ The helpers every command shares (admin connection, passwords, policy, JSON) com
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
-import sys
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from tsaccess.cli.plan import Fail, Tools
-from tsaccess.errors import PasswordSourceError
+from tsaccess.cli.plan import Fail, Tools, approval_needed, ask
 
 __all__ = [
     "audit_command",
@@ -42,38 +38,60 @@ def user_params(args: argparse.Namespace) -> dict[str, Any]:
     return without_login(d)
 
 
-def _user_password(args: argparse.Namespace, user: str, tools: Tools) -> str:
-    from tsaccess.policy import password_env_var
+_CHECK_ROLE_SQL = """
+SELECT u.rolcanlogin,
+       pg_catalog.has_database_privilege(u.oid, pg_catalog.current_database(), 'CONNECT'),
+       r.oid IS NOT NULL, r.oid IS NOT NULL AND pg_catalog.pg_has_role(u.oid, r.oid, 'MEMBER')
+  FROM pg_catalog.pg_roles u LEFT JOIN pg_catalog.pg_roles r ON r.rolname = %s
+ WHERE u.rolname = %s
+"""
 
-    pw = tools.passwords(args, [user]).get(user)
-    if pw is not None:
-        return str(pw.reveal())
-    if sys.stdin.isatty():
-        return getpass.getpass(f"password for {user}: ")
-    raise PasswordSourceError(
-        f"no password for {user}: set {password_env_var(user)}, use --passwords-file, or run "
-        "interactively to be prompted"
-    )
+
+def _refused_at_login(conn: Any, user: str, role: str | None) -> str | None:
+    """Why ``user`` could not even run the statement here (no login, no CONNECT), or None.
+
+    Raises:
+        Fail: the user or the role does not exist, or the user may not take the role.
+    """
+    row = conn.execute(_CHECK_ROLE_SQL, (role or "", user)).fetchone()
+    conn.rollback()
+    if row is None:
+        raise Fail(f"role {user!r} does not exist; check the name (it is case-sensitive)")
+    can_login, can_connect, role_exists, member = row
+    if role and not role_exists:
+        raise Fail(f"role {role!r} does not exist; check the name (it is case-sensitive)")
+    if role and not member:
+        raise Fail(
+            f"login user {user!r} is not a member of role {role!r}; {user} could not SET ROLE "
+            "to it (grant the role to the user in the policy, or leave out --role)"
+        )
+    if not can_login:
+        return f"{user} cannot log in (NOLOGIN)"
+    if not can_connect:
+        return f"{user} may not CONNECT to database {conn.info.dbname}"
+    return None
 
 
 def check_command(args: argparse.Namespace, tools: Tools) -> int:
-    """``tsaccess check``: the pre-flight verdict on one statement, as one user."""
-    from tsaccess.client.connection import connect
-    from tsaccess.preflight import check
+    """``tsaccess check``: would the statement be refused to ``--user``? Answered from the
+    caller's own connection: the user's privileges as the catalog shows them
+    (``has_*_privilege(user, ...)``), no password of the user's; the database from the rule
+    (``--dbname``, else :data:`~tsaccess.cli.plan.DATABASE_RULE`)."""
+    from tsaccess.preflight import Checker
 
-    params = user_params(args)
-    if args.dbname:
-        params["dbname"] = args.dbname
-    else:
-        params["dbname"] = (
-            conninfo_to_dict(args.dsn or "").get("dbname")
-            or os.environ.get("PGDATABASE")
-            or args.user
-        )
-    with connect(
-        **params, user=args.user, password=_user_password(args, args.user, tools), role=args.role
-    ) as conn:
-        verdict = check(conn, args.sql)
+    policy = tools.policy(args) if args.policy else None
+    dbname = args.dbname or (policy.database if policy is not None else None)
+    with tools.admin(args, dbname) as conn:
+        why = _refused_at_login(conn, args.user, args.role)
+        if why is None:
+            checker = Checker(conn, as_role=args.role or args.user, login=args.user)
+            verdict = checker.check(args.sql)
+    if why is not None:
+        if args.json:
+            tools.print_json({"status": "denied", "reason": why, "caveats": [], "missing": []})
+        else:
+            print(f"denied: {why}")
+        return EXIT_DENIED
     if args.json:
         tools.print_json(verdict.as_dict())
     else:
@@ -85,14 +103,13 @@ def audit_command(args: argparse.Namespace, tools: Tools) -> int:
     """``tsaccess audit``: the audit trail's reports, sessions and roles."""
     from tsaccess import monitoring
     from tsaccess.audit import reports as audit
-    from tsaccess.client.connection import connect
 
-    schema, table = "public", "activity_audit"
-    if args.policy:
+    schema, table, dbname = "public", "activity_audit", None
+    if args.policy:  # the policy's database, unless --dsn names one (the one rule)
         policy = tools.policy(args)
-        schema, table = policy.schema, policy.audit.table
+        schema, table, dbname = policy.schema, policy.audit.table, policy.database
     where = {"schema": args.schema or schema, "table": args.audit_table or table}
-    with connect(args.dsn or "") as conn:
+    with tools.admin(args, dbname) as conn:
         if args.what == "recent":
             res: Any = audit.recent(conn, args.limit, **where)
         elif args.what == "changes":
@@ -143,6 +160,7 @@ def targets_command(args: argparse.Namespace, action: str, tools: Tools) -> int:
     """``plan``, ``apply`` or ``verify`` (``action``) on each target."""
     from tsaccess.plan import targets as tg
 
+    ask_first = action == "apply" and approval_needed(args)  # no terminal, no --yes: refused
     if args.targets and len(getattr(args, "dsns", None) or []) > 0:
         raise Fail("give the targets either with --dsn (repeated) or --targets, not both", 2)
     for flag in ("create_database", "generate_passwords"):
@@ -154,6 +172,9 @@ def targets_command(args: argparse.Namespace, action: str, tools: Tools) -> int:
     from tsaccess.steps import AUDIT_ONLY
 
     phases = AUDIT_ONLY if getattr(args, "audit_only", False) else None
+    if ask_first:
+        shown = tg.plan_targets(found, policy, passwords=pw, phases=phases)
+        ask(shown.to_text(), to_stderr=args.json)
     if action == "plan":
         report = tg.plan_targets(found, policy, passwords=pw, phases=phases)
     elif action == "apply":
@@ -168,5 +189,10 @@ def targets_command(args: argparse.Namespace, action: str, tools: Tools) -> int:
         print(report.to_text())
     if report.ok:
         return EXIT_OK
-    mismatch_only = action == "verify" and all(r.error is None for r in report.failed)
-    return EXIT_DENIED if mismatch_only else EXIT_ERROR
+    matrices = [r.matrix for r in report.failed if r.error is None and r.matrix is not None]
+    if action != "verify" or len(matrices) != len(report.failed):
+        return EXIT_ERROR
+    verdicts = {m.verdict for m in matrices}
+    if "error" in verdicts:
+        return EXIT_ERROR
+    return EXIT_DENIED if "disagree" in verdicts else EXIT_UNDECIDED  # else only incomplete

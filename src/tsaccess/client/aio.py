@@ -36,6 +36,7 @@ from tsaccess.client.session import (
     prepare,
 )
 from tsaccess.client.tls import TLS_STATUS_SQL, TlsStatus, tls_from_row
+from tsaccess.client.trust import libpq_verification, warn_if_unverified
 from tsaccess.errors import TsaccessError
 
 __all__ = [
@@ -203,6 +204,7 @@ class AsyncTsConnection(TsSession, psycopg.AsyncConnection[Any]):
             opening.app_name(self.info.user),
             opening.pooler,
             bool(self.pgconn.ssl_in_use),
+            libpq_verification(self.pgconn),
         )
         status: TlsStatus = await run_script_async(self, script)
         self._init_state(opening.secure, opening.role, status, opening.pooler)
@@ -298,6 +300,7 @@ async def connect_async(
         :class:`~tsaccess.preflight.aio.AsyncPreflightConnection` with ``preflight=True``).
     """
     opening = prepare(conninfo, params, role=role, autocommit=autocommit, pooler=pooler)
+    warn_if_unverified(opening.secure, stacklevel=2)  # once per target: never silent
     cls = async_connection_class(preflight, connection_class)
     conn = await cls.connect(**opening.connect_kwargs(), autocommit=autocommit)
     try:

@@ -35,6 +35,7 @@ from tsaccess.client.session import (
     pool_kwargs,
     prepare,
 )
+from tsaccess.client.trust import warn_if_unverified
 from tsaccess.errors import TsaccessError
 
 __all__ = [
@@ -189,6 +190,7 @@ async def create_async_pool(
     opening = prepare(
         conninfo, pool_kwargs(kwargs, params), role=role, autocommit=autocommit, pooler=pooler
     )
+    warn_if_unverified(opening.secure, stacklevel=2)  # once for the pool, not per connection
     cls = async_connection_class(preflight)
 
     async def configure(conn: AsyncTsConnection) -> None:

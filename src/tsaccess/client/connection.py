@@ -44,6 +44,7 @@ from tsaccess.client.session import (
     prepare,
 )
 from tsaccess.client.tls import TlsStatus
+from tsaccess.client.trust import libpq_verification, warn_if_unverified
 from tsaccess.errors import TsaccessError
 
 __all__ = [
@@ -168,6 +169,7 @@ class TsConnection(TsSession, psycopg.Connection[Any]):
             opening.app_name(self.info.user),
             opening.pooler,
             bool(self.pgconn.ssl_in_use),
+            libpq_verification(self.pgconn),
         )
         status: TlsStatus = run_script(self, script)
         self._init_state(opening.secure, opening.role, status, opening.pooler)
@@ -277,6 +279,7 @@ def connect(
         TsaccessError: an unknown connection parameter.
     """
     opening = prepare(conninfo, params, role=role, autocommit=autocommit, pooler=pooler)
+    warn_if_unverified(opening.secure, stacklevel=2)  # once per target: never silent
     cls = _connection_class(preflight, connection_class)
     conn = cls.connect(**opening.connect_kwargs(), autocommit=autocommit)
     try:

@@ -26,6 +26,7 @@ __all__ = [
     "SECURE_SSLMODES",
     "SECURE_TLS_VERSIONS",
     "SecureParams",
+    "home_directory",
     "secure_params",
     "split_connection_kwargs",
     "without_login",
@@ -101,6 +102,8 @@ class SecureParams:
     sslmode: str
     sslmode_source: str
     user: str
+    sslrootcert: str | None = None
+    """The root certificate given (argument, conninfo, service file, ``PGSSLROOTCERT``)."""
 
     def __repr__(self) -> str:
         host = self.kwargs.get("host", "")
@@ -134,7 +137,7 @@ def _service_file_values(service: str, servicefile: str | None) -> tuple[dict[st
     elif os.environ.get("PGSERVICEFILE") is not None:
         first = os.environ["PGSERVICEFILE"]
     else:
-        first = f"{_home_directory()}/.pg_service.conf"
+        first = f"{home_directory()}/.pg_service.conf"
         if not os.path.exists(first):
             first = None
     if first is not None:
@@ -155,7 +158,7 @@ def _service_file_values(service: str, servicefile: str | None) -> tuple[dict[st
     )
 
 
-def _home_directory() -> str:
+def home_directory() -> str:
     """libpq's ``pqGetHomeDirectory``: ``$HOME`` if set and not empty, else the passwd entry."""
     home = os.environ.get("HOME")
     if home:
@@ -354,7 +357,10 @@ def secure_params(conninfo: str = "", **params: Any) -> SecureParams:
             user = getpass.getuser()
         except (KeyError, OSError):  # pragma: no cover - no passwd entry
             user = ""
-    return SecureParams(kwargs=merged, sslmode=sslmode, sslmode_source=source, user=user)
+    rootcert, _ = _effective("sslrootcert", merged, given, service, service_src, "PGSSLROOTCERT")
+    return SecureParams(
+        kwargs=merged, sslmode=sslmode, sslmode_source=source, user=user, sslrootcert=rootcert
+    )
 
 
 def _requiressl(

@@ -32,6 +32,7 @@ from tsaccess.client.session import (
     pool_kwargs,
     prepare,
 )
+from tsaccess.client.trust import warn_if_unverified
 from tsaccess.errors import TsaccessError
 
 __all__ = ["ScopedPool", "create_pool"]
@@ -203,6 +204,7 @@ def create_pool(
     opening = prepare(
         conninfo, pool_kwargs(kwargs, params), role=role, autocommit=autocommit, pooler=pooler
     )
+    warn_if_unverified(opening.secure, stacklevel=2)  # once for the pool, not per connection
     cls = _connection_class(preflight)
 
     def configure(conn: TsConnection) -> None:

@@ -17,6 +17,7 @@ two faces).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -108,9 +109,15 @@ def scope_sql(role: str | None, application_name: str) -> sql.Composed:
 
 
 def open_script(
-    user: str, role: str | None, application_name: str, pooler: str | None, ssl_in_use: bool
+    user: str,
+    role: str | None,
+    application_name: str,
+    pooler: str | None,
+    ssl_in_use: bool,
+    verification: str | None,
 ) -> Script:
-    """Verify and scope a new session; returns the server's :class:`TlsStatus`.
+    """Verify and scope a new session; returns the server's :class:`TlsStatus`, with whether
+    libpq verified the server (``verification``: how, None when it did not).
 
     Raises:
         InsecureConnectionError: libpq or the server reports the session as not encrypted.
@@ -118,7 +125,11 @@ def open_script(
             ``SET ROLE`` to it.
     """
     row = yield Query(TLS_STATUS_SQL)
-    status = tls_from_row(row, ssl_in_use, None)
+    status = dataclasses.replace(
+        tls_from_row(row, ssl_in_use, None),
+        verified=verification is not None,
+        verification=verification or "",
+    )
     if not (ssl_in_use and status.ssl):
         raise InsecureConnectionError(
             "the server reports this session as NOT encrypted although TLS was required; "

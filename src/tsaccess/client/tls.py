@@ -180,11 +180,21 @@ class TlsStatus:
     """Cipher suite name."""
     bits: int | None
     """Key length of the cipher in bits."""
+    verified: bool | None = None
+    """The client verified the server's certificate (None: unknown, the connection was not
+    opened by tsaccess)."""
+    verification: str = ""
+    """How it was verified (``verify-full: CA and host name``...), empty when it was not."""
 
     def __str__(self) -> str:
         if not self.ssl:
             return "NOT ENCRYPTED"
-        return f"{self.version} {self.cipher} ({self.bits} bits)"
+        text = f"{self.version} {self.cipher} ({self.bits} bits)"
+        if self.verified is None:
+            return text
+        if self.verified:
+            return f"{text}, server verified ({self.verification})"
+        return f"{text}, server NOT verified (no root certificate)"
 
 
 @runtime_checkable
@@ -213,7 +223,9 @@ def tls_from_row(row: Any, ssl_in_use: bool, verified: TlsStatus | None) -> TlsS
         if verified is not None:
             return verified
         return TlsStatus(bool(ssl_in_use), None, None, None)
-    return TlsStatus(bool(row[0]), row[1], row[2], row[3])
+    if verified is None:
+        return TlsStatus(bool(row[0]), row[1], row[2], row[3])
+    return TlsStatus(bool(row[0]), row[1], row[2], row[3], verified.verified, verified.verification)
 
 
 def tls_status(conn: psycopg.Connection[Any]) -> TlsStatus:

@@ -131,6 +131,14 @@ def run_demo(
             out(f"   with PGPASSFILE={pwfile}:")
             for line in result.connect_info:
                 out(f"   {line}")
+            out(
+                "   as the administrator, the docs' commands (tsaccess plan/verify/audit ... "
+                "--policy FILE) work after:"
+            )
+            out(
+                f"   export PGHOST={info.host} PGPORT={info.port} PGUSER={info.user} "
+                f"PGSSLROOTCERT={info.sslrootcert} PGPASSFILE={pwfile}"
+            )
             if info.workdir is not None:
                 out(
                     f"   stop it: pg_ctl -D {info.workdir / 'data'} stop (as the server's OS "
@@ -181,6 +189,23 @@ def _show_hypertables(
     )
 
 
+def _hidden_columns(conn: psycopg.Connection[Any], policy: Policy, table: str) -> list[str]:
+    """The audited columns of ``table`` the session's user may not read (so the per-row audit
+    view does not show them to that user)."""
+    t = policy.table(table)
+    audited = list(t.audited_data_columns) if t is not None else []
+    rows = conn.execute(
+        "SELECT a.attname FROM pg_catalog.pg_attribute a"
+        " WHERE a.attrelid = pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %s::text, %s::text))"
+        " AND a.attnum > 0 AND NOT a.attisdropped"
+        " AND NOT pg_catalog.has_column_privilege(a.attrelid, a.attnum, 'SELECT')"
+        " ORDER BY a.attnum",
+        (policy.schema, table),
+    ).fetchall()
+    conn.rollback()
+    return [r[0] for r in rows if r[0] in audited]
+
+
 def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[str], None]) -> None:
     with connect(**info.params(), autocommit=True) as admin:
         exists = admin.execute(
@@ -189,13 +214,13 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         if not exists:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(policy.database)))
     passwords = resolve_passwords([u.name for u in policy.users], generate=True)
-    if info.workdir is not None:
+    if info.workdir is not None:  # the users' passwords, and the administrator's (kept server),
+        # for every database of the server (apply connects to "postgres" first)
         write_pgpass(
             info.workdir / "passwords.pgpass",
-            passwords,
+            {**passwords, info.user: Secret(info.password)},
             host=info.host,
             port=info.port,
-            dbname=policy.database,
         )
     db_params = info.params(dbname=policy.database)
 
@@ -352,14 +377,20 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
         )
         changed = audit.changes(conn, "financial_metrics")
         result.changed_rows = changed.as_dicts()
+        hidden = _hidden_columns(conn, policy, "financial_metrics")
         out(
-            "\n   Changed rows of financial_metrics (audited per row), as eve sees them: only "
-            "columns she may read in the table (none)"
+            "\n   Changed rows of financial_metrics (audited per row), as eve sees them: the "
+            "audit view shows each reader only the columns they may read in the table"
+        )
+        why = (
+            f" (hidden from eve: {', '.join(hidden)}: she may not SELECT them in financial_metrics)"
+            if hidden
+            else ""
         )
         for change in changed:
             out(
                 f"   {change.username} {change.operation}"
-                f" {json.dumps(change.new_data, default=str)}"
+                f" {json.dumps(change.new_data, default=str)}{why}"
             )
         with connect(**info.params(dbname=policy.database)) as admin:
             recorded = audit.changes(admin, "financial_metrics")
@@ -416,6 +447,10 @@ def _run(info: ServerInfo, policy: Policy, result: DemoResult, out: Callable[[st
             result.matrix = verify(admin, policy, passwords, **without_login(info.params()))
         out(result.matrix.to_text())
 
+    result.connect_info.append(
+        f'admin  psql "host={info.host} port={info.port} dbname={policy.database} '
+        f'user={info.user} sslmode=verify-full sslrootcert={info.sslrootcert}"'
+    )
     for login in policy.users:
         result.connect_info.append(
             f'{login.name:5}  psql "host={info.host} port={info.port} dbname={policy.database} '

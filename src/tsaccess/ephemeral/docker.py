@@ -33,6 +33,7 @@ from typing import Any
 from tsaccess._log import get_logger
 from tsaccess.client.tls import create_certificates
 from tsaccess.ephemeral.base import ADMIN, ServerInfo, Started, free_port, wait_ready
+from tsaccess.ephemeral.engine import probe
 from tsaccess.ephemeral.install import find_installation
 from tsaccess.errors import ServerStartError
 from tsaccess.plan.initdir import SSL_MOUNT, entrypoint_script
@@ -165,9 +166,9 @@ def start(opts: DockerOptions) -> Started:
     """Start a container; returns it and the function that removes it."""
     client = _client()
     if client is None:
+        cause = probe() or "no Docker engine answers (checked DOCKER_HOST or the local socket)"
         raise ServerStartError(
-            "no Docker engine answers (checked DOCKER_HOST or the local socket); start one "
-            "(e.g. 'dockerd'), set DOCKER_HOST, or use backend='local'"
+            f"{cause}; start one (e.g. 'dockerd'), set DOCKER_HOST, or use backend='local'"
         )
     try:
         from testcontainers.core.config import testcontainers_config

@@ -3,7 +3,8 @@
 Like ``terraform plan``: ``+`` adds (create, grant), ``-`` revokes (revoke, disable, drop),
 ``~`` changes in place. The audit trail's internals (functions, triggers, row types) fold into
 one line per table unless ``verbose``; bookkeeping steps (the managed marker) are shown only
-when verbose or when they are all an object's changes.
+when verbose or when they are all an object's changes. The ``Plan:`` line counts statements —
+exactly what ``apply`` runs — whatever is folded; a note under it says when lines were folded.
 """
 
 from __future__ import annotations
@@ -137,8 +138,9 @@ def counts(
     logins: Collection[str] = (),
     tables: Collection[str] = (),
 ) -> dict[Action, int]:
-    """Lines to add, change and revoke (as :func:`render` shows them)."""
-    c = Counter(a for _, a, _ in _lines(steps, verbose, logins, tables))
+    """Statements to add, change and revoke: their sum is what ``apply`` runs (folded or not;
+    ``verbose``, ``logins`` and ``tables`` change only how :func:`render` shows them)."""
+    c = Counter(action_of(s) for s in steps)
     return {"add": c["add"], "change": c["change"], "revoke": c["revoke"]}
 
 
@@ -168,8 +170,13 @@ def render(
     for obj in order:
         out.append(obj)
         out += [f"  {MARKS[a]} {t}" for a, t in by_obj[obj]]
-    c = Counter(a for _, a, _ in lines)
+    c = counts(steps)
     out.append("")
     out.append(f"Plan: {c['add']} to add, {c['change']} to change, {c['revoke']} to revoke.")
+    if len(lines) != len(steps):
+        out.append(
+            f"({len(steps)} statements, shown in {len(lines)} lines: audit internals and "
+            "bookkeeping are folded; --verbose lists every statement)"
+        )
     out += [f"warning: {w}" for w in warnings]
     return "\n".join(out)

@@ -196,6 +196,7 @@ class TargetsReport:
                     head
                     + (
                         f"{len(r.matrix.cells)} checks, {bad} disagreement(s)"
+                        + (f", {len(r.matrix.untried)} not tried" if r.matrix.untried else "")
                         + (" (read side only: hot standby)" if r.matrix.read_only else "")
                     )
                 )

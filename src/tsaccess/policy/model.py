@@ -19,6 +19,7 @@ from tsaccess.policy.base import (
 )
 from tsaccess.policy.extras import validate_extras
 from tsaccess.policy.parts import AuditSettings, Column, GroupRole, Table, User, password_env_var
+from tsaccess.policy.problems import collecting
 from tsaccess.policy.timescale import Aggregate, AggregateColumn, Compression, Retention, RowSlice
 from tsaccess.policy.timescale_checks import validate_timescale
 from tsaccess.policy.validate import validate
@@ -50,7 +51,8 @@ class Policy:
     """A whole access policy: one database and schema, its tables, group roles, users and audit.
 
     Validated on construction, whatever built it (:func:`load_policy`, :func:`parse_policy` or
-    code): an invalid policy raises :class:`~tsaccess.PolicyError` naming the offending key.
+    code): an invalid policy raises :class:`~tsaccess.PolicyError` naming the offending key, or
+    :class:`~tsaccess.PolicyErrors` listing every error.
     """
 
     database: str
@@ -79,9 +81,12 @@ class Policy:
     their hypertable; only without audited or sliced tables)."""
 
     def __post_init__(self) -> None:
-        validate(self)
-        validate_timescale(self)
-        validate_extras(self)
+        # every error at once: joins the loader's collection (which raises them with its own),
+        # or raises them here as one PolicyError / PolicyErrors
+        with collecting(self.source) as problems:
+            validate(self, problems)
+            validate_timescale(self, problems)
+            validate_extras(self, problems)
 
     def table(self, name: str) -> Table | None:
         return next((t for t in self.tables if t.name == name), None)

@@ -40,6 +40,7 @@ __all__ = [
     "Compression",
     "Retention",
     "RowSlice",
+    "parse_aggregate",
     "parse_aggregates",
     "parse_compression",
     "parse_retention",
@@ -202,66 +203,64 @@ def parse_attributes(raw: object, path: str, source: str) -> tuple[tuple[str, st
 def parse_aggregates(raw: object, source: str) -> tuple[Aggregate, ...]:
     if not isinstance(raw, dict):
         raise policy_error("must be a table of continuous aggregates", "aggregates", source)
-    out: list[Aggregate] = []
-    for name, a in raw.items():
-        ap = f"aggregates.{name}"
-        if not isinstance(a, dict):
-            raise policy_error("must be a table", ap, source)
-        _keys(
-            a,
-            {"source", "bucket", "group_by", "columns", "bucket_column", "real_time", "refresh"},
-            ap,
-            source,
-        )
-        if not isinstance(a.get("source"), str):
-            raise policy_error('needs source = "<hypertable>"', f"{ap}.source", source)
-        cols_raw = a.get("columns", {})
-        if not isinstance(cols_raw, dict) or not cols_raw:
+    return tuple(parse_aggregate(name, a, source) for name, a in raw.items())
+
+
+def parse_aggregate(name: str, a: object, source: str) -> Aggregate:
+    """One ``[aggregates.<name>]`` table."""
+    ap = f"aggregates.{name}"
+    if not isinstance(a, dict):
+        raise policy_error("must be a table", ap, source)
+    _keys(
+        a,
+        {"source", "bucket", "group_by", "columns", "bucket_column", "real_time", "refresh"},
+        ap,
+        source,
+    )
+    if not isinstance(a.get("source"), str):
+        raise policy_error('needs source = "<hypertable>"', f"{ap}.source", source)
+    cols_raw = a.get("columns", {})
+    if not isinstance(cols_raw, dict) or not cols_raw:
+        raise policy_error('needs columns = { name = "avg(column)", ... }', f"{ap}.columns", source)
+    cols: list[AggregateColumn] = []
+    for cname, expr in cols_raw.items():
+        m = _AGG_RE.fullmatch(expr) if isinstance(expr, str) else None
+        if m is None or m.group("f").lower() not in AGGREGATE_FUNCTIONS:
             raise policy_error(
-                'needs columns = { name = "avg(column)", ... }', f"{ap}.columns", source
+                f"{expr!r} is not one of {', '.join(f + '(column)' for f in AGGREGATE_FUNCTIONS)}",
+                f"{ap}.columns.{cname}",
+                source,
             )
-        cols: list[AggregateColumn] = []
-        for cname, expr in cols_raw.items():
-            m = _AGG_RE.fullmatch(expr) if isinstance(expr, str) else None
-            if m is None or m.group("f").lower() not in AGGREGATE_FUNCTIONS:
-                raise policy_error(
-                    f"{expr!r} is not one of {', '.join(f + '(column)' for f in AGGREGATE_FUNCTIONS)}",
-                    f"{ap}.columns.{cname}",
-                    source,
-                )
-            if m.group("c") == "*" and m.group("f").lower() != "count":
-                raise policy_error("only count takes *", f"{ap}.columns.{cname}", source)
-            cols.append(AggregateColumn(cname, m.group("f").lower(), m.group("c")))
-        refresh = a.get("refresh", {})
-        if not isinstance(refresh, dict):
-            raise policy_error("must be a table", f"{ap}.refresh", source)
-        _keys(refresh, {"start_offset", "end_offset", "schedule_interval"}, f"{ap}.refresh", source)
-        rt = a.get("real_time", True)
-        if not isinstance(rt, bool):
-            raise policy_error("must be true or false", f"{ap}.real_time", source)
-        bc = a.get("bucket_column", "bucket")
-        if not isinstance(bc, str):
-            raise policy_error("must be a column name", f"{ap}.bucket_column", source)
-        out.append(
-            Aggregate(
-                name=name,
-                source=a["source"],
-                bucket=_interval(a.get("bucket"), f"{ap}.bucket", source),
-                group_by=_str_list(a.get("group_by", []), f"{ap}.group_by", source),
-                columns=tuple(cols),
-                bucket_column=bc,
-                real_time=rt,
-                refresh_start=_interval(
-                    refresh.get("start_offset", "3 days"), f"{ap}.refresh.start_offset", source
-                ),
-                refresh_end=_interval(
-                    refresh.get("end_offset", "1 hour"), f"{ap}.refresh.end_offset", source
-                ),
-                refresh_every=_interval(
-                    refresh.get("schedule_interval", "1 hour"),
-                    f"{ap}.refresh.schedule_interval",
-                    source,
-                ),
-            )
-        )
-    return tuple(out)
+        if m.group("c") == "*" and m.group("f").lower() != "count":
+            raise policy_error("only count takes *", f"{ap}.columns.{cname}", source)
+        cols.append(AggregateColumn(cname, m.group("f").lower(), m.group("c")))
+    refresh = a.get("refresh", {})
+    if not isinstance(refresh, dict):
+        raise policy_error("must be a table", f"{ap}.refresh", source)
+    _keys(refresh, {"start_offset", "end_offset", "schedule_interval"}, f"{ap}.refresh", source)
+    rt = a.get("real_time", True)
+    if not isinstance(rt, bool):
+        raise policy_error("must be true or false", f"{ap}.real_time", source)
+    bc = a.get("bucket_column", "bucket")
+    if not isinstance(bc, str):
+        raise policy_error("must be a column name", f"{ap}.bucket_column", source)
+    return Aggregate(
+        name=name,
+        source=a["source"],
+        bucket=_interval(a.get("bucket"), f"{ap}.bucket", source),
+        group_by=_str_list(a.get("group_by", []), f"{ap}.group_by", source),
+        columns=tuple(cols),
+        bucket_column=bc,
+        real_time=rt,
+        refresh_start=_interval(
+            refresh.get("start_offset", "3 days"), f"{ap}.refresh.start_offset", source
+        ),
+        refresh_end=_interval(
+            refresh.get("end_offset", "1 hour"), f"{ap}.refresh.end_offset", source
+        ),
+        refresh_every=_interval(
+            refresh.get("schedule_interval", "1 hour"),
+            f"{ap}.refresh.schedule_interval",
+            source,
+        ),
+    )

@@ -27,6 +27,7 @@ from tsaccess.preflight.snapshot import (
     catalog_rows,
     load_columns,
     take_snapshot,
+    take_snapshot_for,
 )
 from tsaccess.preflight.text import shape
 
@@ -84,8 +85,14 @@ class Checker:
         ttl: float = 60.0,
         cache_size: int = 2048,
         fast_path: bool = True,
+        as_role: str | None = None,
+        login: str | None = None,
     ) -> None:
         self._conn = conn
+        self.as_role = as_role
+        """Check as this role, from ``conn``'s session (``has_*_privilege(role, ...)``: an
+        administrator asking "would alice be refused?"); None: as the session itself."""
+        self._login = login
         self.ttl = ttl
         self.fast_path = fast_path
         """Try :func:`~tsaccess.preflight.scan.scan_read` before parsing a new query shape
@@ -110,8 +117,17 @@ class Checker:
         if s is None or time.monotonic() - s.taken > self.ttl:
             self._verdicts.clear()
             self._generation += 1
-            s = self._snapshot = take_snapshot(self._conn, self._generation)
+            s = self._snapshot = (
+                take_snapshot(self._conn, self._generation)
+                if self.as_role is None
+                else take_snapshot_for(
+                    self._conn, self.as_role, self._generation, login=self._login
+                )
+            )
         return s
+
+    def _columns(self, rels: Iterable[Rel]) -> None:
+        load_columns(self._conn, rels, role=self.as_role)
 
     def analysis(
         self, text: str, has_params: bool, shaped: str | None = None, key: Any = None
@@ -205,7 +221,7 @@ class Checker:
         if self._conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             return None
         snap = self.snapshot()
-        caveats = scan_read(shaped, snap, lambda rels: load_columns(self._conn, rels))
+        caveats = scan_read(shaped, snap, self._columns)
         if caveats is None:
             return None
         return Verdict("allowed", text, generation=snap.generation, caveats=caveats)
@@ -261,7 +277,7 @@ class Checker:
     def _supplied(self, need: Need, rel: Rel) -> set[str] | None:
         """The columns an INSERT gives values for (None: unknown)."""
         if need.first_n:
-            load_columns(self._conn, [rel])
+            self._columns([rel])
             return set(rel.user_columns()[: need.first_n])
         if need.columns is None:
             return None
@@ -281,7 +297,7 @@ class Checker:
             return
         if need.columns is None and not need.first_n:
             return  # some column is granted: enough for "table or any column"
-        load_columns(self._conn, [rel])
+        self._columns([rel])
         cols = rel.columns or []
         if need.first_n:
             wanted = rel.user_columns()[: need.first_n]
@@ -312,7 +328,7 @@ class Checker:
                 rels.append(r)
             if len(rels) == 1 and rels[0].table.get(need.privilege):
                 return  # whoever provides it, the privilege is there for this level's table
-            load_columns(self._conn, rels)
+            self._columns(rels)
             owners = [r for r in rels if any(c == need.column for c, _ in (r.columns or []))]
             if len(owners) == 1:
                 self._table_need(
@@ -348,7 +364,7 @@ class Checker:
                     return  # a source with unknown columns: cannot tell which side has what
                 rels.append(r)
             sides.append(rels)
-        load_columns(self._conn, sides[0] + sides[1])
+        self._columns(sides[0] + sides[1])
         names = [[set(r.user_columns()) for r in rels] for rels in sides]
         cols = need.columns
         if cols is None:  # NATURAL: the column names both sides have
@@ -366,34 +382,37 @@ class Checker:
         """Re-check every missing privilege live; return those that are really missing."""
         parts: list[sql.Composable] = []
         keys: list[MissingPrivilege] = []
+        who = sql.SQL("{}, ").format(sql.Literal(self.as_role)) if self.as_role else sql.SQL("")
         for (priv, obj, oid), cols in sorted(missing.items()):
             # by OID: a name cast (::regclass) would itself need USAGE on the schema
             if priv == "USAGE" and oid:  # a sequence: nextval() takes USAGE or UPDATE
                 parts.append(
                     sql.SQL(
-                        "(pg_catalog.has_sequence_privilege({0}::oid, 'USAGE')"
-                        " OR pg_catalog.has_sequence_privilege({0}::oid, 'UPDATE'))"
-                    ).format(sql.Literal(oid))
+                        "(pg_catalog.has_sequence_privilege({1}{0}::oid, 'USAGE')"
+                        " OR pg_catalog.has_sequence_privilege({1}{0}::oid, 'UPDATE'))"
+                    ).format(sql.Literal(oid), who)
                 )
                 keys.append(MissingPrivilege(priv, obj, kind="sequence"))
             elif priv == "USAGE":
                 parts.append(
-                    sql.SQL("pg_catalog.has_schema_privilege({}, 'USAGE')").format(sql.Literal(obj))
+                    sql.SQL("pg_catalog.has_schema_privilege({}{}, 'USAGE')").format(
+                        who, sql.Literal(obj)
+                    )
                 )
                 keys.append(MissingPrivilege(priv, obj))
             elif cols:
                 for c in sorted(cols):
                     parts.append(
-                        sql.SQL("pg_catalog.has_column_privilege({}::oid, {}, {})").format(
-                            sql.Literal(oid), sql.Literal(c), sql.Literal(priv)
+                        sql.SQL("pg_catalog.has_column_privilege({}{}::oid, {}, {})").format(
+                            who, sql.Literal(oid), sql.Literal(c), sql.Literal(priv)
                         )
                     )
                     keys.append(MissingPrivilege(priv, obj, (c,)))
             else:
                 fn = "has_any_column_privilege" if priv in COLUMN_PRIVS else "has_table_privilege"
                 parts.append(
-                    sql.SQL("pg_catalog.{}({}::oid, {})").format(
-                        sql.Identifier(fn), sql.Literal(oid), sql.Literal(priv)
+                    sql.SQL("pg_catalog.{}({}{}::oid, {})").format(
+                        sql.Identifier(fn), who, sql.Literal(oid), sql.Literal(priv)
                     )
                 )
                 keys.append(MissingPrivilege(priv, obj))

@@ -7,12 +7,14 @@ predefined roles) per snapshot; column privileges are loaded only for the tables
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import tuple_row
 
 from tsaccess.preflight.model import Priv, TableRef
@@ -25,6 +27,7 @@ __all__ = [
     "catalog_rows",
     "load_columns",
     "take_snapshot",
+    "take_snapshot_for",
 ]
 
 _PRIVS: tuple[Priv, ...] = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
@@ -201,7 +204,67 @@ def catalog_rows(
 
 def take_snapshot(conn: psycopg.Connection[Any], generation: int = 0) -> Snapshot:
     """One set-based catalog query: every relation the session could name, with privileges."""
-    rows = catalog_rows(conn, _SNAPSHOT_SQL)
+    return _snapshot(conn.info.user, catalog_rows(conn, _SNAPSHOT_SQL), generation)
+
+
+# the same query about another role: has_*_privilege(role, ...), no temporary schema
+_FOR_ROLE_SQL = (
+    _SNAPSHOT_SQL.replace("_privilege(", "_privilege({role}, ")
+    .replace("current_user::text", "{role}::text")
+    .replace("n.oid = pg_catalog.pg_my_temp_schema()", "false")
+)
+
+_ROLE_PATH_SQL = """
+SELECT coalesce(
+  (SELECT s FROM pg_catalog.pg_db_role_setting d, unnest(d.setconfig) s
+    WHERE d.setrole = r.oid AND d.setdatabase = db.oid AND s LIKE 'search\\_path=%%'),
+  (SELECT s FROM pg_catalog.pg_db_role_setting d, unnest(d.setconfig) s
+    WHERE d.setrole = r.oid AND d.setdatabase = 0 AND s LIKE 'search\\_path=%%'),
+  (SELECT s FROM pg_catalog.pg_db_role_setting d, unnest(d.setconfig) s
+    WHERE d.setrole = 0 AND d.setdatabase = db.oid AND s LIKE 'search\\_path=%%'),
+  'search_path=' || (SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'))
+  FROM pg_catalog.pg_roles r, pg_catalog.pg_database db
+ WHERE r.rolname = %s AND db.datname = pg_catalog.current_database()
+"""
+
+
+def _role_search_path(conn: psycopg.Connection[Any], login: str, role: str) -> tuple[str, ...]:
+    """The schemas an unqualified name is looked up in by ``login``'s sessions (its settings in
+    this database, then its own, then the database's, else the server default) scoped to
+    ``role`` (``$user``): ``pg_catalog`` first unless the path places it."""
+    rows = catalog_rows(conn, _ROLE_PATH_SQL, (login,))
+    text = str(rows[0][0]).split("=", 1)[1] if rows and rows[0][0] else '"$user", public'
+    path: list[str] = []
+    for quoted, bare in re.findall(r'\s*(?:"((?:[^"]|"")*)"|([^,\s]+))\s*(?:,|$)', text):
+        name = quoted.replace('""', '"') if quoted else bare.lower()
+        path.append(role if name == "$user" else name)
+    if "pg_catalog" not in path:
+        path.insert(0, "pg_catalog")
+    # as current_schemas(): schemas that exist and the role may use, each once
+    kept = catalog_rows(
+        conn,
+        "SELECT n FROM unnest(%s::text[]) WITH ORDINALITY AS p(n, i)"
+        " JOIN pg_catalog.pg_namespace s ON s.nspname = p.n"
+        " WHERE pg_catalog.has_schema_privilege(%s, s.oid, 'USAGE') ORDER BY i",
+        (path, role),
+    )
+    return tuple(dict.fromkeys(str(r[0]) for r in kept))
+
+
+def take_snapshot_for(
+    conn: psycopg.Connection[Any], role: str, generation: int = 0, *, login: str | None = None
+) -> Snapshot:
+    """``role``'s privileges, read from another session (an administrator asking "would
+    alice be refused?" without alice's password): ``has_*_privilege(role, ...)`` for every
+    relation; the search path of ``login``'s sessions (default: ``role``), ``$user`` being
+    ``role`` (as after ``SET ROLE``)."""
+    query = sql.SQL(_FOR_ROLE_SQL).format(role=sql.Literal(role))
+    snap = _snapshot(login or role, catalog_rows(conn, query), generation)
+    snap.search_path = _role_search_path(conn, login or role, role)
+    return snap
+
+
+def _snapshot(user: str, rows: list[tuple[Any, ...]], generation: int) -> Snapshot:
     rels: dict[tuple[str, str], Rel] = {}
     usage: dict[str, bool] = {}
     path: tuple[str, ...] = ()
@@ -225,7 +288,7 @@ def take_snapshot(conn: psycopg.Connection[Any], generation: int = 0) -> Snapsho
         )
     # the implicit temp schema (pg_temp_N) shows in current_schemas only once it exists
     return Snapshot(
-        conn.info.user,
+        user,
         role,
         path,
         rels,
@@ -236,17 +299,24 @@ def take_snapshot(conn: psycopg.Connection[Any], generation: int = 0) -> Snapsho
     )
 
 
-def load_columns(conn: psycopg.Connection[Any], rels: Iterable[Rel]) -> None:
+def load_columns(
+    conn: psycopg.Connection[Any], rels: Iterable[Rel], *, role: str | None = None
+) -> None:
+    """The columns of ``rels`` with the session's privileges on each (``role``'s, when given)."""
     todo = {r.oid: r for r in rels if r.columns is None}
     if not todo:
         return
+    who = sql.SQL("{}, ").format(sql.Literal(role)) if role is not None else sql.SQL("")
     rows = catalog_rows(
         conn,
-        "SELECT attrelid::bigint, attname, pg_catalog.has_column_privilege(attrelid, attnum, 'SELECT'),"
-        " pg_catalog.has_column_privilege(attrelid, attnum, 'INSERT'),"
-        " pg_catalog.has_column_privilege(attrelid, attnum, 'UPDATE')"
-        " FROM pg_catalog.pg_attribute WHERE attrelid = ANY(%s::oid[]) AND attnum <> 0"
-        " AND NOT attisdropped ORDER BY attrelid, attnum < 0, attnum",
+        sql.SQL(
+            "SELECT attrelid::bigint, attname,"
+            " pg_catalog.has_column_privilege({who}attrelid, attnum, 'SELECT'),"
+            " pg_catalog.has_column_privilege({who}attrelid, attnum, 'INSERT'),"
+            " pg_catalog.has_column_privilege({who}attrelid, attnum, 'UPDATE')"
+            " FROM pg_catalog.pg_attribute WHERE attrelid = ANY(%s::oid[]) AND attnum <> 0"
+            " AND NOT attisdropped ORDER BY attrelid, attnum < 0, attnum"
+        ).format(who=who),
         (list(todo),),
     )
     for rel in todo.values():

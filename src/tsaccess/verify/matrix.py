@@ -46,6 +46,26 @@ class Cell:
     def ok(self) -> bool:
         return not self.error and self.expected == self.catalog == self.actual
 
+    @property
+    def untried(self) -> bool:
+        """Not tried (no password for the user) and nothing known disagrees: policy and
+        catalog agree, the try is missing. Neither proved nor a disagreement."""
+        return (
+            self.actual is None
+            and not self.error
+            and self.detail == UNTRIED_DETAIL
+            and self.expected == self.catalog
+        )
+
+    @property
+    def state(self) -> str:
+        """``agree``, ``disagree``, ``untried`` or ``error``."""
+        if self.error:
+            return "error"
+        if self.untried:
+            return "untried"
+        return "agree" if self.ok else "disagree"
+
 
 @dataclass(frozen=True)
 class AccessMatrix:
@@ -58,11 +78,34 @@ class AccessMatrix:
 
     @property
     def ok(self) -> bool:
+        """Every check was tried and agrees: the database enforces exactly the policy."""
         return all(c.ok for c in self.cells)
 
     @property
     def disagreements(self) -> tuple[Cell, ...]:
-        return tuple(c for c in self.cells if not c.ok)
+        """Cells that are not ok (a disagreement, or a try that ended in an error); cells not
+        tried for want of a password are not among them (:attr:`untried`)."""
+        return tuple(c for c in self.cells if not c.ok and not c.untried)
+
+    @property
+    def untried(self) -> tuple[Cell, ...]:
+        """Cells not tried for want of the user's password (see :attr:`Cell.untried`)."""
+        return tuple(c for c in self.cells if c.state == "untried")
+
+    @property
+    def complete(self) -> bool:
+        """Every check was tried (no untried cell, no error)."""
+        return not self.untried and not self.errors
+
+    @property
+    def verdict(self) -> str:
+        """``agree`` (all tried and agreeing), ``disagree`` (some disagree), ``incomplete``
+        (nothing disagrees, some were not tried) or ``error`` (some tries ended in an error)."""
+        if self.errors:
+            return "error"
+        if any(c.state == "disagree" for c in self.cells):
+            return "disagree"
+        return "incomplete" if self.untried else "agree"
 
     @property
     def errors(self) -> tuple[Cell, ...]:
@@ -126,16 +169,23 @@ class AccessMatrix:
         ]
         out = [text_table(headers, pretty), "", LEGEND]
         bad = self.disagreements
-        out.append(
-            f"\n{len(self.cells)} checks, {len(bad)} disagreement(s)"
-            + ("" if bad else ": the database enforces exactly the policy")
-        )
+        untried = self.untried
+        if untried:
+            out.append(
+                f"\n{len(self.cells)} checks, {len(bad)} disagreement(s), {len(untried)} not "
+                "tried: incomplete, "
+                + ("nothing proved for those" if not bad else "and some disagree")
+            )
+        else:
+            out.append(
+                f"\n{len(self.cells)} checks, {len(bad)} disagreement(s)"
+                + ("" if bad or self.errors else ": the database enforces exactly the policy")
+            )
         if self.read_only:
             out.append(
                 "read side only (hot standby): SELECT and CONNECT were tried; run verify "
                 "against the primary for the write side"
             )
-        untried = [c for c in bad if c.actual is None and c.detail == UNTRIED_DETAIL]
         if untried:
             users = sorted({c.user for c in untried})
             out.append(
@@ -143,7 +193,6 @@ class AccessMatrix:
                 f"{', '.join(users)}. Set TSACCESS_PASSWORD_<USER> or give --passwords-file "
                 "(the file apply --generate-passwords wrote) to try them"
             )
-            bad = tuple(c for c in bad if c not in untried)
         if self.errors:
             out.append(
                 f"{len(self.errors)} check(s) ended in an error, not in an answer: nothing is "
@@ -171,10 +220,13 @@ class AccessMatrix:
             "schema": self.schema,
             "ok": self.ok,
             "read_only": self.read_only,
+            "verdict": self.verdict,
+            "complete": self.complete,
             "disagreements": len(self.disagreements),
+            "untried": len(self.untried),
             "errors": len(self.errors),
             "tls": {u: (asdict(t) if t else None) for u, t in self.tls.items()},
-            "cells": [{**asdict(c), "ok": c.ok} for c in self.cells],
+            "cells": [{**asdict(c), "ok": c.ok, "state": c.state} for c in self.cells],
         }
 
     def to_json(self) -> str:
@@ -194,6 +246,8 @@ class AccessMatrix:
             "table.tsaccess td.mismatch{background:#ffcdd2;font-weight:bold}</style>"
         )
         verdict = "OK" if self.ok else f"{len(self.disagreements)} disagreement(s)"
+        if self.untried:
+            verdict += f", {len(self.untried)} not tried (incomplete)"
         return f"{style}<p><b>Access matrix for {self.database}</b>: {verdict}</p>" + html_table(
             headers, rows, classes=classes
         )

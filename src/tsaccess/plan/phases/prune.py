@@ -244,6 +244,7 @@ def prune_steps(
         info = cat.roles.get(name)
         return info is not None and marked_databases(info.comment) == (policy.database,)
 
+    revoked: set[tuple[str, str]] = set()  # a membership between two removed roles: once
     for role in gone:
         rinfo = cat.roles[role]
         kind = "user" if rinfo.login else "role"
@@ -253,10 +254,13 @@ def prune_steps(
         for group, member in sorted(cat.members):
             if role not in (group, member) or group in managed or member in managed:
                 continue
+            if (group, member) in revoked:
+                continue
             if not ours(group) or (not only_ours(group) and not ours(member)):
                 continue  # a membership another database's policy (or nobody) manages
             if member in superusers or member in exempt or member == cat.current_user:
                 continue
+            revoked.add((group, member))
             steps.append(
                 Step(
                     sql.SQL("REVOKE {} FROM {}").format(
