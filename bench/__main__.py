@@ -13,8 +13,10 @@ import time
 
 from bench.aio import bench_aio
 from bench.audit import bench_audit
+from bench.chunks import bench_chunks
 from bench.common import RESULTS
 from bench.connections import bench_connections
+from bench.integrity import bench_integrity
 from bench.plan import bench_plan
 from bench.preflight import bench_preflight
 from tsaccess.ephemeral import EphemeralServer
@@ -25,6 +27,8 @@ SUBJECTS = {
     "preflight": bench_preflight,
     "plan": bench_plan,
     "async": bench_aio,
+    "chunks": bench_chunks,
+    "integrity": bench_integrity,
 }
 
 

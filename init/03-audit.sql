@@ -42,8 +42,9 @@ DECLARE
   n_rec record;
 BEGIN
   IF TG_LEVEL = 'ROW' THEN  -- no transition tables (DELETE on a compressed hypertable)
-    INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count)
-    VALUES (session_user, TG_OP, tbl, TG_OP || ' row', eff, tx, addr, app, act, req, 1)
+    INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+    VALUES (session_user, TG_OP, tbl, TG_OP || ' row', eff, tx, addr, app, act, req, 1,
+            (act IS NOT NULL OR req IS NOT NULL OR app IS NOT NULL))
     RETURNING id, event_time INTO aid, ts;
     INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data) VALUES (aid, ts, ROW("old"."time", "old"."metric_type", "old"."amount", "old"."currency", "old"."department", "old"."is_confidential")::"tsaccess_audit"."financial_metrics_row");
     RETURN NULL;
@@ -100,9 +101,9 @@ BEGIN
       AND pg_catalog.current_query() !~ ';\s*\S' THEN
     RETURN NULL;  -- an action of a lone MERGE or WITH statement that changed no row
   END IF;
-  INSERT INTO "public"."activity_audit" (id, event_time, username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count) OVERRIDING SYSTEM VALUE
+  INSERT INTO "public"."activity_audit" (id, event_time, username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted) OVERRIDING SYSTEM VALUE
   VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
-          app, act, req, n);
+          app, act, req, n, (act IS NOT NULL OR req IS NOT NULL OR app IS NOT NULL));
   RETURN NULL;
 END
 $tsaccess$;
@@ -110,6 +111,136 @@ $tsaccess$;
 ALTER FUNCTION "tsaccess_audit"."financial_metrics"() OWNER TO "tsaccess_audit";
 -- revoke EXECUTE on tsaccess_audit.financial_metrics() from PUBLIC
 REVOKE EXECUTE ON FUNCTION "tsaccess_audit"."financial_metrics"() FROM PUBLIC;
+-- create tsaccess_audit.tsaccess_denied_rate (bounds DENIED rows per user and second)
+CREATE UNLOGGED TABLE "tsaccess_audit"."tsaccess_denied_rate" (username text PRIMARY KEY, second timestamptz NOT NULL, n integer NOT NULL);
+-- tsaccess_audit.tsaccess_denied_rate owned by tsaccess_audit
+ALTER TABLE "tsaccess_audit"."tsaccess_denied_rate" OWNER TO "tsaccess_audit";
+-- create tsaccess_audit.tsaccess_chain (the audit trail's sealed blocks)
+CREATE TABLE "tsaccess_audit"."tsaccess_chain" (block bigint PRIMARY KEY, first_position bigint NOT NULL, leaf_count bigint NOT NULL, audit_rows bigint NOT NULL, data_records bigint NOT NULL, lo_txid bigint NOT NULL, hi_txid bigint NOT NULL, columns text[] NOT NULL, leaves bytea NOT NULL, head bytea NOT NULL, sealed_at timestamptz NOT NULL DEFAULT pg_catalog.now(), sealed_by text NOT NULL DEFAULT session_user);
+-- store tsaccess_audit.tsaccess_chain leaves uncompressed (hashes do not compress)
+ALTER TABLE "tsaccess_audit"."tsaccess_chain" ALTER COLUMN leaves SET STORAGE EXTERNAL;
+-- tsaccess_audit.tsaccess_chain owned by tsaccess_audit
+ALTER TABLE "tsaccess_audit"."tsaccess_chain" OWNER TO "tsaccess_audit";
+-- index activity_audit on txid (a seal reads only what it has not sealed)
+CREATE INDEX ON "public"."activity_audit" (txid);
+-- create or replace audit function tsaccess_audit_seal (seals the audit chain)
+CREATE OR REPLACE FUNCTION "public"."tsaccess_audit_seal"(max_rows integer DEFAULT 250000) RETURNS SETOF bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD' SET "IntervalStyle" = 'postgres' SET "extra_float_digits" = '1' SET "bytea_output" = 'hex' SET "lc_monetary" = 'C' SET work_mem = '64MB' AS '
+DECLARE
+  bound bigint;
+  lo bigint;
+  hi bigint;
+  cut bigint;
+  nb bigint;
+  nfirst bigint;
+  prev bytea;
+  cols text[];
+  row_sql text;
+  groups text := '''';
+  t text;
+  et_min timestamptz;
+  et_max timestamptz;
+  r record;
+  meta bytea;
+  h bytea;
+BEGIN
+  -- one seal at a time (readers go on); then the oldest transaction still running: every row
+  -- of a transaction below it is committed (visible now) or never will be
+  LOCK TABLE "tsaccess_audit"."tsaccess_chain" IN SHARE ROW EXCLUSIVE MODE;
+  bound := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint;
+  SELECT c.block + 1, c.first_position + c.leaf_count, c.hi_txid, c.head
+    INTO nb, nfirst, lo, prev
+    FROM "tsaccess_audit"."tsaccess_chain" c ORDER BY c.block DESC LIMIT 1;
+  IF nb IS NULL THEN
+    nb := 0;
+    nfirst := 0;
+    lo := 0;
+    prev := pg_catalog.decode(pg_catalog.repeat(''00'', 32), ''hex'');
+  END IF;
+  SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) INTO cols
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = ''"public"."activity_audit"''::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+  SELECT ''ROW('' || pg_catalog.string_agg(''a.'' || pg_catalog.quote_ident(c.c), '', '' ORDER BY c.o)
+         || '')::text''
+    INTO row_sql FROM pg_catalog.unnest(cols) WITH ORDINALITY c (c, o);
+  FOR t IN SELECT c.relname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ''tsaccess_audit'' AND c.relkind IN (''r'', ''p'') AND (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname IN (''audit_id'', ''event_time'', ''old_data'', ''new_data'')) = 4 ORDER BY c.relname COLLATE "C" LOOP
+    groups := groups || pg_catalog.format(
+      '' UNION ALL SELECT a.txid, a.id, 1, %L::text, pg_catalog.sha256(''
+      || ''pg_catalog.decode(''''01'''', ''''hex'''') || pg_catalog.convert_to(%L, ''''UTF8'''')''
+      || '' || pg_catalog.decode(''''00'''', ''''hex'''') || pg_catalog.convert_to(a.id::text, ''''UTF8'''')''
+      || '' || pg_catalog.decode(''''00'''', ''''hex'''')''
+      || '' || pg_catalog.string_agg(x.h, ''''''''::bytea ORDER BY x.h)), pg_catalog.count(*)''
+      || '' FROM (SELECT d.audit_id, d.event_time,''
+      || '' pg_catalog.sha256(pg_catalog.convert_to(ROW(pg_catalog.regexp_replace(d.old_data::text, '''',+[)]$'''', '''')''''), pg_catalog.regexp_replace(d.new_data::text, '''',+[)]$'''', '''')''''))::text, ''''UTF8'''')) AS h''
+      || '' FROM %I.%I d WHERE d.event_time >= $3 AND d.event_time <= $4''
+      -- only when an audit row of the block names the table (as the triggers do): a block of
+      -- other tables'' statements reads none of its chunks
+      || '' AND EXISTS (SELECT FROM a WHERE a.table_name IN (%L, %L))) x''
+      || '' JOIN a ON a.id = x.audit_id AND a.event_time = x.event_time''
+      || '' GROUP BY a.txid, a.id, a.event_time'',
+      t, t, ''tsaccess_audit'', t, t, ''public'' || ''.'' || t);
+  END LOOP;
+  LOOP
+    EXIT WHEN lo >= bound;
+    -- at most max_rows audit rows per block, cut between transactions
+    EXECUTE ''SELECT a.txid FROM "public"."activity_audit" a WHERE a.txid >= $1 AND a.txid < $2''
+            '' ORDER BY a.txid OFFSET $3 LIMIT 1'' INTO cut USING lo, bound, max_rows;
+    IF cut = lo THEN  -- one transaction wrote more than max_rows rows: it is one block
+      EXECUTE ''SELECT pg_catalog.min(a.txid) FROM "public"."activity_audit" a WHERE a.txid > $1 AND a.txid < $2''
+        INTO cut USING lo, bound;
+    END IF;
+    hi := coalesce(cut, bound);
+    EXECUTE ''SELECT pg_catalog.min(a.event_time), pg_catalog.max(a.event_time) FROM "public"."activity_audit" a''
+            '' WHERE a.txid >= $1 AND a.txid < $2'' INTO et_min, et_max USING lo, hi;
+    EXIT WHEN et_min IS NULL AND nb > 0;  -- nothing to seal (the first block may be empty)
+    EXECUTE ''WITH a AS MATERIALIZED (SELECT a.txid, a.id, a.event_time, a.table_name, '' || row_sql
+      || '' AS t FROM "public"."activity_audit" a WHERE a.txid >= $1 AND a.txid < $2),''
+      || '' l (txid, id, k, tbl, leaf, n) AS (SELECT a.txid, a.id, 0, '''''''',''
+      || '' pg_catalog.sha256(pg_catalog.decode(''''00'''', ''''hex'''') || pg_catalog.convert_to(a.t,''
+      || '' ''''UTF8'''')), 0::bigint FROM a'' || groups || '')''
+      || '' SELECT pg_catalog.count(*) AS leaf_count,''
+      || '' pg_catalog.count(*) FILTER (WHERE l.k = 0) AS audit_rows,''
+      || '' coalesce(pg_catalog.sum(l.n), 0)::bigint AS data_records,''
+      || '' coalesce(pg_catalog.string_agg(l.leaf, ''''''''::bytea''
+      || '' ORDER BY l.txid, l.id, l.k, l.tbl COLLATE "C", l.leaf), ''''''''::bytea) AS leaves FROM l''
+      INTO r USING lo, hi, et_min, et_max;
+    meta := pg_catalog.convert_to(''tsaccess-audit-chain/1'', ''UTF8'') || pg_catalog.int8send(nb)
+      || pg_catalog.int8send(nfirst) || pg_catalog.int8send(r.leaf_count)
+      || pg_catalog.int8send(r.audit_rows) || pg_catalog.int8send(r.data_records)
+      || pg_catalog.int8send(lo) || pg_catalog.int8send(hi)
+      || (SELECT pg_catalog.string_agg(pg_catalog.int4send(pg_catalog.octet_length(
+                   pg_catalog.convert_to(c.c, ''UTF8''))) || pg_catalog.convert_to(c.c, ''UTF8''),
+                 ''''::bytea ORDER BY c.o)
+          FROM pg_catalog.unnest(cols) WITH ORDINALITY c (c, o));
+    h := pg_catalog.sha256(prev || pg_catalog.sha256(meta) || pg_catalog.sha256(r.leaves));
+    INSERT INTO "tsaccess_audit"."tsaccess_chain" (block, first_position, leaf_count, audit_rows, data_records, lo_txid,
+                         hi_txid, columns, leaves, head)
+    VALUES (nb, nfirst, r.leaf_count, r.audit_rows, r.data_records, lo, hi, cols, r.leaves, h);
+    -- also in the server log: shipped to another machine, a witness the database cannot edit
+    RAISE LOG ''tsaccess audit chain of %: block % seals positions % to %, head %'',
+      pg_catalog.current_database(), nb, nfirst, nfirst + r.leaf_count, pg_catalog.encode(h, ''hex'');
+    RETURN NEXT nb;
+    prev := h;
+    nb := nb + 1;
+    nfirst := nfirst + r.leaf_count;
+    lo := hi;
+  END LOOP;
+  RETURN;
+END
+';
+-- tsaccess_audit_seal owned by tsaccess_audit
+ALTER ROUTINE "public"."tsaccess_audit_seal"(integer) OWNER TO "tsaccess_audit";
+-- revoke EXECUTE on tsaccess_audit_seal from PUBLIC
+REVOKE EXECUTE ON ROUTINE "public"."tsaccess_audit_seal"(integer) FROM PUBLIC;
+-- create or replace audit procedure tsaccess_audit_seal_job (seals the audit chain)
+CREATE OR REPLACE PROCEDURE "public"."tsaccess_audit_seal_job"(job_id integer, config jsonb) LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS '
+BEGIN
+  PERFORM "public"."tsaccess_audit_seal"();
+END
+';
+-- tsaccess_audit_seal_job owned by tsaccess_audit
+ALTER ROUTINE "public"."tsaccess_audit_seal_job"(integer, jsonb) OWNER TO "tsaccess_audit";
+-- revoke EXECUTE on tsaccess_audit_seal_job from PUBLIC
+REVOKE EXECUTE ON ROUTINE "public"."tsaccess_audit_seal_job"(integer, jsonb) FROM PUBLIC;
 -- create or replace audit function tsaccess_audit_stmt
 CREATE OR REPLACE FUNCTION "public"."tsaccess_audit_stmt"() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tsaccess$
 DECLARE
@@ -152,10 +283,10 @@ BEGIN
       RETURN NULL;  -- an action of a lone MERGE or WITH statement that changed no row
     END IF;
   END IF;
-  INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count)
+  INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
   VALUES (session_user, TG_OP, tbl,
           TG_OP || CASE WHEN n IS NULL THEN '' ELSE ' of ' || n || ' row(s)' END,
-          eff, tx, addr, app, act, req, n);
+          eff, tx, addr, app, act, req, n, (act IS NOT NULL OR req IS NOT NULL OR app IS NOT NULL));
   RETURN NULL;
 END
 $tsaccess$;
@@ -165,15 +296,26 @@ ALTER FUNCTION "public"."tsaccess_audit_stmt"() OWNER TO "tsaccess_audit";
 REVOKE EXECUTE ON FUNCTION "public"."tsaccess_audit_stmt"() FROM PUBLIC;
 -- create or replace audit function tsaccess_audit_denied
 CREATE OR REPLACE FUNCTION "public"."tsaccess_audit_denied"(statement text, reason text, table_name text DEFAULT NULL) RETURNS void LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tsaccess$
+  WITH seen AS (
+    INSERT INTO "tsaccess_audit"."tsaccess_denied_rate" AS r (username, second, n)
+    VALUES (session_user, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp()), 1)
+    ON CONFLICT (username) DO UPDATE
+      SET n = CASE WHEN r.second = excluded.second THEN r.n + 1 ELSE 1 END,
+          second = excluded.second
+      WHERE r.second <> excluded.second OR r.n <= 10  -- then no new row version
+    RETURNING r.n)
   INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
-  VALUES (session_user, 'DENIED', pg_catalog.left(table_name, 200),
-          pg_catalog.left(reason, 500) || ': ' || pg_catalog.left(statement, 2000),
-          coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text),
-          pg_catalog.txid_current(), pg_catalog.inet_client_addr(),
-          nullif(pg_catalog.current_setting('application_name'), ''),
-          nullif(pg_catalog.current_setting('tsaccess.actor', true), ''),
-          nullif(pg_catalog.current_setting('tsaccess.request_id', true), ''),
-          NULL, true)
+  SELECT session_user, 'DENIED', pg_catalog.left(table_name, 200),
+         CASE WHEN seen.n > 10 THEN 'more than 10 DENIED events of ' || session_user
+              || ' in this second: the others are not recorded'
+         ELSE pg_catalog.left(reason, 500) || ': ' || pg_catalog.left(statement, 2000) END,
+         coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text),
+         pg_catalog.txid_current(), pg_catalog.inet_client_addr(),
+         nullif(pg_catalog.current_setting('application_name'), ''),
+         nullif(pg_catalog.current_setting('tsaccess.actor', true), ''),
+         nullif(pg_catalog.current_setting('tsaccess.request_id', true), ''),
+         NULL, true
+  FROM seen WHERE seen.n <= 10 + 1
 $tsaccess$;
 -- tsaccess_audit_denied owned by tsaccess_audit
 ALTER FUNCTION "public"."tsaccess_audit_denied"(text, text, text) OWNER TO "tsaccess_audit";

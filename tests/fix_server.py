@@ -18,6 +18,7 @@ import re
 import secrets
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -103,9 +104,10 @@ def _roles(info: ServerInfo) -> set[str]:
         return {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
 
 
-@pytest.fixture
-def db(pg_server: ServerInfo, template_db: str, request: pytest.FixtureRequest) -> Iterator[TestDb]:
-    slug = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:30]
+@contextmanager
+def fresh_db(pg_server: ServerInfo, template_db: str, slug: str) -> Iterator[TestDb]:
+    """A database cloned from the template; dropped afterwards with the roles made meanwhile."""
+    slug = re.sub(r"[^a-z0-9]+", "_", slug.lower())[:30]
     name = f"t_{slug}_{secrets.token_hex(3)}"
     before = _roles(pg_server)
     with tsaccess.connect(**pg_server.params(), autocommit=True) as conn:
@@ -133,6 +135,21 @@ def db(pg_server: ServerInfo, template_db: str, request: pytest.FixtureRequest) 
             for role in sorted(_roles(pg_server) - before):
                 conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
                 conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def db(pg_server: ServerInfo, template_db: str, request: pytest.FixtureRequest) -> Iterator[TestDb]:
+    with fresh_db(pg_server, template_db, request.node.name) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def module_db(
+    pg_server: ServerInfo, template_db: str, request: pytest.FixtureRequest
+) -> Iterator[TestDb]:
+    """One database for a whole test module (tests that share it restore what they change)."""
+    with fresh_db(pg_server, template_db, request.module.__name__.rsplit(".", 1)[-1]) as made:
+        yield made
 
 
 def _required(var: str) -> bool:

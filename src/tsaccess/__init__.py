@@ -11,6 +11,8 @@ from tsaccess.client.results import Results, results
 from tsaccess.client.tls import TlsStatus, create_certificates, tls_status
 from tsaccess.errors import (
     ApplyError,
+    AuditChainError,
+    AuditTamperedError,
     InsecureConnectionError,
     MissingPrivilege,
     NoPrimaryError,
@@ -38,6 +40,8 @@ __all__ = [
     "ApplyError",
     "AsyncScopedPool",
     "AsyncTsConnection",
+    "AuditChainError",
+    "AuditTamperedError",
     "InsecureConnectionError",
     "MissingPrivilege",
     "NoPrimaryError",

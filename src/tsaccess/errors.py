@@ -15,6 +15,8 @@ from psycopg.pq import DiagnosticField
 
 __all__ = [
     "ApplyError",
+    "AuditChainError",
+    "AuditTamperedError",
     "InsecureConnectionError",
     "MissingPrivilege",
     "NoPrimaryError",
@@ -215,5 +217,20 @@ class ReplicaLagError(TsaccessError):
 
 class TargetsError(TsaccessError):
     """A list of target databases (``--dsn`` repeated, a targets file) is invalid."""
+
+    __module__ = "tsaccess"
+
+
+class AuditChainError(TsaccessError):
+    """The audit chain cannot be sealed or proved: an unreadable or changed checkpoint, a key
+    that does not verify it, a checkpoint of another database, a missing key file
+    (``tsaccess audit prove`` exits 2: no verdict on the trail)."""
+
+    __module__ = "tsaccess"
+
+
+class AuditTamperedError(TsaccessError):
+    """The audit chain in the database no longer extends the last signed checkpoint: a seal
+    refuses to sign it (``tsaccess audit seal`` exits 1; run ``tsaccess audit prove``)."""
 
     __module__ = "tsaccess"

@@ -69,7 +69,7 @@ def test_writes_by_non_owners_succeed_and_name_login_user_and_table(company):
     assert bob[4] == "data_engineers"  # effective role captured before the definer switch
     assert (bob[5], bob[6]) == ("jupyter:bob", "req-42")
     assert bob[8] == "tsaccess:bob/data_engineers"
-    assert not bob[7]
+    assert bob[7]  # its actor, request id and application_name are the client's word
     # per-row mode: one row per changed row, with its data, tied to david's statement
     changed = _changes(company.db)
     assert [(c[1], c[2], c[3], c[4]["metric_type"]) for c in changed] == [

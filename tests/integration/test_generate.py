@@ -201,6 +201,8 @@ def adopt(db, tmp_path: Path, users: list[str]) -> tuple[str, Path]:
     assert out.stat().st_mode & 0o777 == 0o600
     text = out.read_text()
     parse_policy(tomllib.loads(text))  # a valid policy
+    if db.info.timescaledb:  # TimescaleDB's routines stay PUBLIC's (public = "keep"), said loudly
+        assert 'public = "keep"' in text and "any login user can erase" in text, text[:2000]
     run("apply", "--dsn", dsn(db), "--policy", str(out), "--yes")
     after = access(db)
     assert after == before, (sorted(before - after)[:20], sorted(after - before)[:20])

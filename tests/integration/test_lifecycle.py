@@ -332,7 +332,8 @@ def test_a_user_another_database_still_manages_keeps_its_login(db, pg_server):
         text = '[database]\nname = "x"\n[roles.readers]\n[users.paul]\nroles = ["readers"]\n'
         pol = parse_policy(tomllib.loads(text)).with_database(other)
         with psycopg.connect(**pg_server.params(dbname=other)) as conn:
-            apply(conn, pol, passwords=ward.passwords)
+            # paul leaves the nurses the first database's policy manages: cluster-wide, asked for
+            apply(conn, pol, passwords=ward.passwords, allow_cluster_changes=True)
         ward.change(('[users.paul]\nroles = ["nurses"]\n', ""))
         body = _body(ward.plan().summary())
         assert f"  - user paul: no longer managed for {db.name} (still for {other})" in body

@@ -408,3 +408,19 @@ def test_one_policy_applied_to_three_databases_reports_each(site: Site, tmp_path
     assert res.returncode == 1
     assert [t["ok"] for t in report["targets"]] == [True, True, True, False]
     assert [t["steps"] for t in report["targets"][:3]] == [[], [], []]
+
+
+def test_the_audit_chain_sealed_on_the_primary_is_proved_on_a_standby(
+    site: Site, tmp_path: Path
+) -> None:
+    """prove only reads: an auditor can run it on a standby (same database identity)."""
+    pair = audit.keygen(tmp_path / "key")
+    with tsaccess.connect(**site.cluster.primary.params(dbname="company_db")) as conn:
+        sealed = audit.seal(conn, site.policy, key=pair.private, out=tmp_path / "cps")
+    site.cluster.wait_replayed()
+    for standby in site.cluster.standbys:
+        with tsaccess.connect(**standby.params(dbname="company_db")) as conn:
+            proof = audit.prove(
+                conn, site.policy, checkpoints=tmp_path / "cps", public_key=pair.public
+            )
+        assert proof.intact and proof.position == sealed.checkpoint.position, proof.to_text()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -81,7 +80,7 @@ def test_expected_errors_are_one_line(args, says):
 
 def test_ctrl_c_is_one_line_and_130(tcp_trap):
     """Interrupted while waiting for a server that never answers."""
-    port, _ = tcp_trap
+    port, trap = tcp_trap
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -98,12 +97,15 @@ def test_ctrl_c_is_one_line_and_130(tcp_trap):
         text=True,
     )
     deadline = time.monotonic() + 60
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
-        pass  # the trap accepts: the client is past its imports once it waits there
-    time.sleep(2.0)
-    assert proc.poll() is None and time.monotonic() < deadline
-    proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=60)
+    trap.settimeout(60)
+    client, _ = trap.accept()  # the client connected: it is past its imports and waits there
+    try:
+        time.sleep(0.5)
+        assert proc.poll() is None and time.monotonic() < deadline
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        client.close()
     assert proc.returncode == 130, err
     assert err.endswith("\ntsaccess: interrupted\n") and "Traceback" not in err, err
     assert all(x.startswith("tsaccess: ") for x in err.splitlines()), err  # (a TLS warning)

@@ -3,7 +3,8 @@
 Rooms: :mod:`~tsaccess.audit.templates` (the SQL it creates), :mod:`~tsaccess.audit.ddl` (plan
 steps, used by :mod:`tsaccess.plan.build`), :mod:`~tsaccess.audit.runtime` (:func:`set_actor`, :func:`record_denied`),
 :mod:`~tsaccess.audit.reports` (:func:`recent`, :func:`history`, :func:`changes`,
-:func:`summary`, :func:`activity`). :func:`active_sessions` and :func:`roles` live in
+:func:`summary`, :func:`activity`), :mod:`~tsaccess.audit.integrity` (the tamper-evident chain:
+:func:`keygen`, :func:`seal`, :func:`prove`). :func:`active_sessions` and :func:`roles` live in
 :mod:`tsaccess.monitoring` and are re-exported here for compatibility.
 """
 
@@ -13,6 +14,16 @@ import importlib
 import warnings
 from typing import Any
 
+from tsaccess.audit.integrity import (
+    Break,
+    Checkpoint,
+    KeyPair,
+    Proof,
+    SealResult,
+    keygen,
+    prove,
+    seal,
+)
 from tsaccess.audit.reports import (
     ActivityBucket,
     AuditEvent,
@@ -31,18 +42,26 @@ from tsaccess.monitoring import RoleRow, SessionRow, active_sessions, roles
 __all__ = [
     "ActivityBucket",
     "AuditEvent",
+    "Break",
+    "Checkpoint",
+    "KeyPair",
+    "Proof",
     "Results",
     "RoleRow",
     "RowChange",
+    "SealResult",
     "SessionRow",
     "SummaryRow",
     "active_sessions",
     "activity",
     "changes",
     "history",
+    "keygen",
+    "prove",
     "recent",
     "record_denied",
     "roles",
+    "seal",
     "set_actor",
     "summary",
 ]

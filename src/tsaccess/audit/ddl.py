@@ -2,8 +2,6 @@
 
 Design (see ``docs/concepts.md``):
 
-Design (see ``docs/concepts.md``):
-
 * The audit table, the per-row data schema and the functions belong to a dedicated NOLOGIN role
   (``audit.owner``) that owns nothing else. Nobody is granted INSERT/UPDATE/DELETE/TRUNCATE on
   them; auditors get SELECT on the audit table and on its ``<table>_rows`` view. Rows arrive
@@ -33,8 +31,10 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
+from tsaccess.audit.integrity.schema import chain_steps
 from tsaccess.audit.templates import (
     DENIED_FUNCTION,
+    DENIED_RATE_TABLE,
     PENDING_FUNCTION,
     PENDING_TABLE,
     ROW_TYPE_SUFFIX,
@@ -351,6 +351,28 @@ def _pending_steps(policy: Policy, data: AuditDataInfo | None) -> list[Step]:
     return steps
 
 
+def _denied_rate_steps(policy: Policy, data: AuditDataInfo | None) -> list[Step]:
+    """The owner-only table that bounds DENIED rows per login user and second."""
+    ds = policy.audit.data_schema
+    table = sql.Identifier(ds, DENIED_RATE_TABLE)
+    have = data.relations.get(("r", DENIED_RATE_TABLE)) if data else None
+    steps: list[Step] = []
+    if have is None:
+        steps.append(
+            Step(
+                sql.SQL(
+                    "CREATE UNLOGGED TABLE {} (username text PRIMARY KEY,"
+                    " second timestamptz NOT NULL, n integer NOT NULL)"
+                ).format(table),
+                f"create {ds}.{DENIED_RATE_TABLE} (bounds DENIED rows per user and second)",
+                "audit",
+            )
+        )
+    if have is None or have.owner != policy.audit.owner:
+        steps.append(_owned(policy, "TABLE", table, f"{ds}.{DENIED_RATE_TABLE}"))
+    return steps
+
+
 def _view_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
     view = policy.audit.rows_view
     ident = qualified(policy, view)
@@ -407,6 +429,8 @@ def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
     if info is None or info.owner != policy.audit.owner:
         steps.append(_owned(policy, "TABLE", audit_t, f"audit table {policy.audit.table}"))
     steps += _data_steps(policy, cat, timescaledb)
+    steps += _denied_rate_steps(policy, cat.audit_data if cat else None)
+    steps += chain_steps(policy, cat)  # the tamper-evident chain: objects only, no trigger work
 
     grantees = {(r.name, "EXECUTE") for r in policy.roles}
     for fname, body in function_sources(policy).items():

@@ -6,8 +6,10 @@ installs tsaccess's own job instead (``<schema>.tsaccess_retention``, run by Tim
 scheduler as the table owner). For each chunk it is about to drop it writes one audit row
 (operation ``DROP CHUNK``, the hypertable, the chunk, its time range, the job id and the chunk's
 row count) through ``<schema>.tsaccess_audit_chunk_drop`` (``SECURITY DEFINER``, owned by the
-audit owner), then calls ``drop_chunks`` with the same cutoff and fails the whole transaction
-unless it dropped exactly the recorded chunks.
+audit owner) for each chunk ``drop_chunks`` dropped, in the same transaction. A chunk it does
+not drop — frozen (``drop_chunks`` skips those without a word), or not dropped for any other
+reason — is recorded as ``KEEP CHUNK`` (``tsaccess_audit_chunk_keep``) with the reason, and the
+job goes on: retention never wedges on one chunk.
 
 Drops outside the job: a ``DROP TABLE`` of a chunk fires ``sql_drop``, which the event trigger
 ``tsaccess_chunk_drops`` records (operation ``DROP CHUNK``, no row count: the rows are gone);
@@ -30,18 +32,21 @@ __all__ = [
     "DROP_FUNCTION",
     "EVENT_FUNCTION",
     "EVENT_TRIGGER",
+    "KEEP_FUNCTION",
     "RETENTION_PROCEDURE",
     "retention_steps",
 ]
 
 DROP_FUNCTION = "tsaccess_audit_chunk_drop"
+KEEP_FUNCTION = "tsaccess_audit_chunk_keep"
 RETENTION_PROCEDURE = "tsaccess_retention"
 EVENT_FUNCTION = "tsaccess_audit_sql_drop"
 EVENT_TRIGGER = "tsaccess_chunk_drops"
 
 _DROP_BODY = """
   INSERT INTO {audit} (username, operation, table_name, description, effective_role, txid,
-                       client_addr, application_name, actor, request_id, row_count)
+                       client_addr, application_name, actor, request_id, row_count,
+                       client_asserted)
   VALUES (session_user, 'DROP CHUNK', hypertable,
           'DROP CHUNK ' || chunk || ' [' || coalesce(range_start, '?') || ', '
             || coalesce(range_end, '?') || ')'
@@ -51,9 +56,29 @@ _DROP_BODY = """
           pg_catalog.txid_current(), pg_catalog.inet_client_addr(),
           nullif(pg_catalog.current_setting('application_name'), ''),
           CASE WHEN job IS NULL THEN NULL ELSE 'tsaccess retention job ' || job END,
-          NULL, rows)
+          NULL, rows, pg_catalog.current_setting('application_name') <> '')
 """
 
+_KEEP_BODY = """
+  INSERT INTO {audit} (username, operation, table_name, description, effective_role, txid,
+                       client_addr, application_name, actor, request_id, row_count,
+                       client_asserted)
+  VALUES (session_user, 'KEEP CHUNK', hypertable,
+          'KEEP CHUNK ' || chunk || ' [' || coalesce(range_start, '?') || ', '
+            || coalesce(range_end, '?') || ') not dropped by retention job ' || job || ': '
+            || reason,
+          coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text),
+          pg_catalog.txid_current(), pg_catalog.inet_client_addr(),
+          nullif(pg_catalog.current_setting('application_name'), ''),
+          'tsaccess retention job ' || job, NULL, rows,
+          pg_catalog.current_setting('application_name') <> '')
+"""
+
+# Chunks in the window: frozen ones (status bit 4: drop_chunks skips them without a word) are
+# kept and recorded as KEEP CHUNK; the others are counted, dropped with drop_chunks and each
+# recorded as DROP CHUNK; one drop_chunks did not drop is recorded as kept, one it dropped that
+# was not counted (made meanwhile) as dropped without a count. Nothing wedges the job: the
+# audit says what happened, in the transaction that did it.
 _RETENTION_BODY = """
 DECLARE
   ht regclass := (config ->> 'hypertable')::regclass;
@@ -61,33 +86,49 @@ DECLARE
   ext text;
   r record;
   n bigint;
-  recorded text[] := '{{}}';
+  counted jsonb := '{{}}';
+  frozen text[] := '{{}}';
   dropped text[];
+  d text;
 BEGIN
   SELECT pg_catalog.quote_ident(e.extnamespace::regnamespace::text) INTO ext
   FROM pg_catalog.pg_extension e WHERE e.extname = 'timescaledb';
   FOR r IN
     SELECT pg_catalog.format('%I.%I', c.chunk_schema, c.chunk_name) AS chunk,
-           c.range_start, c.range_end
+           c.range_start, c.range_end, (k.status & 4) <> 0 AS is_frozen
     FROM timescaledb_information.chunks c
+    JOIN _timescaledb_catalog.chunk k
+      ON k.schema_name = c.chunk_schema AND k.table_name = c.chunk_name
     WHERE pg_catalog.format('%I.%I', c.hypertable_schema, c.hypertable_name)::regclass = ht
       AND c.range_end <= cutoff
     ORDER BY c.range_start
   LOOP
     EXECUTE 'SELECT pg_catalog.count(*) FROM ' || r.chunk INTO n;
-    PERFORM {drop_function}(config ->> 'table', r.chunk, r.range_start::text,
-                            r.range_end::text, job_id, n);
-    recorded := recorded || r.chunk;
+    IF r.is_frozen THEN
+      frozen := frozen || r.chunk;
+      PERFORM {keep_function}(config ->> 'table', r.chunk, r.range_start::text,
+                              r.range_end::text, job_id, n,
+                              'frozen (unfreeze it, or drop it by hand)');
+      RAISE WARNING 'tsaccess retention job %: chunk % is frozen and was not dropped',
+        job_id, r.chunk;
+    ELSE
+      counted := counted || pg_catalog.jsonb_build_object(r.chunk,
+        pg_catalog.jsonb_build_array(r.range_start::text, r.range_end::text, n));
+    END IF;
   END LOOP;
   EXECUTE 'SELECT coalesce(pg_catalog.array_agg(d::text), ''{{}}'') FROM '
           || ext || '.drop_chunks($1, older_than => $2) d'
     INTO dropped USING ht, cutoff;
-  IF (SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(recorded) x)
-     IS DISTINCT FROM (SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest(dropped) x)
-  THEN
-    RAISE EXCEPTION 'tsaccess retention: drop_chunks dropped % but % were recorded; rolled back',
-      dropped, recorded;
-  END IF;
+  FOREACH d IN ARRAY dropped LOOP
+    PERFORM {drop_function}(config ->> 'table', d, counted -> d ->> 0, counted -> d ->> 1,
+                            job_id, (counted -> d ->> 2)::bigint);
+  END LOOP;
+  FOR r IN SELECT e.key AS chunk, e.value AS v FROM pg_catalog.jsonb_each(counted) e
+           WHERE e.key <> ALL (dropped) LOOP
+    PERFORM {keep_function}(config ->> 'table', r.chunk, r.v ->> 0, r.v ->> 1, job_id,
+                            (r.v ->> 2)::bigint, 'drop_chunks did not drop it');
+    RAISE WARNING 'tsaccess retention job %: drop_chunks did not drop chunk %', job_id, r.chunk;
+  END LOOP;
 END
 """
 
@@ -170,6 +211,7 @@ def retention_steps(
     retained = [t for t in policy.tables if t.retention is not None and t.hypertable]
     audit = sql.Identifier(policy.schema, policy.audit.table).as_string(None)
     drop_fn = sql.Identifier(policy.schema, DROP_FUNCTION).as_string(None)
+    keep_fn = sql.Identifier(policy.schema, KEEP_FUNCTION).as_string(None)
     superuser = cat.superuser if cat else True
     me = cat.current_user if cat else None
     steps: list[Step] = []
@@ -188,6 +230,20 @@ def retention_steps(
         want_acl=set() if superuser or me is None else {(me, "EXECUTE")},
         ident_args="(text, text, text, text, integer, bigint)",
     )
+    if retained or (cat and KEEP_FUNCTION in cat.functions):
+        steps += _function(
+            policy,
+            cat,
+            KEEP_FUNCTION,
+            "FUNCTION {}(hypertable text, chunk text, range_start text, range_end text,"
+            " job integer, rows bigint, reason text) RETURNS void LANGUAGE sql VOLATILE"
+            " SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS",
+            _KEEP_BODY.format(audit=audit),
+            definer=True,
+            owner=policy.audit.owner,
+            want_acl=set() if superuser or me is None else {(me, "EXECUTE")},
+            ident_args="(text, text, text, text, integer, bigint, text)",
+        )
     if retained or (cat and RETENTION_PROCEDURE in cat.functions):
         steps += _function(
             policy,
@@ -195,7 +251,7 @@ def retention_steps(
             RETENTION_PROCEDURE,
             "PROCEDURE {}(job_id integer, config jsonb) LANGUAGE plpgsql"
             " SET search_path = pg_catalog, pg_temp AS",
-            _RETENTION_BODY.format(drop_function=drop_fn),
+            _RETENTION_BODY.format(drop_function=drop_fn, keep_function=keep_fn),
             definer=False,
             owner=None,
             want_acl=set(),

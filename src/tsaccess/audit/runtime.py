@@ -36,8 +36,9 @@ def set_actor(
 ) -> None:
     """Tag this session's audit rows with an application-level actor and request id.
 
-    The values are client-asserted (the application says who its end user is): audit rows store
-    them in ``actor`` / ``request_id`` next to the server-verified ``username``. Pooled
+    The values are client-asserted (the application says who its end user is; any session could
+    set the same settings itself): audit rows store them in ``actor`` / ``request_id`` next to
+    the server-verified ``username``, with ``client_asserted = true``. Pooled
     connections forget them on return. Behind a pooler (``connect(pooler=...)``) they are set
     locally in each transaction, starting with the current one. An async connection:
     ``await conn.set_actor(actor, request_id)``.

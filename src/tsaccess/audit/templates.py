@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DENIED_FUNCTION",
+    "DENIED_PER_SECOND",
+    "DENIED_RATE_TABLE",
     "PENDING_FUNCTION",
     "PENDING_TABLE",
     "ROW_TYPE_SUFFIX",
@@ -49,6 +51,10 @@ _COLUMNS = (
     "username, operation, table_name, description, effective_role, txid, client_addr,"
     " application_name, actor, request_id, row_count"
 )
+# What a session can set is the client's word: a row that carries any of it says so.
+_ASSERTED = "(act IS NOT NULL OR req IS NOT NULL OR app IS NOT NULL)"
+DENIED_PER_SECOND = 10
+"""DENIED rows recorded per login user and second; one more says the rest were not."""
 _CONTEXT = """
   eff text := coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text);
   app text := nullif(pg_catalog.current_setting('application_name'), '');
@@ -101,10 +107,10 @@ BEGIN
     ELSIF TG_OP <> 'TRUNCATE' THEN{size_new}
     END IF;{skip_empty}
   END IF;
-  INSERT INTO {audit} ({columns})
+  INSERT INTO {audit} ({columns}, client_asserted)
   VALUES (session_user, TG_OP, tbl,
           TG_OP || CASE WHEN n IS NULL THEN '' ELSE ' of ' || n || ' row(s)' END,
-          eff, tx, addr, app, act, req, n);
+          eff, tx, addr, app, act, req, n, {asserted});
   RETURN NULL;
 END
 """
@@ -124,8 +130,9 @@ DECLARE{context}
   n_rec record;
 BEGIN
   IF TG_LEVEL = 'ROW' THEN  -- no transition tables (DELETE on a compressed hypertable)
-    INSERT INTO {audit} ({columns})
-    VALUES (session_user, TG_OP, tbl, TG_OP || ' row', eff, tx, addr, app, act, req, 1)
+    INSERT INTO {audit} ({columns}, client_asserted)
+    VALUES (session_user, TG_OP, tbl, TG_OP || ' row', eff, tx, addr, app, act, req, 1,
+            {asserted})
     RETURNING id, event_time INTO aid, ts;
     INSERT INTO {data} (audit_id, event_time, old_data) VALUES (aid, ts, {old_row});
     RETURN NULL;
@@ -168,24 +175,39 @@ BEGIN
       CLOSE n_cur;
     END IF;
   END IF;{skip_empty}
-  INSERT INTO {audit} (id, event_time, {columns}) OVERRIDING SYSTEM VALUE
+  INSERT INTO {audit} (id, event_time, {columns}, client_asserted) OVERRIDING SYSTEM VALUE
   VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
-          app, act, req, n);
+          app, act, req, n, {asserted});
   RETURN NULL;
 END
 """
 
+# At most DENIED_PER_SECOND rows per login user and second (counted in an owner-only table),
+# then one saying the rest of that second was not recorded: anyone may call the function.
 _DENIED_BODY = """
+  WITH seen AS (
+    INSERT INTO {rate} AS r (username, second, n)
+    VALUES (session_user, pg_catalog.date_trunc('second', pg_catalog.clock_timestamp()), 1)
+    ON CONFLICT (username) DO UPDATE
+      SET n = CASE WHEN r.second = excluded.second THEN r.n + 1 ELSE 1 END,
+          second = excluded.second
+      WHERE r.second <> excluded.second OR r.n <= {limit}  -- then no new row version
+    RETURNING r.n)
   INSERT INTO {audit} ({columns}, client_asserted)
-  VALUES (session_user, 'DENIED', pg_catalog.left(table_name, 200),
-          pg_catalog.left(reason, 500) || ': ' || pg_catalog.left(statement, 2000),
-          coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text),
-          pg_catalog.txid_current(), pg_catalog.inet_client_addr(),
-          nullif(pg_catalog.current_setting('application_name'), ''),
-          nullif(pg_catalog.current_setting('tsaccess.actor', true), ''),
-          nullif(pg_catalog.current_setting('tsaccess.request_id', true), ''),
-          NULL, true)
+  SELECT session_user, 'DENIED', pg_catalog.left(table_name, 200),
+         CASE WHEN seen.n > {limit} THEN 'more than {limit} DENIED events of ' || session_user
+              || ' in this second: the others are not recorded'
+         ELSE pg_catalog.left(reason, 500) || ': ' || pg_catalog.left(statement, 2000) END,
+         coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text),
+         pg_catalog.txid_current(), pg_catalog.inet_client_addr(),
+         nullif(pg_catalog.current_setting('application_name'), ''),
+         nullif(pg_catalog.current_setting('tsaccess.actor', true), ''),
+         nullif(pg_catalog.current_setting('tsaccess.request_id', true), ''),
+         NULL, true
+  FROM seen WHERE seen.n <= {limit} + 1
 """
+DENIED_RATE_TABLE = "tsaccess_denied_rate"
+"""In the data schema: per login user, the current second and the DENIED rows recorded in it."""
 
 
 def qualified(policy: Policy, name: str) -> sql.Identifier:
@@ -231,8 +253,14 @@ def function_sources(policy: Policy) -> dict[str, str]:
             size_old=_size("tsaccess_old", 6),
             size_new=_size("tsaccess_new", 6),
             skip_empty=textwrap.indent(_SKIP_EMPTY, " " * 4),
+            asserted=_ASSERTED,
         ),
-        DENIED_FUNCTION: _DENIED_BODY.format(audit=audit, columns=_COLUMNS),
+        DENIED_FUNCTION: _DENIED_BODY.format(
+            audit=audit,
+            columns=_COLUMNS,
+            limit=DENIED_PER_SECOND,
+            rate=text(sql.Identifier(policy.audit.data_schema, DENIED_RATE_TABLE)),
+        ),
     }
 
 
@@ -249,6 +277,7 @@ def rows_function_source(policy: Policy, table: Table, attrs: Sequence[str]) -> 
         old_row=_row_value(policy, table, attrs, "old"),
         size_new=_size("tsaccess_new", 4),
         skip_empty=textwrap.indent(_SKIP_EMPTY, " " * 2),
+        asserted=_ASSERTED,
     )
 
 
@@ -372,6 +401,7 @@ def pending_function_source(policy: Policy) -> str:
         audit=text(qualified(policy, policy.audit.table)),
         columns=_COLUMNS,
         pending=text(sql.Identifier(policy.audit.data_schema, PENDING_TABLE)),
+        asserted=_ASSERTED,
     )
 
 
@@ -385,9 +415,9 @@ BEGIN
   END IF;
   DELETE FROM {pending} p WHERE p.txid = tx AND p.table_name = tbl;
   GET DIAGNOSTICS n = ROW_COUNT;
-  INSERT INTO {audit} ({columns})
+  INSERT INTO {audit} ({columns}, client_asserted)
   VALUES (session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr, app, act,
-          req, n);
+          req, n, {asserted});
   RETURN NULL;
 END
 """

@@ -51,6 +51,8 @@ class ColumnInfo:
     type: str
     not_null: bool
     default: str | None
+    statistics: int = -1
+    """The column's statistics target (``attstattarget``; -1: the server's default)."""
 
 
 @dataclass(frozen=True)
@@ -295,7 +297,7 @@ def read_catalog(
         " a.attnotnull, pg_catalog.pg_get_expr(d.adbin, d.adrelid),"
         " CASE WHEN x.grantee IS NULL THEN NULL ELSE"
         "  (CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(x.grantee) END)"
-        " END, x.privilege_type"
+        " END, x.privilege_type, a.attstattarget"
         " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
         " JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0"
         "  AND NOT a.attisdropped"
@@ -370,9 +372,9 @@ def read_catalog(
             acl[relname].add((grantee, priv))
     cols: dict[str, list[ColumnInfo]] = defaultdict(list)
     col_acl: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
-    for relname, att, typ, notnull, default, grantee, priv in col_rows:
+    for relname, att, typ, notnull, default, grantee, priv, target in col_rows:
         if not cols[relname] or cols[relname][-1].name != att:
-            cols[relname].append(ColumnInfo(att, typ, notnull, default))
+            cols[relname].append(ColumnInfo(att, typ, notnull, default, target))
         if grantee is not None:
             col_acl[relname].add((att, grantee, priv))
     tables = {

@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from tsaccess.catalog.routines import ROW_COLUMNS, RoutineInfo, derive_sql, routines_from
+
 __all__ = [
     "ATTRIBUTE_FUNCTION",
     "ATTRIBUTE_TABLE",
@@ -88,6 +90,10 @@ class TimescaleCatalog:
     view_sources: Mapping[str, tuple[bool, frozenset[str]]] = field(default_factory=dict)
     """View or materialized view of the schema -> (security_invoker, relations of the schema it
     reads directly). A continuous aggregate counts as reading its source hypertable."""
+    routines: tuple[RoutineInfo, ...] = ()
+    """TimescaleDB's routines and the rule PUBLIC keeps (:mod:`tsaccess.catalog.routines`)."""
+    chunk_mark: tuple[str, frozenset[Grant]] | None = None
+    """(owner, ACL) of the chunk trigger's mark sequence in the schema, when it exists."""
 
     def chunks_of(self, parent: str) -> tuple[ChunkInfo, ...]:
         return tuple(c for c in self.chunks if c.parent == parent)
@@ -108,7 +114,7 @@ def read_timescale(
         row = cur.execute(
             _BASE_PART + ts_part,
             (schema, schema, SLICE_SCHEMA, SLICE_SCHEMA, ATTRIBUTE_FUNCTION, schema)
-            + ((schema,) * 8 if timescaledb else ()),
+            + ((schema,) * 9 if timescaledb else ()),
         ).fetchone()
         assert row is not None
         queries = 1
@@ -141,7 +147,7 @@ def read_timescale(
     )
     if not timescaledb:
         return base
-    cagg_j, chunk_j, comp_j, job_j, cagg_src_j = row[8:]
+    cagg_j, chunk_j, comp_j, job_j, cagg_src_j, routines_j, mark_j = row[8:]
     aggregates = {r[0]: AggregateInfo(r[0], bool(r[1]), (r[2], r[3])) for r in cagg_j or ()}
     meta: dict[tuple[str, str, str], tuple[str, str]] = {}
     acl: dict[tuple[str, str, str], set[Grant]] = defaultdict(set)
@@ -173,6 +179,8 @@ def read_timescale(
         compression={t: (tuple(seg[t]), tuple(order[t])) for t in seg},
         jobs=jobs,
         aggregates=aggregates,
+        routines=routines_from(routines_j),
+        chunk_mark=(mark_j[0], _grants(mark_j[1])) if mark_j else None,
     )
 
 
@@ -267,7 +275,12 @@ _TS_PART = (
     " (SELECT json_agg(json_build_array(ca.user_view_name, h.table_name))"
     "  FROM _timescaledb_catalog.continuous_agg ca"
     "  JOIN _timescaledb_catalog.hypertable h ON h.id = ca.raw_hypertable_id"
-    "  WHERE ca.user_view_schema = %s AND h.schema_name = %s)"
+    "  WHERE ca.user_view_schema = %s AND h.schema_name = %s),"
+    " (SELECT json_agg(d) FROM (" + derive_sql().replace("%", "%%") + ") " + ROW_COLUMNS + "),"
+    " (SELECT json_build_array(pg_catalog.pg_get_userbyid(k.relowner), "
+    + _ACL.format(acl="k.relacl", kind="s", owner="k.relowner")
+    + ") FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace"
+    "  WHERE n.nspname = %s AND k.relname = 'tsaccess_chunk_mark' AND k.relkind = 'S')"
 )
 
 

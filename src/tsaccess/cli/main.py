@@ -376,14 +376,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser(
-        "audit", help="read the audit trail and sessions", epilog="Database: " + DATABASE_RULE
+        "audit",
+        help="read the audit trail and sessions; seal and prove it",
+        epilog="keygen, seal, prove exit 0 ok/intact, 1 tampered, 2 no verdict (errors); "
+        "see docs/audit-integrity.md. Database: " + DATABASE_RULE,
     )
     sp.add_argument(
         "what",
-        choices=["recent", "changes", "summary", "activity", "sessions", "roles"],
+        choices=[
+            *("recent", "changes", "summary", "activity", "sessions", "roles"),
+            *("keygen", "seal", "prove"),
+        ],
         help="what to show: latest events, changed rows, per-user summary, activity over "
-        "time, live sessions, or roles",
+        "time, live sessions, or roles; keygen --out KEY, seal --key KEY --out DIR, "
+        "prove --checkpoints DIR --pubkey KEY.pub: the tamper-evident chain",
     )
+    for flag, text in (
+        ("--key", "seal: the private key (from keygen)"),
+        ("--out", "keygen: the private key to write (and OUT.pub); seal: checkpoint directory"),
+        ("--checkpoints", "prove: the directory the seals wrote"),
+        ("--pubkey", "prove: the public key (KEY.pub)"),
+        ("--start", "prove: only what was sealed after this checkpoint file (a period)"),
+    ):
+        sp.add_argument(flag, type=Path, help=text)
     common(sp)
     sp.add_argument("--table", help="changes: only this table")
     sp.add_argument(

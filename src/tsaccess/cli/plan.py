@@ -306,6 +306,7 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
                     passwords=pw,
                     generate_passwords=gen is not None,
                     before_commit=write_generated if gen is not None else None,
+                    allow_cluster_changes=getattr(args, "allow_cluster_changes", False),
                 )
         else:
             with tools.admin(args, policy.database) as conn:
@@ -334,6 +335,7 @@ def apply_command(args: argparse.Namespace, tools: Tools) -> int:
                     wait_replicas=getattr(args, "wait_replicas", None),
                     generate_passwords=gen is not None,
                     before_commit=write_generated if gen is not None else None,
+                    allow_cluster_changes=getattr(args, "allow_cluster_changes", False),
                     **opts,
                 )
     except BaseException as exc:
@@ -447,4 +449,10 @@ def add_apply_options(sp: argparse.ArgumentParser) -> None:
         action="store_true",
         help="apply without asking; without it apply asks on a terminal and, with no terminal "
         "(a pipe, a script, CI), refuses and changes nothing",
+    )
+    sp.add_argument(
+        "--allow-cluster-changes",
+        action="store_true",
+        help="apply even when the plan changes roles (attributes, memberships, passwords) that "
+        "the policies of other databases of the cluster also manage (refused by default)",
     )

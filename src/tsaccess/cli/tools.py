@@ -8,6 +8,7 @@ The helpers every command shares (admin connection, passwords, policy, JSON) com
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import psycopg
@@ -104,6 +105,8 @@ def audit_command(args: argparse.Namespace, tools: Tools) -> int:
     from tsaccess import monitoring
     from tsaccess.audit import reports as audit
 
+    if args.what in ("keygen", "seal", "prove"):
+        return _chain_command(args, tools)
     schema, table, dbname = "public", "activity_audit", None
     if args.policy:  # the policy's database, unless --dsn names one (the one rule)
         policy = tools.policy(args)
@@ -127,6 +130,52 @@ def audit_command(args: argparse.Namespace, tools: Tools) -> int:
     else:
         print(res.to_text())
     return EXIT_OK
+
+
+def _chain_command(args: argparse.Namespace, tools: Tools) -> int:
+    """``tsaccess audit keygen|seal|prove``: 0 ok or intact, 1 tampered, 2 no verdict."""
+    from tsaccess.audit import integrity
+    from tsaccess.errors import AuditTamperedError, TsaccessError
+
+    def need(value: Any, flag: str) -> Any:
+        if value is None:
+            raise Fail(f"audit {args.what} needs {flag}", EXIT_USAGE)
+        return value
+
+    try:
+        if args.what == "keygen":
+            res: Any = integrity.keygen(need(args.out, "--out KEY"))
+            data, text, code = res.__dict__, f"wrote {res.private} and {res.public}", EXIT_OK
+        else:
+            need(args.policy, "--policy")
+            policy = tools.policy(args)
+            with tools.admin(args, policy.database) as conn:
+                if args.what == "seal":
+                    key, out = need(args.key, "--key KEY"), need(args.out, "--out DIR")
+                    res = integrity.seal(conn, policy, key=key, out=out)
+                    code = EXIT_OK
+                else:
+                    res = integrity.prove(
+                        conn,
+                        policy,
+                        checkpoints=need(args.checkpoints, "--checkpoints DIR"),
+                        public_key=need(args.pubkey, "--pubkey KEY.pub"),
+                        start=args.start,
+                    )
+                    code = EXIT_OK if res.intact else EXIT_ERROR
+            data, text = res.as_dict(), res.to_text()
+    except AuditTamperedError as exc:
+        print(f"tsaccess: tampered: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (TsaccessError, psycopg.Error, OSError) as exc:
+        msg = " ".join(str(exc).split()) or exc.__class__.__name__
+        print(f"tsaccess: error (no verdict): {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        tools.print_json(data)
+    else:
+        print(text)
+    return code
 
 
 def certs_command(args: argparse.Namespace, tools: Tools) -> int:

@@ -23,7 +23,7 @@ from psycopg._connection_base import BaseConnection
 from tsaccess.client.params import SecureParams
 from tsaccess.client.pooler import autocommit_refused, scope_statement
 from tsaccess.client.prepared import PreparedLedger
-from tsaccess.client.reset import ClientState, custom_names_in
+from tsaccess.client.reset import ClientState, custom_names_in, maybe_sets
 from tsaccess.client.session import hosts_of
 from tsaccess.client.tls import TlsStatus
 
@@ -110,7 +110,7 @@ class TsSession(BaseConnection[Any]):
 
     def note_custom_settings(self, text: str) -> None:
         """Note the custom settings ``text`` may create (called by the default cursors)."""
-        if "set" in text or "SET" in text or "Set" in text:
+        if maybe_sets(text):  # any case, or escapes that could spell set_config
             names, unknown = custom_names_in(text)
             self.custom_seen |= names
             self.custom_unknown |= unknown

@@ -46,6 +46,7 @@ from tsaccess.client.prepared import (
     run_gen,
     server_statements,
 )
+from tsaccess.client.sqltokens import significant
 from tsaccess.errors import TsaccessError
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ __all__ = [
     "check_custom_names",
     "custom_names_in",
     "custom_settings_present",
+    "maybe_sets",
     "present_query",
     "reset_batch",
     "reset_gen",
@@ -72,35 +74,88 @@ _SUPERUSER_CLEANUP = "RESET SESSION AUTHORIZATION; " + _CLEANUP
 _CUSTOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)+")
 
 
-_PART = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_SETS_CUSTOM = re.compile(
-    r"(?i)\bset\s+(?:session\s+|local\s+)?(" + _PART + r"(?:\s*\.\s*" + _PART + r")+)"
-    r"|\bset_config\s*\(\s*(?:'((?:[^']|'')*)'\s*,)?"
-)
 _OWN = "tsaccess."
 """Settings tsaccess itself sets and resets (the audit actor): not the borrower's."""
+_DEPTH = 4
+"""How deep string literals are read as SQL (a ``DO`` body, an ``EXECUTE``'d string...)."""
 
 
 def custom_names_in(text: str) -> tuple[frozenset[str], bool]:
     """The custom settings (``prefix.name``) a statement text may create: ``SET x.y``, ``SET
-    LOCAL x.y``, ``set_config('x.y', ...)``; and True when it calls ``set_config`` with a name
-    that is not a literal (which setting it creates cannot be known: fail closed)."""
+    LOCAL x.y``, ``set_config('x.y', ...)``, read with :mod:`tsaccess.client.sqltokens` (so
+    comments, quoted and ``U&`` identifiers, ``E''`` and dollar-quoted strings cannot hide one),
+    also inside string literals (code run by ``DO`` or ``EXECUTE``); and True when a
+    ``set_config`` name is not a literal, or a ``SET`` ends a string (the name is built at run
+    time): which setting it creates cannot be known, the pool fails closed."""
+    low = text.lower()
+    if "set_config" not in low and not any(c in text for c in _SIGNS):
+        # no dotted, quoted or escaped name, no string (code run later), no set_config: a SET
+        # here names no custom setting (a parameterised UPDATE ... SET stops here)
+        return frozenset(), False
     names: set[str] = set()
-    unknown = False
-    for m in _SETS_CUSTOM.finditer(text):
-        if m.group(1) is not None:
-            parts = re.findall(_PART, m.group(1))
-            name = ".".join(
-                p[1:-1].replace('""', '"') if p.startswith('"') else p.lower() for p in parts
-            )
-        elif m.group(2) is not None:
-            name = m.group(2).replace("''", "'").lower()
-        else:
-            unknown = True
-            continue
-        if "." in name and not name.startswith(_OWN):
-            names.add(name)
+    unknown = _names_in(text, names, 0)
     return frozenset(names), unknown
+
+
+_SIGNS = ".\"'$\\&"
+
+
+def _names_in(text: str, names: set[str], depth: int) -> bool:
+    toks = significant(text)
+    unknown = False
+    for i, (kind, value) in enumerate(toks):
+        if kind == "ident" and value == "set":
+            j = i + 1
+            while j < len(toks) and toks[j][0] == "ident" and toks[j][1] in _SET_WORDS:
+                j += 1
+            if j >= len(toks):
+                unknown = depth > 0  # a string ending in SET: the name is appended at run time
+                continue
+            name = _dotted(toks, j)
+            if name is not None:
+                _add(names, name)
+        elif kind in ("ident", "quoted") and value == "set_config":
+            if i + 1 >= len(toks) or toks[i + 1] != ("op", "("):
+                continue
+            arg = toks[i + 2] if i + 2 < len(toks) else None
+            after = toks[i + 3] if i + 3 < len(toks) else None
+            if arg is None or arg[0] != "string" or (after is not None and after != ("op", ",")):
+                unknown = True
+            else:
+                _add(names, arg[1].lower())
+        elif kind == "string" and depth < _DEPTH and _MAYBE.search(value):
+            unknown |= _names_in(value, names, depth + 1)
+    return unknown
+
+
+_SET_WORDS = frozenset({"session", "local"})
+_MAYBE = re.compile(r"(?i)set|u&|\\")
+"""Text worth reading for a setting: ``set``, or what can spell it (``U&`` escapes)."""
+
+
+def _dotted(toks: Sequence[tuple[str, str]], j: int) -> str | None:
+    """``a.b[.c]`` from ``toks[j:]`` (unquoted parts lower-cased; one quoted part may hold the
+    dot itself: ``"a.b"``), None when not a custom setting name."""
+    parts: list[str] = []
+    while j < len(toks) and toks[j][0] in ("ident", "quoted"):
+        parts.append(toks[j][1])
+        if j + 1 < len(toks) and toks[j + 1] == ("op", "."):
+            j += 2
+            continue
+        break
+    name = ".".join(parts)
+    return name if "." in name else None
+
+
+def _add(names: set[str], name: str) -> None:
+    if "." in name and not name.lower().startswith(_OWN):
+        names.add(name)
+
+
+def maybe_sets(text: str) -> bool:
+    """Cheap test: can ``text`` create a custom setting at all (``set`` in any case, or ``U&``
+    or backslash escapes that could spell ``set_config``)?"""
+    return _MAYBE.search(text) is not None
 
 
 def check_custom_names(names: Sequence[str]) -> tuple[str, ...]:

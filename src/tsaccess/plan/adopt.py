@@ -198,6 +198,8 @@ def _tables(
                 chunk_interval=interval,
                 audit="off",
                 compression=comp,
+                # statistics = false: every column's statistics target is 0 (as tsaccess sets it)
+                statistics=not info.columns or any(c.statistics != 0 for c in info.columns),
             )
         )
     return out
@@ -220,9 +222,11 @@ def _free_owner(names: set[str]) -> str:
     return owner
 
 
-def _public_holds(cat: CatalogSnapshot, tables: list[Table]) -> bool:
+def _public_holds(cat: CatalogSnapshot, tsc: TimescaleCatalog, tables: list[Table]) -> bool:
     if any(g == "PUBLIC" for g, _ in cat.database_acl | cat.schema_acl | cat.default_acl):
         return True
+    if any(r.keep is None and r.public for r in tsc.routines):
+        return True  # TimescaleDB's routines as installed: PUBLIC may execute every one
     for t in tables:
         info = cat.tables[t.name]
         if any(g == "PUBLIC" for g, _ in info.acl) or any(
@@ -307,7 +311,7 @@ def build_policy(
         ),
         also_connect=tuple(access.also_connect),
         aggregates=tuple(aggregates),
-        public="keep" if _public_holds(cat, tables) else "revoke",
+        public="keep" if _public_holds(cat, tsc, tables) else "revoke",
         chunk_privileges="copied"
         if any(t.hypertable for t in tables)
         and not any(r.slices for r in roles)
@@ -368,6 +372,14 @@ def generate(conn: psycopg.Connection[Any], schema: str = "public") -> Generated
             'public = "keep": PUBLIC keeps what it has here; "revoke" (tsaccess\'s default) '
             "takes it away."
         )
+        open_ = sorted({r.name for r in tsc.routines if r.keep is None and r.public})
+        if open_:
+            header.append(
+                f"WARNING: PUBLIC may execute {len(open_)} TimescaleDB routine(s) that change "
+                "data, chunks or jobs without checking the caller (drop_chunk, freeze_chunk, "
+                "create_chunk...): any login user can erase any hypertable's rows, an audit "
+                'trail\'s included. Set public = "revoke" and apply (docs/timescaledb.md).'
+            )
     if policy.chunk_privileges == "copied":
         header.append(
             'chunk_privileges = "copied": chunks keep what TimescaleDB copies from their '

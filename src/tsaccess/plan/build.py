@@ -21,9 +21,11 @@ from tsaccess.catalog.timescale import TimescaleCatalog
 from tsaccess.errors import PolicyError
 from tsaccess.passwords import Secret
 from tsaccess.plan.phases.acl import acl_steps, column_grant_steps, default_privilege_steps
+from tsaccess.plan.phases.chunks import chunk_steps
 from tsaccess.plan.phases.markers import marker_steps
 from tsaccess.plan.phases.prune import PruneInfo, prune_steps
 from tsaccess.plan.phases.roles import role_steps, settings_steps
+from tsaccess.plan.phases.routines import routine_runtime_steps, routine_steps
 from tsaccess.plan.phases.slices import slice_steps
 from tsaccess.plan.phases.tables import column_drift_steps, table_steps
 from tsaccess.plan.phases.timescale import timescale_steps
@@ -78,6 +80,7 @@ def build_steps(
     defaults = default_privilege_steps(policy, cat)
     audit = audit_steps(policy, cat, timescaledb)
     acl_security = [s for s in acl if s.phase == "security"]
+    acl_security += routine_steps(policy, cat, tsc.routines if tsc else None, warnings)
     acl_audit = [s for s in acl if s.phase == "audit"]
     pruned = (
         prune_steps(policy, cat, prune, warnings, drop_roles=drop_roles, drop_tables=drop_tables)
@@ -90,6 +93,11 @@ def build_steps(
     timescale += timescale_steps(policy, cat, tsc, timescaledb, warnings)
     timescale += retention_steps(policy, cat, tsc, timescaledb, warnings)
     timescale = [_with_object(policy, s) for s in timescale]
+    repaired = frozenset(
+        s.object.removeprefix("table ") for s in timescale if s.object and " on chunk " in s.summary
+    )
+    timescale += chunk_steps(policy, cat, tsc, timescaledb, repaired)
+    timescale += routine_runtime_steps(policy, cat, tsc, timescaledb)
     return [
         *schema,
         *security,

@@ -31,6 +31,7 @@ from tsaccess.errors import ApplyError, PolicyError
 from tsaccess.passwords import Secret
 from tsaccess.plan.build import build_steps, timescaledb_decision
 from tsaccess.plan.canon import digest
+from tsaccess.plan.cluster import ClusterChange, cluster_changes
 from tsaccess.plan.format import counts, render
 from tsaccess.plan.phases.prune import read_prune
 from tsaccess.plan.render_init import render_init
@@ -61,6 +62,9 @@ class Plan:
     """The policy's tables (audit internals fold into one line per table)."""
     generated: Mapping[str, Secret] = field(default_factory=dict, repr=False)
     """Passwords generated for users that need one (``generate_passwords``); never shown."""
+    cluster_changes: tuple[ClusterChange, ...] = ()
+    """Steps that change a role another tsaccess-managed database relies on (roles are the
+    cluster's): :func:`apply` refuses them unless ``allow_cluster_changes=True``."""
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -170,6 +174,12 @@ def plan(
             more = []  # about tables and users, which this plan leaves alone
     if phases is not None and "security" not in phases:
         generated = None  # no step of this plan sets a password
+    shared = cluster_changes(steps, cat, policy.database)
+    more += [
+        f"cluster-wide: {c} (apply refuses this unless allowed: --allow-cluster-changes,"
+        " allow_cluster_changes=True)"
+        for c in shared
+    ]
     return Plan(
         tuple(steps),
         tuple(warnings + more),
@@ -181,6 +191,7 @@ def plan(
         ),
         tables=tuple(t.name for t in policy.tables),
         generated=generated or {},
+        cluster_changes=shared,
     )
 
 
@@ -267,6 +278,7 @@ def apply(
     check: Callable[[Plan], None] | None = None,
     generate_passwords: bool = False,
     before_commit: Callable[[Plan], None] | None = None,
+    allow_cluster_changes: bool = False,
 ) -> ApplyResult:
     """Plan and apply ``policy`` (or only some ``phases`` of it, see :func:`plan`) in one
     transaction; all or nothing.
@@ -289,6 +301,9 @@ def apply(
         before_commit: called with the plan after every step ran and the database was checked,
             before the commit; an exception rolls everything back. Write generated passwords
             down here, so a failure after the commit cannot lose them.
+        allow_cluster_changes: run a plan that changes roles (attributes, memberships,
+            passwords, dropping them) the policies of other databases of the cluster also
+            manage (``Plan.cluster_changes``); refused by default.
 
     Returns:
         the plan that was applied and how long it took.
@@ -296,6 +311,8 @@ def apply(
     Raises:
         StandbyError: ``conn`` is on a hot standby.
         ReplicaLagError: (after the commit) a standby had not replayed it in time; named.
+        ApplyError: the plan changes roles other databases' policies manage (see
+            ``allow_cluster_changes``), or a step failed (rolled back).
     """
     t0 = time.perf_counter()
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -316,6 +333,15 @@ def apply(
             )
             if check is not None:
                 check(the_plan)
+            if the_plan.cluster_changes and not allow_cluster_changes:
+                raise ApplyError(
+                    "this plan changes roles other tsaccess-managed databases of the cluster "
+                    "rely on (roles are cluster-wide); nothing was applied: "
+                    + "; ".join(str(c) for c in the_plan.cluster_changes[:5])
+                    + ". Give this policy its own role names, or apply with "
+                    "allow_cluster_changes=True (tsaccess apply --allow-cluster-changes) if "
+                    "the other databases' policies should change too"
+                )
             passwords = {**(passwords or {}), **the_plan.generated}
             for i, step in enumerate(the_plan.steps):
                 try:

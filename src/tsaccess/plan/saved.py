@@ -216,6 +216,7 @@ def apply_saved(
     passwords: Mapping[str, Secret] | None = None,
     generate_passwords: bool = False,
     before_commit: Callable[[Plan], None] | None = None,
+    allow_cluster_changes: bool = False,
 ) -> ApplyResult:
     """Apply exactly the saved plan, or nothing: refuses if the database moved since.
 
@@ -259,6 +260,7 @@ def apply_saved(
         drop_removed=saved.options.get("drop_removed", False),
         drop_removed_tables=saved.options.get("drop_removed_tables", False),
         check=check,
+        allow_cluster_changes=allow_cluster_changes,
     )
 
 

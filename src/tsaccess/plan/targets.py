@@ -270,6 +270,7 @@ def apply_targets(
     passwords: Mapping[str, Secret] | None = None,
     phases: Collection[Phase] | None = None,
     wait_replicas: float | None = None,
+    allow_cluster_changes: bool = False,
 ) -> TargetsReport:
     """:func:`tsaccess.plan.compose.apply` on each target, each in its own transaction.
 
@@ -279,7 +280,14 @@ def apply_targets(
 
     def run(t: Target, pol: Policy, db: str) -> TargetResult:
         with connect(t.dsn, dbname=db) as conn:
-            res = apply(conn, pol, passwords=passwords, phases=phases, wait_replicas=wait_replicas)
+            res = apply(
+                conn,
+                pol,
+                passwords=passwords,
+                phases=phases,
+                wait_replicas=wait_replicas,
+                allow_cluster_changes=allow_cluster_changes,
+            )
         return TargetResult(
             t.name,
             db,

@@ -137,6 +137,7 @@ _TABLE_KEYS = {
     "audit_exclude",
     "compression",
     "retention",
+    "statistics",
 }
 
 
@@ -192,6 +193,14 @@ def _table(name: str, t: object, mode: str, source: str, problems: Problems) -> 
             audit_exclude=exclude or (),
             compression=compression,
             retention=retention,
+            statistics=_typed(
+                t.get("statistics", True),
+                bool,
+                f"{tp}.statistics",
+                "true or false",
+                problems,
+                True,
+            ),
         )
     return None
 

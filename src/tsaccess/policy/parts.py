@@ -85,6 +85,10 @@ class Table:
     """TimescaleDB compression (``[tables.<name>.compression]``)."""
     retention: Retention | None = None
     """Chunks dropped by tsaccess's audited retention job (``[tables.<name>.retention]``)."""
+    statistics: bool = True
+    """False: no planner statistics on the table's columns (nor its chunks'): a sliced reader's
+    ``EXPLAIN`` estimates no longer tell whether a value exists outside the slice; plans use
+    default selectivities (see docs/timescaledb.md)."""
 
     def __post_init__(self) -> None:
         check_interval(self.chunk_interval, f"tables.{self.name}.chunk_interval", "")

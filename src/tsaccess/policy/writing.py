@@ -102,6 +102,8 @@ def _table(policy: Policy, t: Table, notes: Mapping[str, Sequence[str]]) -> list
         pairs.append(("audit_columns", list(t.audit_columns)))
     if t.audit_exclude:
         pairs.append(("audit_exclude", list(t.audit_exclude)))
+    if not t.statistics:
+        pairs.append(("statistics", False))
     out = _section(head, pairs, notes, f"tables.{t.name}", implied=True)
     out += ["", f"[{head}.columns]"]
     out += [f"{toml_key(c.name)} = {toml_value(column_spec(c))}" for c in t.columns]

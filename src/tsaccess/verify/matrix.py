@@ -15,7 +15,15 @@ from tsaccess._render import html_table, text_table
 from tsaccess.client.tls import TlsStatus
 from tsaccess.policy import TABLE_PRIVILEGES
 
-__all__ = ["DATABASE_OBJECT", "LEGEND", "SCHEMA_OBJECT", "UNTRIED_DETAIL", "AccessMatrix", "Cell"]
+__all__ = [
+    "DATABASE_OBJECT",
+    "LEGEND",
+    "ROUTINES_OBJECT",
+    "SCHEMA_OBJECT",
+    "UNTRIED_DETAIL",
+    "AccessMatrix",
+    "Cell",
+]
 
 UNTRIED_DETAIL = "no password available for this user"
 LEGEND = (
@@ -24,13 +32,16 @@ LEGEND = (
 )
 DATABASE_OBJECT = "<database>"
 SCHEMA_OBJECT = "<schema>"
+ROUTINES_OBJECT = "<timescaledb routines>"
+"""EXECUTE on any TimescaleDB routine revoked from PUBLIC (:mod:`tsaccess.verify.routines`)."""
 
 
 @dataclass(frozen=True)
 class Cell:
     user: str
     object: str
-    """A managed table, ``<database>`` (CONNECT) or ``<schema>`` (CREATE)."""
+    """A managed table, ``<database>`` (CONNECT), ``<schema>`` (CREATE) or
+    ``<timescaledb routines>`` (EXECUTE)."""
     privilege: str
     expected: bool
     catalog: bool
@@ -75,22 +86,29 @@ class AccessMatrix:
     tls: Mapping[str, TlsStatus | None]
     read_only: bool = False
     """Checked on a hot standby: read-side cells only (writes need the primary)."""
+    routines: tuple[Cell, ...] = ()
+    """Per user: EXECUTE on the TimescaleDB routines revoked from PUBLIC (object
+    :data:`ROUTINES_OBJECT`), a section of its own next to the table cells."""
+
+    @property
+    def _all(self) -> tuple[Cell, ...]:
+        return self.cells + self.routines
 
     @property
     def ok(self) -> bool:
         """Every check was tried and agrees: the database enforces exactly the policy."""
-        return all(c.ok for c in self.cells)
+        return all(c.ok for c in self._all)
 
     @property
     def disagreements(self) -> tuple[Cell, ...]:
         """Cells that are not ok (a disagreement, or a try that ended in an error); cells not
         tried for want of a password are not among them (:attr:`untried`)."""
-        return tuple(c for c in self.cells if not c.ok and not c.untried)
+        return tuple(c for c in self._all if not c.ok and not c.untried)
 
     @property
     def untried(self) -> tuple[Cell, ...]:
         """Cells not tried for want of the user's password (see :attr:`Cell.untried`)."""
-        return tuple(c for c in self.cells if c.state == "untried")
+        return tuple(c for c in self._all if c.state == "untried")
 
     @property
     def complete(self) -> bool:
@@ -103,31 +121,35 @@ class AccessMatrix:
         (nothing disagrees, some were not tried) or ``error`` (some tries ended in an error)."""
         if self.errors:
             return "error"
-        if any(c.state == "disagree" for c in self.cells):
+        if any(c.state == "disagree" for c in self._all):
             return "disagree"
         return "incomplete" if self.untried else "agree"
 
     @property
     def errors(self) -> tuple[Cell, ...]:
         """Cells whose try failed for a reason other than privileges (nothing was proved)."""
-        return tuple(c for c in self.cells if c.error)
+        return tuple(c for c in self._all if c.error)
 
     def cell(self, user: str, obj: str, privilege: str) -> Cell:
         return next(
-            c for c in self.cells if (c.user, c.object, c.privilege) == (user, obj, privilege)
+            c for c in self._all if (c.user, c.object, c.privilege) == (user, obj, privilege)
         )
 
     def _grid(self) -> tuple[list[str], list[list[str]], list[list[str]]]:
         headers = ["user", "object", *TABLE_PRIVILEGES, "TLS"]
         rows: list[list[str]] = []
         classes: list[list[str]] = []
-        users = list(dict.fromkeys(c.user for c in self.cells))
-        objects = list(dict.fromkeys(c.object for c in self.cells))
-        index = {(c.user, c.object, c.privilege): c for c in self.cells}
+        users = list(dict.fromkeys(c.user for c in self._all))
+        objects = list(dict.fromkeys(c.object for c in self._all))
+        index = {(c.user, c.object, c.privilege): c for c in self._all}
         for u in users:
             for o in objects:
                 row, cls = [u, o], ["", ""]
-                special = {DATABASE_OBJECT: "CONNECT", SCHEMA_OBJECT: "CREATE"}.get(o)
+                special = {
+                    DATABASE_OBJECT: "CONNECT",
+                    SCHEMA_OBJECT: "CREATE",
+                    ROUTINES_OBJECT: "EXECUTE",
+                }.get(o)
                 for p in TABLE_PRIVILEGES:
                     # CONNECT / CREATE are shown in the first column of their object's row
                     key = (u, o, special) if special and p == "SELECT" else (u, o, p)
@@ -162,7 +184,8 @@ class AccessMatrix:
                 r[0],
                 r[1]
                 .replace(DATABASE_OBJECT, "database (CONNECT)")
-                .replace(SCHEMA_OBJECT, f"schema {self.schema} (CREATE)"),
+                .replace(SCHEMA_OBJECT, f"schema {self.schema} (CREATE)")
+                .replace(ROUTINES_OBJECT, "TimescaleDB routines revoked from PUBLIC (EXECUTE)"),
                 *r[2:],
             ]
             for r in rows
@@ -172,13 +195,13 @@ class AccessMatrix:
         untried = self.untried
         if untried:
             out.append(
-                f"\n{len(self.cells)} checks, {len(bad)} disagreement(s), {len(untried)} not "
+                f"\n{len(self._all)} checks, {len(bad)} disagreement(s), {len(untried)} not "
                 "tried: incomplete, "
                 + ("nothing proved for those" if not bad else "and some disagree")
             )
         else:
             out.append(
-                f"\n{len(self.cells)} checks, {len(bad)} disagreement(s)"
+                f"\n{len(self._all)} checks, {len(bad)} disagreement(s)"
                 + ("" if bad or self.errors else ": the database enforces exactly the policy")
             )
         if self.read_only:
@@ -227,6 +250,7 @@ class AccessMatrix:
             "errors": len(self.errors),
             "tls": {u: (asdict(t) if t else None) for u, t in self.tls.items()},
             "cells": [{**asdict(c), "ok": c.ok, "state": c.state} for c in self.cells],
+            "routines": [{**asdict(c), "ok": c.ok, "state": c.state} for c in self.routines],
         }
 
     def to_json(self) -> str:
@@ -237,7 +261,7 @@ class AccessMatrix:
             import pandas as pd
         except ImportError:
             raise ImportError("to_pandas() needs pandas: pip install 'tsaccess[pandas]'") from None
-        return pd.DataFrame([{**asdict(c), "ok": c.ok} for c in self.cells])
+        return pd.DataFrame([{**asdict(c), "ok": c.ok} for c in self._all])
 
     def _repr_html_(self) -> str:
         headers, rows, classes = self._grid()

@@ -49,6 +49,7 @@ from tsaccess.verify.matrix import (
     AccessMatrix,
     Cell,
 )
+from tsaccess.verify.routines import routine_cell, routine_probe
 from tsaccess.verify.timescale import ExtraObject, timescale_objects
 
 __all__ = ["AccessMatrix", "Cell", "verify"]
@@ -219,6 +220,9 @@ def verify(
     extras = timescale_objects(admin, policy)
     admin.rollback()
     catalog_extra = _extra_cells(admin, extras, users)
+    # public = "keep": PUBLIC keeps EXECUTE on the routines (adopted as they are), nothing to try
+    routines = routine_probe(admin, users) if policy.public != "keep" else None
+    admin.rollback()
     last_col = {name: info.columns[-1].name for name, info in cat.tables.items() if info.columns}
     column_granted = {t for r in policy.roles for t, _, _ in r.column_grants}
     all_cols = {
@@ -235,6 +239,7 @@ def verify(
     public_connect = kept and ("PUBLIC", "CONNECT") in cat.database_acl
 
     cells: list[Cell] = []
+    routine_cells: list[Cell] = []
     tls: dict[str, TlsStatus | None] = {}
     for user in users:
         expected = policy.expected_privileges(user)
@@ -343,6 +348,8 @@ def verify(
                             error=actual is None and conn is not None,
                         )
                     )
+            if routines is not None:
+                routine_cells.append(routine_cell(conn, user, routines, connect_detail))
             if read_only:
                 continue
             actual_create: bool | None = None if pw is None else False
@@ -369,7 +376,9 @@ def verify(
                 conn.close()
     if view is not None and view not in missing and not read_only:  # the probe row is a write
         cells += _row_data_cells(admin, policy, users)
-    matrix = AccessMatrix(policy.database, policy.schema, tuple(cells), tls, read_only)
+    matrix = AccessMatrix(
+        policy.database, policy.schema, tuple(cells), tls, read_only, tuple(routine_cells)
+    )
     log.info(
         "access matrix",
         database=policy.database,

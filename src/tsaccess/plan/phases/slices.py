@@ -8,12 +8,9 @@
   ``true`` for the others): ``FOR ALL`` for a role granted SELECT, INSERT, UPDATE and DELETE,
   else one policy per granted command (a ``FOR ALL ... USING (true)`` policy of an INSERT-only
   role would widen its members' reads to every row).
-* Chunks copy the hypertable's ACL and never carry row-level security, and chunk creation fires
-  no event trigger. A statement trigger ``AFTER INSERT OR UPDATE`` on every policy hypertable
-  (``tsaccess_chunk_acl()``, owned by the table owner) revokes the sliced roles' privileges, and
-  everyone else's privileges but SELECT, on every new chunk that has them, in the transaction
-  that created the chunk: before it commits, no other session can see the chunk. (Existing
-  chunks: :mod:`tsaccess.plan.phases.timescale`.)
+* Chunks copy the hypertable's ACL and never carry row-level security: new chunks are closed
+  by the chunk trigger (:mod:`tsaccess.plan.phases.chunks`), existing ones by
+  :mod:`tsaccess.plan.phases.timescale`.
 * Views that read a sliced table with their owner's rights lose the sliced roles' and PUBLIC's
   privileges; users who may INSERT into a sliced table and are in no sliced role get
   ``BYPASSRLS`` (``COPY FROM`` is refused under row-level security).
@@ -39,15 +36,10 @@ from tsaccess.steps import Step, function_grants, grant_steps
 
 __all__ = [
     "ATTRIBUTE_BODY",
-    "CHUNK_ACL_BODY",
-    "CHUNK_ACL_FUNCTION",
-    "CHUNK_TRIGGER_PREFIX",
     "POLICY_PREFIX",
     "slice_steps",
 ]
 
-CHUNK_ACL_FUNCTION = "tsaccess_chunk_acl"
-CHUNK_TRIGGER_PREFIX = "tsaccess_chunk_acl_"
 POLICY_PREFIX = "tsaccess_"
 
 Grant = tuple[str, str]
@@ -58,52 +50,6 @@ ATTRIBUTE_BODY = (
     "SELECT value FROM tsaccess_rls.user_attributes"
     " WHERE username = pg_catalog.session_user() AND attribute = $1"
 )
-
-# On the chunks of the trigger's table created since shortly before this transaction began
-# (new chunks copy the hypertable's ACL): revoke every privilege of the roles named in TG_ARGV
-# (the sliced roles: chunks carry no row-level security), and every privilege but SELECT of every
-# other grantee except the owner (a write on a chunk skips the hypertable's audit triggers).
-# Runs as the table owner. TimescaleDB stamps a chunk with the wall clock when it creates it: a
-# chunk made by this statement is always among those looked at, and the check costs the same
-# with 10 or 10,000 chunks. Older chunks are plan's and verify's.
-CHUNK_ACL_BODY = """
-DECLARE
-  ch regclass;
-  sliced text;
-  writers text;
-BEGIN
-  FOR ch, sliced, writers IN
-    SELECT x.ch, x.sliced, x.writers FROM (
-      SELECT k.oid::regclass AS ch,
-        (SELECT pg_catalog.string_agg(DISTINCT pg_catalog.quote_ident(g.rolname), ', ')
-         FROM pg_catalog.aclexplode(k.relacl) a
-         JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
-         WHERE g.rolname = ANY (TG_ARGV)) AS sliced,
-        (SELECT pg_catalog.string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
-           ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, ', ')
-         FROM pg_catalog.aclexplode(k.relacl) a
-         WHERE a.grantee <> k.relowner AND a.privilege_type <> 'SELECT') AS writers
-      FROM _timescaledb_catalog.hypertable h
-      JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = h.id
-      JOIN pg_catalog.pg_class k
-        ON k.oid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', c.schema_name, c.table_name))
-      WHERE h.schema_name = TG_TABLE_SCHEMA AND h.table_name = TG_TABLE_NAME
-        AND c.creation_time >= pg_catalog.transaction_timestamp() - interval '5 minutes'
-    ) x
-    WHERE x.sliced IS NOT NULL OR x.writers IS NOT NULL
-  LOOP
-    IF sliced IS NOT NULL THEN
-      EXECUTE pg_catalog.format('REVOKE ALL ON TABLE %s FROM %s', ch, sliced);
-    END IF;
-    IF writers IS NOT NULL THEN
-      EXECUTE pg_catalog.format(
-        'REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLE %s FROM %s',
-        ch, writers);
-    END IF;
-  END LOOP;
-  RETURN NULL;
-END
-"""
 
 
 def _digest(*parts: str) -> str:
@@ -279,79 +225,6 @@ def _rls_steps(policy: Policy, t: Table, tsc: TimescaleCatalog | None) -> list[S
     return steps
 
 
-def _chunk_fn_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
-    """The function of the chunk trigger (every policy with a hypertable, on TimescaleDB)."""
-    steps: list[Step] = []
-    chunk_fn = sql.Identifier(policy.schema, CHUNK_ACL_FUNCTION)
-    fn_info = cat.functions.get(CHUNK_ACL_FUNCTION) if cat else None
-    if fn_info is None or fn_info.source != CHUNK_ACL_BODY or not fn_info.security_definer:
-        steps.append(
-            Step(
-                sql.SQL(
-                    "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql"
-                    " VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {}"
-                ).format(chunk_fn, sql.Literal(CHUNK_ACL_BODY)),
-                f"create function {CHUNK_ACL_FUNCTION}(): new chunks: no writes, nothing for sliced roles",
-                "security",
-            )
-        )
-    have_cf = function_grants(fn_info.acl if fn_info else None, fn_info.owner if fn_info else "")
-    steps += grant_steps(
-        sql.SQL("{}()").format(chunk_fn),
-        f"function {CHUNK_ACL_FUNCTION}",
-        "FUNCTION",
-        have_cf,
-        set(),
-        "security",
-    )
-    return steps
-
-
-def _chunk_trigger_steps(
-    policy: Policy, t: Table, cat: CatalogSnapshot | None, ts: bool
-) -> list[Step]:
-    """The chunk trigger on every policy hypertable: new chunks lose every privilege of the
-    sliced roles and every privilege but SELECT of everyone else (the owner keeps its own)."""
-    target = sql.Identifier(policy.schema, t.name)
-    sliced = policy.sliced_roles(t.name)
-    steps: list[Step] = []
-    trig = {
-        n
-        for (tn, n) in (cat.triggers if cat else {})
-        if tn == t.name and n.startswith(CHUNK_TRIGGER_PREFIX)
-    }
-    want_trig: dict[str, sql.Composed] = {}
-    if t.hypertable and ts and policy.chunk_privileges != "copied":
-        name = CHUNK_TRIGGER_PREFIX + _digest(*sliced)
-        want_trig[name] = sql.SQL(
-            "CREATE TRIGGER {} AFTER INSERT OR UPDATE ON {} FOR EACH STATEMENT"
-            " EXECUTE FUNCTION {}({})"
-        ).format(
-            sql.Identifier(name),
-            target,
-            sql.Identifier(policy.schema, CHUNK_ACL_FUNCTION),
-            sql.SQL(", ").join(sql.Literal(r) for r in sliced),
-        )
-    for name in sorted(trig - set(want_trig)):
-        steps.append(
-            Step(
-                sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(name), target),
-                f"drop outdated chunk ACL trigger {name} on {t.name}",
-                "security",
-            )
-        )
-    for name in sorted(set(want_trig) - trig):
-        steps.append(
-            Step(
-                want_trig[name],
-                f"new chunks of {t.name}: no writes by anyone but the owner"
-                + (f", nothing for {', '.join(sliced)}" if sliced else ""),
-                "security",
-            )
-        )
-    return steps
-
-
 def _bypass_steps(policy: Policy, tsc: TimescaleCatalog | None) -> list[Step]:
     """COPY FROM is refused on a table with row-level security for anyone subject to it:
     users in no sliced role who may INSERT into a sliced table get BYPASSRLS; the policy's
@@ -435,6 +308,101 @@ def _view_steps(
     return steps
 
 
+_CLEAR_STATISTICS = """
+DECLARE r record;
+BEGIN
+  -- compressed chunks keep their own statistics target (1000 on segment-by columns)
+  FOR r IN
+    SELECT k.oid::pg_catalog.regclass AS rel, a.attname
+    FROM _timescaledb_catalog.hypertable h
+    JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = h.compressed_hypertable_id
+    JOIN pg_catalog.pg_namespace n ON n.nspname = c.schema_name
+    JOIN pg_catalog.pg_class k ON k.relnamespace = n.oid AND k.relname = c.table_name
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = k.oid AND a.attnum > 0
+         AND NOT a.attisdropped AND a.attstattarget <> 0
+    WHERE h.schema_name = {schema} AND h.table_name = {table}
+  LOOP
+    EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN %I SET STATISTICS 0', r.rel, r.attname);
+  END LOOP;
+  DELETE FROM pg_catalog.pg_statistic s
+  WHERE s.starelid = {relation}::pg_catalog.regclass
+     OR s.starelid IN (
+       SELECT pg_catalog.to_regclass(pg_catalog.format('%I.%I', c.schema_name, c.table_name))
+       FROM _timescaledb_catalog.hypertable h
+       JOIN _timescaledb_catalog.chunk c
+         ON c.hypertable_id = h.id OR c.hypertable_id = h.compressed_hypertable_id
+       WHERE h.schema_name = {schema} AND h.table_name = {table});
+END
+"""
+
+_CLEAR_PLAIN = "DELETE FROM pg_catalog.pg_statistic WHERE starelid = {}::pg_catalog.regclass"
+
+
+def _statistics_steps(
+    policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool, warnings: list[str]
+) -> list[Step]:
+    """``statistics = false``: every column's statistics target 0 (TimescaleDB copies it to
+    every chunk, also to chunks made later), and the statistics gathered so far deleted (the
+    table's, its chunks', its compressed chunks'; a superuser's privilege)."""
+    steps: list[Step] = []
+    for t in policy.tables:
+        if t.statistics:
+            continue
+        info = cat.tables.get(t.name) if cat else None
+        have = {c.name: c.statistics for c in info.columns} if info else {}
+        todo = [c.name for c in t.columns if have.get(c.name, -1) != 0]
+        if not todo:
+            continue
+        target = sql.Identifier(policy.schema, t.name)
+        steps.append(
+            Step(
+                sql.SQL("ALTER TABLE {} {}").format(
+                    target,
+                    sql.SQL(", ").join(
+                        sql.SQL("ALTER COLUMN {} SET STATISTICS 0").format(sql.Identifier(c))
+                        for c in todo
+                    ),
+                ),
+                f"no planner statistics on {t.name} ({', '.join(todo)}): estimates tell sliced "
+                "readers nothing about rows outside their slice",
+                "security",
+                action="revoke",
+                object=f"table {t.name}",
+            )
+        )
+        if cat is not None and not cat.superuser:
+            warnings.append(
+                f"not a superuser: statistics already gathered on {t.name} stay until a "
+                "superuser deletes them (tsaccess apply as a superuser does)"
+            )
+            continue
+        literal = sql.Literal(target.as_string(None))
+        clear = (
+            sql.SQL("DO {}").format(
+                sql.Literal(
+                    _CLEAR_STATISTICS.format(
+                        schema=sql.Literal(policy.schema).as_string(None),
+                        table=sql.Literal(t.name).as_string(None),
+                        relation=literal.as_string(None),
+                    )
+                )
+            )
+            if t.hypertable and timescaledb
+            else sql.SQL(_CLEAR_PLAIN).format(literal)
+        )
+        steps.append(
+            Step(
+                clear,
+                f"delete the statistics gathered on {t.name} and its chunks",
+                "security",
+                action="revoke",
+                object=f"table {t.name}",
+                internal=True,
+            )
+        )
+    return steps
+
+
 def slice_steps(
     policy: Policy,
     cat: CatalogSnapshot | None,
@@ -446,14 +414,6 @@ def slice_steps(
     steps: list[Step] = []
     if any(r.slices for r in policy.roles) or (tsc and tsc.slice_schema is not None):
         steps += _slice_steps(policy, cat, tsc)
-    if (
-        timescaledb
-        and any(t.hypertable for t in policy.tables)
-        and policy.chunk_privileges != "copied"
-    ):
-        steps += _chunk_fn_steps(policy, cat)
-    for t in policy.tables:
-        steps += _chunk_trigger_steps(policy, t, cat, timescaledb)
     if tsc is not None:
         steps += _view_steps(policy, cat, tsc, warnings)
     for t in policy.tables:
@@ -468,4 +428,5 @@ def slice_steps(
                 " (permissive policies widen every slice; left alone)"
             )
     steps += _bypass_steps(policy, tsc)
+    steps += _statistics_steps(policy, cat, timescaledb, warnings)
     return steps
