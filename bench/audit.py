@@ -7,6 +7,9 @@ Issue 27's rows: 100,000 single-row INSERTs sent with ``executemany`` (one trans
 * ``t_raw``: a hypertable made by hand, no tsaccess object at all (the baseline);
 * ``t_off``: a policy table with ``audit = "off"`` (only the chunk ACL trigger);
 * ``t_stmt``, ``t_row``: per-statement and per-row audit;
+* ``t_floor``: a reference, the floor of any per-statement audit that counts rows: a
+  ``SECURITY DEFINER`` statement trigger that only counts its transition table and writes
+  nothing;
 * ``t_tutorial``: the tutorial's per-row trigger (made to work), a reference.
 
 One run: every round runs every table once (order alternating), from the same state (table
@@ -46,13 +49,20 @@ COLUMNS = {
     "department": "text",
 }
 COLS = sql.SQL("(time, sensor_id, temperature, humidity, location, department)")
-MODES = {"t_off": "off", "t_stmt": "statement", "t_row": "row", "t_tutorial": "off"}
+MODES = {
+    "t_off": "off",
+    "t_stmt": "statement",
+    "t_row": "row",
+    "t_floor": "off",
+    "t_tutorial": "off",
+}
 TABLES = ("t_raw", *MODES)
 LABELS = {
     "t_raw": "no tsaccess objects (baseline)",
     "t_off": "tsaccess, audit off (chunk ACL trigger only)",
     "t_stmt": "tsaccess per-statement audit",
     "t_row": "tsaccess per-row audit",
+    "t_floor": "reference: a statement trigger that only counts its rows",
     "t_tutorial": "reference: the tutorial's row trigger (made to work)",
 }
 AUDIT_POLICY = {
@@ -83,6 +93,23 @@ END $$;
 ALTER FUNCTION public.tutorial_audit() OWNER TO tsaccess_audit;
 CREATE TRIGGER tutorial AFTER INSERT OR UPDATE OR DELETE ON public.t_tutorial
   FOR EACH ROW EXECUTE FUNCTION public.tutorial_audit();
+"""
+
+# The floor of any per-statement audit that counts: the trigger, its transition table, one
+# count (as the audit functions do: SECURITY DEFINER, no pinned search_path), no write.
+FLOOR_TRIGGER = """
+CREATE FUNCTION public.floor_count() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+  n pg_catalog.int8;
+BEGIN
+  SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM floor_rows LIMIT 1000) s;
+  RETURN NULL;
+END $$;
+ALTER FUNCTION public.floor_count() OWNER TO tsaccess_audit;
+CREATE TRIGGER floor_ins AFTER INSERT ON public.t_floor REFERENCING NEW TABLE AS floor_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION public.floor_count();
+CREATE TRIGGER floor_upd AFTER UPDATE ON public.t_floor REFERENCING NEW TABLE AS floor_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION public.floor_count();
 """
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -264,6 +291,7 @@ def bench_audit(info: ServerInfo, quick: bool) -> None:
         apply(admin, policy, passwords=pw)
         admin.execute(RAW_TABLE)
         admin.execute(TUTORIAL_TRIGGER)
+        admin.execute(FLOOR_TRIGGER)
         # each timed run starts after an explicit VACUUM; autovacuum waking up during a run
         # (on 2 cores) would only add noise
         for t in (*TABLES, "activity_audit", "tsaccess_audit.t_row"):
