@@ -329,3 +329,48 @@ def test_two_cli_applies_creating_the_database_at_once(db, pg_server, tmp_path, 
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def _serialization_failure(conn: psycopg.Connection) -> None:
+    conn.execute(
+        "DO $$ BEGIN RAISE EXCEPTION 'could not serialize' USING ERRCODE = '40001'; END $$"
+    )
+
+
+def test_a_transient_conflict_runs_the_whole_transaction_again(db):
+    """A background job that updates the same catalog row (compress_chunk truncating a chunk a
+    GRANT recurses to: "tuple concurrently updated"), a deadlock or a serialization failure
+    in a step: apply runs the transaction again from the plan, and the database ends as the
+    policy says."""
+    policy = company_policy().with_database(db.name)
+    pw = _passwords(policy)
+    seen: list[int] = []
+    with db.admin() as conn:
+
+        def once(i, step):
+            seen.append(i)
+            if i == 3 and seen.count(3) == 1:  # the server raises it, in the transaction
+                _serialization_failure(conn)
+
+        result = apply(conn, policy, passwords=pw, on_step=once)
+        assert seen.count(3) == 2 and seen.count(0) == 2  # the second attempt started over
+        assert not plan(conn, policy, passwords=pw)
+        assert len(result.plan) > 3
+        conn.rollback()
+
+
+def test_a_conflict_that_persists_is_an_error_and_nothing_changed(db):
+    policy = company_policy().with_database(db.name)
+    pw = _passwords(policy)
+    with db.admin() as conn:
+        before = len(plan(conn, policy, passwords=pw))
+        conn.rollback()
+
+        def always(i, step):
+            if i == 2:
+                _serialization_failure(conn)
+
+        with pytest.raises(tsaccess.ApplyError, match="tried 3 times.*nothing changed"):
+            apply(conn, policy, passwords=pw, on_step=always)
+        assert len(plan(conn, policy, passwords=pw)) == before
+        conn.rollback()

@@ -318,6 +318,77 @@ def apply(
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise ApplyError("apply() needs an idle connection (commit or roll back first)")
     require_primary(conn, "apply")
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            the_plan = _apply_once(
+                conn,
+                policy,
+                passwords,
+                on_step,
+                phases,
+                drop_removed,
+                drop_removed_tables,
+                check,
+                generate_passwords,
+                before_commit,
+                allow_cluster_changes,
+            )
+            break
+        except _Transient as exc:
+            if attempt == _ATTEMPTS:
+                raise ApplyError(
+                    f"{exc}; tried {_ATTEMPTS} times (a TimescaleDB job or another session "
+                    "kept changing the same catalog rows); the transaction was rolled back, "
+                    "nothing changed. Run it again, or pause the jobs (alter_job(..., "
+                    "scheduled => false)) while applying"
+                ) from exc.__cause__
+            log.info("apply retried", attempt=attempt, reason=str(exc))
+            time.sleep(0.2 * attempt)
+    seconds = time.perf_counter() - t0
+    log.info(
+        "policy applied", database=policy.database, steps=len(the_plan), seconds=round(seconds, 3)
+    )
+    if wait_replicas is None:
+        return ApplyResult(the_plan, seconds, len(the_plan))
+    t1 = time.perf_counter()
+    lsn = current_lsn(conn)
+    states = wait_replicas_(conn, lsn, timeout=wait_replicas)
+    waited = time.perf_counter() - t1
+    log.info("standbys replayed", lsn=lsn, standbys=len(states), seconds=round(waited, 3))
+    return ApplyResult(the_plan, seconds, len(the_plan), lsn, states, waited)
+
+
+_ATTEMPTS = 3
+"""How often :func:`apply` runs its transaction when a step meets a transient conflict."""
+
+
+class _Transient(Exception):
+    """A step met a conflict that running the whole transaction again resolves (a background
+    job updated the same catalog row, a deadlock, a serialization failure)."""
+
+
+def _is_transient(exc: psycopg.Error) -> bool:
+    if isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure):
+        return True
+    # GRANT/REVOKE update pg_class rows without a lock: compress_chunk (a job) truncating the
+    # same chunk makes the server say this, and the next attempt succeeds
+    return exc.diag.message_primary == "tuple concurrently updated"
+
+
+def _apply_once(
+    conn: psycopg.Connection[Any],
+    policy: Policy,
+    passwords: Mapping[str, Secret] | None,
+    on_step: Callable[[int, Step], None] | None,
+    phases: Collection[Phase] | None,
+    drop_removed: bool,
+    drop_removed_tables: bool,
+    check: Callable[[Plan], None] | None,
+    generate_passwords: bool,
+    before_commit: Callable[[Plan], None] | None,
+    allow_cluster_changes: bool,
+) -> Plan:
+    """One attempt of :func:`apply`: plan under the lock, run, re-check, commit."""
     try:
         with conn.transaction():
             conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -358,6 +429,11 @@ def apply(
                             "the server rolls the transaction back: nothing changed. Run it "
                             "again."
                         ) from exc
+                    if _is_transient(exc):
+                        raise _Transient(
+                            f"step {i + 1}/{len(the_plan)} ({step.summary}) failed: "
+                            f"{exc.diag.message_primary}"
+                        ) from exc
                     if isinstance(exc, CONCURRENT_ERRORS):
                         raise ApplyError(
                             f"step {i + 1}/{len(the_plan)} ({step.summary}) failed: "
@@ -391,18 +467,7 @@ def apply(
             f"connection lost during apply ({exc.__class__.__name__}); the "
             "server rolls the transaction back: nothing changed. Run it again."
         ) from exc
-    seconds = time.perf_counter() - t0
-    log.info(
-        "policy applied", database=policy.database, steps=len(the_plan), seconds=round(seconds, 3)
-    )
-    if wait_replicas is None:
-        return ApplyResult(the_plan, seconds, len(the_plan))
-    t1 = time.perf_counter()
-    lsn = current_lsn(conn)
-    states = wait_replicas_(conn, lsn, timeout=wait_replicas)
-    waited = time.perf_counter() - t1
-    log.info("standbys replayed", lsn=lsn, standbys=len(states), seconds=round(waited, 3))
-    return ApplyResult(the_plan, seconds, len(the_plan), lsn, states, waited)
+    return the_plan
 
 
 def install_audit(
