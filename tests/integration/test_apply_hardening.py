@@ -370,7 +370,7 @@ def test_a_conflict_that_persists_is_an_error_and_nothing_changed(db):
             if i == 2:
                 _serialization_failure(conn)
 
-        with pytest.raises(tsaccess.ApplyError, match="tried 3 times.*nothing changed"):
+        with pytest.raises(tsaccess.ApplyError, match=r"tried 3 times.*nothing changed"):
             apply(conn, policy, passwords=pw, on_step=always)
         assert len(plan(conn, policy, passwords=pw)) == before
         conn.rollback()
