@@ -52,7 +52,7 @@ async def _run(info: ServerInfo, quick: bool) -> None:
             open=False,
             check=AsyncConnectionPool.check_connection,
         ),
-        "tsaccess async pool (check + one-round-trip reset)": await tsaccess.create_async_pool(
+        "tsaccess async pool (reset on return, check skipped after a reset)": await tsaccess.create_async_pool(
             **params, min_size=1, max_size=1, autocommit=True
         ),
     }

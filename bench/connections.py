@@ -1,4 +1,10 @@
-"""Connections and pool borrows, against plain psycopg and psycopg_pool."""
+"""Connections and pool borrows, against plain psycopg, psycopg_pool and a reused connection.
+
+The pool rows are issue 27's: borrow + ``SELECT 1`` + return through pools that differ only in
+what they do on borrow and return, against the same ``SELECT 1`` on a connection kept open.
+Every variant runs in every round (order alternating), one figure per round (the median of its
+borrows); reported as the median of the rounds, their spread, and ratios of medians.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,22 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 import tsaccess
-from bench.common import RESULTS, median_of, report
+from bench.common import RESULTS, interleaved, median_of, ratio_spread, report, spread
 from tsaccess.ephemeral import ServerInfo
+
+REUSED = "reused connection (no pool), prepared"
+PLAIN = "psycopg_pool.ConnectionPool, no check"
+CHECKED = "psycopg_pool.ConnectionPool, check=check_connection"
+TSACCESS = "tsaccess.create_pool (reset on return, check skipped after a reset)"
+TSACCESS_CHECKED = "tsaccess.create_pool(check_after=0) (check every borrow)"
+TSACCESS_CUSTOM = "tsaccess.create_pool(custom_settings=[1 name])"
 
 
 def bench_connections(info: ServerInfo, quick: bool) -> None:
     print("\n[connections]")
     n = 20 if quick else 50
     params = info.params()
-    raw = {k: v for k, v in params.items()}
+    raw = dict(params)
     report(
         "connect: plain psycopg (verify-full)",
         median_of(lambda: psycopg.connect(**raw).close(), n) * 1000,
@@ -28,25 +41,17 @@ def bench_connections(info: ServerInfo, quick: bool) -> None:
         median_of(lambda: tsaccess.connect(**params).close(), n) * 1000,
         "ms",
     )
-    loops = 2000 if quick else 10000
-    with psycopg.connect(**raw, autocommit=True) as conn:
-        conn.execute("SELECT 1", prepare=True)
-        plain = median_of(lambda: conn.execute("SELECT 1", prepare=True).fetchone(), loops)
-    report("SELECT 1 round trip: plain psycopg (prepared)", plain * 1e6, "us")
-    RESULTS["select1_us"] = plain * 1e6
-    bench_pool_borrow(params, raw, plain, quick)
+    bench_pool_borrow(params, raw, quick)
 
 
-def bench_pool_borrow(
-    params: dict[str, Any], raw: dict[str, Any], plain: float, quick: bool
-) -> None:
-    """Borrow + ``SELECT 1`` + return, through pools that differ only in what they do on borrow
-    and return; rounds alternate so that machine drift hits every pool alike."""
+def bench_pool_borrow(params: dict[str, Any], raw: dict[str, Any], quick: bool) -> None:
+    """Borrow + ``SELECT 1`` + return (issue 27's pool rows), interleaved rounds."""
+    print("  borrow + SELECT 1 + return (one connection per pool, max_size=1):")
     pools: dict[str, ConnectionPool[Any]] = {
-        "psycopg_pool.ConnectionPool, no check, no reset": ConnectionPool(
+        PLAIN: ConnectionPool(
             "", kwargs={**raw, "autocommit": True}, min_size=1, max_size=1, open=True
         ),
-        "psycopg_pool.ConnectionPool + check on borrow": ConnectionPool(
+        CHECKED: ConnectionPool(
             "",
             kwargs={**raw, "autocommit": True},
             min_size=1,
@@ -54,35 +59,50 @@ def bench_pool_borrow(
             open=True,
             check=ConnectionPool.check_connection,
         ),
-        "tsaccess pool (check + one-round-trip reset)": tsaccess.create_pool(
-            **params, min_size=1, max_size=1, autocommit=True
+        TSACCESS: tsaccess.create_pool(**params, min_size=1, max_size=1, autocommit=True),
+        TSACCESS_CHECKED: tsaccess.create_pool(
+            **params, min_size=1, max_size=1, autocommit=True, check_after=0
         ),
-        "tsaccess pool, custom_settings=[1 name]": tsaccess.create_pool(
+        TSACCESS_CUSTOM: tsaccess.create_pool(
             **params, min_size=1, max_size=1, autocommit=True, custom_settings=["myapp.x"]
         ),
     }
-    n = 500 if quick else 2000
-    times: dict[str, list[float]] = {k: [] for k in pools}
+    reused = psycopg.connect(**raw, autocommit=True)
+
+    def borrow(pool: ConnectionPool[Any]) -> Any:
+        def run() -> Any:
+            with pool.connection() as c:
+                return c.execute("SELECT 1").fetchone()
+
+        return run
+
+    variants = {
+        REUSED: lambda: reused.execute("SELECT 1").fetchone(),
+        **{label: borrow(pool) for label, pool in pools.items()},
+    }
     try:
-        for _ in range(5):
-            for label, pool in pools.items():
-
-                def borrow(pool: ConnectionPool[Any] = pool) -> None:
-                    with pool.connection() as c:
-                        c.execute("SELECT 1").fetchone()
-
-                borrow()
-                times[label].append(median_of(borrow, n))
+        for pool in pools.values():
+            pool.wait()
+        times = interleaved(variants, rounds=5 if quick else 11, per_round=200 if quick else 500)
     finally:
+        reused.close()
         for pool in pools.values():
             pool.close()
-    base = statistics.median(times["psycopg_pool.ConnectionPool, no check, no reset"])
-    for label in pools:
-        t = statistics.median(times[label])
-        RESULTS[f"borrow+SELECT 1+return: {label}"] = t * 1e6
+    RESULTS["select1_us"] = statistics.median(times[REUSED]) * 1e6
+    for label, samples in times.items():
+        t = statistics.median(samples)
+        r_checked, s_checked = ratio_spread(samples, times[CHECKED])
+        r_reused, _ = ratio_spread(samples, times[REUSED])
+        RESULTS[f"borrow+SELECT 1+return: {label}"] = {
+            "us": t * 1e6,
+            "rounds_us": [x * 1e6 for x in samples],
+            "ratio_to_checked_pool": r_checked,
+            "ratio_to_reused": r_reused,
+        }
         report(
-            f"borrow+SELECT 1+return: {label}",
+            f"    {label}",
             t * 1e6,
             "us",
-            f"{t / plain:.2f}x prepared query, {t / base:.2f}x plain pool",
+            f"{r_checked:.2f}x psycopg_pool+check ({s_checked}), {r_reused:.2f}x reused"
+            f" {spread(samples, 1e6)}",
         )

@@ -22,88 +22,199 @@ SELECT create_hypertable('"tsaccess_audit"."financial_metrics"'::regclass, by_ra
 -- tsaccess_audit.financial_metrics owned by tsaccess_audit
 ALTER TABLE "tsaccess_audit"."financial_metrics" OWNER TO "tsaccess_audit";
 -- create or replace audit function tsaccess_audit.financial_metrics()
-CREATE OR REPLACE FUNCTION "tsaccess_audit"."financial_metrics"() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tsaccess$
+CREATE OR REPLACE FUNCTION "tsaccess_audit"."financial_metrics"() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $tsaccess$
 DECLARE
-  eff text := coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text);
-  app text := nullif(pg_catalog.current_setting('application_name'), '');
-  act text := nullif(pg_catalog.current_setting('tsaccess.actor', true), '');
-  req text := nullif(pg_catalog.current_setting('tsaccess.request_id', true), '');
-  addr inet := pg_catalog.inet_client_addr();
-  tx bigint := pg_catalog.txid_current();
-  tbl text := TG_ARGV[0];
-  n bigint;
-  aid bigint;
-  ts timestamptz := pg_catalog.now();
-  est text;
-  zip_limit text := pg_catalog.current_setting('tsaccess.audit_zip_rows', true);
-  o_cur refcursor;
-  n_cur refcursor;
-  o_rec record;
-  n_rec record;
+  n pg_catalog.int8;
+  aid pg_catalog.int8;
+  ts pg_catalog.timestamptz;
+  est pg_catalog.text;
+  zip_limit pg_catalog.text;
+  o_cur pg_catalog.refcursor;
+  n_cur pg_catalog.refcursor;
+  o_rec pg_catalog.record;
+  n_rec pg_catalog.record;
 BEGIN
-  IF TG_LEVEL = 'ROW' THEN  -- no transition tables (DELETE on a compressed hypertable)
-    INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
-    VALUES (session_user, TG_OP, tbl, TG_OP || ' row', eff, tx, addr, app, act, req, 1,
-            (act IS NOT NULL OR req IS NOT NULL OR app IS NOT NULL))
-    RETURNING id, event_time INTO aid, ts;
-    INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data) VALUES (aid, ts, ROW("old"."time", "old"."metric_type", "old"."amount", "old"."currency", "old"."department", "old"."is_confidential")::"tsaccess_audit"."financial_metrics_row");
+  IF TG_LEVEL OPERATOR(pg_catalog.=) 'ROW' THEN  -- no transition tables (DELETE, compressed)
+    WITH a AS (
+           INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+           SELECT session_user, TG_OP, TG_ARGV[0], TG_OP OPERATOR(pg_catalog.||) ' row', g.eff, pg_catalog.txid_current(), pg_catalog.inet_client_addr(), g.app, g.act, g.req, 1, (g.act IS NOT NULL OR g.req IS NOT NULL OR g.app IS NOT NULL) FROM       (SELECT CASE WHEN s.r OPERATOR(pg_catalog.=) 'none' THEN session_user::pg_catalog.text
+                         ELSE s.r END AS eff,
+                       CASE WHEN s.app OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.app END AS app,
+                       CASE WHEN s.act OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.act END AS act,
+                       CASE WHEN s.req OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.req END AS req
+                FROM (SELECT pg_catalog.current_setting('role') AS r,
+                             pg_catalog.current_setting('application_name') AS app,
+                             pg_catalog.current_setting('tsaccess.actor', true) AS act,
+                             pg_catalog.current_setting('tsaccess.request_id', true) AS req) s) g
+           RETURNING id, event_time)
+    INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data)
+    SELECT a.id, a.event_time, ROW("old"."time", "old"."metric_type", "old"."amount", "old"."currency", "old"."department", "old"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM a;
     RETURN NULL;
   END IF;
-  -- the statement's audit id first, so the changed rows are written (and counted) in one pass
-  aid := pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('"public"."activity_audit"', 'id'));
-  IF TG_OP = 'INSERT' THEN
-    INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, new_data)
-    SELECT aid, ts, ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_new r;
-    GET DIAGNOSTICS n = ROW_COUNT;
-  ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data)
-    SELECT aid, ts, ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_old r;
-    GET DIAGNOSTICS n = ROW_COUNT;
+  IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
+    WITH c AS MATERIALIZED (
+           SELECT pg_catalog.count(*) AS n FROM (SELECT FROM tsaccess_new LIMIT 1000) s),
+         a AS (
+           INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+           SELECT session_user, TG_OP, TG_ARGV[0], TG_OP OPERATOR(pg_catalog.||) ' of ' OPERATOR(pg_catalog.||) c.n OPERATOR(pg_catalog.||) ' row(s)', g.eff, pg_catalog.txid_current(), pg_catalog.inet_client_addr(), g.app, g.act, g.req, c.n, (g.act IS NOT NULL OR g.req IS NOT NULL OR g.app IS NOT NULL)
+           FROM c, (SELECT CASE WHEN s.r OPERATOR(pg_catalog.=) 'none' THEN session_user::pg_catalog.text
+                       ELSE s.r END AS eff,
+                     CASE WHEN s.app OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.app END AS app,
+                     CASE WHEN s.act OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.act END AS act,
+                     CASE WHEN s.req OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.req END AS req
+              FROM (SELECT pg_catalog.current_setting('role') AS r,
+                           pg_catalog.current_setting('application_name') AS app,
+                           pg_catalog.current_setting('tsaccess.actor', true) AS act,
+                           pg_catalog.current_setting('tsaccess.request_id', true) AS req) s) g
+           WHERE c.n OPERATOR(pg_catalog.<) 1000 AND (c.n OPERATOR(pg_catalog.>) 0 OR NOT (pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M' AND pg_catalog.current_query() OPERATOR(pg_catalog.!~) ';\s*\S'))
+           RETURNING id, event_time),
+         d AS (
+           INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, new_data)
+           SELECT a.id, a.event_time, ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM a, tsaccess_new r)
+    SELECT a.id INTO aid FROM a;
+    IF FOUND THEN
+      RETURN NULL;
+    END IF;
+  ELSIF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+    WITH c AS MATERIALIZED (
+           SELECT pg_catalog.count(*) AS n FROM (SELECT FROM tsaccess_old LIMIT 1000) s),
+         a AS (
+           INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+           SELECT session_user, TG_OP, TG_ARGV[0], TG_OP OPERATOR(pg_catalog.||) ' of ' OPERATOR(pg_catalog.||) c.n OPERATOR(pg_catalog.||) ' row(s)', g.eff, pg_catalog.txid_current(), pg_catalog.inet_client_addr(), g.app, g.act, g.req, c.n, (g.act IS NOT NULL OR g.req IS NOT NULL OR g.app IS NOT NULL)
+           FROM c, (SELECT CASE WHEN s.r OPERATOR(pg_catalog.=) 'none' THEN session_user::pg_catalog.text
+                       ELSE s.r END AS eff,
+                     CASE WHEN s.app OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.app END AS app,
+                     CASE WHEN s.act OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.act END AS act,
+                     CASE WHEN s.req OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.req END AS req
+              FROM (SELECT pg_catalog.current_setting('role') AS r,
+                           pg_catalog.current_setting('application_name') AS app,
+                           pg_catalog.current_setting('tsaccess.actor', true) AS act,
+                           pg_catalog.current_setting('tsaccess.request_id', true) AS req) s) g
+           WHERE c.n OPERATOR(pg_catalog.<) 1000 AND (c.n OPERATOR(pg_catalog.>) 0 OR NOT (pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M' AND pg_catalog.current_query() OPERATOR(pg_catalog.!~) ';\s*\S'))
+           RETURNING id, event_time),
+         d AS (
+           INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data)
+           SELECT a.id, a.event_time, ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM a, tsaccess_old r)
+    SELECT a.id INTO aid FROM a;
+    IF FOUND THEN
+      RETURN NULL;
+    END IF;
+  END IF;
+  -- 1000 rows or more, none, or an UPDATE: sized without reading the rows back
+  IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+    SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM tsaccess_old LIMIT 1000) s;
+    IF n OPERATOR(pg_catalog.=) 1000 THEN
+      EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM tsaccess_old' INTO est;
+      est := pg_catalog.json_extract_path_text(
+        pg_catalog.json_array_element(est::pg_catalog.json, 0), 'Plan', 'Plan Rows');
+      IF est OPERATOR(pg_catalog.~) '^[0-9]{1,18}$' THEN
+        n := est::pg_catalog.int8;
+      ELSE
+        EXECUTE 'SELECT pg_catalog.count(*) FROM tsaccess_old' INTO n;
+      END IF;
+    END IF;
   ELSE
-    -- old and new rows are captured pairwise, in the same order: zip them, as two arrays up to
-    -- tsaccess.audit_zip_rows rows (default 1,000,000), beyond that (an array is limited to
-    -- 1 GB) by walking both transition tables in step
     SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM tsaccess_new LIMIT 1000) s;
-    IF n = 1000 THEN
+    IF n OPERATOR(pg_catalog.=) 1000 THEN
       EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM tsaccess_new' INTO est;
-      est := est::json -> 0 -> 'Plan' ->> 'Plan Rows';
-      IF est ~ '^[0-9]{1,18}$' THEN
-        n := est::bigint;
+      est := pg_catalog.json_extract_path_text(
+        pg_catalog.json_array_element(est::pg_catalog.json, 0), 'Plan', 'Plan Rows');
+      IF est OPERATOR(pg_catalog.~) '^[0-9]{1,18}$' THEN
+        n := est::pg_catalog.int8;
       ELSE
         EXECUTE 'SELECT pg_catalog.count(*) FROM tsaccess_new' INTO n;
       END IF;
     END IF;
-    IF zip_limit IS NULL OR zip_limit !~ '^[0-9]{1,18}$' THEN
-      zip_limit := '1000000';
-    END IF;
-    IF n <= zip_limit::bigint THEN
-      INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data, new_data)
-      SELECT aid, ts, pg_catalog.unnest(ARRAY(SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_old r)),
-             pg_catalog.unnest(ARRAY(SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_new r));
-      GET DIAGNOSTICS n = ROW_COUNT;
-    ELSE
-      n := 0;
-      OPEN o_cur NO SCROLL FOR SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" AS v FROM tsaccess_old r;
-      OPEN n_cur NO SCROLL FOR SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" AS v FROM tsaccess_new r;
-      LOOP
-        FETCH o_cur INTO o_rec;
-        EXIT WHEN NOT FOUND;
-        FETCH n_cur INTO n_rec;
-        INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data, new_data)
-        VALUES (aid, ts, o_rec.v, n_rec.v);
-        n := n + 1;
-      END LOOP;
-      CLOSE o_cur;
-      CLOSE n_cur;
-    END IF;
   END IF;
-  IF n = 0 AND pg_catalog.current_query() ~* '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M'
-      AND pg_catalog.current_query() !~ ';\s*\S' THEN
+  IF n OPERATOR(pg_catalog.=) 0 AND pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M' AND pg_catalog.current_query() OPERATOR(pg_catalog.!~) ';\s*\S' THEN
     RETURN NULL;  -- an action of a lone MERGE or WITH statement that changed no row
   END IF;
-  INSERT INTO "public"."activity_audit" (id, event_time, username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted) OVERRIDING SYSTEM VALUE
-  VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
-          app, act, req, n, (act IS NOT NULL OR req IS NOT NULL OR app IS NOT NULL));
+  IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
+    WITH a AS (
+           INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+           SELECT session_user, TG_OP, TG_ARGV[0], TG_OP OPERATOR(pg_catalog.||) ' of ' OPERATOR(pg_catalog.||) n OPERATOR(pg_catalog.||) ' row(s)', g.eff, pg_catalog.txid_current(), pg_catalog.inet_client_addr(), g.app, g.act, g.req, n, (g.act IS NOT NULL OR g.req IS NOT NULL OR g.app IS NOT NULL) FROM (SELECT CASE WHEN s.r OPERATOR(pg_catalog.=) 'none' THEN session_user::pg_catalog.text
+                       ELSE s.r END AS eff,
+                     CASE WHEN s.app OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.app END AS app,
+                     CASE WHEN s.act OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.act END AS act,
+                     CASE WHEN s.req OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.req END AS req
+              FROM (SELECT pg_catalog.current_setting('role') AS r,
+                           pg_catalog.current_setting('application_name') AS app,
+                           pg_catalog.current_setting('tsaccess.actor', true) AS act,
+                           pg_catalog.current_setting('tsaccess.request_id', true) AS req) s) g
+           RETURNING id, event_time),
+         d AS (
+           INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, new_data)
+           SELECT a.id, a.event_time, ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM a, tsaccess_new r)
+    SELECT a.id INTO aid FROM a;
+    RETURN NULL;
+  ELSIF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+    WITH a AS (
+           INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+           SELECT session_user, TG_OP, TG_ARGV[0], TG_OP OPERATOR(pg_catalog.||) ' of ' OPERATOR(pg_catalog.||) n OPERATOR(pg_catalog.||) ' row(s)', g.eff, pg_catalog.txid_current(), pg_catalog.inet_client_addr(), g.app, g.act, g.req, n, (g.act IS NOT NULL OR g.req IS NOT NULL OR g.app IS NOT NULL) FROM (SELECT CASE WHEN s.r OPERATOR(pg_catalog.=) 'none' THEN session_user::pg_catalog.text
+                       ELSE s.r END AS eff,
+                     CASE WHEN s.app OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.app END AS app,
+                     CASE WHEN s.act OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.act END AS act,
+                     CASE WHEN s.req OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.req END AS req
+              FROM (SELECT pg_catalog.current_setting('role') AS r,
+                           pg_catalog.current_setting('application_name') AS app,
+                           pg_catalog.current_setting('tsaccess.actor', true) AS act,
+                           pg_catalog.current_setting('tsaccess.request_id', true) AS req) s) g
+           RETURNING id, event_time),
+         d AS (
+           INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data)
+           SELECT a.id, a.event_time, ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM a, tsaccess_old r)
+    SELECT a.id INTO aid FROM a;
+    RETURN NULL;
+  END IF;
+  -- UPDATE: old and new rows are captured pairwise, in the same order: zip them, as two
+  -- arrays up to tsaccess.audit_zip_rows rows (default 1,000,000), beyond that (an array is
+  -- limited to 1 GB) by walking both transition tables in step
+  zip_limit := pg_catalog.current_setting('tsaccess.audit_zip_rows', true);
+  IF zip_limit IS NULL OR zip_limit OPERATOR(pg_catalog.!~) '^[0-9]{1,18}$' THEN
+    zip_limit := '1000000';
+  END IF;
+  IF n OPERATOR(pg_catalog.<=) zip_limit::pg_catalog.int8 THEN
+    WITH a AS (
+           INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+           SELECT session_user, TG_OP, TG_ARGV[0], TG_OP OPERATOR(pg_catalog.||) ' of ' OPERATOR(pg_catalog.||) n OPERATOR(pg_catalog.||) ' row(s)', g.eff, pg_catalog.txid_current(), pg_catalog.inet_client_addr(), g.app, g.act, g.req, n, (g.act IS NOT NULL OR g.req IS NOT NULL OR g.app IS NOT NULL) FROM       (SELECT CASE WHEN s.r OPERATOR(pg_catalog.=) 'none' THEN session_user::pg_catalog.text
+                         ELSE s.r END AS eff,
+                       CASE WHEN s.app OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.app END AS app,
+                       CASE WHEN s.act OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.act END AS act,
+                       CASE WHEN s.req OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.req END AS req
+                FROM (SELECT pg_catalog.current_setting('role') AS r,
+                             pg_catalog.current_setting('application_name') AS app,
+                             pg_catalog.current_setting('tsaccess.actor', true) AS act,
+                             pg_catalog.current_setting('tsaccess.request_id', true) AS req) s) g
+           RETURNING id, event_time)
+    INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data, new_data)
+    SELECT a.id, a.event_time,
+           pg_catalog.unnest(ARRAY(SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_old r)),
+           pg_catalog.unnest(ARRAY(SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" FROM tsaccess_new r))
+    FROM a;
+  ELSE
+    INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+    SELECT session_user, TG_OP, TG_ARGV[0], TG_OP OPERATOR(pg_catalog.||) ' of ' OPERATOR(pg_catalog.||) n OPERATOR(pg_catalog.||) ' row(s)', g.eff, pg_catalog.txid_current(), pg_catalog.inet_client_addr(), g.app, g.act, g.req, n, (g.act IS NOT NULL OR g.req IS NOT NULL OR g.app IS NOT NULL) FROM       (SELECT CASE WHEN s.r OPERATOR(pg_catalog.=) 'none' THEN session_user::pg_catalog.text
+                         ELSE s.r END AS eff,
+                       CASE WHEN s.app OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.app END AS app,
+                       CASE WHEN s.act OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.act END AS act,
+                       CASE WHEN s.req OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.req END AS req
+                FROM (SELECT pg_catalog.current_setting('role') AS r,
+                             pg_catalog.current_setting('application_name') AS app,
+                             pg_catalog.current_setting('tsaccess.actor', true) AS act,
+                             pg_catalog.current_setting('tsaccess.request_id', true) AS req) s) g
+    RETURNING id, event_time INTO aid, ts;
+    OPEN o_cur NO SCROLL FOR SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" AS v FROM tsaccess_old r;
+    OPEN n_cur NO SCROLL FOR SELECT ROW("r"."time", "r"."metric_type", "r"."amount", "r"."currency", "r"."department", "r"."is_confidential")::"tsaccess_audit"."financial_metrics_row" AS v FROM tsaccess_new r;
+    LOOP
+      FETCH o_cur INTO o_rec;
+      EXIT WHEN NOT FOUND;
+      FETCH n_cur INTO n_rec;
+      INSERT INTO "tsaccess_audit"."financial_metrics" (audit_id, event_time, old_data, new_data)
+      VALUES (aid, ts, o_rec.v, n_rec.v);
+    END LOOP;
+    CLOSE o_cur;
+    CLOSE n_cur;
+  END IF;
   RETURN NULL;
 END
 $tsaccess$;
@@ -295,51 +406,93 @@ REVOKE EXECUTE ON ROUTINE "public"."tsaccess_audit_chain_status"(boolean) FROM P
 -- grant EXECUTE on tsaccess_audit_chain_status to security_monitoring
 GRANT EXECUTE ON ROUTINE "public"."tsaccess_audit_chain_status"(boolean) TO "security_monitoring";
 -- create or replace audit function tsaccess_audit_stmt
-CREATE OR REPLACE FUNCTION "public"."tsaccess_audit_stmt"() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tsaccess$
+CREATE OR REPLACE FUNCTION "public"."tsaccess_audit_stmt"() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $tsaccess$
 DECLARE
-  eff text := coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user::text);
-  app text := nullif(pg_catalog.current_setting('application_name'), '');
-  act text := nullif(pg_catalog.current_setting('tsaccess.actor', true), '');
-  req text := nullif(pg_catalog.current_setting('tsaccess.request_id', true), '');
-  addr inet := pg_catalog.inet_client_addr();
-  tx bigint := pg_catalog.txid_current();
-  tbl text := TG_ARGV[0];
-  n bigint;
-  est text;
+  n pg_catalog.int8;
+  est pg_catalog.text;
 BEGIN
-  IF TG_ARGV[1] = 'counted' THEN
-    IF TG_OP = 'DELETE' THEN
-      SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM tsaccess_old LIMIT 1000) s;
-      IF n = 1000 THEN
-        EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM tsaccess_old' INTO est;
-        est := est::json -> 0 -> 'Plan' ->> 'Plan Rows';
-        IF est ~ '^[0-9]{1,18}$' THEN
-          n := est::bigint;
-        ELSE
-          EXECUTE 'SELECT pg_catalog.count(*) FROM tsaccess_old' INTO n;
-        END IF;
-      END IF;
-    ELSIF TG_OP <> 'TRUNCATE' THEN
-      SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM tsaccess_new LIMIT 1000) s;
-      IF n = 1000 THEN
-        EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM tsaccess_new' INTO est;
-        est := est::json -> 0 -> 'Plan' ->> 'Plan Rows';
-        IF est ~ '^[0-9]{1,18}$' THEN
-          n := est::bigint;
-        ELSE
-          EXECUTE 'SELECT pg_catalog.count(*) FROM tsaccess_new' INTO n;
-        END IF;
+  IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+    INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+    SELECT session_user, TG_OP, TG_ARGV[0], TG_OP OPERATOR(pg_catalog.||) ' of ' OPERATOR(pg_catalog.||) c.n OPERATOR(pg_catalog.||) ' row(s)', g.eff, pg_catalog.txid_current(), pg_catalog.inet_client_addr(), g.app, g.act, g.req, c.n, (g.act IS NOT NULL OR g.req IS NOT NULL OR g.app IS NOT NULL)
+    FROM (SELECT pg_catalog.count(*) AS n FROM (SELECT FROM tsaccess_old LIMIT 1000) s) c,
+         (SELECT CASE WHEN s.r OPERATOR(pg_catalog.=) 'none' THEN session_user::pg_catalog.text
+                       ELSE s.r END AS eff,
+                     CASE WHEN s.app OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.app END AS app,
+                     CASE WHEN s.act OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.act END AS act,
+                     CASE WHEN s.req OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.req END AS req
+              FROM (SELECT pg_catalog.current_setting('role') AS r,
+                           pg_catalog.current_setting('application_name') AS app,
+                           pg_catalog.current_setting('tsaccess.actor', true) AS act,
+                           pg_catalog.current_setting('tsaccess.request_id', true) AS req) s) g
+    WHERE c.n OPERATOR(pg_catalog.<) 1000 AND (c.n OPERATOR(pg_catalog.>) 0 OR NOT (pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M' AND pg_catalog.current_query() OPERATOR(pg_catalog.!~) ';\s*\S'));
+  ELSIF TG_OP OPERATOR(pg_catalog.<>) 'TRUNCATE' THEN
+    INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+    SELECT session_user, TG_OP, TG_ARGV[0], TG_OP OPERATOR(pg_catalog.||) ' of ' OPERATOR(pg_catalog.||) c.n OPERATOR(pg_catalog.||) ' row(s)', g.eff, pg_catalog.txid_current(), pg_catalog.inet_client_addr(), g.app, g.act, g.req, c.n, (g.act IS NOT NULL OR g.req IS NOT NULL OR g.app IS NOT NULL)
+    FROM (SELECT pg_catalog.count(*) AS n FROM (SELECT FROM tsaccess_new LIMIT 1000) s) c,
+         (SELECT CASE WHEN s.r OPERATOR(pg_catalog.=) 'none' THEN session_user::pg_catalog.text
+                       ELSE s.r END AS eff,
+                     CASE WHEN s.app OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.app END AS app,
+                     CASE WHEN s.act OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.act END AS act,
+                     CASE WHEN s.req OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.req END AS req
+              FROM (SELECT pg_catalog.current_setting('role') AS r,
+                           pg_catalog.current_setting('application_name') AS app,
+                           pg_catalog.current_setting('tsaccess.actor', true) AS act,
+                           pg_catalog.current_setting('tsaccess.request_id', true) AS req) s) g
+    WHERE c.n OPERATOR(pg_catalog.<) 1000 AND (c.n OPERATOR(pg_catalog.>) 0 OR NOT (pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M' AND pg_catalog.current_query() OPERATOR(pg_catalog.!~) ';\s*\S'));
+  ELSE
+    INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
+    SELECT session_user, TG_OP, TG_ARGV[0], TG_OP, g.eff, pg_catalog.txid_current(), pg_catalog.inet_client_addr(), g.app, g.act, g.req, NULL, (g.act IS NOT NULL OR g.req IS NOT NULL OR g.app IS NOT NULL) FROM (SELECT CASE WHEN s.r OPERATOR(pg_catalog.=) 'none' THEN session_user::pg_catalog.text
+                   ELSE s.r END AS eff,
+                 CASE WHEN s.app OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.app END AS app,
+                 CASE WHEN s.act OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.act END AS act,
+                 CASE WHEN s.req OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.req END AS req
+          FROM (SELECT pg_catalog.current_setting('role') AS r,
+                       pg_catalog.current_setting('application_name') AS app,
+                       pg_catalog.current_setting('tsaccess.actor', true) AS act,
+                       pg_catalog.current_setting('tsaccess.request_id', true) AS req) s) g;
+    RETURN NULL;
+  END IF;
+  IF FOUND THEN
+    RETURN NULL;
+  END IF;
+  IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+    SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM tsaccess_old LIMIT 1000) s;
+    IF n OPERATOR(pg_catalog.=) 1000 THEN
+      EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM tsaccess_old' INTO est;
+      est := pg_catalog.json_extract_path_text(
+        pg_catalog.json_array_element(est::pg_catalog.json, 0), 'Plan', 'Plan Rows');
+      IF est OPERATOR(pg_catalog.~) '^[0-9]{1,18}$' THEN
+        n := est::pg_catalog.int8;
+      ELSE
+        EXECUTE 'SELECT pg_catalog.count(*) FROM tsaccess_old' INTO n;
       END IF;
     END IF;
-    IF n = 0 AND pg_catalog.current_query() ~* '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M'
-        AND pg_catalog.current_query() !~ ';\s*\S' THEN
-      RETURN NULL;  -- an action of a lone MERGE or WITH statement that changed no row
+  ELSE
+    SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM tsaccess_new LIMIT 1000) s;
+    IF n OPERATOR(pg_catalog.=) 1000 THEN
+      EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM tsaccess_new' INTO est;
+      est := pg_catalog.json_extract_path_text(
+        pg_catalog.json_array_element(est::pg_catalog.json, 0), 'Plan', 'Plan Rows');
+      IF est OPERATOR(pg_catalog.~) '^[0-9]{1,18}$' THEN
+        n := est::pg_catalog.int8;
+      ELSE
+        EXECUTE 'SELECT pg_catalog.count(*) FROM tsaccess_new' INTO n;
+      END IF;
     END IF;
   END IF;
+  IF n OPERATOR(pg_catalog.=) 0 AND pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*(/\*.*?\*/\s*|--[^\n]*\n\s*)*(merge|with)\M' AND pg_catalog.current_query() OPERATOR(pg_catalog.!~) ';\s*\S' THEN
+    RETURN NULL;  -- an action of a lone MERGE or WITH statement that changed no row
+  END IF;
   INSERT INTO "public"."activity_audit" (username, operation, table_name, description, effective_role, txid, client_addr, application_name, actor, request_id, row_count, client_asserted)
-  VALUES (session_user, TG_OP, tbl,
-          TG_OP || CASE WHEN n IS NULL THEN '' ELSE ' of ' || n || ' row(s)' END,
-          eff, tx, addr, app, act, req, n, (act IS NOT NULL OR req IS NOT NULL OR app IS NOT NULL));
+  SELECT session_user, TG_OP, TG_ARGV[0], TG_OP OPERATOR(pg_catalog.||) ' of ' OPERATOR(pg_catalog.||) n OPERATOR(pg_catalog.||) ' row(s)', g.eff, pg_catalog.txid_current(), pg_catalog.inet_client_addr(), g.app, g.act, g.req, n, (g.act IS NOT NULL OR g.req IS NOT NULL OR g.app IS NOT NULL) FROM (SELECT CASE WHEN s.r OPERATOR(pg_catalog.=) 'none' THEN session_user::pg_catalog.text
+                   ELSE s.r END AS eff,
+                 CASE WHEN s.app OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.app END AS app,
+                 CASE WHEN s.act OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.act END AS act,
+                 CASE WHEN s.req OPERATOR(pg_catalog.=) '' THEN NULL ELSE s.req END AS req
+          FROM (SELECT pg_catalog.current_setting('role') AS r,
+                       pg_catalog.current_setting('application_name') AS app,
+                       pg_catalog.current_setting('tsaccess.actor', true) AS act,
+                       pg_catalog.current_setting('tsaccess.request_id', true) AS req) s) g;
   RETURN NULL;
 END
 $tsaccess$;

@@ -294,8 +294,9 @@ def test_denied_event_survives_the_callers_failed_transaction(company):
 
 def test_search_path_hijack_of_the_definer_function_fails(company):
     """bob controls a schema placed first on his and david's search_path, with look-alike
-    functions and tables; the definer functions pin their own search_path, so none of them
-    runs and both audit modes record the truth."""
+    functions and tables; the definer functions qualify every name (the trigger functions)
+    or pin their own search_path, so none of them runs and both audit modes record the
+    truth."""
     with company.db.admin(autocommit=True) as conn:
         conn.execute("CREATE SCHEMA evil AUTHORIZATION bob")
     with company.connect("bob") as conn:

@@ -334,3 +334,126 @@ def test_preflight_denied_is_insufficient_privilege(db, driver):
             conn.cursor_factory = psycopg.AsyncCursor if driver.is_async else psycopg.Cursor
             conn.execute("UPDATE sensor_readings SET temperature = 0")
         assert server.value.sqlstate == caught.sqlstate
+
+
+def _statements(conn: Any) -> list[tuple[str, str, list[str], bool]]:
+    return conn.execute(
+        "SELECT name, statement, parameter_types::text[], from_sql FROM pg_prepared_statements"
+        " ORDER BY name",
+        prepare=False,
+    ).fetchall()
+
+
+def _runs(conn: Any, name: str) -> int:
+    """How often the server executed prepared statement ``name``."""
+    row = conn.execute(
+        "SELECT generic_plans + custom_plans FROM pg_prepared_statements WHERE name = %s",
+        (name,),
+        prepare=False,
+    ).fetchone()
+    return row[0] if row else -1
+
+
+def test_a_borrowers_queries_stay_prepared_for_the_next_borrower(shop, driver):
+    """psycopg's statements survive the reset (tsaccess prepared them again itself), and the
+    next borrower's query runs them: no parse and plan per borrow."""
+    db, pw = shop
+    pool = _pool(db, pw, driver, autocommit=True)
+    try:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+            for _ in range(6):
+                conn.execute(PRICE, ("tea",)).fetchone()
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == pid
+            statements = _statements(conn)
+            assert [(s[1], s[3]) for s in statements] == [
+                ("SELECT item, price FROM prices WHERE item = $1", False)
+            ]
+            name = statements[0][0]
+            before = _runs(conn, name)
+            assert conn.execute(PRICE, ("tea",)).fetchone() == ("tea", Decimal("3.50"))
+            assert _runs(conn, name) == before + 1  # the borrower's query ran prepared
+    finally:
+        pool.close()
+
+
+ECHO = "SELECT %s || ''"  # a text parameter: psycopg lets the server infer its type
+
+
+@pytest.mark.parametrize("when", ["while psycopg prepares it", "in a later borrow"])
+def test_statement_forged_with_other_parameter_types_never_reaches_the_next_borrower(
+    shop, driver, when
+):
+    """The same name and text, prepared through libpq with another parameter type: the
+    server reads '007' as the integer 7. The next borrower reads '007'."""
+    db, pw = shop
+    pool = _pool(db, pw, driver, autocommit=True)
+
+    def forge(conn: Any) -> None:
+        (name,) = conn.execute(
+            "SELECT name FROM pg_prepared_statements WHERE NOT from_sql", prepare=False
+        ).fetchone()
+        conn.execute(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)), prepare=False)
+        conn.pgconn.prepare(name.encode(), b"SELECT $1 || ''", [23])  # int4
+        assert conn.execute(ECHO, ("007",)).fetchone() == ("7",)  # the attack works here
+
+    try:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+            for _ in range(6):
+                assert conn.execute(ECHO, ("007",)).fetchone() == ("007",)
+            if when == "while psycopg prepares it":
+                forge(conn)
+        if when == "in a later borrow":
+            with pool.connection() as conn:
+                forge(conn)
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == pid
+            for _ in range(7):
+                assert conn.execute(ECHO, ("007",)).fetchone() == ("007",)
+            assert all(s[2] != ["integer"] for s in _statements(conn))
+    finally:
+        pool.close()
+
+
+def test_statement_prepared_by_the_borrower_is_deallocated_with_the_rest(shop, driver):
+    db, pw = shop
+    pool = _pool(db, pw, driver, autocommit=True)
+    try:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+            for _ in range(6):
+                conn.execute(PRICE, ("tea",))
+        with pool.connection() as conn:
+            assert len(_statements(conn)) == 1  # psycopg's, kept
+            conn.pgconn.prepare(b"borrowers_own", b"SELECT 'left behind'")
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == pid
+            assert _statements(conn) == []  # nobody vouches for it: everything goes
+            for _ in range(7):
+                assert conn.execute(PRICE, ("tea",)).fetchone() == ("tea", Decimal("3.50"))
+    finally:
+        pool.close()
+
+
+def test_borrow_check_is_skipped_only_moments_after_a_reset(shop, driver):
+    """A connection whose backend died while it sat in the pool is replaced by the borrow
+    check once ``check_after`` has passed since its reset (0: every borrow is checked)."""
+    db, pw = shop
+    for check_after in (0, 0.2):
+        pool = _pool(db, pw, driver, autocommit=True, check_after=check_after)
+        try:
+            with pool.connection() as conn:
+                pid = conn.info.backend_pid
+            with db.admin(autocommit=True) as admin:
+                # waits until the backend is gone
+                admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+            time.sleep(check_after)
+            with pool.connection() as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+                assert conn.info.backend_pid != pid
+        finally:
+            pool.close()
+    with pytest.raises(tsaccess.TsaccessError, match="check_after"):
+        _pool(db, pw, driver, check_after=-1)

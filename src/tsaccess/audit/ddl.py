@@ -6,21 +6,21 @@ Design (see ``docs/concepts.md``):
   (``audit.owner``) that owns nothing else. Nobody is granted INSERT/UPDATE/DELETE/TRUNCATE on
   them; auditors get SELECT on the audit table and on its ``<table>_rows`` view. Rows arrive
   only through the trigger functions and ``tsaccess_audit_denied``.
-* Trigger functions are ``SECURITY DEFINER`` with ``search_path`` pinned to
-  ``pg_catalog, pg_temp`` and every name qualified, so a writer's ``search_path`` cannot hijack
-  them; EXECUTE is revoked from PUBLIC.
+* Trigger functions are ``SECURITY DEFINER`` with every name qualified, so a writer's
+  ``search_path`` cannot hijack them (the statement and per-row ones pin none: see
+  :mod:`tsaccess.audit.triggers`); EXECUTE is revoked from PUBLIC.
 * ``username`` is ``session_user`` (the login user, e.g. ``bob``); ``effective_role`` is the
   role the session had set (``SET ROLE``), read from the ``role`` setting, which a definer
   switch does not change.
 * The audited table's name is given to the trigger, so the recorded name is the hypertable's
   even where TimescaleDB clones a row trigger onto chunks.
-* Statement triggers with transition tables do the work set-based. Every audited statement
-  writes one row to the audit table, with its row count. Per-row mode also keeps each changed
-  row, typed (a composite of the audited columns, not jsonb: converting 100,000 rows to jsonb
-  costs more than inserting them), in ``<data_schema>.<table>``; the ``<audit table>_rows``
-  view shows one row per changed row with ``old_data``/``new_data`` as jsonb. Where transition
-  tables are refused (DELETE on a hypertable with compression enabled) a trigger without them
-  is used: per-statement rows then have no row count, per-row mode uses a row trigger.
+* Statement triggers with transition tables do the work set-based: one audit row per
+  audited statement, with its row count; per-row mode also keeps each changed row, typed (a
+  composite of the audited columns, not jsonb: converting 100,000 rows to jsonb costs more than
+  inserting them), in ``<data_schema>.<table>``; the ``<audit table>_rows`` view shows them as
+  jsonb. Where transition tables are refused (DELETE on a hypertable with compression enabled)
+  a trigger without them is used: per-statement rows then have no row count, per-row mode uses
+  a row trigger.
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ from tsaccess.audit.templates import (
     pending_function_source,
     qualified,
     row_attributes,
-    rows_function_source,
     rows_view_sql,
     text,
 )
+from tsaccess.audit.triggers import rows_function_source, stmt_function_source
 from tsaccess.steps import Step, function_grants, grant_steps
 
 if TYPE_CHECKING:
@@ -152,15 +152,17 @@ def _function_steps(
     body: str,
     existing: FunctionInfo | None,
     want_acl: set[tuple[str, str]],
+    *,
+    pinned: bool = True,
 ) -> list[Step]:
-    """Create/replace a definer function when its source or settings differ, give it to the
-    audit owner and make its EXECUTE privileges exactly ``want_acl``."""
+    """Create/replace a definer function when its source or settings (``pinned``: its
+    search_path) differ, give it to the audit owner, its EXECUTE privileges ``want_acl``."""
     steps: list[Step] = []
     ok = (
         existing is not None
         and existing.source == body
         and existing.security_definer
-        and existing.config == ("search_path=pg_catalog, pg_temp",)
+        and existing.config == (("search_path=pg_catalog, pg_temp",) if pinned else ())
     )
     if not ok:
         steps.append(Step(create, f"create or replace audit function {label}", "audit"))
@@ -172,17 +174,14 @@ def _function_steps(
 
 
 def _definer(
-    fq: sql.Composable, signature: str, returns: str, lang: str, body: str
+    fq: sql.Composable, signature: str, returns: str, lang: str, body: str, *, pinned: bool = True
 ) -> sql.Composed:
-    return sql.SQL(
-        "CREATE OR REPLACE FUNCTION {f}"
-        + signature
-        + " RETURNS "
-        + returns
-        + " LANGUAGE "
-        + lang
-        + " VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {body}"
-    ).format(f=fq, body=_body_sql(body))
+    """``CREATE OR REPLACE FUNCTION ... SECURITY DEFINER`` (``pinned``: its search_path)."""
+    pin = " SET search_path = pg_catalog, pg_temp" if pinned else ""
+    head = f"CREATE OR REPLACE FUNCTION {{f}}{signature} RETURNS {returns} LANGUAGE {lang}"
+    return sql.SQL(head + " VOLATILE SECURITY DEFINER" + pin + " AS {body}").format(
+        f=fq, body=_body_sql(body)
+    )
 
 
 def _owned(policy: Policy, kind: str, ident: sql.Composable, label: str) -> Step:
@@ -302,10 +301,11 @@ def _data_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
             policy,
             sql.SQL("{}()").format(fq),
             f"{ds}.{table.name}()",
-            _definer(fq, "()", "trigger", "plpgsql", body),
+            _definer(fq, "()", "trigger", "plpgsql", body, pinned=False),
             body,
             data.functions.get(table.name) if data else None,
             set(),
+            pinned=False,
         )
     return steps
 
@@ -433,19 +433,22 @@ def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
     steps += chain_steps(policy, cat)  # the tamper-evident chain: objects only, no trigger work
 
     grantees = {(r.name, "EXECUTE") for r in policy.roles}
-    for fname, body in function_sources(policy).items():
+    bodies = {STMT_FUNCTION: stmt_function_source(policy), **function_sources(policy)}
+    for fname, body in bodies.items():
         fq = qualified(policy, fname)
-        if fname == DENIED_FUNCTION:
+        if pinned := fname == DENIED_FUNCTION:
             signature = "(statement text, reason text, table_name text DEFAULT NULL)"
             ident = sql.SQL("{}(text, text, text)").format(fq)
             create = _definer(fq, signature, "void", "sql", body)
             want_acl = grantees
         else:
             ident = sql.SQL("{}()").format(fq)
-            create = _definer(fq, "()", "trigger", "plpgsql", body)
+            create = _definer(fq, "()", "trigger", "plpgsql", body, pinned=False)
             want_acl = set()
         existing = cat.functions.get(fname) if cat else None
-        steps += _function_steps(policy, ident, fname, create, body, existing, want_acl)
+        steps += _function_steps(
+            policy, ident, fname, create, body, existing, want_acl, pinned=pinned
+        )
 
     for table in policy.tables:
         specs = _trigger_specs(policy, table, _compressed(table, cat, timescaledb))

@@ -7,7 +7,6 @@ planning logic in :mod:`tsaccess.audit.ddl`).
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
     from tsaccess.policy import Policy, Table
 
 __all__ = [
+    "COLUMNS",
     "DENIED_FUNCTION",
     "DENIED_PER_SECOND",
     "DENIED_RATE_TABLE",
@@ -32,7 +32,7 @@ __all__ = [
     "pending_function_source",
     "qualified",
     "row_attributes",
-    "rows_function_source",
+    "row_value",
     "rows_view_sql",
     "text",
 ]
@@ -47,7 +47,7 @@ DENIED_FUNCTION = "tsaccess_audit_denied"
 TRIGGER_PREFIX = "tsaccess_audit_"
 ROW_TYPE_SUFFIX = "_row"
 
-_COLUMNS = (
+COLUMNS = (
     "username, operation, table_name, description, effective_role, txid, client_addr,"
     " application_name, actor, request_id, row_count"
 )
@@ -63,124 +63,6 @@ _CONTEXT = """
   addr inet := pg_catalog.inet_client_addr();
   tx bigint := pg_catalog.txid_current();
   tbl text := TG_ARGV[0];"""
-
-# The size of a transition table ({tt}) into n without reading a large one back (reading
-# 100,000 rows back costs more than the rest of the audit): up to 1000 rows are counted; above
-# that the planner's row estimate for a transition table is its exact size (PostgreSQL gives
-# it tuplestore_tuple_count(); the test suite checks it), with count(*) as the fallback.
-_SIZE = """
-SELECT pg_catalog.count(*) INTO n FROM (SELECT FROM {tt} LIMIT 1000) s;
-IF n = 1000 THEN
-  EXECUTE 'EXPLAIN (FORMAT JSON) SELECT FROM {tt}' INTO est;
-  est := est::json -> 0 -> 'Plan' ->> 'Plan Rows';
-  IF est ~ '^[0-9]{{1,18}}$' THEN
-    n := est::bigint;
-  ELSE
-    EXECUTE 'SELECT pg_catalog.count(*) FROM {tt}' INTO n;
-  END IF;
-END IF;"""
-
-
-def _size(tt: str, indent: int) -> str:
-    """:data:`_SIZE` for transition table ``tt``, indented to sit in a function body."""
-    return textwrap.indent(_SIZE.format(tt=tt), " " * indent)
-
-
-# A MERGE fires the statement triggers of every action it names, and a data-modifying WITH
-# those of every part, also where nothing changed: one statement is recorded as the actions
-# that changed rows. A plain statement that changed no row is still recorded (it was tried).
-# current_query() is the client's whole string: when it holds more than one statement (a ';'
-# followed by more text), which one fired cannot be told, and the event is recorded.
-_SKIP_EMPTY = """
-IF n = 0 AND pg_catalog.current_query() ~* '^\\s*(/\\*.*?\\*/\\s*|--[^\\n]*\\n\\s*)*(merge|with)\\M'
-    AND pg_catalog.current_query() !~ ';\\s*\\S' THEN
-  RETURN NULL;  -- an action of a lone MERGE or WITH statement that changed no row
-END IF;"""
-
-_STMT_BODY = """
-DECLARE{context}
-  n bigint;
-  est text;
-BEGIN
-  IF TG_ARGV[1] = 'counted' THEN
-    IF TG_OP = 'DELETE' THEN{size_old}
-    ELSIF TG_OP <> 'TRUNCATE' THEN{size_new}
-    END IF;{skip_empty}
-  END IF;
-  INSERT INTO {audit} ({columns}, client_asserted)
-  VALUES (session_user, TG_OP, tbl,
-          TG_OP || CASE WHEN n IS NULL THEN '' ELSE ' of ' || n || ' row(s)' END,
-          eff, tx, addr, app, act, req, n, {asserted});
-  RETURN NULL;
-END
-"""
-
-# Per-row mode, one function per table: the statement's audit row, then each changed row as a
-# value of the table's row type (only the audited columns) in the table's data table.
-_ROWS_BODY = """
-DECLARE{context}
-  n bigint;
-  aid bigint;
-  ts timestamptz := pg_catalog.now();
-  est text;
-  zip_limit text := pg_catalog.current_setting('tsaccess.audit_zip_rows', true);
-  o_cur refcursor;
-  n_cur refcursor;
-  o_rec record;
-  n_rec record;
-BEGIN
-  IF TG_LEVEL = 'ROW' THEN  -- no transition tables (DELETE on a compressed hypertable)
-    INSERT INTO {audit} ({columns}, client_asserted)
-    VALUES (session_user, TG_OP, tbl, TG_OP || ' row', eff, tx, addr, app, act, req, 1,
-            {asserted})
-    RETURNING id, event_time INTO aid, ts;
-    INSERT INTO {data} (audit_id, event_time, old_data) VALUES (aid, ts, {old_row});
-    RETURN NULL;
-  END IF;
-  -- the statement's audit id first, so the changed rows are written (and counted) in one pass
-  aid := pg_catalog.nextval(pg_catalog.pg_get_serial_sequence({audit_literal}, 'id'));
-  IF TG_OP = 'INSERT' THEN
-    INSERT INTO {data} (audit_id, event_time, new_data)
-    SELECT aid, ts, {r_row} FROM tsaccess_new r;
-    GET DIAGNOSTICS n = ROW_COUNT;
-  ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO {data} (audit_id, event_time, old_data)
-    SELECT aid, ts, {r_row} FROM tsaccess_old r;
-    GET DIAGNOSTICS n = ROW_COUNT;
-  ELSE
-    -- old and new rows are captured pairwise, in the same order: zip them, as two arrays up to
-    -- tsaccess.audit_zip_rows rows (default 1,000,000), beyond that (an array is limited to
-    -- 1 GB) by walking both transition tables in step{size_new}
-    IF zip_limit IS NULL OR zip_limit !~ '^[0-9]{{1,18}}$' THEN
-      zip_limit := '1000000';
-    END IF;
-    IF n <= zip_limit::bigint THEN
-      INSERT INTO {data} (audit_id, event_time, old_data, new_data)
-      SELECT aid, ts, pg_catalog.unnest(ARRAY(SELECT {r_row} FROM tsaccess_old r)),
-             pg_catalog.unnest(ARRAY(SELECT {r_row} FROM tsaccess_new r));
-      GET DIAGNOSTICS n = ROW_COUNT;
-    ELSE
-      n := 0;
-      OPEN o_cur NO SCROLL FOR SELECT {r_row} AS v FROM tsaccess_old r;
-      OPEN n_cur NO SCROLL FOR SELECT {r_row} AS v FROM tsaccess_new r;
-      LOOP
-        FETCH o_cur INTO o_rec;
-        EXIT WHEN NOT FOUND;
-        FETCH n_cur INTO n_rec;
-        INSERT INTO {data} (audit_id, event_time, old_data, new_data)
-        VALUES (aid, ts, o_rec.v, n_rec.v);
-        n := n + 1;
-      END LOOP;
-      CLOSE o_cur;
-      CLOSE n_cur;
-    END IF;
-  END IF;{skip_empty}
-  INSERT INTO {audit} (id, event_time, {columns}, client_asserted) OVERRIDING SYSTEM VALUE
-  VALUES (aid, ts, session_user, TG_OP, tbl, TG_OP || ' of ' || n || ' row(s)', eff, tx, addr,
-          app, act, req, n, {asserted});
-  RETURN NULL;
-END
-"""
 
 # At most DENIED_PER_SECOND rows per login user and second (counted in an owner-only table),
 # then one saying the rest of that second was not recorded: anyone may call the function.
@@ -233,7 +115,7 @@ def row_attributes(table: Table, data: AuditDataInfo | None) -> tuple[str, ...]:
     return (*existing, *(c for c in table.audited_data_columns if c not in existing))
 
 
-def _row_value(policy: Policy, table: Table, attrs: Sequence[str], source: str) -> str:
+def row_value(policy: Policy, table: Table, attrs: Sequence[str], source: str) -> str:
     """``ROW(source.a, NULL, ...)::<data_schema>.<table>_row``: NULL for attributes no longer
     audited."""
     audited = set(table.audited_data_columns)
@@ -243,42 +125,17 @@ def _row_value(policy: Policy, table: Table, attrs: Sequence[str], source: str) 
 
 
 def function_sources(policy: Policy) -> dict[str, str]:
-    """The exact ``prosrc`` of the shared audit functions (compared to the catalog)."""
+    """The exact ``prosrc`` of the shared audit functions but the statement trigger's (see
+    :mod:`tsaccess.audit.triggers`), compared to the catalog."""
     audit = text(qualified(policy, policy.audit.table))
     return {
-        STMT_FUNCTION: _STMT_BODY.format(
-            context=_CONTEXT,
-            audit=audit,
-            columns=_COLUMNS,
-            size_old=_size("tsaccess_old", 6),
-            size_new=_size("tsaccess_new", 6),
-            skip_empty=textwrap.indent(_SKIP_EMPTY, " " * 4),
-            asserted=_ASSERTED,
-        ),
         DENIED_FUNCTION: _DENIED_BODY.format(
             audit=audit,
-            columns=_COLUMNS,
+            columns=COLUMNS,
             limit=DENIED_PER_SECOND,
             rate=text(sql.Identifier(policy.audit.data_schema, DENIED_RATE_TABLE)),
         ),
     }
-
-
-def rows_function_source(policy: Policy, table: Table, attrs: Sequence[str]) -> str:
-    """The exact ``prosrc`` of ``table``'s per-row trigger function."""
-    audit = text(qualified(policy, policy.audit.table))
-    return _ROWS_BODY.format(
-        context=_CONTEXT,
-        audit=audit,
-        audit_literal=text(sql.Literal(audit)),
-        columns=_COLUMNS,
-        data=text(sql.Identifier(policy.audit.data_schema, table.name)),
-        r_row=_row_value(policy, table, attrs, "r"),
-        old_row=_row_value(policy, table, attrs, "old"),
-        size_new=_size("tsaccess_new", 4),
-        skip_empty=textwrap.indent(_SKIP_EMPTY, " " * 2),
-        asserted=_ASSERTED,
-    )
 
 
 _DATA_COLUMNS = ("audit_id", "event_time", "old_data", "new_data")
@@ -399,7 +256,7 @@ def pending_function_source(policy: Policy) -> str:
     return _PENDING_BODY.format(
         context=_CONTEXT,
         audit=text(qualified(policy, policy.audit.table)),
-        columns=_COLUMNS,
+        columns=COLUMNS,
         pending=text(sql.Identifier(policy.audit.data_schema, PENDING_TABLE)),
         asserted=_ASSERTED,
     )

@@ -2,14 +2,16 @@
 :func:`create_async_pool`.
 
 The twin of :mod:`tsaccess.client.pool`: the same checks before any packet
-(:func:`tsaccess.client.session.prepare`), the same session opening, the same reset decisions
-(:class:`~tsaccess.client.reset.ResetPlan`: one round trip that restores role, settings,
-temporary objects, prepared statements, locks, listeners; the client state put back; a
-connection whose borrower created a custom setting discarded), awaited.
+(:func:`tsaccess.client.session.prepare`), the same session opening, the same reset
+(:func:`tsaccess.client.reset.reset_gen`: one round trip that restores role, settings,
+temporary objects, locks, listeners and keeps only the prepared statements tsaccess can prove
+are its own; the client state put back; a connection whose borrower created a custom setting
+discarded), the same borrow check (skipped moments after a reset), awaited.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,15 +20,21 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from tsaccess.client.aio import AsyncTsConnection, async_connection_class
+from tsaccess.client.base import recently_reset
 from tsaccess.client.reset import (
     ClientState,
     ResetPlan,
-    check_created,
     check_custom_names,
-    forget_prepared,
     present_query,
+    reset_gen,
 )
-from tsaccess.client.session import app_name, login_refused, pool_kwargs, prepare
+from tsaccess.client.session import (
+    app_name,
+    check_after_seconds,
+    login_refused,
+    pool_kwargs,
+    prepare,
+)
 from tsaccess.client.trust import warn_if_unverified
 from tsaccess.errors import TsaccessError
 
@@ -49,6 +57,14 @@ class AsyncScopedPool(AsyncConnectionPool[AsyncTsConnection]):
     """The group role every connection is scoped to."""
     pooler: str | None = None
     _probe: Callable[[], Awaitable[None]] | None = None
+
+    async def _putconn(self, conn: AsyncTsConnection, from_getconn: bool) -> None:
+        """Reset a returned connection in the returning task (as
+        :meth:`tsaccess.ScopedPool._putconn`), not in a worker task."""
+        if from_getconn:
+            await super()._putconn(conn, from_getconn)
+        else:
+            await self._return_connection(conn, from_getconn=False)
 
     async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         """Open the pool after one connection attempt made here: a refused login, a role the
@@ -87,32 +103,29 @@ async def present_settings(conn: AsyncTsConnection, names: Sequence[str]) -> fro
 
 
 async def _restore_flags(conn: AsyncTsConnection) -> None:
-    await conn.set_read_only(None)
-    await conn.set_isolation_level(None)
-    await conn.set_deferrable(None)
+    """Transaction flags back to the server's defaults (only those the borrower changed: each
+    setter takes the connection's lock)."""
+    if conn.read_only is not None:
+        await conn.set_read_only(None)
+    if conn.isolation_level is not None:
+        await conn.set_isolation_level(None)
+    if conn.deferrable is not None:
+        await conn.set_deferrable(None)
 
 
 async def reset_connection_async(
     conn: AsyncTsConnection, plan: ResetPlan, autocommit: bool
 ) -> None:
-    """:func:`tsaccess.client.pool.reset_connection`'s twin."""
+    """:func:`tsaccess.client.pool.reset_connection`'s twin (the same generator, awaited)."""
     state = conn._client_state
     if state is None:  # pragma: no cover - configure() always sets it
         raise TsaccessError("this connection was not configured by create_async_pool()")
-    batch, names = plan.for_connection(conn)
-    forget_prepared(conn)
-    await conn.set_autocommit(True)
-    async with psycopg.AsyncCursor(conn, row_factory=tuple_row) as cur:
-        await cur.execute(batch, prepare=False)  # one round trip
-        row: tuple[Any, ...] | None = None
-        if names:
-            while cur.nextset():  # the final SELECT's result
-                pass
-            row = await cur.fetchone()
-    check_created(row, names, state)
-    state.restore(conn)
+    async with conn.lock:
+        await conn.wait(reset_gen(conn, plan, state))
+    conn._reset_at = time.monotonic()
     conn.custom_seen.clear()
-    await conn.set_autocommit(autocommit)
+    if conn.autocommit != autocommit:
+        await conn.set_autocommit(autocommit)
     await _restore_flags(conn)
     conn.set_scoped_settings()  # the borrower's actor (RESET ALL dropped it server-side)
     conn.after_reset()
@@ -136,6 +149,16 @@ async def _check(conn: AsyncTsConnection) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
+def _checker(check_after: float) -> Callable[[AsyncTsConnection], Awaitable[None]]:
+    """The borrow check (as :mod:`tsaccess.client.pool`'s): skipped moments after a reset."""
+
+    async def check(conn: AsyncTsConnection) -> None:
+        if not recently_reset(conn, check_after):
+            await AsyncConnectionPool.check_connection(conn)
+
+    return check
+
+
 async def create_async_pool(
     conninfo: str = "",
     *,
@@ -150,6 +173,7 @@ async def create_async_pool(
     pooler: str | None = None,
     kwargs: Mapping[str, Any] | None = None,
     custom_settings: Sequence[str] = (),
+    check_after: float = 1.0,
     **params: Any,
 ) -> AsyncScopedPool:
     """An async pool of TLS-verified connections for one login user, optionally scoped to
@@ -162,6 +186,7 @@ async def create_async_pool(
     With ``open=False`` open it with ``await pool.open()`` or ``async with pool``.
     """
     custom = check_custom_names(custom_settings)
+    recheck = check_after_seconds(check_after)
     opening = prepare(
         conninfo, pool_kwargs(kwargs, params), role=role, autocommit=autocommit, pooler=pooler
     )
@@ -172,6 +197,7 @@ async def create_async_pool(
         await conn._open_session(opening, preflight)
         await conn.set_autocommit(autocommit)
         conn._client_state = ClientState.of(conn, await present_settings(conn, custom))
+        conn._reset_at = time.monotonic()
 
     plans: dict[str, ResetPlan] = {}
 
@@ -181,10 +207,10 @@ async def create_async_pool(
             return
         plan = plans.get(conn.info.user)  # one login user per pool: built once
         if plan is None:
-            plan = plans[conn.info.user] = ResetPlan(role, opening.app_name(conn.info.user), custom)
+            plan = plans[conn.info.user] = opening.reset_plan(conn.info.user, custom)
         await reset_connection_async(conn, plan, autocommit)
 
-    connect_kwargs = opening.connect_kwargs()
+    connect_kwargs = opening.connect_kwargs(pooled=True)
 
     async def probe() -> None:
         conn = await cls.connect(**connect_kwargs)
@@ -201,7 +227,7 @@ async def create_async_pool(
         max_size=max_size,
         open=False,
         configure=configure,
-        check=_check if opening.pooler is not None else AsyncConnectionPool.check_connection,
+        check=_check if opening.pooler is not None else _checker(recheck),
         reset=reset,
         name=name or app_name("tsaccess-pool", opening.secure.user, role),
         timeout=timeout,

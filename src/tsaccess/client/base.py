@@ -11,6 +11,7 @@ TsConnection` and :class:`~tsaccess.client.aio.AsyncTsConnection` add only their
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from psycopg._connection_base import BaseConnection
 
 from tsaccess.client.params import SecureParams
 from tsaccess.client.pooler import autocommit_refused, scope_statement
+from tsaccess.client.prepared import PreparedLedger
 from tsaccess.client.reset import ClientState, custom_names_in, maybe_sets
 from tsaccess.client.session import hosts_of
 from tsaccess.client.tls import TlsStatus
@@ -28,7 +30,7 @@ from tsaccess.client.tls import TlsStatus
 if TYPE_CHECKING:
     from psycopg.abc import PQGen, QueryNoTemplate  # QueryNoTemplate: psycopg 3.3+
 
-__all__ = ["TsSession", "note_query", "query_text"]
+__all__ = ["TsSession", "note_query", "query_text", "recently_reset"]
 
 
 def query_text(conn: BaseConnection[Any], query: Any) -> str:
@@ -47,6 +49,19 @@ def note_query(conn: Any, query: Any) -> None:
     never handed to another borrower: it skips the text scan on every statement)."""
     if isinstance(conn, TsSession) and conn._client_state is not None:
         conn.note_custom_settings(query_text(conn, query))
+
+
+def recently_reset(conn: Any, within: float) -> bool:
+    """Whether ``conn`` is idle and a pool's round trip on it (reset or configure) finished
+    less than ``within`` seconds ago: that round trip is the proof of life a borrow check
+    would ask for again."""
+    at = conn._reset_at
+    return (
+        at is not None
+        and time.monotonic() - at < within
+        and conn.pgconn.status == pq.ConnStatus.OK
+        and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
+    )
 
 
 class TsSession(BaseConnection[Any]):
@@ -78,6 +93,12 @@ class TsSession(BaseConnection[Any]):
     _tx_scope: bytes | None = None
     _unscoped: int = 0
     _client_state: ClientState | None = None
+    _prepared_ledger: PreparedLedger | None = None
+    """The prepared statements tsaccess made on this pooled connection (see
+    :mod:`tsaccess.client.prepared`)."""
+    _reset_at: float | None = None
+    """``time.monotonic()`` when a pool last finished a round trip that reset (or configured)
+    this connection: a borrow soon after needs no check (see :func:`recently_reset`)."""
     custom_unknown: bool = False
     """A statement called ``set_config`` with a name that is not a literal."""
 

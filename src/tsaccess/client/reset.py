@@ -1,13 +1,20 @@
 """What a pool's reset puts back between two borrowers of one connection.
 
-Server side, one batch (one round trip): ``DEALLOCATE ALL`` (every prepared statement, psycopg's
-``_pg3_*`` included: a borrower can replace one of them with a statement of its own),
-``RESET ROLE``, ``RESET ALL``, temporary objects, sequences state, listeners, cursors, then the
-pool's role again and one ``SELECT`` (advisory locks, ``application_name``, custom settings).
-Client side: psycopg's prepared-statement cache is emptied *before* the batch (so it agrees
-with ``DEALLOCATE ALL`` without a second round trip), and the connection's Python state
+Server side, one batch (one round trip): ``RESET ROLE``, ``RESET ALL``, temporary objects,
+sequences state, listeners, cursors, then the pool's role again and one ``SELECT`` that releases
+advisory locks, reports which custom settings exist and fingerprints the prepared statements.
+``application_name`` is a startup parameter of pooled connections, so ``RESET ALL`` puts it back
+(connections opened otherwise get it set again in the same ``SELECT``).
+
+Prepared statements are not all thrown away: those tsaccess can prove are its own survive, so a
+borrower's queries stay prepared across borrows (see :mod:`tsaccess.client.prepared`); when the
+fingerprint shows anything else, every statement is deallocated (extra round trips, only then).
+
+Client side: psycopg's prepared-statement map is rebuilt from what the server was shown to
+hold (never from the borrower's objects), and the connection's Python state
 (:class:`ClientState`: row and cursor factories, adapters, notice and notify handlers, prepare
-settings) is put back as the pool configured it.
+settings) is put back as the pool configured it. The reset is written once as a psycopg
+generator (:func:`reset_gen`); the sync and async pools only run it.
 
 A custom setting (``SET myapp.x = 'y'``) leaves a placeholder that no SQL can list (PostgreSQL
 hides placeholders from ``pg_settings``) and that ``RESET ALL`` turns into ``''`` instead of
@@ -20,17 +27,30 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
-from psycopg._connection_base import BaseConnection
 from psycopg._preparing import PrepareManager
 from psycopg.adapt import AdaptersMap
 from psycopg.rows import tuple_row
 
+from tsaccess.client.prepared import (
+    LISTED,
+    PreparedLedger,
+    changed_by_psycopg,
+    list_sql,
+    new_statements,
+    rebuild_manager,
+    reconcile_gen,
+    run_gen,
+    server_statements,
+)
 from tsaccess.client.sqltokens import significant
 from tsaccess.errors import TsaccessError
+
+if TYPE_CHECKING:
+    from psycopg.abc import PQGen
 
 __all__ = [
     "ClientState",
@@ -39,19 +59,17 @@ __all__ = [
     "check_custom_names",
     "custom_names_in",
     "custom_settings_present",
-    "forget_prepared",
     "maybe_sets",
     "present_query",
     "reset_batch",
-    "run_reset",
+    "reset_gen",
 ]
 
 AnyConnection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
-_CLEANUP = (
-    "DEALLOCATE ALL; RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL; DISCARD TEMP;"
-    " DISCARD SEQUENCES; UNLISTEN *; CLOSE ALL"
-)
+_CLEANUP = "RESET ROLE; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; UNLISTEN *; CLOSE ALL"
+_SUPERUSER_CLEANUP = "RESET SESSION AUTHORIZATION; " + _CLEANUP
+"""Only a session whose login is a superuser can change its session authorization."""
 
 _CUSTOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)+")
 
@@ -182,33 +200,44 @@ def custom_settings_present(conn: psycopg.Connection[Any], names: Sequence[str])
     return frozenset(n for n, present in zip(names, row or (), strict=False) if present)
 
 
-def reset_batch(role: str | None, app_name: str, custom: Sequence[str]) -> sql.Composed:
-    """The one batch of a reset: the cleanup, ``SET ROLE`` again, and one final ``SELECT`` that
-    releases advisory locks, sets ``application_name`` again (after ``RESET ALL``) and reports
-    which ``custom`` settings exist (columns 3...)."""
+def _flag_cols(app_name: str | None, custom: Sequence[str]) -> list[sql.Composable]:
+    """Which ``custom`` settings exist (one boolean each), advisory locks released and, when
+    ``app_name`` is given, ``application_name`` set again (for connections that did not get it
+    as a startup parameter, which ``RESET ALL`` restores)."""
     cols: list[sql.Composable] = [
-        sql.SQL("pg_catalog.pg_advisory_unlock_all()"),
-        sql.SQL("pg_catalog.set_config('application_name', {}, false)").format(
-            sql.Literal(app_name)
-        ),
         *_present_cols(custom),
+        sql.SQL("pg_catalog.pg_advisory_unlock_all()"),
     ]
-    parts: list[sql.Composable] = [sql.SQL(_CLEANUP)]
+    if app_name is not None:
+        cols.append(
+            sql.SQL("pg_catalog.set_config('application_name', {}, false)").format(
+                sql.Literal(app_name)
+            )
+        )
+    return cols
+
+
+def reset_batch(
+    role: str | None,
+    app_name: str | None,
+    custom: Sequence[str],
+    superuser: bool = False,
+    listed: bool = False,
+) -> sql.Composed:
+    """The one batch of a reset: the cleanup, ``SET ROLE`` again, then the custom settings'
+    flags (columns 0...; see :func:`_flag_cols`) and the list of prepared statements
+    (:func:`~tsaccess.client.prepared.list_sql`). ``listed``: one statement, the flags
+    repeated on each listed row (for a connection that keeps prepared statements: it lists
+    at least one, else the flags are asked for again); else two."""
+    parts: list[sql.Composable] = [sql.SQL(_SUPERUSER_CLEANUP if superuser else _CLEANUP)]
     if role:
         parts.append(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-    parts.append(sql.SQL("SELECT {}").format(sql.SQL(", ").join(cols)))
+    if listed:
+        parts.append(list_sql(_flag_cols(app_name, custom)))
+    else:
+        parts.append(sql.SQL("SELECT {}").format(sql.SQL(", ").join(_flag_cols(app_name, custom))))
+        parts.append(list_sql())
     return sql.SQL("; ").join(parts)
-
-
-def forget_prepared(conn: BaseConnection[Any]) -> None:
-    """Empty psycopg's prepared-statement cache without queueing its own ``DEALLOCATE ALL``:
-    the reset batch deallocates on the server in the same round trip.
-
-    psycopg keeps the cache in ``conn._prepared`` (a ``PrepareManager``); ``clear()`` would queue
-    a second round trip, so a fresh manager replaces it (threshold and size are restored from
-    :class:`ClientState` afterwards).
-    """
-    conn._prepared = PrepareManager()
 
 
 @dataclass(frozen=True)
@@ -258,36 +287,56 @@ class ClientState:
         conn.prepared_max = self.prepared_max
 
 
-def run_reset(
-    conn: psycopg.Connection[Any], batch: sql.Composed, custom: Sequence[str], state: ClientState
-) -> None:
-    """Run the reset ``batch`` (autocommit) and put the client state back.
+def reset_gen(conn: Any, plan: ResetPlan, state: ClientState) -> PQGen[None]:
+    """The reset of a pooled connection (sync or async: run it with ``conn.wait``), in one
+    round trip unless prepared statements need a closer look; then the client state is put
+    back.
 
     Raises:
-        TsaccessError: the borrower created one of the ``custom`` settings (the pool then
-            discards the connection).
+        TsaccessError: the borrower created a custom setting that ``RESET ALL`` cannot remove,
+            or may have (the pool then discards the connection).
+        psycopg.Error: the server refused part of the reset (discarded as well).
     """
-    forget_prepared(conn)
-    conn.autocommit = True
-    with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
-        cur.execute(batch, prepare=False)  # one round trip
-        row: tuple[Any, ...] | None = None
-        if custom:
-            while cur.nextset():  # the final SELECT's result
-                pass
-            row = cur.fetchone()
-    check_created(row, custom, state)
+    names = plan.names_for(conn)
+    ledger: PreparedLedger | None = conn._prepared_ledger
+    if ledger is None:
+        ledger = conn._prepared_ledger = PreparedLedger()
+    borrowed: PrepareManager = conn._prepared
+    # psycopg queues nothing of its own in between: the reset speaks to libpq directly
+    conn._prepared = PrepareManager()
+    new: dict[bytes, Any] = {}
+    dropped = changed_by_psycopg(ledger, borrowed)
+    if dropped:  # evicted or cleared: deallocate as psycopg would have
+        ledger.forget()
+    else:
+        new = new_statements(ledger, borrowed)
+    listed = bool(ledger.entries)
+    batch = plan.batch(names, conn, listed)
+    results = yield from run_gen(conn, b"DEALLOCATE ALL; " + batch if dropped else batch)
+    listing = results[-1]
+    if not listed:
+        flags, offset = results[-2], 0
+    elif listing.ntuples:
+        flags, offset = listing, LISTED
+    else:  # the borrower deallocated them all: no row carried the flags
+        flags, offset = (yield from run_gen(conn, plan.flags(names, conn)))[-1], 0
+    present = tuple(flags.get_value(0, offset + i) == b"t" for i in range(len(names)))
+    check_created(present, names, state.custom_present)
+    server = server_statements(listing)
+    if new or not ledger.matches(server):
+        yield from reconcile_gen(conn, ledger, server, new)
+    conn._prepared = rebuild_manager(ledger, borrowed)
     state.restore(conn)
 
 
-def check_created(row: tuple[Any, ...] | None, custom: Sequence[str], state: ClientState) -> None:
-    """Raise when the reset batch's final row shows a ``custom`` setting the borrower created.
+def check_created(present: Sequence[bool], custom: Sequence[str], before: frozenset[str]) -> None:
+    """Raise when the reset batch shows a ``custom`` setting (``present``: one flag per name)
+    that did not exist when the connection was configured (``before``).
 
     Raises:
         TsaccessError: the connection must be discarded, not handed on.
     """
-    present = zip(custom, (row or ())[2:], strict=False)
-    created = frozenset(n for n, exists in present if exists) - state.custom_present
+    created = frozenset(n for n, exists in zip(custom, present, strict=False) if exists) - before
     if created:
         raise TsaccessError(
             f"the borrower created custom settings {sorted(created)}; RESET ALL leaves them as "
@@ -296,16 +345,45 @@ def check_created(row: tuple[Any, ...] | None, custom: Sequence[str], state: Cli
 
 
 class ResetPlan:
-    """What a pool's reset sends for one login user, built once per pool (sync or async)."""
+    """What a pool's reset sends for one login user, built once per pool (sync or async).
 
-    def __init__(self, role: str | None, app_name: str, custom: Sequence[str]) -> None:
+    ``app_name`` is the ``application_name`` the connections must have; ``startup_app_name``
+    the one they were opened with (a startup parameter, which ``RESET ALL`` restores): when
+    the two agree the batch does not set it again.
+    """
+
+    def __init__(
+        self,
+        role: str | None,
+        app_name: str,
+        custom: Sequence[str],
+        startup_app_name: str | None = None,
+    ) -> None:
         self.role = role
-        self.app_name = app_name
+        self.app_name = app_name if app_name != startup_app_name else None
         self.custom = tuple(custom)
-        self._batch = reset_batch(role, app_name, self.custom)
+        self._batches: dict[tuple[bool, bool], bytes] = {}
 
-    def for_connection(self, conn: Any) -> tuple[sql.Composed, tuple[str, ...]]:
-        """The batch for ``conn`` and the custom settings it checks: also those the
+    def batch(self, names: Sequence[str], conn: Any, listed: bool = False) -> bytes:
+        """The batch checking ``names`` as bytes for ``conn`` (see :func:`reset_batch`; built
+        once for the pool's own names)."""
+        superuser = conn.info.parameter_status("is_superuser") != "off"
+        if tuple(names) != self.custom:
+            built = reset_batch(self.role, self.app_name, names, superuser, listed)
+            return built.as_bytes(conn)
+        batch = self._batches.get((superuser, listed))
+        if batch is None:
+            built = reset_batch(self.role, self.app_name, self.custom, superuser, listed)
+            batch = self._batches[superuser, listed] = built.as_bytes(conn)
+        return batch
+
+    def flags(self, names: Sequence[str], conn: Any) -> bytes:
+        """The flags of :func:`reset_batch` alone."""
+        cols = _flag_cols(self.app_name, names)
+        return sql.SQL("SELECT {}").format(sql.SQL(", ").join(cols)).as_bytes(conn)
+
+    def names_for(self, conn: Any) -> tuple[str, ...]:
+        """The custom settings the reset of ``conn`` checks: the pool's, and those the
         borrower's statements may have created (``conn.custom_seen``), in the same round trip.
 
         Raises:
@@ -319,7 +397,4 @@ class ResetPlan:
                 "this connection is discarded rather than handed on"
             )
         extra = sorted(set(conn.custom_seen) - set(self.custom))
-        if not extra:
-            return self._batch, self.custom  # one round trip: clean up, scope again
-        names = (*self.custom, *extra)
-        return reset_batch(self.role, self.app_name, names), names
+        return (*self.custom, *extra)

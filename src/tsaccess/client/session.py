@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from tsaccess.client.params import (
     split_connection_kwargs,
 )
 from tsaccess.client.pooler import autocommit_refused, check_pooler
+from tsaccess.client.reset import ResetPlan
 from tsaccess.client.tls import TLS_STATUS_SQL, tls_from_row
 from tsaccess.errors import InsecureConnectionError, RoleScopeError, TsaccessError
 
@@ -44,6 +45,7 @@ __all__ = [
     "Script",
     "actor_statement",
     "app_name",
+    "check_after_seconds",
     "drive",
     "hosts_of",
     "login_refused",
@@ -191,16 +193,25 @@ class Opening:
         unverified = server_verification(self.secure.sslmode, self.secure.sslrootcert) is None
         return app_name(self.base_app, user, self.role, unverified=unverified)
 
-    def connect_kwargs(self) -> dict[str, Any]:
+    def connect_kwargs(self, *, pooled: bool = False) -> dict[str, Any]:
         """The arguments of ``Connection.connect`` (password included: never log them).
 
         Behind a pooler ``application_name`` is a startup parameter (PgBouncer tracks it per
         client); a session-level ``set_config`` would stay on the shared server connection.
+        So it is for a pool's connections (``pooled``): ``RESET ALL`` then restores it, and the
+        reset need not set it again.
         """
         kwargs = dict(self.secure.kwargs)
-        if self.pooler is not None:
+        if self.pooler is not None or pooled:
             kwargs["application_name"] = self.app_name(self.secure.user)
         return {**kwargs, **self.python}
+
+    def reset_plan(self, user: str, custom: Sequence[str]) -> ResetPlan:
+        """The reset of a pool's connections opened with :meth:`connect_kwargs` (``pooled``)
+        for login ``user``."""
+        return ResetPlan(
+            self.role, self.app_name(user), custom, startup_app_name=self.app_name(self.secure.user)
+        )
 
     def __repr__(self) -> str:
         return f"Opening({self.secure!r}, role={self.role!r}, pooler={self.pooler!r})"
@@ -228,6 +239,16 @@ def prepare(
     if pooler is not None and autocommit:
         raise autocommit_refused(secure.user, role)
     return Opening(secure, role, pooler, autocommit, python)
+
+
+def check_after_seconds(value: Any) -> float:
+    """A pool's ``check_after`` (seconds, >= 0), or :class:`TsaccessError`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise TsaccessError(
+            f"check_after={value!r}: give the seconds after a reset during which a borrow "
+            "skips the check round trip (a number >= 0; 0 checks every borrow)"
+        )
+    return float(value)
 
 
 def pool_kwargs(kwargs: Mapping[str, Any] | None, params: Mapping[str, Any]) -> dict[str, Any]:
