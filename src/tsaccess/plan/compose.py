@@ -285,7 +285,11 @@ def apply(
 
     The plan is made under a transaction-level advisory lock (concurrent applies queue), run,
     and the catalog is read again in the same transaction: if anything still differs the
-    transaction is rolled back and :class:`ApplyError` raised.
+    transaction is rolled back and :class:`ApplyError` raised. A step that meets a transient
+    conflict (a TimescaleDB job updating the same catalog row: ``tuple concurrently updated``;
+    a deadlock; a serialization failure) rolls the attempt back, and the whole transaction runs
+    again from a new plan, up to three times (``on_step``, ``check`` and ``before_commit`` are
+    called again for the new attempt).
 
     Args:
         on_step: called before each step with its index (progress display, fault injection).
