@@ -372,33 +372,29 @@ def test_generate_refuses_weak_tls_and_keeps_existing_files(db, tmp_path, tcp_tr
         ).fetchone() == (0,)
 
 
-def test_row_slices_tsaccess_made_are_recovered(db, tmp_path):
-    """Row-level security tsaccess made (a slice per role) maps back onto slices and the users'
-    attributes; the plan of the generated policy changes nothing."""
-    made = tmp_path / "made.toml"
-    made.write_text(
-        f"""
-[database]
-name = "{db.name}"
-[audit]
-default_mode = "off"
-[tables.sales.columns]
-id = "integer"
-department = "text"
-amount = "numeric(10,2)"
+_SLICED_SALES_ACCESS = """
 [roles.managers]
-grants = {{ sales = ["SELECT"] }}
+grants = { sales = ["SELECT"] }
 [roles.managers.slices]
 sales = "department"
 [roles.finance]
-grants = {{ sales = ["SELECT", "INSERT"] }}
+grants = { sales = ["SELECT", "INSERT"] }
 [users.carol]
 roles = ["managers"]
-attributes = {{ department = "Sales" }}
+attributes = { department = "Sales" }
 [users.dave]
 roles = ["finance"]
 """
-    )
+
+
+def _apply_sliced_sales(db, tmp_path, table: str, *, timescaledb: bool = False) -> None:
+    """Apply a policy of one table ``sales`` (as ``table`` declares it) sliced by department for
+    managers (carol: Sales), with finance (dave) reading and writing all of it."""
+    made = tmp_path / "made.toml"
+    head = f'[database]\nname = "{db.name}"\n'
+    if timescaledb:
+        head += 'timescaledb = "require"\n'
+    made.write_text(head + '[audit]\ndefault_mode = "off"\n' + table + _SLICED_SALES_ACCESS)
     run(
         "apply",
         "--dsn",
@@ -408,6 +404,21 @@ roles = ["finance"]
         "--yes",
         "--generate-passwords",
         str(tmp_path / "pw"),
+    )
+
+
+def test_row_slices_tsaccess_made_are_recovered(db, tmp_path):
+    """Row-level security tsaccess made (a slice per role) maps back onto slices and the users'
+    attributes; the plan of the generated policy changes nothing."""
+    _apply_sliced_sales(
+        db,
+        tmp_path,
+        """
+[tables.sales.columns]
+id = "integer"
+department = "text"
+amount = "numeric(10,2)"
+""",
     )
     data = json.loads(run("generate", "--dsn", dsn(db), "--json").stdout)
     policy = parse_policy(tomllib.loads(data["policy"]))
@@ -425,14 +436,10 @@ def test_a_sliced_hypertable_round_trips(db, tmp_path):
     """On a hypertable a sliced role's SELECT is a column privilege on every column (chunks never
     copy those): generate maps it back onto the table grant and the slice, and the plan of the
     generated policy is empty."""
-    made = tmp_path / "made.toml"
-    made.write_text(
-        f"""
-[database]
-name = "{db.name}"
-timescaledb = "require"
-[audit]
-default_mode = "off"
+    _apply_sliced_sales(
+        db,
+        tmp_path,
+        """
 [tables.sales]
 time_column = "time"
 hypertable = true
@@ -441,28 +448,8 @@ chunk_interval = "1 day"
 time = "timestamptz not null"
 department = "text"
 amount = "numeric(10,2)"
-[roles.managers]
-grants = {{ sales = ["SELECT"] }}
-[roles.managers.slices]
-sales = "department"
-[roles.finance]
-grants = {{ sales = ["SELECT", "INSERT"] }}
-[users.carol]
-roles = ["managers"]
-attributes = {{ department = "Sales" }}
-[users.dave]
-roles = ["finance"]
-"""
-    )
-    run(
-        "apply",
-        "--dsn",
-        dsn(db),
-        "--policy",
-        str(made),
-        "--yes",
-        "--generate-passwords",
-        str(tmp_path / "pw"),
+""",
+        timescaledb=True,
     )
     with db.admin() as conn:
         conn.execute(
