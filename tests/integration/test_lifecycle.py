@@ -92,7 +92,7 @@ def test_hospital_lifecycle(db):
     first = ward.plan()
     text = first.summary()
     assert "table vitals\n  + create table vitals" in text
-    assert "  + grant SELECT (heart_rate, spo2, time, ward) on table vitals to researchers" in text
+    assert "  + grant SELECT (time, ward, heart_rate, spo2) on table vitals to researchers" in text
     assert "  ~ audit trail: " in text and "tsaccess_audit_stmt" not in text  # folded
     assert "tsaccess_audit_stmt" in first.summary(verbose=True)
     counts = first.counts()
@@ -168,7 +168,7 @@ def test_hospital_lifecycle(db):
     p = ward.plan(drop_removed=True)
     body = _body(p.summary())
     assert "role analysts" in body and "  + create group role analysts" in body
-    assert "  + grant SELECT (heart_rate, spo2, time, ward) on table vitals to analysts" in body
+    assert "  + grant SELECT (time, ward, heart_rate, spo2) on table vitals to analysts" in body
     assert "  - revoke SELECT(patient_id) on table vitals from researchers" not in body
     assert "  - revoke SELECT(heart_rate) on table vitals from researchers" in body
     assert "  - revoke membership of rita in researchers" in body
@@ -214,7 +214,7 @@ def test_hospital_lifecycle(db):
     )
     assert _body(ward.plan().summary()) == [
         "table prescriptions",
-        "  + grant SELECT (drug, time) on table prescriptions to analysts",
+        "  + grant SELECT (time, drug) on table prescriptions to analysts",
         "",
         "Plan: 1 to add, 0 to change, 0 to revoke.",
     ]
