@@ -457,3 +457,23 @@ def test_borrow_check_is_skipped_only_moments_after_a_reset(shop, driver):
             pool.close()
     with pytest.raises(tsaccess.TsaccessError, match="check_after"):
         _pool(db, pw, driver, check_after=-1)
+
+
+def test_session_authorization_is_reset_for_a_superuser_login(shop, driver):
+    """A borrower of a superuser login's pool takes another identity (``SET SESSION
+    AUTHORIZATION``, which turns the reported ``is_superuser`` off): the next borrower is the
+    login again."""
+    db, _pw = shop
+    pool = driver.create_pool(**db.params(), min_size=1, max_size=1, autocommit=True)
+    try:
+        with pool.connection() as conn:
+            login = conn.info.user
+            pid = conn.info.backend_pid
+            conn.execute("SET SESSION AUTHORIZATION shop_user")
+            assert conn.execute("SELECT session_user").fetchone() == ("shop_user",)
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == pid
+            row = conn.execute("SELECT session_user, current_user").fetchone()
+            assert row == (login, login)
+    finally:
+        pool.close()

@@ -367,7 +367,7 @@ class ResetPlan:
     def batch(self, names: Sequence[str], conn: Any, listed: bool = False) -> bytes:
         """The batch checking ``names`` as bytes for ``conn`` (see :func:`reset_batch`; built
         once for the pool's own names)."""
-        superuser = conn.info.parameter_status("is_superuser") != "off"
+        superuser = bool(conn._login_superuser)  # as opened, not as the borrower left it
         if tuple(names) != self.custom:
             built = reset_batch(self.role, self.app_name, names, superuser, listed)
             return built.as_bytes(conn)
