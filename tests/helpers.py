@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,3 +47,30 @@ def untouched(s: socket.socket) -> bool:
         return True
     conn.close()
     return False
+
+
+def quiesce_jobs(conn: Any) -> None:
+    """Unschedule this database's TimescaleDB jobs and wait until none runs.
+
+    A test that compresses, drops or retains chunks itself must not race the scheduler: it runs
+    a new compression policy at once, and a chunk it compresses meanwhile makes the test's own
+    ``compress_chunk`` fail ("already compressed") or deadlock. Commits ``conn``'s transaction.
+    """
+    conn.execute(
+        "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs"
+        " WHERE job_id >= 1000"
+    )
+    if not conn.autocommit:
+        conn.commit()
+    for _ in range(600):
+        (busy,) = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type NOT IN ('client backend',"
+            " 'autovacuum worker') AND backend_type NOT ILIKE '%scheduler%'"
+        ).fetchone()
+        if not conn.autocommit:
+            conn.commit()
+        if busy == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError("a TimescaleDB job of this database still runs after 60 s")

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.helpers import Company, apply_company
+from tests.helpers import Company, apply_company, quiesce_jobs
 from tsaccess import AuditChainError, audit
 from tsaccess.cli.main import main
 from tsaccess.policy import Policy, load_policy
@@ -90,6 +90,7 @@ def _write(company: Company) -> None:
         conn.execute("DELETE FROM financial_metrics WHERE amount > 35")
         conn.commit()
     with company.db.admin(autocommit=True) as admin:
+        quiesce_jobs(admin)
         admin.execute(
             "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('sensor_readings',"
             " older_than => interval '20 days', newer_than => interval '60 days') c"

@@ -25,7 +25,7 @@ from psycopg import sql
 
 import tsaccess
 from tests.fix_server import fresh_db
-from tests.helpers import Company
+from tests.helpers import Company, quiesce_jobs
 from tsaccess.ephemeral.base import free_port
 from tsaccess.monitor import Monitor, MonitorOptions
 from tsaccess.plan.compose import _LOCK_KEY, apply
@@ -457,21 +457,7 @@ def test_chunks_dropped_by_the_retention_job_and_by_drop_table(
             apply(admin, policy, passwords=monitored.company.passwords)
         company = Company(policy, monitored.company.passwords, db)
         with db.admin(autocommit=True) as admin:
-            # only the run_job below drops chunks (the scheduler would run the job too, at a
-            # time of its choosing): unschedule the database's jobs, wait for running workers
-            admin.execute(
-                "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs"
-                " WHERE job_id >= 1000"
-            )
-            for _ in range(300):
-                busy = admin.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND backend_type LIKE 'TimescaleDB Background Worker%'"
-                    " AND backend_type NOT LIKE '%Scheduler%'"
-                ).fetchone()
-                if busy == (0,):
-                    break
-                time.sleep(0.1)
+            quiesce_jobs(admin)  # only the run_job below drops chunks, not the scheduler
             admin.execute(
                 "INSERT INTO sensor_readings (time, sensor_id) SELECT now() - i * interval"
                 " '30 days', 's' || i FROM generate_series(0, 6) i"

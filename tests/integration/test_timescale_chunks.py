@@ -9,7 +9,6 @@ write for anyone. The chunk trigger has no time window and cannot be talked out 
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from psycopg import sql
 
 import tsaccess
-from tests.helpers import Company, apply_company
+from tests.helpers import Company, apply_company, quiesce_jobs
 from tsaccess.plan.compose import apply, plan
 from tsaccess.policy import load_policy
 from tsaccess.preflight import check, my_access
@@ -125,6 +124,7 @@ def test_chunks_made_by_every_path_are_closed_for_every_user(ts):
         )
         david.commit()
     with ts.db.admin() as conn:  # compressed chunks (made by the owner's compression)
+        quiesce_jobs(conn)
         n = conn.execute(
             "SELECT count(compress_chunk(c)) FROM show_chunks('sensor_readings',"
             " newer_than => '2029-12-01'::timestamptz) c"
@@ -424,23 +424,7 @@ def test_retention_with_a_frozen_chunk_drops_and_audits_the_others_and_reports_i
     """A frozen chunk (drop_chunks skips it silently) no longer wedges the job: the others are
     dropped and recorded, the frozen one is recorded as kept, and the job succeeds."""
     with ts.db.admin() as conn:
-        # the scheduler must not run this database's jobs meanwhile (a concurrent compression or
-        # retention run deadlocks with the one called here): unschedule them, wait for workers
-        conn.execute(
-            "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs"
-            " WHERE job_id >= 1000"
-        )
-        conn.commit()
-        for _ in range(300):
-            busy = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND backend_type LIKE 'TimescaleDB Background Worker%'"
-                " AND backend_type NOT LIKE '%Scheduler%'"
-            ).fetchone()
-            conn.commit()
-            if busy == (0,):
-                break
-            time.sleep(0.1)
+        quiesce_jobs(conn)  # a concurrent compression or retention run deadlocks with it
         conn.execute(
             "INSERT INTO sensor_readings (time, sensor_id) SELECT t, 's' FROM unnest(ARRAY["
             " now() - interval '600 days', now() - interval '500 days', now() - interval"

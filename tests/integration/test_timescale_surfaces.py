@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.helpers import apply_company
+from tests.helpers import apply_company, quiesce_jobs
 from tsaccess.demo import company_policy
 from tsaccess.plan.compose import apply, plan
 from tsaccess.policy import load_policy
@@ -231,6 +231,7 @@ def test_dml_on_compressed_chunks_is_audited_with_exact_counts(ts):
         )
         conn.commit()
     with ts.db.admin() as conn:
+        quiesce_jobs(conn)
         compressed = conn.execute(
             "SELECT count(compress_chunk(c)) FROM"
             " show_chunks('sensor_readings', older_than => interval '7 days') c"
@@ -290,6 +291,7 @@ def test_row_mode_on_a_compressed_hypertable_counts_every_deleted_row(db):
         )
         conn.commit()
     with db.admin() as conn:
+        quiesce_jobs(conn)
         conn.execute(
             "SELECT compress_chunk(c) FROM"
             " show_chunks('sensor_readings', older_than => interval '7 days') c"
@@ -317,6 +319,7 @@ def test_the_retention_job_records_every_chunk_it_drops(ts):
         assert "remove TimescaleDB's unaudited retention job" in plan(conn, ts.policy).summary()
         conn.rollback()
         apply(conn, ts.policy, passwords=ts.passwords)
+        quiesce_jobs(conn)
         conn.execute(
             "INSERT INTO sensor_readings (time, sensor_id) SELECT t, 's'"
             " FROM unnest(ARRAY[now() - interval '500 days', now() - interval '500 days',"
@@ -437,6 +440,7 @@ def test_compression_on_an_audited_table_goes_through_plan_and_apply(db):
         assert summary.index("drop outdated audit trigger") < summary.index("compress sensor_")
         passwords = {**company.passwords, "frank": company.passwords["alice"]}
         apply(conn, policy, passwords=passwords)
+        quiesce_jobs(conn)
         conn.execute(
             "SELECT compress_chunk(c) FROM"
             " show_chunks('sensor_readings', older_than => interval '7 days') c"
@@ -840,6 +844,7 @@ def test_writes_on_chunks_by_name_are_denied_and_every_write_goes_through_the_au
             " SELECT now() - d * interval '1 day', 's' || (d % 3), 20 FROM generate_series(0, 30) d"
         )
         conn.commit()
+        quiesce_jobs(conn)
         assert (
             conn.execute(
                 "SELECT count(compress_chunk(c, if_not_compressed => true)) FROM"
