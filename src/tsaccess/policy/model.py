@@ -103,13 +103,29 @@ class Policy:
             validate_extras(self, problems)
 
     def table(self, name: str) -> Table | None:
-        return next((t for t in self.tables if t.name == name), None)
+        return self._named[0].get(name)
 
     def role(self, name: str) -> GroupRole | None:
-        return next((r for r in self.roles if r.name == name), None)
+        return self._named[1].get(name)
 
     def aggregate(self, name: str) -> Aggregate | None:
         return next((a for a in self.aggregates if a.name == name), None)
+
+    @cached_property
+    def _named(self) -> tuple[dict[str, Table], dict[str, GroupRole]]:
+        # planning asks for tables and roles by name per table x role: a dict, not a scan (the
+        # first of a duplicated name, as a scan found it; validation reports duplicates)
+        tables: dict[str, Table] = {}
+        roles: dict[str, GroupRole] = {}
+        for t in self.tables:
+            tables.setdefault(t.name, t)
+        for r in self.roles:
+            roles.setdefault(r.name, r)
+        return tables, roles
+
+    @cached_property
+    def _by_columns(self) -> dict[tuple[str, str], frozenset[Privilege]]:
+        return {}
 
     def sliced_roles(self, table: str) -> tuple[str, ...]:
         """Group roles that see only a slice of ``table``'s rows."""
@@ -130,10 +146,16 @@ class Policy:
         a hypertable's rows. TimescaleDB copies a hypertable's table-level privileges to every
         chunk it makes (``create_chunk``, ``split_chunk``... included) and never its column
         privileges; chunks carry no row-level security (see docs/timescaledb.md)."""
+        key = (table, role)
+        known = self._by_columns.get(key)
+        if known is not None:
+            return known
         r = self.role(role)
         if r is None:
             return frozenset()
-        return frozenset(p for p in r.privileges_on(table) if self.column_level(table, role, p))
+        out = frozenset(p for p in r.privileges_on(table) if self.column_level(table, role, p))
+        self._by_columns[key] = out
+        return out
 
     def column_level(self, table: str, role: str, privilege: str) -> bool:
         """Whether ``role``'s table privilege ``privilege`` on ``table`` (held or not) is one
@@ -146,7 +168,8 @@ class Policy:
         r = self.role(role)
         if r is None:
             return frozenset()
-        return r.privileges_on(table) - self.by_columns(table, role)
+        held = r.privileges_on(table)
+        return held - self.by_columns(table, role) if held else held
 
     @property
     def managed_tables(self) -> tuple[str, ...]:
