@@ -477,3 +477,29 @@ def test_session_authorization_is_reset_for_a_superuser_login(shop, driver):
             assert row == (login, login)
     finally:
         pool.close()
+
+
+def test_session_authorization_is_reset_in_a_role_scoped_superuser_pool(shop, driver):
+    """The same in a pool scoped to a plain role (``role=``), where the session reports the
+    role's ``is_superuser`` (off) from the start: a borrower who becomes another login that is a
+    member of the role would otherwise stay that login for every later borrower (their audit
+    rows would name it)."""
+    db, _pw = shop
+    with db.admin(autocommit=True) as conn:
+        conn.execute("CREATE ROLE shop_group NOLOGIN; GRANT shop_group TO shop_user")
+    pool = driver.create_pool(
+        **db.params(), role="shop_group", min_size=1, max_size=1, autocommit=True
+    )
+    try:
+        with pool.connection() as conn:
+            login = conn.info.user
+            pid = conn.info.backend_pid
+            assert conn.execute("SHOW is_superuser").fetchone() == ("off",)
+            conn.execute("SET SESSION AUTHORIZATION shop_user")
+            assert conn.execute("SELECT session_user").fetchone() == ("shop_user",)
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == pid
+            row = conn.execute("SELECT session_user, current_user").fetchone()
+            assert row == (login, "shop_group")
+    finally:
+        pool.close()

@@ -101,12 +101,6 @@ class TsSession(BaseConnection[Any]):
     this connection: a borrow soon after needs no check (see :func:`recently_reset`)."""
     custom_unknown: bool = False
     """A statement called ``set_config`` with a name that is not a literal."""
-    _login_superuser: bool = True
-    """Whether the login was a superuser when the session was opened (before any borrower):
-    only such a session can change its session authorization, so only its pool reset sends
-    ``RESET SESSION AUTHORIZATION``. Read then, not at each reset: a borrower's ``SET SESSION
-    AUTHORIZATION`` to a plain role turns the reported ``is_superuser`` off. True until known
-    (any session may run that statement)."""
 
     def _init_session(self) -> None:
         self.custom_seen: set[str] = set()
@@ -132,7 +126,6 @@ class TsSession(BaseConnection[Any]):
         self, secure: SecureParams, role: str | None, status: TlsStatus, pooler: str | None
     ) -> None:
         self.login_user = self.info.user
-        self._login_superuser = self.info.parameter_status("is_superuser") != "off"
         self.role = role
         self.verified_tls = status
         self.pooler = pooler

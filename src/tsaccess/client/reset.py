@@ -67,9 +67,14 @@ __all__ = [
 
 AnyConnection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
-_CLEANUP = "RESET ROLE; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; UNLISTEN *; CLOSE ALL"
-_SUPERUSER_CLEANUP = "RESET SESSION AUTHORIZATION; " + _CLEANUP
-"""Only a session whose login is a superuser can change its session authorization."""
+_CLEANUP = (
+    "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES;"
+    " UNLISTEN *; CLOSE ALL"
+)
+"""Every session may go back to its authenticated user, so the reset always does: whether a
+borrower could have changed it (a superuser login) cannot be read from the session itself —
+``is_superuser`` reports the current role's, which ``SET ROLE`` (the pool's role scope) and a
+borrower's ``SET SESSION AUTHORIZATION`` change."""
 
 _CUSTOM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)+")
 
@@ -221,7 +226,6 @@ def reset_batch(
     role: str | None,
     app_name: str | None,
     custom: Sequence[str],
-    superuser: bool = False,
     listed: bool = False,
 ) -> sql.Composed:
     """The one batch of a reset: the cleanup, ``SET ROLE`` again, then the custom settings'
@@ -229,7 +233,7 @@ def reset_batch(
     (:func:`~tsaccess.client.prepared.list_sql`). ``listed``: one statement, the flags
     repeated on each listed row (for a connection that keeps prepared statements: it lists
     at least one, else the flags are asked for again); else two."""
-    parts: list[sql.Composable] = [sql.SQL(_SUPERUSER_CLEANUP if superuser else _CLEANUP)]
+    parts: list[sql.Composable] = [sql.SQL(_CLEANUP)]
     if role:
         parts.append(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
     if listed:
@@ -362,19 +366,18 @@ class ResetPlan:
         self.role = role
         self.app_name = app_name if app_name != startup_app_name else None
         self.custom = tuple(custom)
-        self._batches: dict[tuple[bool, bool], bytes] = {}
+        self._batches: dict[bool, bytes] = {}
 
     def batch(self, names: Sequence[str], conn: Any, listed: bool = False) -> bytes:
         """The batch checking ``names`` as bytes for ``conn`` (see :func:`reset_batch`; built
         once for the pool's own names)."""
-        superuser = bool(conn._login_superuser)  # as opened, not as the borrower left it
         if tuple(names) != self.custom:
-            built = reset_batch(self.role, self.app_name, names, superuser, listed)
+            built = reset_batch(self.role, self.app_name, names, listed)
             return built.as_bytes(conn)
-        batch = self._batches.get((superuser, listed))
+        batch = self._batches.get(listed)
         if batch is None:
-            built = reset_batch(self.role, self.app_name, self.custom, superuser, listed)
-            batch = self._batches[superuser, listed] = built.as_bytes(conn)
+            built = reset_batch(self.role, self.app_name, self.custom, listed)
+            batch = self._batches[listed] = built.as_bytes(conn)
         return batch
 
     def flags(self, names: Sequence[str], conn: Any) -> bytes:
