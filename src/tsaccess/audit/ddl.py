@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
-from tsaccess.audit.integrity.schema import chain_steps
+from tsaccess.audit.integrity.schema import audit_owned, chain_steps
 from tsaccess.audit.templates import (
     DENIED_FUNCTION,
     DENIED_RATE_TABLE,
@@ -167,7 +167,7 @@ def _function_steps(
     if not ok:
         steps.append(Step(create, f"create or replace audit function {label}", "audit"))
     if existing is None or existing.owner != policy.audit.owner:
-        steps.append(_owned(policy, "FUNCTION", ident, label))
+        steps.append(audit_owned(policy, "FUNCTION", ident, label))
     have = function_grants(existing.acl if existing else None, policy.audit.owner)
     steps += grant_steps(ident, label, "FUNCTION", have, want_acl, "audit")
     return steps
@@ -181,16 +181,6 @@ def _definer(
     head = f"CREATE OR REPLACE FUNCTION {{f}}{signature} RETURNS {returns} LANGUAGE {lang}"
     return sql.SQL(head + " VOLATILE SECURITY DEFINER" + pin + " AS {body}").format(
         f=fq, body=_body_sql(body)
-    )
-
-
-def _owned(policy: Policy, kind: str, ident: sql.Composable, label: str) -> Step:
-    return Step(
-        sql.SQL("ALTER " + kind + " {} OWNER TO {}").format(
-            ident, sql.Identifier(policy.audit.owner)
-        ),
-        f"{label} owned by {policy.audit.owner}",
-        "audit",
     )
 
 
@@ -240,7 +230,7 @@ def _data_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
         )
     else:
         if data.owner != policy.audit.owner:
-            steps.append(_owned(policy, "SCHEMA", schema_ident, f"schema {ds}"))
+            steps.append(audit_owned(policy, "SCHEMA", schema_ident, f"schema {ds}"))
         # private: nobody but the owner has any privilege on it
         have = {g for g in data.acl if g[0] != data.owner}
         steps += grant_steps(schema_ident, f"schema {ds}", "SCHEMA", have, set(), "audit")
@@ -278,7 +268,7 @@ def _data_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
                     )
                 )
         if have_type is None or have_type.owner != policy.audit.owner:
-            steps.append(_owned(policy, "TYPE", row_type, f"row type {ds}.{type_name}"))
+            steps.append(audit_owned(policy, "TYPE", row_type, f"row type {ds}.{type_name}"))
         data_t = sql.Identifier(ds, table.name)
         have_table = data.relations.get(("r", table.name)) if data else None
         if have_table is None:
@@ -294,7 +284,7 @@ def _data_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
             )
             steps += _time_partitioning(data_t, f"{ds}.{table.name}", timescaledb, index=False)
         if have_table is None or have_table.owner != policy.audit.owner:
-            steps.append(_owned(policy, "TABLE", data_t, f"{ds}.{table.name}"))
+            steps.append(audit_owned(policy, "TABLE", data_t, f"{ds}.{table.name}"))
         fq = sql.Identifier(ds, table.name)
         body = rows_function_source(policy, table, attrs)
         steps += _function_steps(
@@ -336,7 +326,7 @@ def _pending_steps(policy: Policy, data: AuditDataInfo | None) -> list[Step]:
             )
         )
     if have is None or have.owner != policy.audit.owner:
-        steps.append(_owned(policy, "TABLE", table, f"{ds}.{PENDING_TABLE}"))
+        steps.append(audit_owned(policy, "TABLE", table, f"{ds}.{PENDING_TABLE}"))
     fq = sql.Identifier(ds, PENDING_FUNCTION)
     body = pending_function_source(policy)
     steps += _function_steps(
@@ -369,7 +359,7 @@ def _denied_rate_steps(policy: Policy, data: AuditDataInfo | None) -> list[Step]
             )
         )
     if have is None or have.owner != policy.audit.owner:
-        steps.append(_owned(policy, "TABLE", table, f"{ds}.{DENIED_RATE_TABLE}"))
+        steps.append(audit_owned(policy, "TABLE", table, f"{ds}.{DENIED_RATE_TABLE}"))
     return steps
 
 
@@ -392,7 +382,7 @@ def _view_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
             )
         )
     if have is None or have.owner != policy.audit.owner:
-        steps.append(_owned(policy, "VIEW", ident, f"view {view}"))
+        steps.append(audit_owned(policy, "VIEW", ident, f"view {view}"))
     return steps
 
 
@@ -427,7 +417,7 @@ def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
         )
         steps += _time_partitioning(audit_t, policy.audit.table, timescaledb)
     if info is None or info.owner != policy.audit.owner:
-        steps.append(_owned(policy, "TABLE", audit_t, f"audit table {policy.audit.table}"))
+        steps.append(audit_owned(policy, "TABLE", audit_t, f"audit table {policy.audit.table}"))
     steps += _data_steps(policy, cat, timescaledb)
     steps += _denied_rate_steps(policy, cat.audit_data if cat else None)
     steps += chain_steps(policy, cat)  # the tamper-evident chain: objects only, no trigger work

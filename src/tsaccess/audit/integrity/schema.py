@@ -38,6 +38,7 @@ __all__ = [
     "SEAL_FUNCTION",
     "SEAL_JOB",
     "STATUS_FUNCTION",
+    "audit_owned",
     "chain_steps",
     "data_record_sql",
     "seal_function_source",
@@ -277,7 +278,8 @@ _CHAIN_DDL = (
 )
 
 
-def _owned(policy: Policy, kind: str, ident: sql.Composable, label: str) -> Step:
+def audit_owned(policy: Policy, kind: str, ident: sql.Composable, label: str) -> Step:
+    """``ALTER <kind> <ident> OWNER TO`` the audit owner (every object of the audit trail)."""
     return Step(
         sql.SQL("ALTER " + kind + " {} OWNER TO {}").format(
             ident, sql.Identifier(policy.audit.owner)
@@ -322,7 +324,7 @@ def _routine_steps(
             )
         )
     if existing is None or existing.owner != policy.audit.owner:
-        steps.append(_owned(policy, "ROUTINE", ident, name))
+        steps.append(audit_owned(policy, "ROUTINE", ident, name))
     have = function_grants(existing.acl if existing else None, policy.audit.owner)
     steps += grant_steps(ident, name, "ROUTINE", have, want_acl, "audit")
     return steps
@@ -352,7 +354,7 @@ def chain_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
             )
         )
     if have is None or have.owner != policy.audit.owner:
-        steps.append(_owned(policy, "TABLE", chain, f"{ds}.{CHAIN_TABLE}"))
+        steps.append(audit_owned(policy, "TABLE", chain, f"{ds}.{CHAIN_TABLE}"))
     info = cat.tables.get(policy.audit.table) if cat else None
     if info is None or "txid" not in info.indexed_first_columns:
         steps.append(
