@@ -240,6 +240,7 @@ _TAIL = ["", " WHERE ", " RETURNING ", ",", "=", "(", ")", ".", "*", " AND ", ":
     st.lists(st.sampled_from(_SET_WORDS + _TAIL), min_size=1, max_size=10),
     st.sampled_from(["UPDATE notes SET ", "UPDATE notes n SET ", "DELETE FROM notes n WHERE "]),
 )
+@example(parts=[".", "'x'", "n"], head="DELETE FROM notes n WHERE ")  # a dot before a constant
 def test_no_write_of_an_ungranted_column_is_ever_allowed(parts, head):
     """Invariant over token soups: an allowed write names no column it may not read or set,
     and never the table or its alias as a value."""
@@ -298,6 +299,7 @@ _PUNCT = [",", ".", "(", ")", "*", "=", "::text", " AS ", " JOIN ", " ON ", " FR
 @settings(max_examples=3000, deadline=None)
 @given(st.lists(st.sampled_from(_WORDS + _PUNCT), min_size=1, max_size=14))
 @example([" FROM ", "sensors", "r", " WHERE "])  # two FROM lists: once allowed, r as a value
+@example([" FROM ", "sensors", "r", "s", " AS "])  # AS FROM in a FROM list, then a second FROM
 def test_no_ungranted_column_and_no_lone_row_is_ever_allowed(parts):
     """Invariant over token soups: an allowed text names no ungranted column of a relation it
     names, and never uses ``readings`` (or ``r`` when it is its alias) as a value."""

@@ -58,6 +58,10 @@ def _tokens(text: str) -> list[str]:
     return b.decode("ascii").split()
 
 
+# A dot the tokens would misread: a qualifier's dot is followed by a name, a quoted name or
+# "*"; after any other dot (". 'x' t", a syntax error the fuzz test found) the tokens drop the
+# constant or operator, and ". t" would pass for a field instead of a whole-row reference.
+_LOOSE_DOT = re.compile(r"\.\s*[^\sA-Za-z0-9_$\"*]")
 _TOKENS_QUOTED = re.compile(r'"(?:[^"]|"")*"|[A-Za-z0-9_$]+|[(),.*\[\]]')
 _WORD_START = WORD_START
 # words that make a statement need more than SELECT, create something, or change what it reads
@@ -128,7 +132,8 @@ def _from_lists(toks: list[str], state: int = _EXPR, offset: int = 0) -> _Found 
     query opens its FROM list, which the next clause keyword or the frame's closing parenthesis
     ends; a name after ``FROM``, ``JOIN``, ``ONLY``, ``LATERAL``, a comma or an opening
     parenthesis of the list is a relation (or a function call). A word after ``AS`` is a name,
-    whatever it spells. ``offset``: added to the indexes (a statement's tail)."""
+    whatever it spells, except in a FROM list (a table alias is never a keyword: None).
+    ``offset``: added to the indexes (a statement's tail)."""
     structure, rel_before, from_ends = _STRUCTURE, _REL_BEFORE, _FROM_ENDS
     in_from, query, expr, after = _FROM, _QUERY, _EXPR, _AFTER
     stack: list[tuple[int, int]] = []
@@ -139,6 +144,8 @@ def _from_lists(toks: list[str], state: int = _EXPR, offset: int = 0) -> _Found 
     table = False
     n = len(toks)
     for i, t in enumerate(toks):
+        if prev == "as" and state == in_from and t in structure and t not in _PUNCTUATION:
+            return None  # a table alias is never a keyword (AS FROM: a syntax error), analyse
         if t in structure and (prev != "as" or t in _PUNCTUATION):
             if t == "(":
                 stack.append((state, frame))
@@ -236,6 +243,7 @@ def scan_read(
         ";" in text.rstrip().rstrip(";")
         or "&" in text  # U&"..." spells a name without its letters
         or not text.isascii()  # unquoted names fold ASCII letters only
+        or ("." in text and _LOOSE_DOT.search(text) is not None)
     ):
         return None
     if '"' in text:  # structure from the tokens as written, names as the server reads them
