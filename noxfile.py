@@ -23,6 +23,7 @@ nox.options.default_venv_backend = "venv"
 def tests(session: nox.Session) -> None:
     """Unit and integration tests against a real throwaway TLS server (docker-marked aside)."""
     session.install("-e", ".[test,speed]")
+    _native(session)
     # The local backend when PostgreSQL's server binaries are here (fast, and its server log is
     # readable by the tests); the Docker backend has a session of its own. TSACCESS_TEST_BACKEND
     # overrides.
@@ -33,6 +34,36 @@ def tests(session: nox.Session) -> None:
         *session.posargs,
         env={"TSACCESS_TEST_BACKEND": _local_backend()},
     )
+
+
+def _native(session: nox.Session) -> None:
+    """Install the compiled trigger functions (``tsaccess native install``) into the newest
+    local PostgreSQL when this machine can build them (root, cc, make, the server headers): the
+    local servers of the tests, the demo and the benchmarks then have them, as a production
+    server with the library would. Else says why and goes on (the PL/pgSQL functions are
+    used), unless TSACCESS_REQUIRE_NATIVE=1 (CI): then that is an error."""
+    configs = glob.glob("/usr/lib/postgresql/*/bin/pg_config")
+    pg_config = max(configs, key=lambda p: int(p.split("/")[-3]), default=None)
+    major = pg_config.split("/")[-3] if pg_config else ""
+    headers = Path(f"/usr/include/postgresql/{major}/server/postgres.h").is_file()
+    cause = (
+        "no /usr/lib/postgresql/*/bin/pg_config"
+        if pg_config is None
+        else "not root (the library goes into PostgreSQL's directories)"
+        if os.geteuid() != 0
+        else "no C compiler or make"
+        if not (shutil.which("cc") and shutil.which("make"))
+        else None
+    )
+    if cause is None and not headers:
+        cause = "no server headers (postgresql-server-dev-<major>)"
+    if cause is not None:
+        if os.environ.get("TSACCESS_REQUIRE_NATIVE") == "1":
+            session.error(f"cannot install tsaccess_native: {cause} (TSACCESS_REQUIRE_NATIVE=1)")
+        session.log(f"tsaccess_native not installed ({cause}): the PL/pgSQL functions are used")
+        return
+    assert pg_config is not None
+    session.run("tsaccess", "native", "install", "--pg-config", pg_config)
 
 
 def _local_backend() -> str:
@@ -140,6 +171,7 @@ def demo(session: nox.Session) -> None:
     """The tutorial's whole journey on a throwaway server: `tsaccess demo` (with the monitor
     extra, so the demo shows one scrape of `tsaccess monitor`)."""
     session.install("-e", ".[monitor]")
+    _native(session)
     session.run("tsaccess", "demo", *session.posargs)
 
 
@@ -147,6 +179,7 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks under bench/ (ratios against a baseline measured in the same run)."""
     session.install("-e", ".[monitor]")
+    _native(session)
     session.run("python", "-m", "bench", *session.posargs)
 
 

@@ -12,6 +12,11 @@ Issue 27's rows: 100,000 single-row INSERTs sent with ``executemany`` (one trans
   nothing;
 * ``t_tutorial``: the tutorial's per-row trigger (made to work), a reference.
 
+The policy tables use the compiled trigger functions when the server has ``tsaccess_native``
+(``nox -s bench`` installs it where it can); ``pl:t_off``, ``pl:t_stmt``, ``pl:t_row`` are the
+same tables in a second database whose policy says ``native = "off"`` (the PL/pgSQL functions),
+measured in the same rounds.
+
 One run: every round runs every table once (order alternating), from the same state (table
 emptied, its chunk and the audit tables' chunks already there, ``VACUUM ANALYZE``,
 ``CHECKPOINT``), as the policy user ``ingest`` on a fresh connection. Reported per statement
@@ -56,7 +61,8 @@ MODES = {
     "t_floor": "off",
     "t_tutorial": "off",
 }
-TABLES = ("t_raw", *MODES)
+PL_TABLES = ("t_off", "t_stmt", "t_row")
+TABLES = ("t_raw", *MODES, *(f"pl:{t}" for t in PL_TABLES))
 LABELS = {
     "t_raw": "no tsaccess objects (baseline)",
     "t_off": "tsaccess, audit off (chunk ACL trigger only)",
@@ -64,6 +70,9 @@ LABELS = {
     "t_row": "tsaccess per-row audit",
     "t_floor": "reference: a statement trigger that only counts its rows",
     "t_tutorial": "reference: the tutorial's row trigger (made to work)",
+    "pl:t_off": "tsaccess, audit off, PL/pgSQL functions",
+    "pl:t_stmt": "tsaccess per-statement audit, PL/pgSQL functions",
+    "pl:t_row": "tsaccess per-row audit, PL/pgSQL functions",
 }
 AUDIT_POLICY = {
     "database": {"name": "bench_audit", "timescaledb": "prefer"},
@@ -223,6 +232,7 @@ def _prepare(admin: psycopg.Connection[Any], table: str, preload: int) -> None:
 
 def _check(admin: psycopg.Connection[Any], table: str, op: Op) -> None:
     """The audit recorded every statement with its row count (and every row, per row)."""
+    table = table.removeprefix("pl:")
     if table not in ("t_stmt", "t_row"):
         return
     got = admin.execute(
@@ -247,22 +257,28 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+Target = tuple[psycopg.Connection[Any], dict[str, Any]]
+"""A database's administrator connection and its writer's connection parameters."""
+
+
 def _runs(
-    admin: psycopg.Connection[Any], user: dict[str, Any], op: Op, rounds: int
+    targets: dict[str, Target], op: Op, rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     wall: dict[str, list[float]] = {t: [] for t in TABLES}
     cpu: dict[str, list[float]] = {t: [] for t in TABLES}
     for r in range(rounds):
-        for table in TABLES if r % 2 == 0 else TABLES[::-1]:
+        for key in TABLES if r % 2 == 0 else TABLES[::-1]:
+            admin, user = targets["pl" if key.startswith("pl:") else ""]
+            table = key.removeprefix("pl:")
             _prepare(admin, table, op.preload)
             with tsaccess.connect(**user) as conn:
                 pid = conn.info.backend_pid
                 c0, t0 = _cpu_seconds(pid), time.perf_counter()
                 op.run(conn, sql.Identifier(table))
                 t1, c1 = time.perf_counter(), _cpu_seconds(pid)
-            wall[table].append(t1 - t0)
+            wall[key].append(t1 - t0)
             if c0 is not None and c1 is not None:
-                cpu[table].append(c1 - c0)
+                cpu[key].append(c1 - c0)
             _check(admin, table, op)
     return wall, cpu
 
@@ -282,34 +298,70 @@ def _report(op: Op, wall: dict[str, list[float]], cpu: dict[str, list[float]]) -
         RESULTS[f"audit ms {op.label} {table}"] = [w * 1000 for w in wall[table]]
 
 
-def bench_audit(info: ServerInfo, quick: bool) -> None:
-    print("\n[audit: the same writes into the same hypertable without tsaccess = 1.00x]")
-    db = create_db(info, "bench_audit")
-    policy = parse_policy(AUDIT_POLICY)
-    pw = resolve_passwords(["ingest"], generate=True, environ={})
+def _pl_policy() -> dict[str, Any]:
+    """The policy of the PL/pgSQL database: the same tables, other role names (roles are the
+    cluster's), ``native = "off"``."""
+    return {
+        "database": {"name": "bench_audit_pl", "timescaledb": "prefer", "native": "off"},
+        "tables": {
+            t: {"time_column": "time", "hypertable": True, "audit": MODES[t], "columns": COLUMNS}
+            for t in PL_TABLES
+        },
+        "roles": {
+            "writers_pl": {
+                "grants": {t: ["SELECT", "INSERT", "UPDATE", "DELETE"] for t in PL_TABLES}
+            }
+        },
+        "users": {"ingest_pl": {"roles": ["writers_pl"]}},
+    }
+
+
+def _setup(info: ServerInfo, name: str, raw: dict[str, Any], user: str, extra: bool) -> Target:
+    db = create_db(info, name)
+    pw = resolve_passwords([user], generate=True, environ={})
     with tsaccess.connect(**db.params()) as admin:
-        apply(admin, policy, passwords=pw)
-        admin.execute(RAW_TABLE)
-        admin.execute(TUTORIAL_TRIGGER)
-        admin.execute(FLOOR_TRIGGER)
+        apply(admin, parse_policy(raw), passwords=pw)
+        tables = list(raw["tables"])
+        if extra:
+            admin.execute(RAW_TABLE)
+            admin.execute(TUTORIAL_TRIGGER)
+            admin.execute(FLOOR_TRIGGER)
+            tables.append("t_raw")
         # each timed run starts after an explicit VACUUM; autovacuum waking up during a run
         # (on 2 cores) would only add noise
-        for t in (*TABLES, "activity_audit", "tsaccess_audit.t_row"):
+        for t in (*tables, "activity_audit", "tsaccess_audit.t_row"):
             admin.execute(
                 sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = false)").format(
                     sql.Identifier(*t.split("."))
                 )
             )
         admin.commit()
-    user = db.params(user="ingest", password=pw["ingest"].reveal())
+        lang = admin.execute(
+            "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+            " WHERE p.proname = 'tsaccess_audit_stmt'"
+        ).fetchone()
+    print(f"  {name}: the audit trigger function is {lang[0] if lang else '?'}")
+    admin = tsaccess.connect(**db.params(), autocommit=True)
+    return admin, db.params(user=user, password=pw[user].reveal())
+
+
+def bench_audit(info: ServerInfo, quick: bool) -> None:
+    print("\n[audit: the same writes into the same hypertable without tsaccess = 1.00x]")
+    targets = {
+        "": _setup(info, "bench_audit", AUDIT_POLICY, "ingest", True),
+        "pl": _setup(info, "bench_audit_pl", _pl_policy(), "ingest_pl", False),
+    }
     # TSACCESS_BENCH_AUDIT_OPS=executemany,autocommit runs only those kinds of write
     wanted = [w for w in os.environ.get("TSACCESS_BENCH_AUDIT_OPS", "").split(",") if w]
-    with tsaccess.connect(**db.params(), autocommit=True) as admin:
+    try:
         for op in _ops(quick):
             if wanted and not any(w in op.run.__name__ for w in wanted):
                 continue
             rounds = 3 if quick else (5 if op.statements * op.per_statement >= 100_000 else 9)
-            wall, cpu = _runs(admin, user, op, rounds)
+            wall, cpu = _runs(targets, op, rounds)
             _report(op, wall, cpu)
+    finally:
+        for admin, _ in targets.values():
+            admin.close()
     print("  (every audited run was checked: one audit row per statement with its row count,")
     print("   and every changed row in per-row mode)")

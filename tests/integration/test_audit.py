@@ -14,6 +14,8 @@ import tsaccess
 from tests.helpers import apply_company
 from tsaccess import audit, monitoring
 from tsaccess.audit import ddl
+from tsaccess.catalog import read_catalog
+from tsaccess.native import use_native
 from tsaccess.plan.compose import install_audit, plan
 from tsaccess.policy import parse_policy
 
@@ -624,14 +626,17 @@ def test_the_fallback_triggers_for_compressed_hypertables_work(company):
     count, per row one audit row per deleted row."""
     policy = company.policy
     with company.db.admin() as conn:
+        native = use_native(policy, read_catalog(conn, policy.schema))
         for step in ddl._pending_steps(policy, None):
             conn.execute(step.statement)
         for name in ("sensor_readings", "financial_metrics"):
             table = policy.table(name)
-            normal = next(s for s in ddl._trigger_specs(policy, table, False) if "_del_" in s.name)
+            normal = next(
+                s for s in ddl._trigger_specs(policy, table, False, native) if "_del_" in s.name
+            )
             fallbacks = [
                 s
-                for s in ddl._trigger_specs(policy, table, True)
+                for s in ddl._trigger_specs(policy, table, True, native)
                 if "_del_" in s.name or "_cnt_" in s.name
             ]
             assert len(fallbacks) == (2 if table.audit == "statement" else 1)

@@ -31,6 +31,14 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
+from tsaccess.audit.functions import (
+    compiled_function_steps,
+    definer_sql,
+    function_steps,
+    rows_flush_name,
+    stmt_function,
+    uses_compiled,
+)
 from tsaccess.audit.integrity.schema import audit_owned, chain_steps
 from tsaccess.audit.templates import (
     DENIED_FUNCTION,
@@ -50,10 +58,10 @@ from tsaccess.audit.templates import (
     text,
 )
 from tsaccess.audit.triggers import rows_function_source, stmt_function_source
-from tsaccess.steps import Step, function_grants, grant_steps
+from tsaccess.steps import Step, grant_steps
 
 if TYPE_CHECKING:
-    from tsaccess.catalog import AuditDataInfo, CatalogSnapshot, FunctionInfo
+    from tsaccess.catalog import AuditDataInfo, CatalogSnapshot
     from tsaccess.policy import Policy, Table
 
 __all__ = ["TriggerSpec", "audit_steps"]
@@ -68,7 +76,9 @@ class TriggerSpec:
     statement: sql.Composed
 
 
-def _trigger_specs(policy: Policy, table: Table, compressed: bool) -> list[TriggerSpec]:
+def _trigger_specs(
+    policy: Policy, table: Table, compressed: bool, native: bool = False
+) -> list[TriggerSpec]:
     if table.audit == "off":
         return []
     row_mode = table.audit == "row"
@@ -109,10 +119,18 @@ def _trigger_specs(policy: Policy, table: Table, compressed: bool) -> list[Trigg
                     ).format(sql.Identifier(name), target, counter, sql.Literal(shown)),
                 )
             )
-        if row_mode and event != "TRUNCATE":
-            func, args = rows_func, [shown]
-        elif fallback:
+        per_row = row_mode and event != "TRUNCATE"
+        if fallback and not row_mode:
             func, args = sql.Identifier(policy.audit.data_schema, PENDING_FUNCTION), [shown]
+        elif per_row and not (native and uses_compiled(table) and level == "STATEMENT"):
+            func, args = rows_func, [shown]
+        elif native:
+            # the compiled function: the audit table, per row the changed rows' flush function
+            func, args = stmt_func, [shown, "plain" if not referencing else "counted"]
+            args.append(text(qualified(policy, policy.audit.table)))
+            if per_row:
+                args[1] = "rows"
+                args.append(text(sql.Identifier(policy.audit.data_schema, rows_flush_name(table))))
         else:
             func, args = stmt_func, [shown, "plain" if not referencing else "counted"]
         digest = hashlib.sha256(
@@ -133,55 +151,6 @@ def _trigger_specs(policy: Policy, table: Table, compressed: bool) -> list[Trigg
         )
         specs.append(TriggerSpec(table.name, name, stmt))
     return specs
-
-
-def _body_sql(body: str) -> sql.Composable:
-    # dollar-quoted for readable scripts, unless a (policy-controlled) name could close it
-    return (
-        sql.SQL("$tsaccess$" + body + "$tsaccess$")
-        if "$tsaccess$" not in body
-        else sql.Literal(body)
-    )
-
-
-def _function_steps(
-    policy: Policy,
-    ident: sql.Composable,
-    label: str,
-    create: sql.Composed,
-    body: str,
-    existing: FunctionInfo | None,
-    want_acl: set[tuple[str, str]],
-    *,
-    pinned: bool = True,
-) -> list[Step]:
-    """Create/replace a definer function when its source or settings (``pinned``: its
-    search_path) differ, give it to the audit owner, its EXECUTE privileges ``want_acl``."""
-    steps: list[Step] = []
-    ok = (
-        existing is not None
-        and existing.source == body
-        and existing.security_definer
-        and existing.config == (("search_path=pg_catalog, pg_temp",) if pinned else ())
-    )
-    if not ok:
-        steps.append(Step(create, f"create or replace audit function {label}", "audit"))
-    if existing is None or existing.owner != policy.audit.owner:
-        steps.append(audit_owned(policy, "FUNCTION", ident, label))
-    have = function_grants(existing.acl if existing else None, policy.audit.owner)
-    steps += grant_steps(ident, label, "FUNCTION", have, want_acl, "audit")
-    return steps
-
-
-def _definer(
-    fq: sql.Composable, signature: str, returns: str, lang: str, body: str, *, pinned: bool = True
-) -> sql.Composed:
-    """``CREATE OR REPLACE FUNCTION ... SECURITY DEFINER`` (``pinned``: its search_path)."""
-    pin = " SET search_path = pg_catalog, pg_temp" if pinned else ""
-    head = f"CREATE OR REPLACE FUNCTION {{f}}{signature} RETURNS {returns} LANGUAGE {lang}"
-    return sql.SQL(head + " VOLATILE SECURITY DEFINER" + pin + " AS {body}").format(
-        f=fq, body=_body_sql(body)
-    )
 
 
 def _time_partitioning(
@@ -287,11 +256,11 @@ def _data_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
             steps.append(audit_owned(policy, "TABLE", data_t, f"{ds}.{table.name}"))
         fq = sql.Identifier(ds, table.name)
         body = rows_function_source(policy, table, attrs)
-        steps += _function_steps(
+        steps += function_steps(
             policy,
             sql.SQL("{}()").format(fq),
             f"{ds}.{table.name}()",
-            _definer(fq, "()", "trigger", "plpgsql", body, pinned=False),
+            definer_sql(fq, "()", "trigger", "plpgsql", body, pinned=False),
             body,
             data.functions.get(table.name) if data else None,
             set(),
@@ -329,11 +298,11 @@ def _pending_steps(policy: Policy, data: AuditDataInfo | None) -> list[Step]:
         steps.append(audit_owned(policy, "TABLE", table, f"{ds}.{PENDING_TABLE}"))
     fq = sql.Identifier(ds, PENDING_FUNCTION)
     body = pending_function_source(policy)
-    steps += _function_steps(
+    steps += function_steps(
         policy,
         sql.SQL("{}()").format(fq),
         f"{ds}.{PENDING_FUNCTION}()",
-        _definer(fq, "()", "trigger", "plpgsql", body),
+        definer_sql(fq, "()", "trigger", "plpgsql", body),
         body,
         data.functions.get(PENDING_FUNCTION) if data else None,
         set(),
@@ -386,8 +355,11 @@ def _view_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
     return steps
 
 
-def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) -> list[Step]:
-    """Steps that bring the audit objects to the policy (all of them when ``cat`` is None)."""
+def audit_steps(
+    policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool, native: bool = False
+) -> list[Step]:
+    """Steps that bring the audit objects to the policy (all of them when ``cat`` is None;
+    ``native``: with the compiled trigger function, see :mod:`tsaccess.audit.functions`)."""
     if not policy.audited:
         return []
     owner = sql.Identifier(policy.audit.owner)
@@ -426,22 +398,32 @@ def audit_steps(policy: Policy, cat: CatalogSnapshot | None, timescaledb: bool) 
     bodies = {STMT_FUNCTION: stmt_function_source(policy), **function_sources(policy)}
     for fname, body in bodies.items():
         fq = qualified(policy, fname)
+        definer = True
         if pinned := fname == DENIED_FUNCTION:
             signature = "(statement text, reason text, table_name text DEFAULT NULL)"
             ident = sql.SQL("{}(text, text, text)").format(fq)
-            create = _definer(fq, signature, "void", "sql", body)
+            create = definer_sql(fq, signature, "void", "sql", body)
             want_acl = grantees
         else:
             ident = sql.SQL("{}()").format(fq)
-            create = _definer(fq, "()", "trigger", "plpgsql", body, pinned=False)
+            body, compiled, definer = stmt_function(native, body)
+            create = (
+                sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger " + compiled).format(fq)
+                if compiled
+                else definer_sql(fq, "()", "trigger", "plpgsql", body, pinned=False)
+            )
             want_acl = set()
         existing = cat.functions.get(fname) if cat else None
-        steps += _function_steps(
-            policy, ident, fname, create, body, existing, want_acl, pinned=pinned
+        steps += function_steps(
+            policy, ident, fname, create, body, existing, want_acl, pinned=pinned, definer=definer
         )
+    if native:
+        data = cat.audit_data if cat else None
+        attrs = {t.name: row_attributes(t, data) for t in policy.row_audited}
+        steps += compiled_function_steps(policy, cat, attrs)
 
     for table in policy.tables:
-        specs = _trigger_specs(policy, table, _compressed(table, cat, timescaledb))
+        specs = _trigger_specs(policy, table, _compressed(table, cat, timescaledb), native)
         wanted = {s.name for s in specs}
         existing_trg = {
             name: trg

@@ -141,6 +141,9 @@ class CatalogSnapshot:
     settings for every database."""
     default_acl: frozenset[Grant] = frozenset()
     """Default privileges on tables the current user creates later in the schema."""
+    native_version: str | None = None
+    """The ``tsaccess_native`` library the server offers (its control file's version), None
+    when it has none (see :mod:`tsaccess.native`)."""
 
     @property
     def timescaledb(self) -> bool:
@@ -203,9 +206,11 @@ def read_catalog(
         queries += 1
         return conn.execute(query, params).fetchall()
 
-    ((cur_user, superuser, ts_avail, ts_preload, _),) = q(
+    ((cur_user, superuser, ts_avail, ts_preload, _, native_version),) = q(
         "SELECT current_user, pg_catalog.current_setting('is_superuser') = 'on', "
         + _TIMESCALEDB_STATE
+        + ", (SELECT default_version FROM pg_catalog.pg_available_extensions"
+        " WHERE name = 'tsaccess_native')"
     )
     pw_col = "rolpassword" if superuser else "NULL::text"
     source = "pg_catalog.pg_authid" if superuser else "pg_catalog.pg_roles"
@@ -448,4 +453,5 @@ def read_catalog(
         audit_data=audit_data,
         role_settings=role_settings,
         default_acl=default_acl,
+        native_version=native_version,
     )

@@ -347,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_monitor_parser(sub, _DsnAction)
     sub.choices["monitor"].set_defaults(func=lambda a: monitor_command(a, _tools()))
+    from tsaccess.cli.native import add_native_parser, native_command
+
+    add_native_parser(sub)
+    sub.choices["native"].set_defaults(func=native_command)
 
     sp = sub.add_parser("render-init", help="write init/*.sql and docker-compose.yml")
     sp.add_argument("--policy", required=True, type=Path, help="policy TOML file")

@@ -19,6 +19,7 @@ from tsaccess.audit.retention import retention_steps
 from tsaccess.catalog import CatalogSnapshot
 from tsaccess.catalog.timescale import TimescaleCatalog
 from tsaccess.errors import PolicyError
+from tsaccess.native import use_native
 from tsaccess.passwords import Secret
 from tsaccess.plan.phases.acl import acl_steps, column_grant_steps, default_privilege_steps
 from tsaccess.plan.phases.chunks import chunk_steps
@@ -51,6 +52,7 @@ def build_steps(
     """The steps that bring ``cat`` (None: an empty database) to ``policy``, in phase order,
     and the warnings met on the way."""
     warnings: list[str] = []
+    native = use_native(policy, cat)  # the compiled trigger functions (tsaccess.native)
     schema: list[Step] = []
     if timescaledb and (cat is None or not cat.timescaledb):
         schema.append(
@@ -78,7 +80,7 @@ def build_steps(
     acl += column_grant_steps(policy, cat)
     # last: tables this plan creates start with the current default privileges
     defaults = default_privilege_steps(policy, cat)
-    audit = audit_steps(policy, cat, timescaledb)
+    audit = audit_steps(policy, cat, timescaledb, native)
     acl_security = [s for s in acl if s.phase == "security"]
     acl_security += routine_steps(policy, cat, tsc.routines if tsc else None, warnings)
     acl_audit = [s for s in acl if s.phase == "audit"]
@@ -96,7 +98,7 @@ def build_steps(
     repaired = frozenset(
         s.object.removeprefix("table ") for s in timescale if s.object and " on chunk " in s.summary
     )
-    timescale += chunk_steps(policy, cat, tsc, timescaledb, repaired)
+    timescale += chunk_steps(policy, cat, tsc, timescaledb, repaired, native)
     timescale += routine_runtime_steps(policy, cat, tsc, timescaledb)
     return [
         *schema,

@@ -314,7 +314,7 @@ def _build(data: Mapping[str, Any], source: str, problems: Problems) -> Policy |
     db = _typed(data.get("database"), dict, "database", 'a table with name = "..."', problems, {})
     _only_keys(
         db,
-        {"name", "schema", "timescaledb", "also_connect", "public", "chunk_privileges"},
+        {"name", "schema", "timescaledb", "native", "also_connect", "public", "chunk_privileges"},
         "database",
         problems,
     )
@@ -352,6 +352,7 @@ def _build(data: Mapping[str, Any], source: str, problems: Problems) -> Policy |
                 db.get("schema", "public"), str, "database.schema", "a string", problems, "public"
             ),
             timescaledb=db.get("timescaledb", "prefer"),
+            native=db.get("native", "prefer"),
             tables=tuple(t for t in tables if t is not None),
             roles=tuple(r for r in roles if r is not None),
             users=tuple(u for u in users if u is not None),

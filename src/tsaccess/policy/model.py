@@ -89,6 +89,10 @@ class Policy:
     """``[database] public``: ``revoke`` PUBLIC's privileges on the database, the schema and
     the policy's tables (the default), or ``keep`` them as they are (``tsaccess generate``
     writes ``keep`` for a database whose PUBLIC holds some: adopting changes no one's access)."""
+    native: TimescaleMode = "prefer"
+    """``[database] native``: the compiled trigger functions (the ``tsaccess_native`` library,
+    see ``docs/native.md``): ``prefer`` (use them where the server has the library and the
+    administrator may create C functions), ``require`` (fail without them) or ``off``."""
     chunk_privileges: ChunkPrivileges = "select"
     """``[database] chunk_privileges``: ``select`` (chunks: the hypertable's SELECT grants
     only, new chunks closed to writes) or ``copied`` (chunks keep what TimescaleDB copies from

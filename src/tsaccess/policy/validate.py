@@ -31,6 +31,8 @@ def _database(p: PolicyShape, problems: Problems) -> None:
             f'timescaledb = {p.timescaledb!r}; use "prefer", "require" or "off"',
             "database.timescaledb",
         )
+    if p.native not in ("prefer", "require", "off"):
+        problems.add(f'native = {p.native!r}; use "prefer", "require" or "off"', "database.native")
     if p.audit.default_mode not in ("statement", "row", "off"):
         problems.add(
             f'default_mode = {p.audit.default_mode!r}; use "statement", "row" or "off"',

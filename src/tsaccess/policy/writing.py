@@ -211,6 +211,8 @@ def dump_policy(
     notes = notes or {}
     db: list[tuple[str, object]] = [("name", policy.database), ("schema", policy.schema)]
     db.append(("timescaledb", policy.timescaledb))
+    if policy.native != "prefer":
+        db.append(("native", policy.native))
     if policy.public != "revoke":
         db.append(("public", policy.public))
     if policy.chunk_privileges != "select":

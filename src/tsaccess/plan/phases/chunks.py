@@ -21,6 +21,10 @@ The gate costs two comparisons when the statement made no chunk, whatever the nu
    ``currval`` is per session and only the owner may ``setval``; a forged setting makes
    ``currval`` fail, and the statement with it).
 
+With the compiled functions (:mod:`tsaccess.native`) the gate is C: test 1 costs a counter
+read, and only when it fails does the gate call ``tsaccess_chunk_gate_slow()`` (PL/pgSQL, run
+as the writer), which does test 2 and the rest exactly as the PL/pgSQL gate does.
+
 Per hypertable, ``tsaccess_chunk_state`` holds the newest chunk id closed. TimescaleDB makes a
 hypertable's chunks under a lock on the hypertable held until the transaction ends, so a chunk id
 above the recorded one can only belong to a committed chunk or to this transaction: both are
@@ -41,6 +45,7 @@ from psycopg import sql
 
 from tsaccess.catalog import CatalogSnapshot
 from tsaccess.catalog.timescale import TimescaleCatalog
+from tsaccess.native import GATE_SLOW_FUNCTION, GATE_SYMBOL, c_function
 from tsaccess.policy import Policy, Table
 from tsaccess.steps import Step, function_grants, grant_steps
 
@@ -69,17 +74,23 @@ BEGIN
        '_timescaledb_catalog.chunk'::pg_catalog.regclass) OPERATOR(pg_catalog.=) 0
      AND pg_catalog.current_setting('track_counts') OPERATOR(pg_catalog.=) 'on' THEN
     RETURN NULL;  -- this backend made no chunk since its statistics were last flushed
-  END IF;
+  END IF;{rest}
+  RETURN NULL;
+END
+"""
+# test 2 and the fix: the PL/pgSQL gate's rest, and the compiled gate's slow path
+_GATE_REST = """
   IF pg_catalog.current_setting('tsaccess.chunk_mark', true) OPERATOR(pg_catalog.=) 'on' THEN
     IF pg_catalog.pg_sequence_last_value('_timescaledb_catalog.chunk_id_seq'::pg_catalog.regclass)
        OPERATOR(pg_catalog.=) pg_catalog.currval({mark}::pg_catalog.regclass) THEN
-      RETURN NULL;  -- no chunk id handed out anywhere since this session closed every new chunk
+      RETURN{value};  -- no chunk id handed out anywhere since this session closed every new chunk
     END IF;
   END IF;
   IF {fix}() THEN
     PERFORM pg_catalog.set_config('tsaccess.chunk_mark', 'on', false);
-  END IF;
-  RETURN NULL;
+  END IF;"""
+_GATE_SLOW = """
+BEGIN{rest}
 END
 """
 
@@ -163,10 +174,20 @@ def _lit(policy: Policy, name: str) -> str:
     return sql.Literal(sql.Identifier(policy.schema, name).as_string(None)).as_string(None)
 
 
-def chunk_gate_body(policy: Policy) -> str:
-    """The exact ``prosrc`` of the gate (compared with the catalog)."""
+def _gate_rest(policy: Policy, value: str) -> str:
     fix = sql.Identifier(policy.schema, CHUNK_FIX_FUNCTION).as_string(None)
-    return _GATE.format(mark=_lit(policy, CHUNK_MARK_SEQUENCE), fix=fix)
+    return _GATE_REST.format(mark=_lit(policy, CHUNK_MARK_SEQUENCE), fix=fix, value=value)
+
+
+def chunk_gate_body(policy: Policy, native: bool = False) -> str:
+    """The exact ``prosrc`` of the gate (compared with the catalog): the PL/pgSQL body, or the
+    compiled gate's symbol."""
+    return GATE_SYMBOL if native else _GATE.format(rest=_gate_rest(policy, " NULL"))
+
+
+def chunk_gate_slow_body(policy: Policy) -> str:
+    """The exact ``prosrc`` of the compiled gate's slow path."""
+    return _GATE_SLOW.format(rest=_gate_rest(policy, ""))
 
 
 def chunk_fix_body(policy: Policy) -> str:
@@ -195,9 +216,9 @@ def _writers(policy: Policy) -> set[tuple[str, str]]:
     }
 
 
-def _function_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
+def _function_steps(policy: Policy, cat: CatalogSnapshot | None, native: bool) -> list[Step]:
     steps: list[Step] = []
-    for name, head, body, definer, want, summary in (
+    functions: list[tuple[str, str, str, bool, set[tuple[str, str]], str]] = [
         (
             CHUNK_FIX_FUNCTION,
             "FUNCTION {}() RETURNS boolean LANGUAGE plpgsql VOLATILE SECURITY DEFINER"
@@ -207,15 +228,38 @@ def _function_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
             _writers(policy),
             "close every new chunk of the policy's hypertables (as their owner)",
         ),
-        (
-            CHUNK_ACL_FUNCTION,
-            "FUNCTION {}() RETURNS trigger LANGUAGE plpgsql VOLATILE AS {}",
-            chunk_gate_body(policy),
-            False,
-            set(),
-            "the chunk trigger: two comparisons unless the statement made a chunk",
-        ),
-    ):
+    ]
+    if native:
+        functions += [
+            (
+                GATE_SLOW_FUNCTION,
+                "FUNCTION {}() RETURNS void LANGUAGE plpgsql VOLATILE AS {}",
+                chunk_gate_slow_body(policy),
+                False,
+                _writers(policy),
+                "the compiled chunk trigger's work after a statement that may have made a chunk",
+            ),
+            (
+                CHUNK_ACL_FUNCTION,
+                "FUNCTION {}() RETURNS trigger " + c_function(GATE_SYMBOL) + "{}",
+                chunk_gate_body(policy, native=True),
+                False,
+                set(),
+                "the chunk trigger (compiled): one comparison unless the statement made a chunk",
+            ),
+        ]
+    else:
+        functions.append(
+            (
+                CHUNK_ACL_FUNCTION,
+                "FUNCTION {}() RETURNS trigger LANGUAGE plpgsql VOLATILE AS {}",
+                chunk_gate_body(policy),
+                False,
+                set(),
+                "the chunk trigger: two comparisons unless the statement made a chunk",
+            )
+        )
+    for name, head, body, definer, want, summary in functions:
         fq = sql.Identifier(policy.schema, name)
         info = cat.functions.get(name) if cat else None
         if (
@@ -224,9 +268,10 @@ def _function_steps(policy: Policy, cat: CatalogSnapshot | None) -> list[Step]:
             or info.security_definer != definer
             or bool(info.config) != definer
         ):
+            literal = sql.SQL("") if body == GATE_SYMBOL else sql.Literal(body)
             steps.append(
                 Step(
-                    sql.SQL("CREATE OR REPLACE " + head).format(fq, sql.Literal(body)),
+                    sql.SQL("CREATE OR REPLACE " + head).format(fq, literal),
                     f"create function {name}(): {summary}",
                     "security",
                 )
@@ -349,8 +394,10 @@ def chunk_steps(
     tsc: TimescaleCatalog | None,
     timescaledb: bool,
     changed: frozenset[str],
+    native: bool = False,
 ) -> list[Step]:
-    """The gate, the fixer, their state and the trigger on every policy hypertable.
+    """The gate, the fixer, their state and the trigger on every policy hypertable (``native``:
+    the compiled gate, see :mod:`tsaccess.native`).
 
     ``changed``: the tables whose chunks' ACLs this plan repairs (their state is advanced after
     the repair). Runs after the TimescaleDB phase."""
@@ -362,7 +409,7 @@ def chunk_steps(
         storage, created = _storage_steps(policy, cat, tsc)
         steps += [
             dataclasses.replace(s, object=CHUNK_OBJECT)
-            for s in [*storage, *_function_steps(policy, cat)]
+            for s in [*storage, *_function_steps(policy, cat, native)]
         ]
     else:
         created = False

@@ -1,0 +1,109 @@
+"""When ``apply`` makes the compiled trigger functions (pure logic: tsaccess.native.use_native),
+and the triggers it asks for with them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tsaccess.audit import ddl
+from tsaccess.catalog import CatalogSnapshot
+from tsaccess.catalog.postgres import FunctionInfo
+from tsaccess.errors import TsaccessError
+from tsaccess.native import AUDIT_SYMBOL, VERSION, use_native
+from tsaccess.policy import parse_policy
+
+POLICY = {
+    "database": {"name": "d"},
+    "tables": {
+        "s": {"columns": {"time": "timestamptz", "v": "int"}, "audit": "statement"},
+        "r": {"columns": {"time": "timestamptz", "v": "int"}, "audit": "row"},
+        "odd": {"columns": {"time": "timestamptz", "ordinality": "int"}, "audit": "row"},
+    },
+}
+
+
+def _cat(**kw: object) -> CatalogSnapshot:
+    base: dict[str, object] = dict(
+        database="d",
+        database_owner="admin",
+        database_acl=frozenset(),
+        schema="public",
+        schema_exists=True,
+        schema_owner="admin",
+        schema_acl=frozenset(),
+        roles={},
+        members=frozenset(),
+        tables={},
+        functions={},
+        triggers={},
+        extensions=frozenset(),
+        timescaledb_available=False,
+        timescaledb_preloaded=False,
+        current_user="admin",
+        superuser=True,
+        queries=0,
+        native_version=VERSION,
+    )
+    base.update(kw)
+    return CatalogSnapshot(**base)  # type: ignore[arg-type]
+
+
+def _policy(native: str = "prefer"):
+    raw = dict(POLICY, database={"name": "d", "native": native})
+    return parse_policy(raw)
+
+
+def test_prefer_uses_it_only_where_the_server_has_this_version_and_apply_may_create_it():
+    policy = _policy()
+    assert use_native(policy, _cat())
+    assert not use_native(policy, None)  # init scripts: no server to ask
+    assert not use_native(policy, _cat(native_version=None))
+    assert not use_native(policy, _cat(native_version="0"))
+    assert not use_native(policy, _cat(superuser=False))
+    assert not use_native(_policy("off"), _cat())
+
+
+def test_a_role_that_is_not_a_superuser_keeps_it_once_it_is_in_place():
+    """The monitor's drift plan and a non-superuser administrator must not plan it away."""
+    stmt = FunctionInfo(
+        "tsaccess_audit_stmt", "tsaccess_audit", False, (), AUDIT_SYMBOL, frozenset()
+    )
+    cat = _cat(superuser=False, functions={"tsaccess_audit_stmt": stmt})
+    assert use_native(_policy(), cat)
+    plpgsql = dataclasses.replace(stmt, source="BEGIN ... END")
+    assert not use_native(_policy(), _cat(superuser=False, functions={"x": plpgsql}))
+
+
+@pytest.mark.parametrize(
+    ("cat", "why"),
+    [
+        (_cat(native_version=None), "no tsaccess_native library"),
+        (_cat(native_version="0"), "version 0"),
+        (_cat(superuser=False), "not a superuser"),
+    ],
+)
+def test_require_says_why_and_how_to_fix(cat, why):
+    with pytest.raises(TsaccessError, match=why) as err:
+        use_native(_policy("require"), cat)
+    assert "tsaccess native install" in str(err.value)
+
+
+def test_with_it_every_statement_trigger_calls_the_compiled_function_with_its_targets():
+    policy = _policy()
+    specs = {
+        (s.table, s.name.split("_")[2]): s.statement.as_string(None)
+        for t in policy.tables
+        for s in ddl._trigger_specs(policy, t, False, native=True)
+    }
+    audit = """'"public"."activity_audit"'"""
+    assert f"('s', 'counted', {audit})" in specs["s", "ins"]
+    assert f"('s', 'plain', {audit})" in specs["s", "trn"]
+    assert f"""('r', 'rows', {audit}, '"tsaccess_audit"."tsaccess_flush_""" in specs["r", "upd"]
+    # a per-row table with a column named ordinality keeps the PL/pgSQL per-row function
+    assert '"tsaccess_audit"."odd"(' in specs["odd", "ins"]
+    assert f"('odd', 'plain', {audit})" in specs["odd", "trn"]
+    # and the compressed DELETE fallback stays a row trigger of the PL/pgSQL function
+    fallback = [s for s in ddl._trigger_specs(policy, policy.table("r"), True, True)]
+    assert any("FOR EACH ROW" in s.statement.as_string(None) for s in fallback)
