@@ -318,3 +318,39 @@ def test_a_writers_search_path_and_temporary_objects_do_not_reach_the_flush(comp
         assert conn.execute(
             "SELECT count(*) FROM public.activity_audit WHERE username = 'bob'"
         ).fetchone() == (1,)
+
+
+def test_a_table_audited_per_row_can_still_be_dropped_or_audited_otherwise(company):
+    """Each per-row flush function takes its table's row type: apply drops the ones no table
+    uses any more, so the table is not held by them (audited per statement, then dropped)."""
+    tables = tuple(
+        dataclasses.replace(t, audit="statement") if t.name == "financial_metrics" else t
+        for t in company.policy.tables
+    )
+    per_statement = dataclasses.replace(company.policy, tables=tables)
+    with company.db.admin() as conn:
+        apply(conn, per_statement, passwords=company.passwords)
+        assert not conn.execute(
+            "SELECT FROM pg_proc WHERE proname LIKE 'tsaccess_flush_%'"
+        ).fetchall()
+        conn.commit()
+    with company.connect("david") as conn:
+        conn.execute("INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'x')")
+        conn.commit()
+    with company.db.admin() as conn:
+        apply(conn, company.policy, passwords=company.passwords)  # per row again
+        without = dataclasses.replace(
+            company.policy,
+            tables=tuple(t for t in company.policy.tables if t.name != "financial_metrics"),
+            roles=tuple(
+                dataclasses.replace(
+                    r,
+                    grants=tuple(g for g in r.grants if g[0] != "financial_metrics"),
+                    column_grants=tuple(g for g in r.column_grants if g[0] != "financial_metrics"),
+                    slices=tuple(x for x in r.slices if x.table != "financial_metrics"),
+                )
+                for r in company.policy.roles
+            ),
+        )
+        apply(conn, without, passwords=company.passwords, drop_removed_tables=True)
+        assert conn.execute("SELECT to_regclass('public.financial_metrics')").fetchone() == (None,)

@@ -101,9 +101,34 @@ def test_with_it_every_statement_trigger_calls_the_compiled_function_with_its_ta
     assert f"('s', 'counted', {audit})" in specs["s", "ins"]
     assert f"('s', 'plain', {audit})" in specs["s", "trn"]
     assert f"""('r', 'rows', {audit}, '"tsaccess_audit"."tsaccess_flush_""" in specs["r", "upd"]
+    assert specs["r", "upd"].endswith("""'"tsaccess_audit"."r"')""")  # its bulk path
     # a per-row table with a column named ordinality keeps the PL/pgSQL per-row function
     assert '"tsaccess_audit"."odd"(' in specs["odd", "ins"]
     assert f"('odd', 'plain', {audit})" in specs["odd", "trn"]
     # and the compressed DELETE fallback stays a row trigger of the PL/pgSQL function
     fallback = [s for s in ddl._trigger_specs(policy, policy.table("r"), True, True)]
     assert any("FOR EACH ROW" in s.statement.as_string(None) for s in fallback)
+
+
+def test_install_without_a_pg_config_names_the_flag(tmp_path):
+    from tsaccess.native import install
+
+    with pytest.raises(TsaccessError, match="--pg-config"):
+        install(str(tmp_path / "no-pg_config"))
+
+
+def test_the_package_ships_what_the_build_needs():
+    """`tsaccess native install` copies these from the installed package (package data)."""
+    import tomllib
+    from pathlib import Path
+
+    from tsaccess.native import LIBRARY, VERSION, source_dir
+
+    files = {p.name for p in source_dir().iterdir()}
+    assert {f"{LIBRARY}.c", "Makefile", f"{LIBRARY}.control", f"{LIBRARY}--{VERSION}.sql"} <= files
+    control = (source_dir() / f"{LIBRARY}.control").read_text()
+    assert f"default_version = '{VERSION}'" in control
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = data["package-data"]["tsaccess"]
+    assert {"native/*.c", "native/Makefile", "native/*.control", "native/*.sql"} <= set(shipped)

@@ -37,6 +37,7 @@ from tsaccess.audit.functions import (
     function_steps,
     rows_flush_name,
     stmt_function,
+    unused_flush_steps,
     uses_compiled,
 )
 from tsaccess.audit.integrity.schema import audit_owned, chain_steps
@@ -128,9 +129,12 @@ def _trigger_specs(
             # the compiled function: the audit table, per row the changed rows' flush function
             func, args = stmt_func, [shown, "plain" if not referencing else "counted"]
             args.append(text(qualified(policy, policy.audit.table)))
-            if per_row:
+            if per_row:  # the flush of its changed rows; its PL/pgSQL function for bulk
                 args[1] = "rows"
-                args.append(text(sql.Identifier(policy.audit.data_schema, rows_flush_name(table))))
+                args.append(
+                    text(sql.Identifier(policy.audit.data_schema, rows_flush_name(table.name)))
+                )
+                args.append(text(rows_func))
         else:
             func, args = stmt_func, [shown, "plain" if not referencing else "counted"]
         digest = hashlib.sha256(
@@ -360,8 +364,9 @@ def audit_steps(
 ) -> list[Step]:
     """Steps that bring the audit objects to the policy (all of them when ``cat`` is None;
     ``native``: with the compiled trigger function, see :mod:`tsaccess.audit.functions`)."""
+    unused = unused_flush_steps(policy, cat, native)
     if not policy.audited:
-        return []
+        return unused
     owner = sql.Identifier(policy.audit.owner)
     audit_t = qualified(policy, policy.audit.table)
     steps: list[Step] = []
@@ -461,4 +466,4 @@ def audit_steps(
                     )
                 )
     steps += _view_steps(policy, cat)
-    return steps
+    return [*unused, *steps]

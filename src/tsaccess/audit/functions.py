@@ -4,13 +4,16 @@ compiled trigger functions (:mod:`tsaccess.native`) need.
 With the compiled functions, ``tsaccess_audit_stmt()`` is C for every statement trigger of
 statement and per-row mode (the DELETE fallback on compressed hypertables stays PL/pgSQL). It
 keeps each statement's record (per row: with the changed rows) in backend memory and, before
-the transaction commits, calls two kinds of owner-only SQL functions, as their owner:
+the transaction commits, calls two kinds of owner-only PL/pgSQL functions, as their owner:
 
 * ``<schema>.tsaccess_audit_flush(...)``: the audit rows, one array per column (ids taken when
   the statements ran, so every audit row keeps its statement's place in the order);
 * ``<data_schema>.tsaccess_flush_<digest>(ids, ops, olds, news)`` per table audited per row:
   the changed rows, as the table's row type, into its data table (the same values as the
   PL/pgSQL function's).
+
+A per-row statement of 1,000 rows or more is handed to the table's PL/pgSQL per-row function
+(the trigger's fifth argument), which writes it at once, set-based.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "function_steps",
     "rows_flush_name",
     "stmt_function",
+    "unused_flush_steps",
     "uses_compiled",
 ]
 
@@ -94,10 +98,11 @@ def definer_sql(
 
 
 def _owner_only_sql(fq: sql.Composable, signature: sql.Composable, body: str) -> sql.Composed:
-    """A SQL function the compiled trigger calls as its owner (not a definer: nobody else may
-    execute it), its search_path pinned."""
+    """A function the compiled trigger calls as its owner (not a definer: nobody else may
+    execute it), its search_path pinned; PL/pgSQL, whose plan is kept for the session (a SQL
+    function's would be made again at every commit)."""
     return sql.SQL(
-        "CREATE OR REPLACE FUNCTION {f}({sig}) RETURNS void LANGUAGE sql VOLATILE"
+        "CREATE OR REPLACE FUNCTION {f}({sig}) RETURNS void LANGUAGE plpgsql VOLATILE"
         " SET search_path = pg_catalog, pg_temp AS {body}"
     ).format(f=fq, sig=signature, body=body_sql(body))
 
@@ -117,9 +122,30 @@ def uses_compiled(table: Table) -> bool:
     return table.audit == "statement" or all(c.name != "ordinality" for c in table.columns)
 
 
-def rows_flush_name(table: Table) -> str:
+ROWS_FLUSH_PREFIX = "tsaccess_flush_"
+
+
+def rows_flush_name(table: str) -> str:
     """The per-row flush function of ``table`` (a digest: any table name fits)."""
-    return "tsaccess_flush_" + hashlib.sha256(table.name.encode()).hexdigest()[:16]
+    return ROWS_FLUSH_PREFIX + hashlib.sha256(table.encode()).hexdigest()[:16]
+
+
+def unused_flush_steps(policy: Policy, cat: CatalogSnapshot | None, native: bool) -> list[Step]:
+    """Drop the per-row flush functions no table uses any more (audited otherwise, out of the
+    policy, or back to the PL/pgSQL functions): each takes its table's row type, so it would
+    keep the table from being dropped."""
+    data = cat.audit_data if cat else None
+    wanted = {rows_flush_name(t.name) for t in policy.row_audited if native and uses_compiled(t)}
+    ds = policy.audit.data_schema
+    return [
+        Step(
+            sql.SQL("DROP FUNCTION {}").format(sql.Identifier(ds, name)),
+            f"drop {ds}.{name} (no table is audited per row through it)",
+            "audit",
+        )
+        for name in sorted(data.functions if data else ())
+        if name.startswith(ROWS_FLUSH_PREFIX) and name not in wanted
+    ]
 
 
 _FLUSH_SIGNATURE = (
@@ -128,6 +154,7 @@ _FLUSH_SIGNATURE = (
 )
 
 _FLUSH = """
+BEGIN
 INSERT INTO {audit} (id, username, operation, table_name, description, effective_role, txid,
                      client_addr, application_name, actor, request_id, row_count,
                      client_asserted)
@@ -140,17 +167,20 @@ FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(ops), pg_catalog.unnes
                pg_catalog.unnest(descriptions), pg_catalog.unnest(counts),
                pg_catalog.unnest(logins), pg_catalog.unnest(roles), pg_catalog.unnest(apps),
                pg_catalog.unnest(actors), pg_catalog.unnest(requests))
-     AS u(id, op, tbl, descr, n, login, role, app, act, req)
+     AS u(id, op, tbl, descr, n, login, role, app, act, req);
+END
 """
 
 _ROWS_FLUSH = """
+BEGIN
 INSERT INTO {data} (audit_id, event_time, old_data, new_data)
 SELECT u.id, pg_catalog.now(),
        CASE WHEN u.op OPERATOR(pg_catalog.<>) 'INSERT' THEN {old} END,
        CASE WHEN u.op OPERATOR(pg_catalog.<>) 'DELETE' THEN {new} END
 FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(ops)) WITH ORDINALITY AS u(id, op, i)
 JOIN pg_catalog.unnest(olds) WITH ORDINALITY AS o ON o.ordinality OPERATOR(pg_catalog.=) u.i
-JOIN pg_catalog.unnest(news) WITH ORDINALITY AS n ON n.ordinality OPERATOR(pg_catalog.=) u.i
+JOIN pg_catalog.unnest(news) WITH ORDINALITY AS n ON n.ordinality OPERATOR(pg_catalog.=) u.i;
+END
 """
 
 
@@ -179,7 +209,7 @@ def compiled_function_steps(
     for table in policy.row_audited:
         if not uses_compiled(table):
             continue
-        name = rows_flush_name(table)
+        name = rows_flush_name(table.name)
         fq = sql.Identifier(ds, name)
         rowtype = qualified(policy, table.name)
         body = _ROWS_FLUSH.format(

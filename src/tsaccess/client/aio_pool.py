@@ -205,9 +205,10 @@ async def create_async_pool(
         if opening.pooler is not None:
             await _pooled_reset(conn)
             return
-        plan = plans.get(conn.info.user)  # one login user per pool: built once
+        user = conn.login_user  # read once when it opened (info.user decodes every time)
+        plan = plans.get(user)  # one login user per pool: built once
         if plan is None:
-            plan = plans[conn.info.user] = opening.reset_plan(conn.info.user, custom)
+            plan = plans[user] = opening.reset_plan(user, custom)
         await reset_connection_async(conn, plan, autocommit)
 
     connect_kwargs = opening.connect_kwargs(pooled=True)

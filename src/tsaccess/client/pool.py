@@ -219,9 +219,10 @@ def create_pool(
         if opening.pooler is not None:
             _pooled_reset(conn)
             return
-        plan = plans.get(conn.info.user)  # one login user per pool: built once
+        user = conn.login_user  # read once when it opened (info.user decodes every time)
+        plan = plans.get(user)  # one login user per pool: built once
         if plan is None:
-            plan = plans[conn.info.user] = opening.reset_plan(conn.info.user, custom)
+            plan = plans[user] = opening.reset_plan(user, custom)
         reset_connection(conn, plan, autocommit)
 
     connect_kwargs = opening.connect_kwargs(pooled=True)

@@ -10,7 +10,7 @@ chunk lookup per statement. ``tsaccess_native.c`` (beside this file) does the sa
   context are read when the statement runs and the audit row's id is taken then; the records
   (per row: with the changed rows) are written in one INSERT per table just before the
   transaction commits, by owner-only flush functions. A per-row statement of 1,000 rows or
-  more is written at once.
+  more is written at once by the table's PL/pgSQL function.
 
 ``tsaccess apply`` uses it when the server has the library (``pg_available_extensions`` lists
 ``tsaccess_native`` at :data:`VERSION`), the administrator may create C functions (a

@@ -10,15 +10,19 @@
  *                          row into TimescaleDB's chunk catalog in this transaction (the same
  *                          test as the PL/pgSQL gate's first one); else it calls
  *                          <its schema>.tsaccess_chunk_gate_slow(), the PL/pgSQL gate's rest.
- * tsaccess_native_audit()  the statement audit: counts the transition table and reads the
- *                          session's context when the statement runs, keeps the record in
- *                          backend memory, and writes the transaction's records in statement
- *                          order, one INSERT for all of them, just before the transaction
- *                          commits (or is prepared), by calling
- *                          <its schema>.tsaccess_audit_flush(...) as that function's owner.
- *                          A rolled-back subtransaction drops its records; a failed write
- *                          makes the commit fail. Past FLUSH_AT records the top-level
- *                          transaction writes them early (memory stays bounded).
+ * tsaccess_native_audit()  the statement and per-row audit: counts the transition table, reads
+ *                          the session's context and takes the audit row's id (from the audit
+ *                          table's identity sequence) when the statement runs, keeps the
+ *                          record (per row: with copies of the changed rows) in backend
+ *                          memory, and writes the transaction's records just before it
+ *                          commits (or is prepared): one call of
+ *                          <audit table's schema>.tsaccess_audit_flush(...) for the audit
+ *                          rows, one per table of its rows flush function for the changed
+ *                          rows, each as the function's owner. A rolled-back subtransaction
+ *                          drops its records; a failed write makes the commit fail. Past
+ *                          FLUSH_AT records a top-level transaction writes them early, and a
+ *                          per-row statement of WRITE_NOW_ROWS rows or more is written at once
+ *                          by the table's PL/pgSQL function (memory stays bounded).
  *
  * Nothing here is reachable from SQL but the two trigger functions, which refuse to run
  * other than as the triggers tsaccess creates.
@@ -29,7 +33,6 @@
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
-#include "utils/acl.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
@@ -42,6 +45,7 @@
 #include "parser/parse_func.h"
 #include "pgstat.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -58,7 +62,8 @@ PG_MODULE_MAGIC;
 #define FLUSH_FUNCTION "tsaccess_audit_flush"
 #define GATE_SLOW_FUNCTION "tsaccess_chunk_gate_slow"
 #define FLUSH_AT 10000			/* records kept before a top-level transaction writes them */
-#define WRITE_NOW_ROWS 1000		/* per row: a statement of this many rows is written at once */
+#define WRITE_NOW_ROWS 1000		/* per row: a statement of this many rows is written at once,
+								 * by the table's PL/pgSQL function */
 #define ROWS_PER_CALL 10000		/* changed rows per call of a rows flush function */
 #define FLUSH_NARGS 10
 #define ROWS_NARGS 4
@@ -185,8 +190,9 @@ function_owner(Oid func)
 }
 
 /*
- * A qualified name split without looking anything up (no privilege check: the names come from
- * triggers tsaccess made, and the caller may lack USAGE on the schema; the owner has it).
+ * A function by qualified name and argument types, looked up without a privilege check: the
+ * names come from triggers tsaccess made, and the writer may lack USAGE on the schema (the
+ * function's owner, who runs it, has it).
  */
 static Oid
 function_by_name(const char *qualified, int nargs, Oid *types, char **nspname, char **name)
@@ -662,13 +668,37 @@ new_record(void)
 	return &records[nrecords];
 }
 
+/*
+ * A per-row statement of WRITE_NOW_ROWS rows or more: the table's PL/pgSQL per-row function
+ * (fn, qualified) writes it now, set-based from the transition tables, as it does without the
+ * compiled function (its audit row's id is taken now too, so the order holds).
+ */
+static Datum
+bulk_rows(FunctionCallInfo fcinfo, const char *fn)
+{
+	char	   *nspname;
+	char	   *name;
+	Oid			none[1] = {InvalidOid};
+	Oid			func = function_by_name(fn, 0, none, &nspname, &name);
+	FmgrInfo	flinfo;
+
+	LOCAL_FCINFO(call, 0);
+	if (!OidIsValid(func))
+		ereport(ERROR, (errmsg("tsaccess_native: the per-row function %s is missing", fn),
+						errhint("Run tsaccess apply to put the audit trail back.")));
+	fmgr_info(func, &flinfo);
+	InitFunctionCallInfoData(*call, &flinfo, 0, InvalidOid, fcinfo->context, NULL);
+	return FunctionCallInvoke(call);
+}
+
 PG_FUNCTION_INFO_V1(tsaccess_native_audit);
 
 /*
  * Trigger arguments: the table's name as recorded; 'counted' (a statement trigger with a
  * transition table), 'plain' (TRUNCATE: no row count) or 'rows' (per-row mode: the changed
- * rows too); the audit table, qualified; in per-row mode the qualified name of the function
- * (bigint[], text[], <row type>[], <row type>[]) that writes the changed rows.
+ * rows too); the audit table, qualified; in per-row mode the qualified names of the function
+ * (bigint[], text[], <row type>[], <row type>[]) that writes the changed rows and of the
+ * table's PL/pgSQL per-row trigger function (for statements of WRITE_NOW_ROWS rows or more).
  */
 Datum
 tsaccess_native_audit(PG_FUNCTION_ARGS)
@@ -680,16 +710,14 @@ tsaccess_native_audit(PG_FUNCTION_ARGS)
 	const AuditRecord *prev = nrecords > 0 ? &records[nrecords - 1] : NULL;
 	Tuplestorestate *olds = NULL;
 	Tuplestorestate *news = NULL;
-	bool		now;
 	const char *role;
 	char		buf[64];
 
-	if (tg->tgnargs < 3 || tg->tgnargs > 4)
-		ereport(ERROR, (errmsg("tsaccess_native_audit() takes 3 or 4 trigger arguments"),
+	rows_mode = tg->tgnargs >= 2 && strcmp(tg->tgargs[1], "rows") == 0;
+	if (tg->tgnargs != (rows_mode ? 5 : 3))
+		ereport(ERROR, (errmsg("tsaccess_native_audit() takes 3 trigger arguments, 5 in per-row "
+							   "mode"),
 						errhint("Run tsaccess apply to make the audit triggers again.")));
-	rows_mode = strcmp(tg->tgargs[1], "rows") == 0;
-	if (rows_mode != (tg->tgnargs == 4))
-		ereport(ERROR, (errmsg("tsaccess_native_audit(): 'rows' takes a rows flush function")));
 	if (flushing)
 		ereport(ERROR, (errmsg("tsaccess_native_audit(): an audited write while the audit "
 							   "records were being written")));
@@ -719,6 +747,8 @@ tsaccess_native_audit(PG_FUNCTION_ARGS)
 		rec.n = tuplestore_tuple_count(news ? news : olds);
 		if (rec.n == 0 && lone_merge_or_with())
 			return PointerGetDatum(NULL);
+		if (rows_mode && rec.n >= WRITE_NOW_ROWS)
+			return bulk_rows(fcinfo, tg->tgargs[4]);
 	}
 	rec.id = nextval_internal(audit_sequence(tg->tgargs[2], &rec.audit), false);
 	rec.level = GetCurrentTransactionNestLevel();
@@ -735,35 +765,15 @@ tsaccess_native_audit(PG_FUNCTION_ARGS)
 	rec.actor = keep(GetConfigOption("tsaccess.actor", true, false), prev ? prev->actor : NULL);
 	rec.request = keep(GetConfigOption("tsaccess.request_id", true, false),
 					   prev ? prev->request : NULL);
-	/* a large per-row statement is written now (in its own subtransaction level: same fate) */
-	now = rows_mode && rec.n >= WRITE_NOW_ROWS;
 	if (rows_mode && rec.n > 0)
 	{
-		MemoryContext cxt = now ? CurrentMemoryContext : TopTransactionContext;
 		TupleDesc	desc = RelationGetDescr(td->tg_relation);
 
-		rec.rows_flush = now ? tg->tgargs[3]
-			: keep(tg->tgargs[3], prev ? prev->rows_flush : NULL);
+		rec.rows_flush = keep(tg->tgargs[3], prev ? prev->rows_flush : NULL);
 		rec.rowtype = desc->tdtypeid;
-		if (rec.n > INT_MAX / (int64) sizeof(Datum))
-			ereport(ERROR, (errmsg("tsaccess_native_audit(): too many rows in one statement")));
 		rec.nrows = (int) rec.n;
-		rec.olds = olds ? copy_rows(olds, desc, rec.n, cxt) : NULL;
-		rec.news = news ? copy_rows(news, desc, rec.n, cxt) : NULL;
-	}
-	if (now)
-	{
-		flushing = true;
-		PG_TRY();
-		{
-			write_records(&rec, 1);
-		}
-		PG_FINALLY();
-		{
-			flushing = false;
-		}
-		PG_END_TRY();
-		return PointerGetDatum(NULL);
+		rec.olds = olds ? copy_rows(olds, desc, rec.n, TopTransactionContext) : NULL;
+		rec.news = news ? copy_rows(news, desc, rec.n, TopTransactionContext) : NULL;
 	}
 	*new_record() = rec;
 	nrecords++;
