@@ -45,6 +45,18 @@ def bench_connections(info: ServerInfo, quick: bool) -> None:
     bench_pool_borrow(params, raw, quick)
 
 
+def _checked_pool(raw: dict[str, Any]) -> ConnectionPool[Any]:
+    """psycopg_pool with ``check=check_connection``: the issue's baseline."""
+    return ConnectionPool(
+        "",
+        kwargs={**raw, "autocommit": True},
+        min_size=1,
+        max_size=1,
+        open=True,
+        check=ConnectionPool.check_connection,
+    )
+
+
 def bench_pool_borrow(params: dict[str, Any], raw: dict[str, Any], quick: bool) -> None:
     """Borrow + ``SELECT 1`` + return (issue 27's pool rows), interleaved rounds."""
     print("  borrow + SELECT 1 + return (one connection per pool, max_size=1):")
@@ -52,14 +64,7 @@ def bench_pool_borrow(params: dict[str, Any], raw: dict[str, Any], quick: bool) 
         PLAIN: ConnectionPool(
             "", kwargs={**raw, "autocommit": True}, min_size=1, max_size=1, open=True
         ),
-        CHECKED: ConnectionPool(
-            "",
-            kwargs={**raw, "autocommit": True},
-            min_size=1,
-            max_size=1,
-            open=True,
-            check=ConnectionPool.check_connection,
-        ),
+        CHECKED: _checked_pool(raw),
         TSACCESS: tsaccess.create_pool(**params, min_size=1, max_size=1, autocommit=True),
         TSACCESS_CHECKED: tsaccess.create_pool(
             **params, min_size=1, max_size=1, autocommit=True, check_after=0
@@ -116,14 +121,7 @@ def bench_pool_pair(params: dict[str, Any], raw: dict[str, Any], quick: bool) ->
     variant leaves the server doing after its last reply is paid inside its own block. (With
     five pools in use call by call, above, psycopg_pool+check comes out faster and tsaccess's
     pool slower than either alone; the cause is not pinned down: both figures are reported.)"""
-    checked = ConnectionPool(
-        "",
-        kwargs={**raw, "autocommit": True},
-        min_size=1,
-        max_size=1,
-        open=True,
-        check=ConnectionPool.check_connection,
-    )
+    checked = _checked_pool(raw)
     pool = tsaccess.create_pool(**params, min_size=1, max_size=1, autocommit=True)
     checked.wait()
     blocks: dict[str, list[float]] = {CHECKED: [], TSACCESS: []}

@@ -354,3 +354,86 @@ def test_a_table_audited_per_row_can_still_be_dropped_or_audited_otherwise(compa
         )
         apply(conn, without, passwords=company.passwords, drop_removed_tables=True)
         assert conn.execute("SELECT to_regclass('public.financial_metrics')").fetchone() == (None,)
+
+
+def test_altering_a_per_row_table_after_its_audited_writes_fails_the_commit(company):
+    """The changed rows are kept with the row type of their statement: when the table's
+    columns change before the commit, they are refused (never read with the new layout)."""
+    with company.connect("david") as conn:
+        conn.execute("INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'x')")
+        conn.commit()
+    with company.db.admin() as conn:
+        conn.execute("UPDATE financial_metrics SET amount = 1.5")
+        conn.execute("ALTER TABLE financial_metrics ALTER COLUMN amount TYPE numeric(14,2)")
+        with pytest.raises(psycopg.Error, match="columns of a table audited per row changed"):
+            conn.commit()
+    with company.db.admin() as conn:
+        assert conn.execute("SELECT amount FROM financial_metrics").fetchall() == [(None,)]
+
+
+def test_every_function_the_trigger_calls_must_be_the_audit_owners(company):
+    """Hardening: trigger arguments naming a function of another role (here the superuser's)
+    are refused, for the changed rows' flush and for the bulk per-row function alike."""
+    with company.db.admin() as conn:
+        conn.execute(
+            "CREATE FUNCTION public.not_theirs(bigint[], text[], financial_metrics[],"
+            " financial_metrics[]) RETURNS void LANGUAGE sql AS 'SELECT'"
+        )
+        conn.execute(
+            "CREATE FUNCTION public.not_theirs_bulk() RETURNS trigger LANGUAGE plpgsql"
+            " AS 'BEGIN RETURN NULL; END'"
+        )
+        conn.execute(
+            "CREATE TRIGGER forged AFTER INSERT ON financial_metrics REFERENCING NEW TABLE AS"
+            " tsaccess_new FOR EACH STATEMENT EXECUTE FUNCTION public.tsaccess_audit_stmt("
+            "'financial_metrics', 'rows', 'public.activity_audit', 'public.not_theirs',"
+            " 'public.not_theirs_bulk')"
+        )
+        conn.commit()
+    with company.connect("david") as conn:
+        conn.execute("INSERT INTO financial_metrics (time, metric_type) VALUES (now(), 'x')")
+        with pytest.raises(psycopg.Error, match="not owned by the audit trigger function's owner"):
+            conn.commit()
+    with company.connect("david") as conn, pytest.raises(psycopg.Error, match="not a trigger"):
+        conn.execute(
+            "INSERT INTO financial_metrics (time, metric_type)"
+            " SELECT now(), 'bulk' || i FROM generate_series(1, 1000) i"
+        )
+
+
+def test_after_set_session_authorization_the_role_recorded_is_the_new_login(company):
+    """As current_setting('role') shows it (and the PL/pgSQL function records it): SET SESSION
+    AUTHORIZATION ends an earlier SET ROLE."""
+    with company.db.admin() as conn:
+        conn.execute("SET ROLE data_engineers")
+        conn.execute("SET SESSION AUTHORIZATION bob")
+        conn.execute("INSERT INTO sensor_readings (time, sensor_id) VALUES (now(), 'x')")
+        conn.commit()
+        conn.execute("RESET SESSION AUTHORIZATION")
+        row = conn.execute(
+            "SELECT username, effective_role FROM activity_audit"
+            " WHERE table_name = 'sensor_readings' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row == ("bob", "bob")
+
+
+def test_a_savepoint_around_every_statement_keeps_memory_bounded_and_the_trail_exact(company):
+    """Past 10,000 records held at the top level, each statement's record is written in its
+    own savepoint as it runs (and rolled back with it); the trail stays exact."""
+    insert = "INSERT INTO sensor_readings (time, sensor_id) VALUES (%s, %s)"
+    with company.connect("bob") as conn:
+        with conn.transaction():
+            for i in range(10_100):
+                with conn.transaction():  # a savepoint per statement, released
+                    conn.execute(insert, (T0, f"s{i}"))
+            with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+                conn.execute(insert, (T0, "rolled back"))
+                conn.execute("SELECT 1 / 0")
+    with company.db.admin() as conn:
+        got = conn.execute(
+            "SELECT count(*), count(DISTINCT id), sum(row_count) FROM activity_audit"
+            " WHERE username = 'bob'"
+        ).fetchone()
+        kept = conn.execute("SELECT count(*) FROM sensor_readings").fetchone()
+    assert got == (10_100, 10_100, 10_100)
+    assert kept == (10_100,)

@@ -74,6 +74,24 @@ def test_a_role_that_is_not_a_superuser_keeps_it_once_it_is_in_place():
     assert use_native(_policy(), cat)
     plpgsql = dataclasses.replace(stmt, source="BEGIN ... END")
     assert not use_native(_policy(), _cat(superuser=False, functions={"x": plpgsql}))
+    # with hypertables the gate must be compiled too: one PL/pgSQL function left means apply
+    # would have to create a C function, which only a superuser may
+    raw = dict(POLICY, database={"name": "d"})
+    raw["tables"] = {
+        n: dict(
+            t,
+            hypertable=True,
+            time_column="time",
+            columns={**t["columns"], "time": "timestamptz not null"},
+        )
+        for n, t in POLICY["tables"].items()
+    }
+    hyper = parse_policy(raw)
+    gate = dataclasses.replace(stmt, name="tsaccess_chunk_acl", source="tsaccess_native_gate")
+    both = {"tsaccess_audit_stmt": stmt, "tsaccess_chunk_acl": gate}
+    assert use_native(hyper, _cat(superuser=False, functions=both))
+    half = {"tsaccess_audit_stmt": stmt, "tsaccess_chunk_acl": plpgsql}
+    assert not use_native(hyper, _cat(superuser=False, functions=half))
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,7 @@ def use_native(policy: Policy, cat: CatalogSnapshot | None) -> bool:
         problem = (
             f"the server's {LIBRARY} is version {cat.native_version}, this tsaccess needs {VERSION}"
         )
-    elif not cat.superuser and not _installed(cat):
+    elif not cat.superuser and not _installed(policy, cat):
         problem = f"{cat.current_user} is not a superuser (only one may create C functions)"
     if problem is None:
         return True
@@ -89,11 +89,19 @@ def use_native(policy: Policy, cat: CatalogSnapshot | None) -> bool:
     return False
 
 
-def _installed(cat: CatalogSnapshot) -> bool:
-    """The compiled audit trigger function is in place already: a plan read by another role
-    (``tsaccess monitor``'s drift, an administrator who is not a superuser) keeps it."""
-    info = cat.functions.get("tsaccess_audit_stmt") or cat.functions.get("tsaccess_chunk_acl")
-    return info is not None and info.source in (AUDIT_SYMBOL, GATE_SYMBOL)
+def _installed(policy: Policy, cat: CatalogSnapshot) -> bool:
+    """Every compiled function the policy needs is in place already (only a superuser could
+    create one): a plan read by another role (``tsaccess monitor``'s drift, an administrator
+    who is not a superuser) keeps them."""
+    needed = {}
+    if policy.audited:
+        needed["tsaccess_audit_stmt"] = AUDIT_SYMBOL
+    if any(t.hypertable for t in policy.tables) and policy.timescaledb != "off":
+        needed["tsaccess_chunk_acl"] = GATE_SYMBOL
+    return bool(needed) and all(
+        (info := cat.functions.get(name)) is not None and info.source == symbol
+        for name, symbol in needed.items()
+    )
 
 
 def c_function(symbol: str) -> str:

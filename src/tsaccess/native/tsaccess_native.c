@@ -32,6 +32,7 @@
 #include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
@@ -56,12 +57,15 @@
 #include "utils/syscache.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
+#include "utils/typcache.h"
 
 PG_MODULE_MAGIC;
 
 #define FLUSH_FUNCTION "tsaccess_audit_flush"
 #define GATE_SLOW_FUNCTION "tsaccess_chunk_gate_slow"
-#define FLUSH_AT 10000			/* records kept before a top-level transaction writes them */
+#define FLUSH_AT 10000			/* records kept before they are written early (at their
+								 * own subtransaction level) */
+#define FLUSH_ROWS 100000		/* changed rows kept before the same */
 #define WRITE_NOW_ROWS 1000		/* per row: a statement of this many rows is written at once,
 								 * by the table's PL/pgSQL function */
 #define ROWS_PER_CALL 10000		/* changed rows per call of a rows flush function */
@@ -74,6 +78,8 @@ typedef struct AuditRecord
 {
 	int64		id;				/* the audit row's id, taken when the statement ran */
 	Oid			audit;			/* the audit table */
+	Oid			owner;			/* the trigger function's owner: every function it calls and
+								 * the audit table must be this role's */
 	int			level;			/* subtransaction nesting level the statement's effects live at */
 	int64		n;				/* rows; -1: not counted (TRUNCATE) */
 	Oid			login;			/* session_user */
@@ -87,15 +93,20 @@ typedef struct AuditRecord
 	/* per-row mode: the changed rows (composites of the audited table's row type) */
 	const char *rows_flush;		/* its qualified name; NULL: statement mode */
 	Oid			rowtype;
+	TupleDesc	desc;			/* the row type as the rows were copied (shared) */
 	int			nrows;
 	Datum	   *olds;
 	Datum	   *news;
 } AuditRecord;
 
+static MemoryContext buffer = NULL;	/* the records, their strings and rows; a child of
+									 * TopTransactionContext, reset when they are written */
 static AuditRecord *records = NULL;
 static int	nrecords = 0;
 static int	capacity = 0;
+static int64 buffered_rows = 0;
 static bool flushing = false;
+static bool closed = false;		/* this transaction's records were written at its commit */
 
 typedef struct FlushPlan
 {
@@ -118,9 +129,21 @@ static Oid	audit_seq = InvalidOid;
 static void
 forget_records(void)
 {
-	records = NULL;				/* the memory was TopTransactionContext's */
+	buffer = NULL;				/* TopTransactionContext's child: gone with it */
+	records = NULL;
 	nrecords = 0;
 	capacity = 0;
+	buffered_rows = 0;
+	closed = false;
+}
+
+static MemoryContext
+buffer_context(void)
+{
+	if (buffer == NULL)
+		buffer = AllocSetContextCreate(TopTransactionContext, "tsaccess_native records",
+									   ALLOCSET_DEFAULT_SIZES);
+	return buffer;
 }
 
 /* A string kept for the transaction: the previous record's when equal (the common case). */
@@ -131,7 +154,7 @@ keep(const char *value, const char *previous)
 		return NULL;
 	if (previous != NULL && strcmp(value, previous) == 0)
 		return previous;
-	return MemoryContextStrdup(TopTransactionContext, value);
+	return MemoryContextStrdup(buffer_context(), value);
 }
 
 static Datum
@@ -296,7 +319,7 @@ flush_plan(Oid nsp, const char *rows_flush, Oid rowtype)
 
 /* Call a flush function with args, as its owner (a function nobody else may execute). */
 static void
-call_flush(Oid nsp, const char *rows_flush, Oid rowtype, Datum *args)
+call_flush(Oid nsp, const char *rows_flush, Oid rowtype, Oid owner, Datum *args)
 {
 	Oid			save_user;
 	int			save_sec;
@@ -309,7 +332,12 @@ call_flush(Oid nsp, const char *rows_flush, Oid rowtype, Datum *args)
 	PG_TRY();
 	{
 		fp = flush_plan(nsp, rows_flush, rowtype);
-		SetUserIdAndSecContext(function_owner(fp->func), restricted_context());
+		if (function_owner(fp->func) != owner)
+			ereport(ERROR,
+					(errmsg("tsaccess_native: a flush function is not owned by the audit "
+							"trigger function's owner; the audit records are not written"),
+					 errhint("Run tsaccess apply to put the audit trail back.")));
+		SetUserIdAndSecContext(owner, restricted_context());
 		rc = SPI_execute_plan(fp->plan, args, NULL, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "tsaccess_native: the audit flush failed: %s",
@@ -351,7 +379,7 @@ write_audit_rows(const AuditRecord *recs, int n)
 	args[7] = text_array(recs, n, offsetof(AuditRecord, app));
 	args[8] = text_array(recs, n, offsetof(AuditRecord, actor));
 	args[9] = text_array(recs, n, offsetof(AuditRecord, request));
-	call_flush(get_rel_namespace(recs[0].audit), NULL, InvalidOid, args);
+	call_flush(get_rel_namespace(recs[0].audit), NULL, InvalidOid, recs[0].owner, args);
 }
 
 /* A batch of changed rows for one rows flush function. */
@@ -359,6 +387,7 @@ typedef struct RowBatch
 {
 	const char *flush;
 	Oid			rowtype;
+	Oid			owner;
 	int			n;
 	int64		ids[ROWS_PER_CALL];
 	Datum		ops[ROWS_PER_CALL];
@@ -383,7 +412,7 @@ send_rows(RowBatch *b)
 												 -1, false, TYPALIGN_DOUBLE));
 	args[3] = PointerGetDatum(construct_md_array(b->news, b->new_nulls, 1, dims, lbs, b->rowtype,
 												 -1, false, TYPALIGN_DOUBLE));
-	call_flush(InvalidOid, b->flush, b->rowtype, args);
+	call_flush(InvalidOid, b->flush, b->rowtype, b->owner, args);
 	b->n = 0;
 }
 
@@ -391,10 +420,12 @@ static void
 add_row(RowBatch *b, const AuditRecord *r, Datum op, Datum old, bool has_old, Datum new,
 		bool has_new)
 {
-	if (b->n > 0 && (strcmp(b->flush, r->rows_flush) != 0 || b->rowtype != r->rowtype))
+	if (b->n > 0 && (strcmp(b->flush, r->rows_flush) != 0 || b->rowtype != r->rowtype ||
+					 b->owner != r->owner))
 		send_rows(b);
 	b->flush = r->rows_flush;
 	b->rowtype = r->rowtype;
+	b->owner = r->owner;
 	b->ids[b->n] = r->id;
 	b->ops[b->n] = op;
 	b->olds[b->n] = old;
@@ -405,11 +436,31 @@ add_row(RowBatch *b, const AuditRecord *r, Datum op, Datum old, bool has_old, Da
 		send_rows(b);
 }
 
+/* Whether two row types store their rows alike (attribute types, sizes, dropped columns). */
+static bool
+same_layout(TupleDesc a, TupleDesc b)
+{
+	if (a->natts != b->natts)
+		return false;
+	for (int i = 0; i < a->natts; i++)
+	{
+		Form_pg_attribute x = TupleDescAttr(a, i);
+		Form_pg_attribute y = TupleDescAttr(b, i);
+
+		if (x->atttypid != y->atttypid || x->atttypmod != y->atttypmod ||
+			x->attisdropped != y->attisdropped || x->attlen != y->attlen ||
+			x->attbyval != y->attbyval || x->attalign != y->attalign)
+			return false;
+	}
+	return true;
+}
+
 /* The buffered rows of recs[0, n) in per-row mode. */
 static void
 write_changed_rows(const AuditRecord *recs, int n)
 {
-	RowBatch   *b = palloc0(sizeof(RowBatch));
+	RowBatch   *b = NULL;
+	TupleDesc	checked = NULL;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -418,13 +469,30 @@ write_changed_rows(const AuditRecord *recs, int n)
 
 		if (r->rows_flush == NULL || r->nrows == 0)
 			continue;
+		if (r->desc != checked)
+		{
+			/* the rows were copied with the row type of their statement: still the same? */
+			TupleDesc	now = lookup_rowtype_tupdesc(r->rowtype, -1);
+			bool		same = same_layout(now, r->desc);
+
+			ReleaseTupleDesc(now);
+			if (!same)
+				ereport(ERROR,
+						(errmsg("tsaccess_native: the columns of a table audited per row changed "
+								"in this transaction after audited writes; their changed rows "
+								"cannot be recorded"),
+						 errhint("Commit the writes before altering the table.")));
+			checked = r->desc;
+		}
+		if (b == NULL)
+			b = palloc0(sizeof(RowBatch));
 		op = CStringGetTextDatum(r->op);
 		for (int k = 0; k < r->nrows; k++)
 			add_row(b, r, op, r->olds ? r->olds[k] : (Datum) 0, r->olds != NULL,
 					r->news ? r->news[k] : (Datum) 0, r->news != NULL);
 	}
-	send_rows(b);
-	pfree(b);
+	if (b != NULL)
+		send_rows(b);
 }
 
 static void
@@ -432,6 +500,10 @@ write_records(const AuditRecord *recs, int n)
 {
 	int			first = 0;
 	bool		snapshot = false;
+	MemoryContext scratch = AllocSetContextCreate(TopTransactionContext,
+												  "tsaccess_native flush",
+												  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(scratch);
 
 	if (!ActiveSnapshotSet())
 	{
@@ -440,7 +512,7 @@ write_records(const AuditRecord *recs, int n)
 		snapshot = true;
 	}
 	for (int i = 1; i <= n; i++)
-		if (i == n || recs[i].audit != recs[first].audit)
+		if (i == n || recs[i].audit != recs[first].audit || recs[i].owner != recs[first].owner)
 		{
 			write_audit_rows(&recs[first], i - first);
 			first = i;
@@ -448,24 +520,59 @@ write_records(const AuditRecord *recs, int n)
 	write_changed_rows(recs, n);
 	if (snapshot)
 		PopActiveSnapshot();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(scratch);	/* on an error the transaction's end frees it */
 }
 
 static void
 flush_records(void)
 {
-	if (nrecords == 0 || flushing)
+	int			level = GetCurrentTransactionNestLevel();
+	int			first = nrecords;
+
+	if (flushing)
+		return;
+	/* the records of the current level (a suffix: levels never decrease along the array) can
+	 * be written in it, with the same fate as their statements; lower ones must wait */
+	while (first > 0 && records[first - 1].level >= level)
+		first--;
+	if (first == nrecords)
 		return;
 	flushing = true;
 	PG_TRY();
 	{
-		write_records(records, nrecords);
+		write_records(&records[first], nrecords - first);
 	}
 	PG_FINALLY();
 	{
 		flushing = false;
 	}
 	PG_END_TRY();
-	nrecords = 0;
+	for (int i = first; i < nrecords; i++)
+	{
+		AuditRecord *r = &records[i];
+
+		buffered_rows -= r->nrows;
+		for (int k = 0; k < r->nrows; k++)
+		{
+			if (r->olds)
+				pfree(DatumGetPointer(r->olds[k]));
+			if (r->news)
+				pfree(DatumGetPointer(r->news[k]));
+		}
+		if (r->olds)
+			pfree(r->olds);
+		if (r->news)
+			pfree(r->news);
+	}
+	nrecords = first;
+	if (nrecords == 0 && buffer != NULL)
+	{
+		MemoryContextReset(buffer);	/* strings and row types too */
+		records = NULL;
+		capacity = 0;
+		buffered_rows = 0;
+	}
 }
 
 static void
@@ -476,6 +583,7 @@ xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PRE_COMMIT:
 		case XACT_EVENT_PRE_PREPARE:
 			flush_records();
+			closed = true;		/* a later audited write could not be recorded: refused */
 			break;
 		case XACT_EVENT_PARALLEL_PRE_COMMIT:
 			break;
@@ -590,10 +698,23 @@ after_trigger(FunctionCallInfo fcinfo, const char *name)
 	return td;
 }
 
+static Oid
+relation_owner(Oid rel)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "tsaccess_native: cache lookup failed for relation %u", rel);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
 /* The audit table's identity sequence (the audit row's id is taken when the statement runs,
  * so rows written at commit keep the statements' order among every audit row). */
 static Oid
-audit_sequence(const char *qualified, Oid *relid)
+audit_sequence(const char *qualified, Oid owner, Oid *relid)
 {
 	char	   *nspname;
 	char	   *relname;
@@ -609,7 +730,12 @@ audit_sequence(const char *qualified, Oid *relid)
 	if (!OidIsValid(rel))
 		ereport(ERROR, (errmsg("tsaccess_native: the audit table %s does not exist", qualified),
 						errhint("Run tsaccess apply to put the audit trail back.")));
-	if (rel != audit_relid || audit_name == NULL || strcmp(audit_name, qualified) != 0)
+	if (relation_owner(rel) != owner)
+		ereport(ERROR, (errmsg("tsaccess_native: the audit table %s is not owned by the audit "
+							   "trigger function's owner", qualified),
+						errhint("Run tsaccess apply to put the audit trail back.")));
+	if (rel != audit_relid || audit_name == NULL || strcmp(audit_name, qualified) != 0 ||
+		get_rel_relkind(audit_seq) != RELKIND_SEQUENCE)
 	{
 		AttrNumber	att = get_attnum(rel, "id");
 		Oid			seq = att != InvalidAttrNumber ? getIdentitySequence(rel, att, true) :
@@ -627,6 +753,16 @@ audit_sequence(const char *qualified, Oid *relid)
 	}
 	*relid = rel;
 	return audit_seq;
+}
+
+static TupleDesc
+copy_desc(TupleDesc desc, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	TupleDesc	copy = CreateTupleDescCopy(desc);
+
+	MemoryContextSwitchTo(old);
+	return copy;
 }
 
 /* The rows of a transition table as composites of the table's row type, in cxt. */
@@ -661,7 +797,7 @@ new_record(void)
 		int			grow = capacity ? capacity * 2 : 64;
 
 		records = records == NULL
-			? MemoryContextAlloc(TopTransactionContext, sizeof(AuditRecord) * grow)
+			? MemoryContextAlloc(buffer_context(), sizeof(AuditRecord) * grow)
 			: repalloc(records, sizeof(AuditRecord) * grow);
 		capacity = grow;
 	}
@@ -674,7 +810,7 @@ new_record(void)
  * compiled function (its audit row's id is taken now too, so the order holds).
  */
 static Datum
-bulk_rows(FunctionCallInfo fcinfo, const char *fn)
+bulk_rows(FunctionCallInfo fcinfo, const char *fn, Oid owner)
 {
 	char	   *nspname;
 	char	   *name;
@@ -685,6 +821,10 @@ bulk_rows(FunctionCallInfo fcinfo, const char *fn)
 	LOCAL_FCINFO(call, 0);
 	if (!OidIsValid(func))
 		ereport(ERROR, (errmsg("tsaccess_native: the per-row function %s is missing", fn),
+						errhint("Run tsaccess apply to put the audit trail back.")));
+	if (function_owner(func) != owner || get_func_rettype(func) != TRIGGEROID)
+		ereport(ERROR, (errmsg("tsaccess_native: %s is not a trigger function of the audit "
+							   "trigger function's owner", fn),
 						errhint("Run tsaccess apply to put the audit trail back.")));
 	fmgr_info(func, &flinfo);
 	InitFunctionCallInfoData(*call, &flinfo, 0, InvalidOid, fcinfo->context, NULL);
@@ -712,6 +852,7 @@ tsaccess_native_audit(PG_FUNCTION_ARGS)
 	Tuplestorestate *news = NULL;
 	const char *role;
 	char		buf[64];
+	Oid			rec_owner;
 
 	rows_mode = tg->tgnargs >= 2 && strcmp(tg->tgargs[1], "rows") == 0;
 	if (tg->tgnargs != (rows_mode ? 5 : 3))
@@ -721,6 +862,10 @@ tsaccess_native_audit(PG_FUNCTION_ARGS)
 	if (flushing)
 		ereport(ERROR, (errmsg("tsaccess_native_audit(): an audited write while the audit "
 							   "records were being written")));
+	if (closed)
+		ereport(ERROR, (errmsg("tsaccess_native_audit(): an audited write after this "
+							   "transaction's audit records were written at its commit")));
+	rec_owner = function_owner(fcinfo->flinfo->fn_oid);
 	memset(&rec, 0, sizeof(rec));
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 		rec.op = "INSERT";
@@ -748,9 +893,10 @@ tsaccess_native_audit(PG_FUNCTION_ARGS)
 		if (rec.n == 0 && lone_merge_or_with())
 			return PointerGetDatum(NULL);
 		if (rows_mode && rec.n >= WRITE_NOW_ROWS)
-			return bulk_rows(fcinfo, tg->tgargs[4]);
+			return bulk_rows(fcinfo, tg->tgargs[4], rec_owner);
 	}
-	rec.id = nextval_internal(audit_sequence(tg->tgargs[2], &rec.audit), false);
+	rec.owner = rec_owner;
+	rec.id = nextval_internal(audit_sequence(tg->tgargs[2], rec_owner, &rec.audit), false);
 	rec.level = GetCurrentTransactionNestLevel();
 	rec.login = GetSessionUserId();
 	if (rec.n < 0)
@@ -759,7 +905,8 @@ tsaccess_native_audit(PG_FUNCTION_ARGS)
 		snprintf(buf, sizeof(buf), "%s of " INT64_FORMAT " row(s)", rec.op, rec.n);
 	rec.description = keep(buf, prev ? prev->description : NULL);
 	rec.label = keep(tg->tgargs[0], prev ? prev->label : NULL);
-	role = GetConfigOption("role", false, false);
+	/* as current_setting('role') shows it: SET SESSION AUTHORIZATION ends a SET ROLE */
+	role = OidIsValid(GetCurrentRoleId()) ? GetConfigOption("role", false, false) : NULL;
 	rec.role = (role && strcmp(role, "none") != 0) ? keep(role, prev ? prev->role : NULL) : NULL;
 	rec.app = keep(GetConfigOption("application_name", false, false), prev ? prev->app : NULL);
 	rec.actor = keep(GetConfigOption("tsaccess.actor", true, false), prev ? prev->actor : NULL);
@@ -771,14 +918,19 @@ tsaccess_native_audit(PG_FUNCTION_ARGS)
 
 		rec.rows_flush = keep(tg->tgargs[3], prev ? prev->rows_flush : NULL);
 		rec.rowtype = desc->tdtypeid;
+		/* the row type as the rows are copied, shared while it stays the same */
+		rec.desc = prev && prev->desc && prev->rowtype == rec.rowtype &&
+			same_layout(prev->desc, desc) ? prev->desc
+			: copy_desc(desc, buffer_context());
 		rec.nrows = (int) rec.n;
-		rec.olds = olds ? copy_rows(olds, desc, rec.n, TopTransactionContext) : NULL;
-		rec.news = news ? copy_rows(news, desc, rec.n, TopTransactionContext) : NULL;
+		rec.olds = olds ? copy_rows(olds, desc, rec.n, buffer_context()) : NULL;
+		rec.news = news ? copy_rows(news, desc, rec.n, buffer_context()) : NULL;
+		buffered_rows += rec.n;
 	}
 	*new_record() = rec;
 	nrecords++;
-	if (nrecords >= FLUSH_AT && GetCurrentTransactionNestLevel() == 1)
-		flush_records();
+	if (nrecords >= FLUSH_AT || buffered_rows >= FLUSH_ROWS)
+		flush_records();		/* those of the current level: memory stays bounded */
 	return PointerGetDatum(NULL);
 }
 
