@@ -503,3 +503,28 @@ def test_session_authorization_is_reset_in_a_role_scoped_superuser_pool(shop, dr
             assert row == (login, "shop_group")
     finally:
         pool.close()
+
+
+def test_a_returned_connection_is_reset_before_anyone_borrows_it_again(shop, driver):
+    """The reset is done when ``with pool.connection()`` exits, not when the connection is
+    next borrowed: the advisory lock a borrower left and its temporary table are gone at once
+    for everyone else, while the connection sits in the pool borrowed by nobody."""
+    db, pw = shop
+    pool = _pool(db, pw, driver, autocommit=True)
+    try:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+            conn.execute("SELECT pg_advisory_lock(4242)")
+            conn.execute("CREATE TEMP TABLE left_behind (x int)")
+            conn.execute("LISTEN left_behind")
+        with db.admin(autocommit=True) as admin:
+            locks = "SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype = 'advisory'"
+            assert admin.execute(locks, (pid,)).fetchone() == (0,)
+            temp = "SELECT count(*) FROM pg_class WHERE relname = 'left_behind'"
+            assert admin.execute(temp).fetchone() == (0,)
+            assert admin.execute("SELECT pg_try_advisory_lock(4242)").fetchone() == (True,)
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == pid
+            assert conn.execute("SELECT count(*) FROM pg_listening_channels()").fetchone() == (0,)
+    finally:
+        pool.close()

@@ -141,11 +141,12 @@ def rebuild_manager(ledger: PreparedLedger, borrowed: PrepareManager) -> Prepare
     fresh = PrepareManager()
     fresh._names = OrderedDict((e.key, name) for name, e in ledger.entries.items())
     counts = borrowed._counts if isinstance(borrowed._counts, OrderedDict) else {}
-    fresh._counts = OrderedDict(
-        (k, c) for k, c in counts.items() if _valid_key(k) and isinstance(c, int)
-    )
-    for key in fresh._names:
-        fresh._counts.pop(key, None)
+    if counts:
+        fresh._counts = OrderedDict(
+            (k, c) for k, c in counts.items() if _valid_key(k) and isinstance(c, int)
+        )
+        for key in fresh._names:
+            fresh._counts.pop(key, None)
     idx = borrowed._prepared_idx
     if isinstance(idx, int) and 0 <= idx < 2**62:
         ledger.next_index = max(ledger.next_index, idx)

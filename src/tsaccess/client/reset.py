@@ -13,8 +13,9 @@ fingerprint shows anything else, every statement is deallocated (extra round tri
 Client side: psycopg's prepared-statement map is rebuilt from what the server was shown to
 hold (never from the borrower's objects), and the connection's Python state
 (:class:`ClientState`: row and cursor factories, adapters, notice and notify handlers, prepare
-settings) is put back as the pool configured it. The reset is written once as a psycopg
-generator (:func:`reset_gen`); the sync and async pools only run it.
+settings) is put back as the pool configured it, while the server runs the batch. The reset
+is written once as a psycopg generator (:func:`reset_gen`); the sync and async pools only run
+it.
 
 A custom setting (``SET myapp.x = 'y'``) leaves a placeholder that no SQL can list (PostgreSQL
 hides placeholders from ``pg_settings``) and that ``RESET ALL`` turns into ``''`` instead of
@@ -25,12 +26,13 @@ exist, and a connection with one the borrower created is discarded (fail closed)
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import sql
+from psycopg import generators, sql
 from psycopg._preparing import PrepareManager
 from psycopg.adapt import AdaptersMap
 from psycopg.rows import tuple_row
@@ -39,6 +41,7 @@ from tsaccess.client.prepared import (
     LISTED,
     PreparedLedger,
     changed_by_psycopg,
+    check_results,
     list_sql,
     new_statements,
     rebuild_manager,
@@ -293,8 +296,8 @@ class ClientState:
 
 def reset_gen(conn: Any, plan: ResetPlan, state: ClientState) -> PQGen[None]:
     """The reset of a pooled connection (sync or async: run it with ``conn.wait``), in one
-    round trip unless prepared statements need a closer look; then the client state is put
-    back.
+    round trip unless prepared statements need a closer look; the client state is put back
+    while the server runs the batch.
 
     Raises:
         TsaccessError: the borrower created a custom setting that ``RESET ALL`` cannot remove,
@@ -305,9 +308,9 @@ def reset_gen(conn: Any, plan: ResetPlan, state: ClientState) -> PQGen[None]:
     ledger: PreparedLedger | None = conn._prepared_ledger
     if ledger is None:
         ledger = conn._prepared_ledger = PreparedLedger()
+    # the borrower's map stays until the reply is read: the reset speaks to libpq directly,
+    # and a connection whose reset fails is discarded
     borrowed: PrepareManager = conn._prepared
-    # psycopg queues nothing of its own in between: the reset speaks to libpq directly
-    conn._prepared = PrepareManager()
     new: dict[bytes, Any] = {}
     dropped = changed_by_psycopg(ledger, borrowed)
     if dropped:  # evicted or cleared: deallocate as psycopg would have
@@ -316,21 +319,32 @@ def reset_gen(conn: Any, plan: ResetPlan, state: ClientState) -> PQGen[None]:
         new = new_statements(ledger, borrowed)
     listed = bool(ledger.entries)
     batch = plan.batch(names, conn, listed)
-    results = yield from run_gen(conn, b"DEALLOCATE ALL; " + batch if dropped else batch)
-    listing = results[-1]
-    if not listed:
-        flags, offset = results[-2], 0
-    elif listing.ntuples:
-        flags, offset = listing, LISTED
-    else:  # the borrower deallocated them all: no row carried the flags
-        flags, offset = (yield from run_gen(conn, plan.flags(names, conn)))[-1], 0
-    present = tuple(flags.get_value(0, offset + i) == b"t" for i in range(len(names)))
-    check_created(present, names, state.custom_present)
-    server = server_statements(listing)
-    if new or not ledger.matches(server):
-        yield from reconcile_gen(conn, ledger, server, new)
-    conn._prepared = rebuild_manager(ledger, borrowed)
+    conn.pgconn.send_query(b"DEALLOCATE ALL; " + batch if dropped else batch)
+    yield from generators.send(conn.pgconn)
+    # while the server runs the batch: the next borrower's Python objects, never the last one's
     state.restore(conn)
+    rebuilt = None if new else rebuild_manager(ledger, borrowed)
+    results: list[Any] = yield from generators.fetch_many(conn.pgconn)
+    check_results(conn, results)
+    listing = results[-1]
+    if names:
+        if not listed:
+            flags, offset = results[-2], 0
+        elif listing.ntuples:
+            flags, offset = listing, LISTED
+        else:  # the borrower deallocated them all: no row carried the flags
+            flags, offset = (yield from run_gen(conn, plan.flags(names, conn)))[-1], 0
+        present = tuple(flags.get_value(0, offset + i) == b"t" for i in range(len(names)))
+        check_created(present, names, state.custom_present)
+    server = server_statements(listing)
+    if rebuilt is None or not ledger.matches(server):
+        yield from reconcile_gen(conn, ledger, server, new)
+        rebuilt = rebuild_manager(ledger, borrowed)
+    conn._prepared = rebuilt
+    rebuilt.prepare_threshold = state.prepare_threshold  # both live on psycopg's map
+    rebuilt.prepared_max = sys.maxsize if state.prepared_max is None else state.prepared_max
+    if conn._notifies_backlog is not None:
+        conn._notifies_backlog.clear()  # notifications that came with the reply
 
 
 def check_created(present: Sequence[bool], custom: Sequence[str], before: frozenset[str]) -> None:
