@@ -2,7 +2,9 @@
 
 A PL/pgSQL trigger costs a statement that sends one row about a tenth of its time just to be
 called, and an audit row written per statement into the audit hypertable costs TimescaleDB a
-chunk lookup per statement. ``tsaccess_native.c`` (beside this file) does the same work in C:
+chunk lookup per statement. The C beside this file (``tsaccess_native.c``: the trigger
+functions; ``buffer.c``: the transaction's records; ``flush.c``: writing them) does the same
+work:
 
 * the chunk gate (``tsaccess_chunk_acl()``): one counter comparison when the statement made no
   chunk; otherwise ``tsaccess_chunk_gate_slow()`` (PL/pgSQL) does what the PL/pgSQL gate does;

@@ -26,7 +26,11 @@
  *
  * Nothing here is reachable from SQL but the two trigger functions, which refuse to run
  * other than as the triggers tsaccess creates.
+ *
+ * This file holds the two trigger functions; buffer.c keeps the transaction's records and
+ * writes them at the commit, flush.c writes them (tsaccess_native.h: what they share).
  */
+
 #include "postgres.h"
 
 #include "access/xact.h"
@@ -59,565 +63,14 @@
 #include "utils/tuplestore.h"
 #include "utils/typcache.h"
 
+#include "tsaccess_native.h"
+
 PG_MODULE_MAGIC;
-
-#define FLUSH_FUNCTION "tsaccess_audit_flush"
-#define GATE_SLOW_FUNCTION "tsaccess_chunk_gate_slow"
-#define FLUSH_AT 10000			/* records kept before they are written early (at their
-								 * own subtransaction level) */
-#define FLUSH_ROWS 100000		/* changed rows kept before the same */
-#define WRITE_NOW_ROWS 1000		/* per row: a statement of this many rows is written at once,
-								 * by the table's PL/pgSQL function */
-#define ROWS_PER_CALL 10000		/* changed rows per call of a rows flush function */
-#define FLUSH_NARGS 10
-#define ROWS_NARGS 4
-
-void		_PG_init(void);
-
-typedef struct AuditRecord
-{
-	int64		id;				/* the audit row's id, taken when the statement ran */
-	Oid			audit;			/* the audit table */
-	Oid			owner;			/* the trigger function's owner: every function it calls and
-								 * the audit table must be this role's */
-	int			level;			/* subtransaction nesting level the statement's effects live at */
-	int64		n;				/* rows; -1: not counted (TRUNCATE) */
-	Oid			login;			/* session_user */
-	const char *op;
-	const char *description;
-	const char *label;			/* the audited table's name, as the trigger was given it */
-	const char *role;			/* NULL: none (session_user) */
-	const char *app;			/* NULL: empty */
-	const char *actor;
-	const char *request;
-	/* per-row mode: the changed rows (composites of the audited table's row type) */
-	const char *rows_flush;		/* its qualified name; NULL: statement mode */
-	Oid			rowtype;
-	TupleDesc	desc;			/* the row type as the rows were copied (shared) */
-	int			nrows;
-	Datum	   *olds;
-	Datum	   *news;
-} AuditRecord;
-
-static MemoryContext buffer = NULL;	/* the records, their strings and rows; a child of
-									 * TopTransactionContext, reset when they are written */
-static AuditRecord *records = NULL;
-static int	nrecords = 0;
-static int	capacity = 0;
-static int64 buffered_rows = 0;
-static bool flushing = false;
-static bool closed = false;		/* this transaction's records were written at its commit */
-
-typedef struct FlushPlan
-{
-	Oid			nsp;			/* the audit flush function's schema */
-	Oid			rowtype;		/* InvalidOid: the audit flush; else a rows flush of this type */
-	char	   *name;			/* a rows flush function's qualified name */
-	Oid			func;
-	SPIPlanPtr	plan;
-} FlushPlan;
-
-#define MAX_PLANS 32
-static FlushPlan plans[MAX_PLANS];
-static int	nplans = 0;
 
 /* the audit table's identity sequence, looked up again when the name means another table */
 static char *audit_name = NULL;
 static Oid	audit_relid = InvalidOid;
 static Oid	audit_seq = InvalidOid;
-
-static void
-forget_records(void)
-{
-	buffer = NULL;				/* TopTransactionContext's child: gone with it */
-	records = NULL;
-	nrecords = 0;
-	capacity = 0;
-	buffered_rows = 0;
-	closed = false;
-}
-
-static MemoryContext
-buffer_context(void)
-{
-	if (buffer == NULL)
-		buffer = AllocSetContextCreate(TopTransactionContext, "tsaccess_native records",
-									   ALLOCSET_DEFAULT_SIZES);
-	return buffer;
-}
-
-/* A string kept for the transaction: the previous record's when equal (the common case). */
-static const char *
-keep(const char *value, const char *previous)
-{
-	if (value == NULL || value[0] == '\0')
-		return NULL;
-	if (previous != NULL && strcmp(value, previous) == 0)
-		return previous;
-	return MemoryContextStrdup(buffer_context(), value);
-}
-
-static Datum
-text_array(const AuditRecord *recs, int n, size_t offset)
-{
-	Datum	   *values = palloc(sizeof(Datum) * n);
-	bool	   *nulls = palloc(sizeof(bool) * n);
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-
-	for (int i = 0; i < n; i++)
-	{
-		const char *s = *(const char *const *) ((const char *) &recs[i] + offset);
-
-		nulls[i] = (s == NULL);
-		values[i] = s ? CStringGetTextDatum(s) : (Datum) 0;
-	}
-	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, TEXTOID, -1, false,
-											  TYPALIGN_INT));
-}
-
-static Datum
-int8_array(const int64 *values, const bool *nulls, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * n);
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-
-	for (int i = 0; i < n; i++)
-		d[i] = Int64GetDatum(values[i]);
-	return PointerGetDatum(construct_md_array(d, (bool *) nulls, 1, dims, lbs, INT8OID, 8,
-											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
-static int
-restricted_context(void)
-{
-	Oid			user;
-	int			sec;
-
-	GetUserIdAndSecContext(&user, &sec);
-	return sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION;
-}
-
-static Oid
-function_owner(Oid func)
-{
-	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(func));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "tsaccess_native: cache lookup failed for function %u", func);
-	owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
-/*
- * A function by qualified name and argument types, looked up without a privilege check: the
- * names come from triggers tsaccess made, and the writer may lack USAGE on the schema (the
- * function's owner, who runs it, has it).
- */
-static Oid
-function_by_name(const char *qualified, int nargs, Oid *types, char **nspname, char **name)
-{
-	List	   *names = stringToQualifiedNameList(qualified);
-	Oid			nsp;
-
-	DeconstructQualifiedName(names, nspname, name);
-	if (*nspname == NULL)
-		elog(ERROR, "tsaccess_native: %s is not a qualified name", qualified);
-	nsp = get_namespace_oid(*nspname, true);
-	if (!OidIsValid(nsp))
-		return InvalidOid;
-	return GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid, CStringGetDatum(*name),
-						   PointerGetDatum(buildoidvector(types, nargs)),
-						   ObjectIdGetDatum(nsp));
-}
-
-/* The saved plan calling a flush function: nsp's audit flush (rows_flush NULL), or the rows
- * flush function named rows_flush for composites of rowtype. */
-static FlushPlan *
-flush_plan(Oid nsp, const char *rows_flush, Oid rowtype)
-{
-	Oid			audit_types[FLUSH_NARGS] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, INT8ARRAYOID, OIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID};
-	Oid			rows_types[ROWS_NARGS] = {INT8ARRAYOID, TEXTARRAYOID, InvalidOid, InvalidOid};
-	int			nargs = rows_flush ? ROWS_NARGS : FLUSH_NARGS;
-	Oid		   *types = rows_flush ? rows_types : audit_types;
-	char	   *nspname;
-	char	   *name;
-	Oid			func;
-	StringInfoData q;
-	SPIPlanPtr	plan;
-
-	if (rows_flush)
-	{
-		Oid			arr = get_array_type(rowtype);
-
-		if (!OidIsValid(arr))
-			elog(ERROR, "tsaccess_native: type %u has no array type", rowtype);
-		rows_types[2] = rows_types[3] = arr;
-		/* looked up each time: the function may have been dropped and made again */
-		func = function_by_name(rows_flush, nargs, types, &nspname, &name);
-		nsp = InvalidOid;
-	}
-	else
-	{
-		nspname = get_namespace_name(nsp);
-		if (nspname == NULL)
-			ereport(ERROR, (errmsg("tsaccess_native: the audit table's schema is gone"),
-							errhint("Run tsaccess apply to put the audit trail back.")));
-		name = FLUSH_FUNCTION;
-		func = GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid, CStringGetDatum(name),
-							   PointerGetDatum(buildoidvector(types, nargs)),
-							   ObjectIdGetDatum(nsp));
-		rowtype = InvalidOid;
-	}
-	if (!OidIsValid(func))
-		ereport(ERROR,
-				(errmsg("tsaccess_native: the audit flush function %s.%s is missing; the audit "
-						"records of this transaction cannot be written", nspname, name),
-				 errhint("Run tsaccess apply to put the audit trail back.")));
-	for (int i = 0; i < nplans; i++)
-		if (plans[i].nsp == nsp && plans[i].rowtype == rowtype &&
-			(rows_flush == NULL) == (plans[i].name == NULL) &&
-			(rows_flush == NULL || strcmp(rows_flush, plans[i].name) == 0))
-		{
-			if (plans[i].func == func)
-				return &plans[i];
-			SPI_freeplan(plans[i].plan);
-			if (plans[i].name)
-				pfree(plans[i].name);
-			plans[i] = plans[--nplans];
-			break;
-		}
-	/* prepared as the owner (the caller, a writer, may lack USAGE on the schema) */
-	SetUserIdAndSecContext(function_owner(func), restricted_context());
-	initStringInfo(&q);
-	appendStringInfo(&q, "SELECT %s.%s(", quote_identifier(nspname), quote_identifier(name));
-	for (int i = 1; i <= nargs; i++)
-		appendStringInfo(&q, i < nargs ? "$%d, " : "$%d)", i);
-	plan = SPI_prepare(q.data, nargs, types);
-	if (plan == NULL)
-		elog(ERROR, "tsaccess_native: SPI_prepare failed: %s",
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	if (nplans == MAX_PLANS)
-	{
-		SPI_freeplan(plans[--nplans].plan);
-		if (plans[nplans].name)
-			pfree(plans[nplans].name);
-	}
-	plans[nplans].nsp = nsp;
-	plans[nplans].rowtype = rowtype;
-	plans[nplans].name = rows_flush ? MemoryContextStrdup(TopMemoryContext, rows_flush) : NULL;
-	plans[nplans].func = func;
-	plans[nplans].plan = plan;
-	return &plans[nplans++];
-}
-
-/* Call a flush function with args, as its owner (a function nobody else may execute). */
-static void
-call_flush(Oid nsp, const char *rows_flush, Oid rowtype, Oid owner, Datum *args)
-{
-	Oid			save_user;
-	int			save_sec;
-	FlushPlan  *fp;
-	int			rc;
-
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "tsaccess_native: SPI_connect failed");
-	PG_TRY();
-	{
-		fp = flush_plan(nsp, rows_flush, rowtype);
-		if (function_owner(fp->func) != owner)
-			ereport(ERROR,
-					(errmsg("tsaccess_native: a flush function is not owned by the audit "
-							"trigger function's owner; the audit records are not written"),
-					 errhint("Run tsaccess apply to put the audit trail back.")));
-		SetUserIdAndSecContext(owner, restricted_context());
-		rc = SPI_execute_plan(fp->plan, args, NULL, false, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "tsaccess_native: the audit flush failed: %s",
-				 SPI_result_code_string(rc));
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_user, save_sec);
-	}
-	PG_END_TRY();
-	SPI_finish();
-}
-
-/* The audit rows of recs[0, n) (one audit table): one call of its schema's flush function. */
-static void
-write_audit_rows(const AuditRecord *recs, int n)
-{
-	Datum		args[FLUSH_NARGS];
-	int64	   *ids = palloc(sizeof(int64) * n);
-	int64	   *counts = palloc(sizeof(int64) * n);
-	bool	   *count_nulls = palloc(sizeof(bool) * n);
-	Datum	   *logins = palloc(sizeof(Datum) * n);
-
-	for (int i = 0; i < n; i++)
-	{
-		ids[i] = recs[i].id;
-		counts[i] = recs[i].n;
-		count_nulls[i] = recs[i].n < 0;
-		logins[i] = ObjectIdGetDatum(recs[i].login);
-	}
-	args[0] = int8_array(ids, NULL, n);
-	args[1] = text_array(recs, n, offsetof(AuditRecord, op));
-	args[2] = text_array(recs, n, offsetof(AuditRecord, label));
-	args[3] = text_array(recs, n, offsetof(AuditRecord, description));
-	args[4] = int8_array(counts, count_nulls, n);
-	args[5] = PointerGetDatum(construct_array(logins, n, OIDOID, sizeof(Oid), true,
-											  TYPALIGN_INT));
-	args[6] = text_array(recs, n, offsetof(AuditRecord, role));
-	args[7] = text_array(recs, n, offsetof(AuditRecord, app));
-	args[8] = text_array(recs, n, offsetof(AuditRecord, actor));
-	args[9] = text_array(recs, n, offsetof(AuditRecord, request));
-	call_flush(get_rel_namespace(recs[0].audit), NULL, InvalidOid, recs[0].owner, args);
-}
-
-/* A batch of changed rows for one rows flush function. */
-typedef struct RowBatch
-{
-	const char *flush;
-	Oid			rowtype;
-	Oid			owner;
-	int			n;
-	int64		ids[ROWS_PER_CALL];
-	Datum		ops[ROWS_PER_CALL];
-	Datum		olds[ROWS_PER_CALL];
-	bool		old_nulls[ROWS_PER_CALL];
-	Datum		news[ROWS_PER_CALL];
-	bool		new_nulls[ROWS_PER_CALL];
-} RowBatch;
-
-static void
-send_rows(RowBatch *b)
-{
-	Datum		args[ROWS_NARGS];
-	int			dims[1] = {b->n};
-	int			lbs[1] = {1};
-
-	if (b->n == 0)
-		return;
-	args[0] = int8_array(b->ids, NULL, b->n);
-	args[1] = PointerGetDatum(construct_array(b->ops, b->n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[2] = PointerGetDatum(construct_md_array(b->olds, b->old_nulls, 1, dims, lbs, b->rowtype,
-												 -1, false, TYPALIGN_DOUBLE));
-	args[3] = PointerGetDatum(construct_md_array(b->news, b->new_nulls, 1, dims, lbs, b->rowtype,
-												 -1, false, TYPALIGN_DOUBLE));
-	call_flush(InvalidOid, b->flush, b->rowtype, b->owner, args);
-	b->n = 0;
-}
-
-static void
-add_row(RowBatch *b, const AuditRecord *r, Datum op, Datum old, bool has_old, Datum new,
-		bool has_new)
-{
-	if (b->n > 0 && (strcmp(b->flush, r->rows_flush) != 0 || b->rowtype != r->rowtype ||
-					 b->owner != r->owner))
-		send_rows(b);
-	b->flush = r->rows_flush;
-	b->rowtype = r->rowtype;
-	b->owner = r->owner;
-	b->ids[b->n] = r->id;
-	b->ops[b->n] = op;
-	b->olds[b->n] = old;
-	b->old_nulls[b->n] = !has_old;
-	b->news[b->n] = new;
-	b->new_nulls[b->n] = !has_new;
-	if (++b->n == ROWS_PER_CALL)
-		send_rows(b);
-}
-
-/* Whether two row types store their rows alike (attribute types, sizes, dropped columns). */
-static bool
-same_layout(TupleDesc a, TupleDesc b)
-{
-	if (a->natts != b->natts)
-		return false;
-	for (int i = 0; i < a->natts; i++)
-	{
-		Form_pg_attribute x = TupleDescAttr(a, i);
-		Form_pg_attribute y = TupleDescAttr(b, i);
-
-		if (x->atttypid != y->atttypid || x->atttypmod != y->atttypmod ||
-			x->attisdropped != y->attisdropped || x->attlen != y->attlen ||
-			x->attbyval != y->attbyval || x->attalign != y->attalign)
-			return false;
-	}
-	return true;
-}
-
-/* The buffered rows of recs[0, n) in per-row mode. */
-static void
-write_changed_rows(const AuditRecord *recs, int n)
-{
-	RowBatch   *b = NULL;
-	TupleDesc	checked = NULL;
-
-	for (int i = 0; i < n; i++)
-	{
-		const AuditRecord *r = &recs[i];
-		Datum		op;
-
-		if (r->rows_flush == NULL || r->nrows == 0)
-			continue;
-		if (r->desc != checked)
-		{
-			/* the rows were copied with the row type of their statement: still the same? */
-			TupleDesc	now = lookup_rowtype_tupdesc(r->rowtype, -1);
-			bool		same = same_layout(now, r->desc);
-
-			ReleaseTupleDesc(now);
-			if (!same)
-				ereport(ERROR,
-						(errmsg("tsaccess_native: the columns of a table audited per row changed "
-								"in this transaction after audited writes; their changed rows "
-								"cannot be recorded"),
-						 errhint("Commit the writes before altering the table.")));
-			checked = r->desc;
-		}
-		if (b == NULL)
-			b = palloc0(sizeof(RowBatch));
-		op = CStringGetTextDatum(r->op);
-		for (int k = 0; k < r->nrows; k++)
-			add_row(b, r, op, r->olds ? r->olds[k] : (Datum) 0, r->olds != NULL,
-					r->news ? r->news[k] : (Datum) 0, r->news != NULL);
-	}
-	if (b != NULL)
-		send_rows(b);
-}
-
-static void
-write_records(const AuditRecord *recs, int n)
-{
-	int			first = 0;
-	bool		snapshot = false;
-	MemoryContext scratch = AllocSetContextCreate(TopTransactionContext,
-												  "tsaccess_native flush",
-												  ALLOCSET_DEFAULT_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(scratch);
-
-	if (!ActiveSnapshotSet())
-	{
-		/* before commit: no statement runs, so no snapshot is set */
-		PushActiveSnapshot(GetTransactionSnapshot());
-		snapshot = true;
-	}
-	for (int i = 1; i <= n; i++)
-		if (i == n || recs[i].audit != recs[first].audit || recs[i].owner != recs[first].owner)
-		{
-			write_audit_rows(&recs[first], i - first);
-			first = i;
-		}
-	write_changed_rows(recs, n);
-	if (snapshot)
-		PopActiveSnapshot();
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(scratch);	/* on an error the transaction's end frees it */
-}
-
-static void
-flush_records(void)
-{
-	int			level = GetCurrentTransactionNestLevel();
-	int			first = nrecords;
-
-	if (flushing)
-		return;
-	/* the records of the current level (a suffix: levels never decrease along the array) can
-	 * be written in it, with the same fate as their statements; lower ones must wait */
-	while (first > 0 && records[first - 1].level >= level)
-		first--;
-	if (first == nrecords)
-		return;
-	flushing = true;
-	PG_TRY();
-	{
-		write_records(&records[first], nrecords - first);
-	}
-	PG_FINALLY();
-	{
-		flushing = false;
-	}
-	PG_END_TRY();
-	for (int i = first; i < nrecords; i++)
-	{
-		AuditRecord *r = &records[i];
-
-		buffered_rows -= r->nrows;
-		for (int k = 0; k < r->nrows; k++)
-		{
-			if (r->olds)
-				pfree(DatumGetPointer(r->olds[k]));
-			if (r->news)
-				pfree(DatumGetPointer(r->news[k]));
-		}
-		if (r->olds)
-			pfree(r->olds);
-		if (r->news)
-			pfree(r->news);
-	}
-	nrecords = first;
-	if (nrecords == 0 && buffer != NULL)
-	{
-		MemoryContextReset(buffer);	/* strings and row types too */
-		records = NULL;
-		capacity = 0;
-		buffered_rows = 0;
-	}
-}
-
-static void
-xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_PRE_COMMIT:
-		case XACT_EVENT_PRE_PREPARE:
-			flush_records();
-			closed = true;		/* a later audited write could not be recorded: refused */
-			break;
-		case XACT_EVENT_PARALLEL_PRE_COMMIT:
-			break;
-		default:				/* COMMIT, ABORT, PREPARE and their parallel forms */
-			forget_records();
-			break;
-	}
-}
-
-static void
-subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-				 SubTransactionId parentSubid, void *arg)
-{
-	int			level = GetCurrentTransactionNestLevel();
-
-	/* the records' levels never decrease along the array: the ending level is a suffix */
-	if (event == SUBXACT_EVENT_COMMIT_SUB)
-	{
-		for (int i = nrecords - 1; i >= 0 && records[i].level >= level; i--)
-			records[i].level = level - 1;
-	}
-	else if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		while (nrecords > 0 && records[nrecords - 1].level >= level)
-			nrecords--;
-	}
-}
-
-void
-_PG_init(void)
-{
-	RegisterXactCallback(xact_callback, NULL);
-	RegisterSubXactCallback(subxact_callback, NULL);
-}
 
 static bool
 word_char(char c)
@@ -789,21 +242,6 @@ copy_rows(Tuplestorestate *store, TupleDesc desc, int64 n, MemoryContext cxt)
 	return rows;
 }
 
-static AuditRecord *
-new_record(void)
-{
-	if (nrecords == capacity)
-	{
-		int			grow = capacity ? capacity * 2 : 64;
-
-		records = records == NULL
-			? MemoryContextAlloc(buffer_context(), sizeof(AuditRecord) * grow)
-			: repalloc(records, sizeof(AuditRecord) * grow);
-		capacity = grow;
-	}
-	return &records[nrecords];
-}
-
 /*
  * A per-row statement of WRITE_NOW_ROWS rows or more: the table's PL/pgSQL per-row function
  * (fn, qualified) writes it now, set-based from the transition tables, as it does without the
@@ -815,14 +253,14 @@ bulk_rows(FunctionCallInfo fcinfo, const char *fn, Oid owner)
 	char	   *nspname;
 	char	   *name;
 	Oid			none[1] = {InvalidOid};
-	Oid			func = function_by_name(fn, 0, none, &nspname, &name);
+	Oid			func = tsn_function_by_name(fn, 0, none, &nspname, &name);
 	FmgrInfo	flinfo;
 
 	LOCAL_FCINFO(call, 0);
 	if (!OidIsValid(func))
 		ereport(ERROR, (errmsg("tsaccess_native: the per-row function %s is missing", fn),
 						errhint("Run tsaccess apply to put the audit trail back.")));
-	if (function_owner(func) != owner || get_func_rettype(func) != TRIGGEROID)
+	if (tsn_function_owner(func) != owner || get_func_rettype(func) != TRIGGEROID)
 		ereport(ERROR, (errmsg("tsaccess_native: %s is not a trigger function of the audit "
 							   "trigger function's owner", fn),
 						errhint("Run tsaccess apply to put the audit trail back.")));
@@ -847,7 +285,7 @@ tsaccess_native_audit(PG_FUNCTION_ARGS)
 	Trigger    *tg = td->tg_trigger;
 	bool		rows_mode;
 	AuditRecord rec;
-	const AuditRecord *prev = nrecords > 0 ? &records[nrecords - 1] : NULL;
+	const AuditRecord *prev = tsn_last_record();
 	Tuplestorestate *olds = NULL;
 	Tuplestorestate *news = NULL;
 	const char *role;
@@ -859,13 +297,8 @@ tsaccess_native_audit(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errmsg("tsaccess_native_audit() takes 3 trigger arguments, 5 in per-row "
 							   "mode"),
 						errhint("Run tsaccess apply to make the audit triggers again.")));
-	if (flushing)
-		ereport(ERROR, (errmsg("tsaccess_native_audit(): an audited write while the audit "
-							   "records were being written")));
-	if (closed)
-		ereport(ERROR, (errmsg("tsaccess_native_audit(): an audited write after this "
-							   "transaction's audit records were written at its commit")));
-	rec_owner = function_owner(fcinfo->flinfo->fn_oid);
+	tsn_check_open();
+	rec_owner = tsn_function_owner(fcinfo->flinfo->fn_oid);
 	memset(&rec, 0, sizeof(rec));
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 		rec.op = "INSERT";
@@ -903,34 +336,30 @@ tsaccess_native_audit(PG_FUNCTION_ARGS)
 		snprintf(buf, sizeof(buf), "%s", rec.op);
 	else
 		snprintf(buf, sizeof(buf), "%s of " INT64_FORMAT " row(s)", rec.op, rec.n);
-	rec.description = keep(buf, prev ? prev->description : NULL);
-	rec.label = keep(tg->tgargs[0], prev ? prev->label : NULL);
+	rec.description = tsn_keep(buf, prev ? prev->description : NULL);
+	rec.label = tsn_keep(tg->tgargs[0], prev ? prev->label : NULL);
 	/* as current_setting('role') shows it: SET SESSION AUTHORIZATION ends a SET ROLE */
 	role = OidIsValid(GetCurrentRoleId()) ? GetConfigOption("role", false, false) : NULL;
-	rec.role = (role && strcmp(role, "none") != 0) ? keep(role, prev ? prev->role : NULL) : NULL;
-	rec.app = keep(GetConfigOption("application_name", false, false), prev ? prev->app : NULL);
-	rec.actor = keep(GetConfigOption("tsaccess.actor", true, false), prev ? prev->actor : NULL);
-	rec.request = keep(GetConfigOption("tsaccess.request_id", true, false),
+	rec.role = (role && strcmp(role, "none") != 0) ? tsn_keep(role, prev ? prev->role : NULL) : NULL;
+	rec.app = tsn_keep(GetConfigOption("application_name", false, false), prev ? prev->app : NULL);
+	rec.actor = tsn_keep(GetConfigOption("tsaccess.actor", true, false), prev ? prev->actor : NULL);
+	rec.request = tsn_keep(GetConfigOption("tsaccess.request_id", true, false),
 					   prev ? prev->request : NULL);
 	if (rows_mode && rec.n > 0)
 	{
 		TupleDesc	desc = RelationGetDescr(td->tg_relation);
 
-		rec.rows_flush = keep(tg->tgargs[3], prev ? prev->rows_flush : NULL);
+		rec.rows_flush = tsn_keep(tg->tgargs[3], prev ? prev->rows_flush : NULL);
 		rec.rowtype = desc->tdtypeid;
 		/* the row type as the rows are copied, shared while it stays the same */
 		rec.desc = prev && prev->desc && prev->rowtype == rec.rowtype &&
-			same_layout(prev->desc, desc) ? prev->desc
-			: copy_desc(desc, buffer_context());
+			tsn_same_layout(prev->desc, desc) ? prev->desc
+			: copy_desc(desc, tsn_buffer_context());
 		rec.nrows = (int) rec.n;
-		rec.olds = olds ? copy_rows(olds, desc, rec.n, buffer_context()) : NULL;
-		rec.news = news ? copy_rows(news, desc, rec.n, buffer_context()) : NULL;
-		buffered_rows += rec.n;
+		rec.olds = olds ? copy_rows(olds, desc, rec.n, tsn_buffer_context()) : NULL;
+		rec.news = news ? copy_rows(news, desc, rec.n, tsn_buffer_context()) : NULL;
 	}
-	*new_record() = rec;
-	nrecords++;
-	if (nrecords >= FLUSH_AT || buffered_rows >= FLUSH_ROWS)
-		flush_records();		/* those of the current level: memory stays bounded */
+	tsn_add_record(&rec);
 	return PointerGetDatum(NULL);
 }
 
