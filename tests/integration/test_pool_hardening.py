@@ -505,15 +505,24 @@ def test_session_authorization_is_reset_in_a_role_scoped_superuser_pool(shop, dr
         pool.close()
 
 
-def test_a_returned_connection_is_reset_before_anyone_borrows_it_again(shop, driver):
+@pytest.mark.parametrize("deallocated", [False, True], ids=["kept", "deallocated"])
+def test_a_returned_connection_is_reset_before_anyone_borrows_it_again(shop, driver, deallocated):
     """The reset is done when ``with pool.connection()`` exits, not when the connection is
     next borrowed: the advisory lock a borrower left and its temporary table are gone at once
-    for everyone else, while the connection sits in the pool borrowed by nobody."""
+    for everyone else, while the connection sits in the pool borrowed by nobody; also when the
+    borrower deallocated, behind psycopg's back, the statements the pool keeps (the list the
+    reset reads is then empty)."""
     db, pw = shop
     pool = _pool(db, pw, driver, autocommit=True)
     try:
         with pool.connection() as conn:
+            for _ in range(6):  # prepared by psycopg, then kept by the pool
+                conn.execute("SELECT count(*) FROM events").fetchone()
+        with pool.connection() as conn:
+            assert _statements(conn), "the pool keeps the prepared statement"
             pid = conn.info.backend_pid
+            if deallocated:
+                conn.execute("DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$")
             conn.execute("SELECT pg_advisory_lock(4242)")
             conn.execute("CREATE TEMP TABLE left_behind (x int)")
             conn.execute("LISTEN left_behind")
@@ -526,5 +535,6 @@ def test_a_returned_connection_is_reset_before_anyone_borrows_it_again(shop, dri
         with pool.connection() as conn:
             assert conn.info.backend_pid == pid
             assert conn.execute("SELECT count(*) FROM pg_listening_channels()").fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM events").fetchone() == (12,)
     finally:
         pool.close()

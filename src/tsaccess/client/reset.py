@@ -327,13 +327,13 @@ def reset_gen(conn: Any, plan: ResetPlan, state: ClientState) -> PQGen[None]:
     results: list[Any] = yield from generators.fetch_many(conn.pgconn)
     check_results(conn, results)
     listing = results[-1]
+    if not listed:
+        flags, offset = results[-2], 0
+    elif listing.ntuples:
+        flags, offset = listing, LISTED
+    else:  # the borrower deallocated them all: no row carried the flags, nor released locks
+        flags, offset = (yield from run_gen(conn, plan.flags(names, conn)))[-1], 0
     if names:
-        if not listed:
-            flags, offset = results[-2], 0
-        elif listing.ntuples:
-            flags, offset = listing, LISTED
-        else:  # the borrower deallocated them all: no row carried the flags
-            flags, offset = (yield from run_gen(conn, plan.flags(names, conn)))[-1], 0
         present = tuple(flags.get_value(0, offset + i) == b"t" for i in range(len(names)))
         check_created(present, names, state.custom_present)
     server = server_statements(listing)
