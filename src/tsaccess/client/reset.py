@@ -26,7 +26,6 @@ exist, and a connection with one the borrower created is discarded (fail closed)
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -341,8 +340,8 @@ def reset_gen(conn: Any, plan: ResetPlan, state: ClientState) -> PQGen[None]:
         yield from reconcile_gen(conn, ledger, server, new)
         rebuilt = rebuild_manager(ledger, borrowed)
     conn._prepared = rebuilt
-    rebuilt.prepare_threshold = state.prepare_threshold  # both live on psycopg's map
-    rebuilt.prepared_max = sys.maxsize if state.prepared_max is None else state.prepared_max
+    conn.prepare_threshold = state.prepare_threshold  # both live on psycopg's map: set again
+    conn.prepared_max = state.prepared_max
     if conn._notifies_backlog is not None:
         conn._notifies_backlog.clear()  # notifications that came with the reply
 
